@@ -1,0 +1,215 @@
+//! The per-connection output buffer and the pool that recycles its storage.
+//!
+//! Invariants:
+//! - An [`OutBuf`] holds the bytes a peer's socket would not take yet, in order; `pos..len` of the
+//!   storage is pending, everything before `pos` was sent.
+//! - It never holds more than its cap: callers ask [`OutBuf::room`] before reading more input, so
+//!   a peer that never reads costs at most `cap` bytes of user memory (backpressure, not growth).
+//! - An empty buffer owns no storage: it goes back to the [`BufferPool`] as soon as it drains, so an
+//!   idle connection costs no buffer at all.
+
+/// Storage at most this large is kept in the pool; larger blocks go back to the allocator.
+const POOL_MAX_BLOCK: usize = 256 * 1024;
+/// The first block a buffer gets, unless the first push needs more.
+const MIN_BLOCK: usize = 4 * 1024;
+
+/// A bounded FIFO of pending output bytes.
+#[derive(Debug, Default)]
+pub struct OutBuf {
+    data: Vec<u8>,
+    pos: usize,
+}
+
+impl OutBuf {
+    /// An empty buffer, holding no storage.
+    pub const fn new() -> Self {
+        OutBuf { data: Vec::new(), pos: 0 }
+    }
+
+    /// Bytes pending.
+    pub fn len(&self) -> usize {
+        self.data.len() - self.pos
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pending bytes, oldest first.
+    pub fn pending(&self) -> &[u8] {
+        &self.data[self.pos..]
+    }
+
+    /// How many more bytes fit under `cap`.
+    pub fn room(&self, cap: usize) -> usize {
+        cap.saturating_sub(self.len())
+    }
+
+    /// Bytes of storage held (0 when idle).
+    pub fn capacity(&self) -> usize {
+        self.data.capacity()
+    }
+
+    /// Appends `bytes` behind what is pending, taking storage from `pool` if it has none. The
+    /// caller keeps the total within its cap (see [`room`](Self::room)); storage grows no larger
+    /// than `cap` or what is needed.
+    pub fn push(&mut self, bytes: &[u8], cap: usize, pool: &mut BufferPool) {
+        if bytes.is_empty() {
+            return;
+        }
+        let needed = self.len() + bytes.len();
+        if self.data.capacity() == 0 {
+            self.data = pool.take(needed.max(MIN_BLOCK.min(cap)));
+        } else if self.data.capacity() - self.data.len() < bytes.len() {
+            if self.pos > 0 {
+                // Move the pending tail to the front before growing: reuse what we have.
+                self.data.drain(..self.pos);
+                self.pos = 0;
+            }
+            if self.data.capacity() < needed {
+                let target = needed.max(self.data.capacity() * 2).min(cap.max(needed));
+                self.data.reserve_exact(target - self.data.len());
+            }
+        }
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// Marks `n` pending bytes as sent. When nothing remains, the storage returns to `pool`.
+    pub fn consume(&mut self, n: usize, pool: &mut BufferPool) {
+        debug_assert!(n <= self.len());
+        self.pos += n.min(self.len());
+        if self.pos == self.data.len() {
+            self.release(pool);
+        }
+    }
+
+    /// Drops whatever is pending and returns the storage to `pool`.
+    pub fn release(&mut self, pool: &mut BufferPool) {
+        self.pos = 0;
+        pool.give(std::mem::take(&mut self.data));
+    }
+}
+
+/// A small, bounded stack of freed buffer blocks, so that connections which flap between idle and
+/// backpressured do not hit the allocator every time.
+#[derive(Debug)]
+pub struct BufferPool {
+    free: Vec<Vec<u8>>,
+    max_blocks: usize,
+}
+
+impl BufferPool {
+    /// A pool that keeps at most `max_blocks` blocks.
+    pub fn new(max_blocks: usize) -> Self {
+        BufferPool { free: Vec::new(), max_blocks }
+    }
+
+    /// An empty block with room for at least `min_capacity` bytes.
+    pub fn take(&mut self, min_capacity: usize) -> Vec<u8> {
+        match self.free.iter().rposition(|b| b.capacity() >= min_capacity) {
+            Some(i) => self.free.swap_remove(i),
+            None => Vec::with_capacity(min_capacity),
+        }
+    }
+
+    /// Returns a block; kept if the pool has space and the block is not oversized.
+    pub fn give(&mut self, mut block: Vec<u8>) {
+        let cap = block.capacity();
+        if cap > 0 && cap <= POOL_MAX_BLOCK && self.free.len() < self.max_blocks {
+            block.clear();
+            self.free.push(block);
+        }
+    }
+
+    /// Blocks currently pooled.
+    pub fn len(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Whether the pool holds no block.
+    pub fn is_empty(&self) -> bool {
+        self.free.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_buffer_holds_no_storage() {
+        let b = OutBuf::new();
+        assert_eq!(b.capacity(), 0);
+        assert!(b.is_empty());
+        assert_eq!(b.room(100), 100);
+    }
+
+    #[test]
+    fn push_consume_keeps_order() {
+        let mut pool = BufferPool::new(4);
+        let mut b = OutBuf::new();
+        b.push(b"hello ", 1024, &mut pool);
+        b.push(b"world", 1024, &mut pool);
+        assert_eq!(b.pending(), b"hello world");
+        b.consume(6, &mut pool);
+        assert_eq!(b.pending(), b"world");
+        assert_eq!(b.room(1024), 1019);
+        b.push(b"!", 1024, &mut pool);
+        assert_eq!(b.pending(), b"world!");
+    }
+
+    #[test]
+    fn draining_returns_storage_to_pool() {
+        let mut pool = BufferPool::new(4);
+        let mut b = OutBuf::new();
+        b.push(&[7; 100], 1 << 20, &mut pool);
+        assert!(b.capacity() >= 100);
+        b.consume(100, &mut pool);
+        assert_eq!(b.capacity(), 0);
+        assert_eq!(pool.len(), 1);
+        // The next push reuses the pooled block.
+        b.push(&[1; 10], 1 << 20, &mut pool);
+        assert!(pool.is_empty());
+    }
+
+    #[test]
+    fn storage_never_exceeds_cap_when_caller_respects_room() {
+        let mut pool = BufferPool::new(4);
+        let cap = 10_000;
+        let mut b = OutBuf::new();
+        let mut expected = Vec::new();
+        let mut next = 0u8;
+        for round in 0..200 {
+            let n = b.room(cap).min(37 * (round % 5 + 1));
+            let chunk: Vec<u8> = (0..n)
+                .map(|_| {
+                    next = next.wrapping_add(1);
+                    next
+                })
+                .collect();
+            b.push(&chunk, cap, &mut pool);
+            expected.extend_from_slice(&chunk);
+            assert!(b.len() <= cap);
+            assert!(b.capacity() <= cap, "capacity {} over cap", b.capacity());
+            let take = (round * 13) % (b.len() + 1);
+            assert_eq!(&b.pending()[..take], &expected[..take]);
+            b.consume(take, &mut pool);
+            expected.drain(..take);
+            assert_eq!(b.pending(), &expected[..]);
+        }
+    }
+
+    #[test]
+    fn pool_is_bounded_and_skips_huge_blocks() {
+        let mut pool = BufferPool::new(2);
+        for _ in 0..5 {
+            pool.give(Vec::with_capacity(1024));
+        }
+        assert_eq!(pool.len(), 2);
+        pool.give(Vec::with_capacity(POOL_MAX_BLOCK + 1));
+        assert_eq!(pool.len(), 2);
+        let block = pool.take(4096);
+        assert!(block.capacity() >= 4096);
+    }
+}

@@ -1,0 +1,237 @@
+//! The `ricochet` command line: raw flags ([`Args`], parsed by clap, each also read from a
+//! `RICOCHET_*` environment variable) and their conversion into checked [`Settings`].
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+
+use crate::config::{Config, ListenSpec};
+use crate::units::{parse_bytes, parse_duration};
+
+/// The raw command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ricochet",
+    version,
+    about = "A fast, bounded echo server: TCP (IPv4/IPv6), UDP and Unix-domain streams.",
+    long_about = "A fast, bounded echo server: TCP (IPv4/IPv6), UDP and Unix-domain streams, on one \
+single-threaded edge-triggered reactor. Every byte received is sent back, in order, nothing added.\n\n\
+Once every listener is bound, one JSON line {\"event\":\"ready\",...} with the concrete addresses is \
+printed on stdout; at exit one {\"event\":\"stopped\",...} line with the counters. SIGTERM or SIGINT \
+stops accepting and drains connections; a second signal stops at once.\n\n\
+Every flag can also be set by an environment variable: RICOCHET_ plus the flag in upper snake case \
+(RICOCHET_MAX_CONNS=100). Sizes: 65536, 64KiB, 1MiB. Durations: 500ms, 2s, 1m.",
+    after_help = "Examples:\n  ricochet                                  # TCP echo on 127.0.0.1:7007\n  \
+ricochet --tcp 127.0.0.1:0 --ready-file /tmp/echo.json   # CI backend on a free port\n  \
+ricochet --tcp 0.0.0.0:7007 --tcp [::]:7007 --udp 127.0.0.1:7007 --unix /tmp/echo.sock"
+)]
+pub struct Args {
+    /// Serve TCP echo on ADDR (IP:PORT, [IPv6]:PORT or localhost:PORT; port 0 picks a free one).
+    /// Repeatable. Default, when no listener is given: 127.0.0.1:7007.
+    #[arg(long = "tcp", value_name = "ADDR", env = "RICOCHET_TCP", value_delimiter = ',', value_parser = parse_addr)]
+    pub tcp: Vec<SocketAddr>,
+
+    /// Serve UDP echo on ADDR (each datagram goes back whole to its sender). Repeatable.
+    #[arg(long = "udp", value_name = "ADDR", env = "RICOCHET_UDP", value_delimiter = ',', value_parser = parse_addr)]
+    pub udp: Vec<SocketAddr>,
+
+    /// Serve stream echo on a Unix-domain socket at PATH. A stale socket file is replaced; a path
+    /// that is not a socket is never touched. The file is removed at exit. Repeatable.
+    #[arg(long = "unix", value_name = "PATH", env = "RICOCHET_UNIX", value_delimiter = ',')]
+    pub unix: Vec<PathBuf>,
+
+    /// listen(2) backlog of stream listeners.
+    #[arg(long, value_name = "N", env = "RICOCHET_BACKLOG", default_value_t = 1024)]
+    pub backlog: u32,
+
+    /// Serve at most N connections at once; connections over the limit are accepted and closed at
+    /// once (counted as rejected). Default: no limit but the fd limit.
+    #[arg(long, value_name = "N", env = "RICOCHET_MAX_CONNS")]
+    pub max_conns: Option<usize>,
+
+    /// Cap on one connection's unsent output. At the cap the server stops reading that connection
+    /// (the peer's writes then block) until the output drains to half: memory is bounded by caps,
+    /// never by peers.
+    #[arg(long, value_name = "BYTES", env = "RICOCHET_MAX_PENDING", default_value = "256KiB", value_parser = parse_bytes)]
+    pub max_pending: u64,
+
+    /// Close a connection after DUR with no progress in either direction. Default: never.
+    #[arg(long, value_name = "DUR", env = "RICOCHET_IDLE_TIMEOUT", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// On SIGTERM/SIGINT, serve busy connections for at most DUR, then close what remains.
+    /// Connections quiet for 100ms (nothing received, nothing owed) are closed at once.
+    #[arg(long, value_name = "DUR", env = "RICOCHET_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// TCP_NODELAY on accepted TCP connections (the default; RICOCHET_NODELAY=false turns it off).
+    #[arg(long, value_name = "BOOL", env = "RICOCHET_NODELAY", action = ArgAction::Set,
+          num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub nodelay: bool,
+
+    /// Leave Nagle's algorithm on for accepted TCP connections.
+    #[arg(long, env = "RICOCHET_NO_NODELAY", overrides_with = "nodelay")]
+    pub no_nodelay: bool,
+
+    /// TCP keepalive on accepted connections: first probe after DUR idle. Default: off.
+    #[arg(long, value_name = "DUR", env = "RICOCHET_KEEPALIVE", value_parser = parse_duration)]
+    pub keepalive: Option<Duration>,
+
+    /// SO_REUSEPORT on TCP and UDP sockets, so several ricochet processes can share a port.
+    #[arg(long, env = "RICOCHET_REUSEPORT")]
+    pub reuseport: bool,
+
+    /// SO_RCVBUF for accepted connections and UDP sockets. Default: the kernel's.
+    #[arg(long, value_name = "BYTES", env = "RICOCHET_RECV_BUFFER", value_parser = parse_bytes)]
+    pub recv_buffer: Option<u64>,
+
+    /// SO_SNDBUF for accepted connections and UDP sockets. Default: the kernel's.
+    #[arg(long, value_name = "BYTES", env = "RICOCHET_SEND_BUFFER", value_parser = parse_bytes)]
+    pub send_buffer: Option<u64>,
+
+    /// Also write the ready line to PATH, atomically (temp file + rename), once all listeners
+    /// are bound.
+    #[arg(long, value_name = "PATH", env = "RICOCHET_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+
+    /// Print a {"event":"stats",...} line with the counters on stdout every DUR.
+    #[arg(long, value_name = "DUR", env = "RICOCHET_STATS_INTERVAL", value_parser = parse_duration)]
+    pub stats_interval: Option<Duration>,
+
+    /// Echo UDP datagrams from source ports below 1024 too. By default they are dropped (and
+    /// counted), which breaks echo/chargen reflection loops.
+    #[arg(long, env = "RICOCHET_UDP_ALLOW_LOW_PORTS")]
+    pub udp_allow_low_ports: bool,
+}
+
+/// What the binary runs: the checked server config plus what only the binary does.
+#[derive(Debug)]
+pub struct Settings {
+    /// The server's configuration, already checked.
+    pub config: Config,
+    /// Where to write the ready line too.
+    pub ready_file: Option<PathBuf>,
+}
+
+impl TryFrom<Args> for Settings {
+    type Error = String;
+
+    fn try_from(args: Args) -> Result<Settings, String> {
+        let mut listeners: Vec<ListenSpec> = args.tcp.into_iter().map(ListenSpec::Tcp).collect();
+        listeners.extend(args.udp.into_iter().map(ListenSpec::Udp));
+        listeners.extend(args.unix.into_iter().map(ListenSpec::Unix));
+        if listeners.is_empty() {
+            listeners = Config::default().listeners;
+        }
+        let size = |name: &str, value: u64| {
+            usize::try_from(value).map_err(|_| format!("{name} {value} is too large"))
+        };
+        let config = Config {
+            listeners,
+            backlog: args.backlog,
+            max_conns: args.max_conns,
+            max_pending: size("max-pending", args.max_pending)?,
+            idle_timeout: args.idle_timeout,
+            drain_timeout: args.drain_timeout,
+            nodelay: args.nodelay && !args.no_nodelay,
+            keepalive: args.keepalive,
+            reuseport: args.reuseport,
+            recv_buffer: args.recv_buffer.map(|b| size("recv-buffer", b)).transpose()?,
+            send_buffer: args.send_buffer.map(|b| size("send-buffer", b)).transpose()?,
+            stats_interval: args.stats_interval,
+            udp_allow_low_ports: args.udp_allow_low_ports,
+            handle_signals: true,
+            log_stderr: true,
+            ..Config::default()
+        };
+        config.check().map_err(|e| match e {
+            crate::Error::Config(msg) => msg,
+            other => other.to_string(),
+        })?;
+        Ok(Settings { config, ready_file: args.ready_file })
+    }
+}
+
+/// Parses `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT` (which means 127.0.0.1: a server binds
+/// one concrete address, and `localhost` may resolve to ::1 first).
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        if let Ok(port) = port.parse::<u16>() {
+            return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+        }
+    }
+    Err(format!(
+        "`{text}` is not an address: expected IP:PORT, e.g. 127.0.0.1:7007, [::1]:7007 or localhost:7007"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(argv: &[&str]) -> Result<Settings, String> {
+        let args = Args::try_parse_from(std::iter::once("ricochet").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Settings::try_from(args)
+    }
+
+    #[test]
+    fn defaults_to_tcp_7007() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.config.listeners, vec![ListenSpec::Tcp("127.0.0.1:7007".parse().unwrap())]);
+        assert!(s.config.nodelay);
+        assert_eq!(s.config.max_pending, 256 * 1024);
+        assert!(s.config.handle_signals);
+    }
+
+    #[test]
+    fn every_kind_of_listener_in_order() {
+        let s = settings(&["--udp", "[::1]:0", "--tcp", "localhost:0", "--unix", "/tmp/a.sock"])
+            .unwrap();
+        assert_eq!(
+            s.config.listeners,
+            vec![
+                ListenSpec::Tcp("127.0.0.1:0".parse().unwrap()),
+                ListenSpec::Udp("[::1]:0".parse().unwrap()),
+                ListenSpec::Unix("/tmp/a.sock".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn units_and_switches() {
+        let s = settings(&[
+            "--max-pending=1MiB",
+            "--idle-timeout=2s",
+            "--no-nodelay",
+            "--max-conns=10",
+            "--recv-buffer=64KiB",
+        ])
+        .unwrap();
+        assert_eq!(s.config.max_pending, 1 << 20);
+        assert_eq!(s.config.idle_timeout, Some(Duration::from_secs(2)));
+        assert!(!s.config.nodelay);
+        assert_eq!(s.config.max_conns, Some(10));
+        assert_eq!(s.config.recv_buffer, Some(65536));
+    }
+
+    #[test]
+    fn bad_values_are_messages() {
+        for argv in [
+            &["--tcp", "nonsense"][..],
+            &["--max-pending", "-5"],
+            &["--max-pending", "0"],
+            &["--max-pending", "5GiB"],
+            &["--drain-timeout", "forever"],
+            &["--max-conns", "0"],
+            &["--frobnicate"],
+        ] {
+            assert!(settings(argv).is_err(), "{argv:?} accepted");
+        }
+    }
+}

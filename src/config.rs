@@ -1,0 +1,216 @@
+//! The server's checked configuration. [`Config::check`] is the one place where limits are
+//! validated; the reactor trusts a checked config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// One socket to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenSpec {
+    /// A TCP listener (IPv4 or IPv6; port 0 picks a free port).
+    Tcp(SocketAddr),
+    /// A UDP socket echoing datagrams.
+    Udp(SocketAddr),
+    /// A Unix-domain stream listener at this path.
+    Unix(PathBuf),
+}
+
+impl ListenSpec {
+    /// `tcp`, `udp` or `unix`.
+    pub fn proto(&self) -> &'static str {
+        match self {
+            ListenSpec::Tcp(_) => "tcp",
+            ListenSpec::Udp(_) => "udp",
+            ListenSpec::Unix(_) => "unix",
+        }
+    }
+
+    /// The address as people write it: `127.0.0.1:7007`, `[::1]:7007`, `/run/echo.sock`.
+    pub fn display_addr(&self) -> String {
+        match self {
+            ListenSpec::Tcp(a) | ListenSpec::Udp(a) => a.to_string(),
+            ListenSpec::Unix(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// Everything the server needs to know. Build one with [`Config::default`] and adjust fields;
+/// [`crate::Server::bind`] checks it.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Sockets to serve; at least one.
+    pub listeners: Vec<ListenSpec>,
+    /// listen(2) backlog for stream listeners.
+    pub backlog: u32,
+    /// Connections served at once; accepted connections over this are closed at once and counted
+    /// as rejected. `None`: no limit but the fd limit.
+    pub max_conns: Option<usize>,
+    /// Cap on one connection's pending output. At the cap the server stops reading that
+    /// connection (backpressure) until the output has drained to half the cap.
+    pub max_pending: usize,
+    /// Close a connection after this long with no progress in either direction.
+    pub idle_timeout: Option<Duration>,
+    /// How long a graceful shutdown may serve busy connections before closing them.
+    pub drain_timeout: Duration,
+    /// During a shutdown, a connection quiet for this long (nothing received, nothing pending) is
+    /// closed.
+    pub drain_grace: Duration,
+    /// TCP_NODELAY on accepted TCP connections.
+    pub nodelay: bool,
+    /// TCP keepalive idle time on accepted TCP connections.
+    pub keepalive: Option<Duration>,
+    /// SO_REUSEPORT on TCP and UDP sockets (several processes may share a port).
+    pub reuseport: bool,
+    /// SO_RCVBUF for accepted stream sockets and UDP sockets.
+    pub recv_buffer: Option<usize>,
+    /// SO_SNDBUF for accepted stream sockets and UDP sockets.
+    pub send_buffer: Option<usize>,
+    /// Print a `{"event":"stats",...}` line on stdout this often.
+    pub stats_interval: Option<Duration>,
+    /// Echo UDP datagrams from source ports below 1024 (off by default: echo/chargen loops).
+    pub udp_allow_low_ports: bool,
+    /// Handle SIGTERM/SIGINT (graceful drain, second signal stops at once). The binary turns this
+    /// on; a library user's process keeps its own signal handling.
+    pub handle_signals: bool,
+    /// Say on stderr what a person watching the server wants to know (shutdown progress, accept
+    /// failures). The binary turns this on; a library user's output stays its own.
+    pub log_stderr: bool,
+    /// Size of the reactor's one shared read buffer.
+    pub read_buffer: usize,
+    /// Bytes one connection may read per reactor turn before others get their turn.
+    pub turn_budget: usize,
+    /// Accepts per listener per reactor turn.
+    pub accept_batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listeners: vec![ListenSpec::Tcp(SocketAddr::from(([127, 0, 0, 1], 7007)))],
+            backlog: 1024,
+            max_conns: None,
+            max_pending: 256 * 1024,
+            idle_timeout: None,
+            drain_timeout: Duration::from_secs(5),
+            drain_grace: Duration::from_millis(100),
+            nodelay: true,
+            keepalive: None,
+            reuseport: false,
+            recv_buffer: None,
+            send_buffer: None,
+            stats_interval: None,
+            udp_allow_low_ports: false,
+            handle_signals: false,
+            log_stderr: false,
+            read_buffer: 64 * 1024,
+            turn_budget: 256 * 1024,
+            accept_batch: 256,
+        }
+    }
+}
+
+/// The largest `max_pending` accepted: a per-connection cap above this is surely a typo.
+pub const MAX_PENDING_LIMIT: usize = 1 << 30;
+/// Socket buffer sizes above this are rejected (the kernel takes an `int` and doubles it).
+pub const SOCKET_BUFFER_LIMIT: usize = 1 << 30;
+
+impl Config {
+    /// A config serving only `127.0.0.1:0` over TCP: what tests and embedded benchmarks want.
+    pub fn ephemeral() -> Self {
+        Config {
+            listeners: vec![ListenSpec::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))],
+            ..Config::default()
+        }
+    }
+
+    /// Checks every limit; the error says which setting is wrong and why.
+    pub fn check(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        if self.listeners.is_empty() {
+            return bad("no listener given (use --tcp, --udp or --unix)".into());
+        }
+        if self.listeners.len() > 1000 {
+            return bad(format!("{} listeners given; at most 1000", self.listeners.len()));
+        }
+        if self.backlog == 0 || self.backlog > i32::MAX as u32 {
+            return bad(format!("backlog {} must be between 1 and {}", self.backlog, i32::MAX));
+        }
+        if self.max_conns == Some(0) {
+            return bad("max-conns 0 would refuse every connection; omit it for no limit".into());
+        }
+        if self.max_pending == 0 || self.max_pending > MAX_PENDING_LIMIT {
+            return bad(format!(
+                "max-pending {} must be between 1 byte and {} bytes (1GiB)",
+                self.max_pending, MAX_PENDING_LIMIT
+            ));
+        }
+        for (name, size) in [("recv-buffer", self.recv_buffer), ("send-buffer", self.send_buffer)] {
+            if let Some(size) = size {
+                if size == 0 || size > SOCKET_BUFFER_LIMIT {
+                    return bad(format!("{name} {size} must be between 1 byte and 1GiB"));
+                }
+            }
+        }
+        if self.idle_timeout == Some(Duration::ZERO) {
+            return bad("idle-timeout must be longer than 0 (omit it to never time out)".into());
+        }
+        if self.stats_interval == Some(Duration::ZERO) {
+            return bad("stats-interval must be longer than 0".into());
+        }
+        if self.keepalive == Some(Duration::ZERO) {
+            return bad("keepalive must be at least 1s".into());
+        }
+        if self.read_buffer < 1024 || self.turn_budget == 0 || self.accept_batch == 0 {
+            return bad("read buffer must be at least 1KiB and budgets above 0".into());
+        }
+        for spec in &self.listeners {
+            if let ListenSpec::Unix(path) = spec {
+                if path.as_os_str().is_empty() {
+                    return bad("empty --unix path".into());
+                }
+                // sun_path holds 108 bytes including the terminating NUL.
+                if path.as_os_str().len() > 107 {
+                    return bad(format!(
+                        "unix socket path {} is {} bytes; the limit is 107",
+                        path.display(),
+                        path.as_os_str().len()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        Config::default().check().unwrap();
+        Config::ephemeral().check().unwrap();
+    }
+
+    #[test]
+    fn rejects_absurd_limits() {
+        let cases: [fn(&mut Config); 8] = [
+            |c| c.listeners.clear(),
+            |c| c.max_pending = 0,
+            |c| c.max_pending = MAX_PENDING_LIMIT + 1,
+            |c| c.backlog = 0,
+            |c| c.max_conns = Some(0),
+            |c| c.recv_buffer = Some(0),
+            |c| c.idle_timeout = Some(Duration::ZERO),
+            |c| c.listeners = vec![ListenSpec::Unix(PathBuf::from("x".repeat(200)))],
+        ];
+        for (i, mutate) in cases.iter().enumerate() {
+            let mut c = Config::default();
+            mutate(&mut c);
+            assert!(matches!(c.check(), Err(Error::Config(_))), "case {i} accepted");
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! One stream connection's state machine: read into the reactor's shared buffer, write straight
+//! back, keep only what the socket would not take (batched sendall), stop reading at the pending
+//! cap (backpressure), and on EOF flush everything before shutting down the write side.
+//!
+//! Invariants:
+//! - Bytes leave in the order they arrived: new input is written behind pending output, in one
+//!   vectored send with it.
+//! - Pending output never exceeds the cap: a read asks for at most the room left under it.
+//! - `write_blocked` is set only after the kernel refused bytes (so an edge-triggered writable
+//!   event is sure to follow), and while it is set no send is attempted: input is queued.
+//! - Every state change goes through [`Connection::set_state`].
+
+use std::fmt;
+use std::io::{self, IoSlice, Read};
+use std::net::Shutdown;
+use std::time::Instant;
+
+use socket2::SockRef;
+
+use crate::buffer::{BufferPool, OutBuf};
+use crate::stats::Stats;
+
+/// An accepted stream socket.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Stream {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => (&*s).read(buf),
+            Stream::Unix(s) => (&*s).read(buf),
+        }
+    }
+
+    fn sock(&self) -> SockRef<'_> {
+        match self {
+            Stream::Tcp(s) => SockRef::from(s),
+            Stream::Unix(s) => SockRef::from(s),
+        }
+    }
+
+    /// One send(2)/sendmsg(2) with MSG_NOSIGNAL: a peer that has gone away yields EPIPE, never a
+    /// SIGPIPE, even when the library runs in a process that does not ignore SIGPIPE.
+    fn send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match bufs {
+            [one] => self.sock().send_with_flags(one, libc::MSG_NOSIGNAL),
+            _ => self.sock().send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL),
+        }
+    }
+
+    pub(crate) fn shutdown_write(&self) {
+        let _ = self.sock().shutdown(Shutdown::Write);
+    }
+
+    pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Reading and echoing.
+    Open,
+    /// Pending output reached the cap: not reading until it drains to half.
+    Backpressured,
+    /// The peer sent EOF: writing out what is pending, then shutting down our side.
+    Flushing,
+    /// Done; the reactor frees it after the current event batch.
+    Closed,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Open => "open",
+            State::Backpressured => "backpressured",
+            State::Flushing => "flushing",
+            State::Closed => "closed",
+        })
+    }
+}
+
+/// Why a connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The peer half-closed and got everything back.
+    Eof,
+    /// The peer reset, or a socket error.
+    Reset,
+    /// No progress for the idle timeout.
+    IdleTimeout,
+    /// Quiet during a graceful shutdown.
+    Drained,
+    /// Still busy when the drain timeout expired (or at a second signal).
+    DrainAborted,
+}
+
+/// What the reactor does next with a connection it just served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Nothing until the next readiness event.
+    Idle,
+    /// Hit its per-turn budget with input still waiting: serve it again after this batch.
+    MoreToRead,
+    /// Close it.
+    Close(CloseReason),
+}
+
+/// The reactor's shared resources, lent to one connection at a time.
+pub(crate) struct Ctx<'a> {
+    pub buf: &'a mut [u8],
+    pub pool: &'a mut BufferPool,
+    pub stats: &'a mut Stats,
+    pub cap: usize,
+    pub budget: usize,
+    pub now: Instant,
+}
+
+/// One stream connection.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub stream: Stream,
+    out: OutBuf,
+    state: State,
+    /// Unique over the server's life (slab keys are reused).
+    pub id: u64,
+    /// Last time a byte moved in either direction.
+    pub last_active: Instant,
+    /// Which arming of this connection's deadline is live (see `timer.rs`).
+    pub timer_seq: u32,
+    /// Already in the reactor's ready queue.
+    pub queued: bool,
+    write_blocked: bool,
+    /// The peer's FIN or a hang-up was reported: read to EOF, never stop at a short read.
+    read_closed: bool,
+}
+
+impl Connection {
+    pub(crate) fn new(stream: Stream, id: u64, now: Instant) -> Self {
+        Connection {
+            stream,
+            out: OutBuf::new(),
+            state: State::Open,
+            id,
+            last_active: now,
+            timer_seq: 0,
+            queued: false,
+            write_blocked: false,
+            read_closed: false,
+        }
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.state
+    }
+
+    pub(crate) fn set_state(&mut self, next: State) {
+        debug_assert!(
+            self.state != State::Closed || next == State::Closed,
+            "{} => {next}",
+            self.state
+        );
+        self.state = next;
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.out.len()
+    }
+
+    pub(crate) fn note_read_closed(&mut self) {
+        self.read_closed = true;
+    }
+
+    /// Reads and echoes until the socket is drained, the budget is spent or the cap is reached.
+    pub(crate) fn on_readable(&mut self, ctx: &mut Ctx<'_>) -> Outcome {
+        let mut used = 0;
+        while self.state == State::Open {
+            let room = self.out.room(ctx.cap).min(ctx.buf.len());
+            if room == 0 {
+                self.set_state(State::Backpressured);
+                break;
+            }
+            let n = match self.stream.read(&mut ctx.buf[..room]) {
+                Ok(0) => return self.on_eof(ctx),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Outcome::Close(CloseReason::Reset),
+            };
+            ctx.stats.bytes_in += n as u64;
+            self.last_active = ctx.now;
+            if let Err(reason) = self.echo(n, ctx) {
+                return Outcome::Close(reason);
+            }
+            used += n;
+            // A short read on a stream socket means its receive queue was empty (epoll(7));
+            // new data makes a new edge. Unless EOF was reported: then read on until it shows.
+            if n < room && !self.read_closed {
+                break;
+            }
+            if used >= ctx.budget {
+                return Outcome::MoreToRead;
+            }
+        }
+        Outcome::Idle
+    }
+
+    /// The socket can take bytes again: flush, then resume reading if backpressure ends, or
+    /// finish a half-closed connection.
+    pub(crate) fn on_writable(&mut self, ctx: &mut Ctx<'_>) -> Outcome {
+        self.write_blocked = false;
+        if let Err(reason) = self.flush(ctx) {
+            return Outcome::Close(reason);
+        }
+        match self.state {
+            State::Backpressured if self.out.len() <= ctx.cap / 2 => {
+                self.set_state(State::Open);
+                self.on_readable(ctx)
+            }
+            State::Flushing if self.out.is_empty() => self.finish(),
+            _ => Outcome::Idle,
+        }
+    }
+
+    fn on_eof(&mut self, ctx: &mut Ctx<'_>) -> Outcome {
+        self.set_state(State::Flushing);
+        if !self.write_blocked {
+            if let Err(reason) = self.flush(ctx) {
+                return Outcome::Close(reason);
+            }
+        }
+        if self.out.is_empty() {
+            self.finish()
+        } else {
+            Outcome::Idle
+        }
+    }
+
+    /// Everything was echoed after the peer's EOF: send ours.
+    fn finish(&mut self) -> Outcome {
+        self.stream.shutdown_write();
+        Outcome::Close(CloseReason::Eof)
+    }
+
+    /// Sends pending output followed by `ctx.buf[..n]`, in one syscall; keeps what is refused.
+    fn echo(&mut self, n: usize, ctx: &mut Ctx<'_>) -> Result<(), CloseReason> {
+        let new = &ctx.buf[..n];
+        if self.write_blocked {
+            self.out.push(new, ctx.cap, ctx.pool);
+            return Ok(());
+        }
+        let pending = self.out.len();
+        let result = loop {
+            let sent = if pending == 0 {
+                self.stream.send(&[IoSlice::new(new)])
+            } else {
+                self.stream.send(&[IoSlice::new(self.out.pending()), IoSlice::new(new)])
+            };
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        let written = match result {
+            Ok(written) => written,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => return Err(CloseReason::Reset),
+        };
+        ctx.stats.bytes_out += written as u64;
+        if written < pending + n {
+            self.write_blocked = true;
+        }
+        if written < pending {
+            self.out.consume(written, ctx.pool);
+            self.out.push(new, ctx.cap, ctx.pool);
+        } else {
+            self.out.consume(pending, ctx.pool);
+            self.out.push(&new[written - pending..], ctx.cap, ctx.pool);
+        }
+        Ok(())
+    }
+
+    /// Writes pending output until it is gone or the socket refuses more.
+    fn flush(&mut self, ctx: &mut Ctx<'_>) -> Result<(), CloseReason> {
+        while !self.out.is_empty() {
+            match self.stream.send(&[IoSlice::new(self.out.pending())]) {
+                Ok(n) => {
+                    ctx.stats.bytes_out += n as u64;
+                    self.last_active = ctx.now;
+                    let all = n == self.out.len();
+                    self.out.consume(n, ctx.pool);
+                    if !all {
+                        self.write_blocked = true;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.write_blocked = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(CloseReason::Reset),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the connection on purpose (idle, drain): FIN first so the peer sees an orderly end,
+    /// and the storage goes back to the pool. Input still unread at this point is lost, knowingly:
+    /// quiet connections have none.
+    pub(crate) fn close(&mut self, pool: &mut BufferPool) {
+        if self.state != State::Closed {
+            self.stream.shutdown_write();
+            self.set_state(State::Closed);
+        }
+        self.out.release(pool);
+    }
+}

@@ -1,0 +1,51 @@
+//! ricochet: a fast, bounded echo server (TCP over IPv4/IPv6, UDP, Unix-domain streams) on one
+//! edge-triggered mio reactor, usable as a binary or embedded in Rust tests.
+//!
+//! ```no_run
+//! let server = ricochet::spawn(ricochet::Config::ephemeral())?;
+//! let addr = server.tcp_addr().unwrap();
+//! // ... talk to `addr` ...
+//! let stats = server.shutdown()?;
+//! # Ok::<(), ricochet::Error>(())
+//! ```
+//!
+//! # Layout
+//!
+//! - [`config`]: the checked [`Config`] and its limits.
+//! - `reactor`: the poll loop: tokens, slab of connections, dispatch, ready queue, deadlines,
+//!   drain.
+//! - `connection`: one stream connection's state machine (write-through echo, backpressure,
+//!   half-close).
+//! - [`buffer`]: the capped per-connection output buffer and its pool.
+//! - `listener`: TCP and Unix listener setup, accepted-socket options, accept backoff.
+//! - `udp`: datagram echo with recvmmsg/sendmmsg.
+//! - `timer`: the deadline heap (idle timeout, drain quiet period).
+//! - `signals`: SIGTERM/SIGINT as a poll source.
+//! - [`stats`]: counters, published once per turn.
+//! - `server`: [`Server`], [`spawn`] and [`Handle`].
+//! - [`cli`]: the command line of the `ricochet` binary; [`units`]: byte sizes and durations.
+//! - [`ready`]: the atomically written ready file.
+//!
+//! Linux only: the reactor relies on epoll's edge-triggered semantics and on recvmmsg/sendmmsg.
+
+#![deny(missing_docs)]
+
+pub mod buffer;
+pub mod cli;
+pub mod config;
+mod connection;
+mod error;
+mod listener;
+mod reactor;
+pub mod ready;
+mod server;
+mod signals;
+pub mod stats;
+mod timer;
+mod udp;
+pub mod units;
+
+pub use config::{Config, ListenSpec};
+pub use error::{Error, Result};
+pub use server::{spawn, Handle, Server, Stopper};
+pub use stats::Stats;

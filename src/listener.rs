@@ -1,0 +1,205 @@
+//! Listening sockets: TCP via socket2 (SO_REUSEADDR, optional SO_REUSEPORT, IPv6-only for `[::]`,
+//! the configured backlog), Unix-domain stream listeners with careful handling of the socket file,
+//! options for accepted sockets, and the accept backoff used on EMFILE/ENFILE.
+//!
+//! Unix socket files: a stale file (nobody accepts on it) is replaced; a live one is "address in
+//! use"; a path that is not a socket is never deleted. The file is removed at shutdown only if it
+//! is still the one this server created (same device and inode).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, UnixListener};
+use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
+
+use crate::config::Config;
+use crate::connection::Stream;
+use crate::error::{Error, Result};
+
+/// A bound TCP listener, ready for mio.
+pub(crate) fn bind_tcp(addr: SocketAddr, config: &Config) -> Result<TcpListener> {
+    let fail = |source| Error::Bind { proto: "tcp", addr: addr.to_string(), source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(fail)?;
+    socket.set_reuse_address(true).map_err(fail)?;
+    if addr.is_ipv6() {
+        // `[::]` and `0.0.0.0` can then both be served on one port, each by its own listener.
+        socket.set_only_v6(true).map_err(fail)?;
+    }
+    if config.reuseport {
+        socket.set_reuse_port(true).map_err(fail)?;
+    }
+    socket.set_nonblocking(true).map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    socket.listen(config.backlog as i32).map_err(fail)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// A Unix socket file this server created: removed at shutdown if it is still ours.
+#[derive(Debug)]
+pub(crate) struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    /// Removes the file if it is still the socket this server created.
+    pub(crate) fn remove(&self) {
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
+            if meta.dev() == self.dev && meta.ino() == self.ino {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// A bound Unix-domain stream listener at `path`.
+pub(crate) fn bind_unix(path: &Path, config: &Config) -> Result<(UnixListener, SocketFile)> {
+    let fail = |source| Error::Bind { proto: "unix", addr: path.display().to_string(), source };
+    let refuse = |reason: &str| Error::UnixPath { path: path.to_owned(), reason: reason.into() };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(refuse("the path exists and is not a socket; it was left untouched"));
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(fail(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another server is accepting on this socket",
+                )))
+            }
+            // Nobody listens: a stale file left by a server that died. Replace it.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path).map_err(fail)?;
+            }
+            Err(e) => return Err(fail(e)),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(fail)?;
+    socket.set_nonblocking(true).map_err(fail)?;
+    socket.bind(&socket2::SockAddr::unix(path).map_err(fail)?).map_err(fail)?;
+    let meta = std::fs::symlink_metadata(path).map_err(fail)?;
+    let file = SocketFile { path: path.to_owned(), dev: meta.dev(), ino: meta.ino() };
+    if let Err(e) = socket.listen(config.backlog as i32) {
+        file.remove();
+        return Err(fail(e));
+    }
+    Ok((UnixListener::from_std(socket.into()), file))
+}
+
+/// Applies the configured options to an accepted stream. Failures are ignored on purpose: an
+/// option that cannot be set (the peer already reset, say) is no reason to drop the connection.
+pub(crate) fn configure_accepted(stream: &Stream, config: &Config) {
+    let sock = match stream {
+        Stream::Tcp(s) => {
+            let sock = SockRef::from(s);
+            if config.nodelay {
+                let _ = sock.set_tcp_nodelay(true);
+            }
+            if let Some(idle) = config.keepalive {
+                let _ = sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle));
+            }
+            sock
+        }
+        Stream::Unix(s) => SockRef::from(s),
+    };
+    if let Some(size) = config.recv_buffer {
+        let _ = sock.set_recv_buffer_size(size);
+    }
+    if let Some(size) = config.send_buffer {
+        let _ = sock.set_send_buffer_size(size);
+    }
+}
+
+/// Whether an accept error is about one connection only (it died in the backlog), so accepting
+/// should simply go on.
+pub(crate) fn is_per_connection(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM | libc::ENETDOWN | libc::ENOPROTOOPT)
+            | Some(libc::EHOSTDOWN | libc::ENONET | libc::EHOSTUNREACH | libc::EOPNOTSUPP)
+            | Some(libc::ENETUNREACH)
+    )
+}
+
+/// Accept backoff: after a resource error (EMFILE, ENFILE, ENOBUFS, ENOMEM) accepting pauses,
+/// first for 100 ms, doubling up to 1 s while errors continue. Since edge-triggered listeners get
+/// no new edge for connections already waiting, the reactor retries every listener when the pause
+/// ends.
+#[derive(Debug)]
+pub(crate) struct AcceptBackoff {
+    until: Option<Instant>,
+    delay: Duration,
+}
+
+impl AcceptBackoff {
+    pub(crate) const FIRST: Duration = Duration::from_millis(100);
+    pub(crate) const MAX: Duration = Duration::from_secs(1);
+
+    pub(crate) fn new() -> Self {
+        AcceptBackoff { until: None, delay: Self::FIRST }
+    }
+
+    /// Starts (or extends) a pause at `now`; returns its length.
+    pub(crate) fn fail(&mut self, now: Instant) -> Duration {
+        let delay = self.delay;
+        self.until = Some(now + delay);
+        self.delay = (delay * 2).min(Self::MAX);
+        delay
+    }
+
+    /// An accept worked: the next failure starts from the shortest pause again.
+    pub(crate) fn succeed(&mut self) {
+        self.delay = Self::FIRST;
+    }
+
+    /// Whether accepting is paused at `now`.
+    pub(crate) fn paused(&self, now: Instant) -> bool {
+        self.until.is_some_and(|until| now < until)
+    }
+
+    /// When the current pause ends, if one is running or ended without being collected.
+    pub(crate) fn until(&self) -> Option<Instant> {
+        self.until
+    }
+
+    /// Collects a pause that has ended at `now`: true once, when listeners must be retried.
+    pub(crate) fn take_expired(&mut self, now: Instant) -> bool {
+        match self.until {
+            Some(until) if now >= until => {
+                self.until = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_ceiling_and_resets() {
+        let t0 = Instant::now();
+        let mut b = AcceptBackoff::new();
+        assert!(!b.paused(t0));
+        assert_eq!(b.fail(t0), Duration::from_millis(100));
+        assert!(b.paused(t0 + Duration::from_millis(99)));
+        assert!(!b.take_expired(t0 + Duration::from_millis(99)));
+        assert!(b.take_expired(t0 + Duration::from_millis(100)));
+        assert!(!b.take_expired(t0 + Duration::from_millis(100)), "collected only once");
+        assert_eq!(b.fail(t0), Duration::from_millis(200));
+        assert_eq!(b.fail(t0), Duration::from_millis(400));
+        assert_eq!(b.fail(t0), Duration::from_millis(800));
+        assert_eq!(b.fail(t0), Duration::from_secs(1));
+        assert_eq!(b.fail(t0), Duration::from_secs(1));
+        b.succeed();
+        assert_eq!(b.fail(t0), Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,41 @@
+//! The `ricochet` binary: parse the command line, bind, announce readiness, run, report.
+//! Exit codes: 0 clean stop, 1 runtime failure, 2 usage error.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use ricochet::cli::{Args, Settings};
+use ricochet::Server;
+
+fn main() -> ExitCode {
+    let settings = match Settings::try_from(Args::parse()) {
+        Ok(settings) => settings,
+        Err(msg) => {
+            Args::command().error(clap::error::ErrorKind::ValueValidation, msg).exit();
+        }
+    };
+    match run(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ricochet: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(settings: Settings) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let server = Server::bind(settings.config)?;
+    let ready = server.ready_json();
+    if let Some(path) = &settings.ready_file {
+        ricochet::ready::write_atomic(path, &ready)
+            .with_context(|| format!("writing the ready file {}", path.display()))?;
+    }
+    println!("{ready}");
+    for spec in server.local_addrs() {
+        eprintln!("ricochet: listening on {} {}", spec.proto(), spec.display_addr());
+    }
+    let stats = server.run()?;
+    println!("{}", stats.to_event_json("stopped"));
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! The public face of the reactor: [`Server`] (bind, then run on this thread) and [`spawn`]
+//! (run on a thread of its own, controlled through a [`Handle`]).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use mio::Waker;
+
+use crate::config::{Config, ListenSpec};
+use crate::error::{Error, Result};
+use crate::reactor::{Reactor, CMD_DRAIN, CMD_STOP};
+use crate::stats::{SharedStats, Stats};
+
+/// A bound server, not yet running. Every listener is bound and listening once this exists, so
+/// clients may connect (they wait in the backlog until [`Server::run`]).
+#[derive(Debug)]
+pub struct Server {
+    reactor: Reactor,
+    addrs: Vec<ListenSpec>,
+    waker: Arc<Waker>,
+}
+
+impl Server {
+    /// Checks `config` and binds every listener.
+    pub fn bind(config: Config) -> Result<Server> {
+        let (reactor, addrs, waker) = Reactor::bind(config)?;
+        Ok(Server { reactor, addrs, waker })
+    }
+
+    /// The listeners with their concrete addresses (port 0 resolved), in the config's order.
+    pub fn local_addrs(&self) -> &[ListenSpec] {
+        &self.addrs
+    }
+
+    /// The `{"event":"ready",...}` line: pid and every listener's concrete address.
+    pub fn ready_json(&self) -> String {
+        ready_json(&self.addrs)
+    }
+
+    /// A handle that stops this server from another thread once it runs.
+    pub fn stopper(&self) -> Stopper {
+        Stopper { control: self.reactor.control(), waker: Arc::clone(&self.waker) }
+    }
+
+    /// Live counters, readable while the server runs.
+    pub fn stats_source(&self) -> Arc<SharedStats> {
+        self.reactor.shared_stats()
+    }
+
+    /// Serves until a graceful shutdown completes (a signal, if the config handles them, or a
+    /// [`Stopper`]); returns the final counters.
+    pub fn run(mut self) -> Result<Stats> {
+        self.reactor.run()
+    }
+}
+
+/// Asks a running server to stop, from any thread.
+#[derive(Debug, Clone)]
+pub struct Stopper {
+    control: Arc<AtomicU8>,
+    waker: Arc<Waker>,
+}
+
+impl Stopper {
+    /// Graceful: stop accepting, close connections as they go quiet, give up at the drain timeout.
+    pub fn drain(&self) {
+        self.send(CMD_DRAIN);
+    }
+
+    /// Immediate: close every connection now.
+    pub fn stop_now(&self) {
+        self.send(CMD_STOP);
+    }
+
+    fn send(&self, command: u8) {
+        self.control.fetch_max(command, Ordering::AcqRel);
+        let _ = self.waker.wake();
+    }
+}
+
+/// Builds the ready line for these listeners.
+pub(crate) fn ready_json(addrs: &[ListenSpec]) -> String {
+    #[derive(serde::Serialize)]
+    struct Ready {
+        event: &'static str,
+        pid: u32,
+        listeners: Vec<Listening>,
+    }
+    #[derive(serde::Serialize)]
+    struct Listening {
+        proto: &'static str,
+        addr: String,
+    }
+    let listeners = addrs
+        .iter()
+        .map(|spec| Listening { proto: spec.proto(), addr: spec.display_addr() })
+        .collect();
+    let ready = Ready { event: "ready", pid: std::process::id(), listeners };
+    serde_json::to_string(&ready).expect("strings and integers serialize")
+}
+
+/// Binds a server and runs it on a thread of its own. The handle knows the bound addresses,
+/// reads live counters, and shuts the server down gracefully when asked or when dropped.
+pub fn spawn(config: Config) -> Result<Handle> {
+    let server = Server::bind(config)?;
+    let addrs = server.addrs.clone();
+    let shared = server.stats_source();
+    let stopper = server.stopper();
+    let thread = std::thread::Builder::new()
+        .name("ricochet".into())
+        .spawn(move || server.run())
+        .map_err(Error::io("starting the server thread"))?;
+    Ok(Handle { addrs, shared, stopper, thread: Some(thread) })
+}
+
+/// A server running on its own thread (see [`spawn`]).
+#[derive(Debug)]
+pub struct Handle {
+    addrs: Vec<ListenSpec>,
+    shared: Arc<SharedStats>,
+    stopper: Stopper,
+    thread: Option<JoinHandle<Result<Stats>>>,
+}
+
+impl Handle {
+    /// Every listener with its concrete address.
+    pub fn local_addrs(&self) -> &[ListenSpec] {
+        &self.addrs
+    }
+
+    /// The first TCP listener's address.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.addrs.iter().find_map(|a| match a {
+            ListenSpec::Tcp(addr) => Some(*addr),
+            _ => None,
+        })
+    }
+
+    /// The first UDP socket's address.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.addrs.iter().find_map(|a| match a {
+            ListenSpec::Udp(addr) => Some(*addr),
+            _ => None,
+        })
+    }
+
+    /// The first Unix listener's path.
+    pub fn unix_path(&self) -> Option<&Path> {
+        self.addrs.iter().find_map(|a| match a {
+            ListenSpec::Unix(path) => Some(path.as_path()),
+            _ => None,
+        })
+    }
+
+    /// The counters as of the server's last reactor turn.
+    pub fn stats(&self) -> Stats {
+        self.shared.load()
+    }
+
+    /// A stopper for this server (usable from other threads).
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Graceful shutdown; waits for the server to finish and returns its final counters.
+    pub fn shutdown(mut self) -> Result<Stats> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<Stats> {
+        let Some(thread) = self.thread.take() else { return Ok(self.stats()) };
+        self.stopper.drain();
+        match thread.join() {
+            Ok(result) => result,
+            Err(_) => Err(Error::Io {
+                context: "the server thread",
+                source: std::io::Error::other("panicked"),
+            }),
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_line_lists_listeners_with_event_first() {
+        let line = ready_json(&[
+            ListenSpec::Tcp("127.0.0.1:4000".parse().unwrap()),
+            ListenSpec::Unix("/tmp/x.sock".into()),
+        ]);
+        assert!(line.starts_with(r#"{"event":"ready","#), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["pid"], std::process::id());
+        assert_eq!(v["listeners"][0]["proto"], "tcp");
+        assert_eq!(v["listeners"][0]["addr"], "127.0.0.1:4000");
+        assert_eq!(v["listeners"][1]["addr"], "/tmp/x.sock");
+    }
+}

@@ -1,0 +1,99 @@
+//! Deadlines for connections (idle timeout, the drain's quiet period), kept in a min-heap with
+//! lazy re-arming.
+//!
+//! Each armed connection has one live entry, tagged with the connection's id and an arm
+//! sequence number. When an entry comes due the reactor checks the connection's real deadline
+//! (which moves forward as the connection is active) and either expires it or re-arms it. So an
+//! event costs nothing here (it only updates the connection's `last_active`); the heap does
+//! O(log n) work once per timeout period per connection. Time is always passed in.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+/// One armed deadline: at `at`, look at slab entry `key` if it still holds connection `id`
+/// armed with sequence `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Deadline {
+    /// When to look.
+    pub at: Instant,
+    /// Slab key of the connection.
+    pub key: usize,
+    /// The connection's unique id (slab keys are reused).
+    pub id: u64,
+    /// Which arming of that connection this entry belongs to.
+    pub seq: u32,
+}
+
+/// A min-heap of deadlines.
+#[derive(Debug, Default)]
+pub struct Timers {
+    heap: BinaryHeap<Reverse<Deadline>>,
+}
+
+impl Timers {
+    /// No deadlines.
+    pub fn new() -> Self {
+        Timers::default()
+    }
+
+    /// Arms a deadline.
+    pub fn arm(&mut self, deadline: Deadline) {
+        self.heap.push(Reverse(deadline));
+    }
+
+    /// The earliest armed time, if any.
+    pub fn next_at(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse(d)| d.at)
+    }
+
+    /// Removes and returns the earliest deadline if it is due at `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Deadline> {
+        match self.heap.peek() {
+            Some(Reverse(d)) if d.at <= now => self.heap.pop().map(|Reverse(d)| d),
+            _ => None,
+        }
+    }
+
+    /// Entries armed (including stale ones not yet popped).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Whether no entry is armed.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn d(at: Instant, key: usize) -> Deadline {
+        Deadline { at, key, id: key as u64, seq: 0 }
+    }
+
+    #[test]
+    fn pops_in_time_order_only_when_due() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new();
+        timers.arm(d(t0 + Duration::from_secs(3), 3));
+        timers.arm(d(t0 + Duration::from_secs(1), 1));
+        timers.arm(d(t0 + Duration::from_secs(2), 2));
+        assert_eq!(timers.next_at(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(timers.pop_due(t0), None);
+        let due: Vec<usize> =
+            std::iter::from_fn(|| timers.pop_due(t0 + Duration::from_millis(2500)))
+                .map(|d| d.key)
+                .collect();
+        assert_eq!(due, vec![1, 2]);
+        assert_eq!(timers.len(), 1);
+        assert_eq!(timers.pop_due(t0 + Duration::from_secs(3)).map(|d| d.key), Some(3));
+        assert!(timers.is_empty());
+        assert_eq!(timers.next_at(), None);
+    }
+}

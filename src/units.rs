@@ -1,0 +1,111 @@
+//! Parsing of the human units used on every command line: byte sizes (`65536`, `64KiB`, `1MiB`,
+//! `1.5MB`) and durations (`500ms`, `2s`, `1m`, via humantime).
+//!
+//! Both parsers return a one-line message fit for clap's error output; they never panic.
+
+use std::time::Duration;
+
+/// Parses a byte size: a non-negative number with an optional unit.
+///
+/// Binary units (`KiB`, `MiB`, `GiB`, also `K`, `M`, `G`) are powers of 1024; decimal ones (`kB`,
+/// `MB`, `GB`) powers of 1000. Case of the unit is ignored except that `b` alone means bytes.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split =
+        text.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number = number.replace('_', "");
+    if number.is_empty() {
+        return Err(format!("`{text}` is not a byte size (examples: 65536, 64KiB, 1MiB)"));
+    }
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{text}` (use B, KiB, MiB, GiB, kB, MB or GB)"
+            ))
+        }
+    };
+    let value = if let Ok(whole) = number.parse::<u64>() {
+        whole.checked_mul(multiplier)
+    } else {
+        let fractional: f64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a byte size (examples: 65536, 64KiB, 1MiB)"))?;
+        let bytes = fractional * multiplier as f64;
+        (bytes.is_finite() && bytes < u64::MAX as f64).then_some(bytes.round() as u64)
+    };
+    value.ok_or_else(|| format!("`{text}` is too large for a byte size"))
+}
+
+/// Parses a duration such as `500ms`, `2s`, `1m30s`, `1h`. A bare number is rejected: the unit
+/// is never guessed.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration ({e}; examples: 500ms, 2s, 1m)"))
+}
+
+/// Formats a byte count for humans: `1.5 MiB`, `512 B`.
+pub fn format_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_with_and_without_units() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("64KiB"), Ok(65536));
+        assert_eq!(parse_bytes("64k"), Ok(65536));
+        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_bytes("2 GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1.5MiB"), Ok(1_572_864));
+        assert_eq!(parse_bytes("10kB"), Ok(10_000));
+        assert_eq!(parse_bytes("1_000"), Ok(1000));
+        assert_eq!(parse_bytes("0"), Ok(0));
+    }
+
+    #[test]
+    fn bad_sizes_are_errors_not_panics() {
+        for bad in ["", "-1", "abc", "12 parsecs", "1.2.3MiB", "99999999999999999999", "1e3"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(parse_bytes("18446744073709551615GiB").is_err());
+    }
+
+    #[test]
+    fn durations_need_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn formats_bytes_for_humans() {
+        assert_eq!(format_bytes(512.0), "512 B");
+        assert_eq!(format_bytes(1536.0), "1.50 KiB");
+        assert_eq!(format_bytes(3.0 * 1024.0 * 1024.0), "3.00 MiB");
+    }
+}
