@@ -15,6 +15,7 @@ use crate::units::{parse_bytes, parse_duration};
 #[command(
     name = "ricochet",
     version,
+    allow_negative_numbers = true,
     about = "A fast, bounded echo server: TCP (IPv4/IPv6), UDP and Unix-domain streams.",
     long_about = "A fast, bounded echo server: TCP (IPv4/IPv6), UDP and Unix-domain streams, on one \
 single-threaded edge-triggered reactor. Every byte received is sent back, in order, nothing added.\n\n\
