@@ -1,1 +1,50 @@
+//! loadgen: an echo load generator whose numbers can be trusted. Every echoed byte is checked
+//! against what was sent, every message's latency goes into an HdrHistogram, and open-loop runs
+//! measure from intended send times (no coordinated omission).
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line and its conversion into checked [`run::Settings`].
+//! - [`target`]: `HOST:PORT`, `tcp://`, `udp://`, `unix:` targets and their resolution.
+//! - [`run`]: one benchmark: embedded server or preflight, threads, progress, hlog, merge.
+//! - [`reactor`]: one load thread's mio loop.
+//! - [`client`]: one connection: send queue, echo verification, latencies.
+//! - [`schedule`]: open-loop intended send times.
+//! - [`payload`]: the payload pattern and datagram checks.
+//! - [`report`]: merged results as text, JSON and hlog.
+//! - [`probe`]: `loadgen probe`.
 
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod client;
+pub mod payload;
+pub mod probe;
+pub mod reactor;
+pub mod report;
+pub mod run;
+pub mod schedule;
+pub mod target;
+
+/// What went wrong, said in one line for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(String);
+
+impl Error {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Error(message.into())
+    }
+
+    fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+        move |e| Error(format!("{context}: {e}"))
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}

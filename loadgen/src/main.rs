@@ -1,1 +1,78 @@
-fn main() {}
+//! The `loadgen` binary: parse, run the benchmark (or the probe), print the report.
+//! Exit codes: 0 no errors and no mismatches; 1 otherwise (or the run failed); 2 usage.
+
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::{CommandFactory, Parser};
+use ricochet_loadgen::cli::{Args, Command};
+use ricochet_loadgen::run::{self, Settings};
+use ricochet_loadgen::target::Target;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let usage = |msg: String| -> ! {
+        Args::command().error(clap::error::ErrorKind::ValueValidation, msg).exit()
+    };
+    if let Some(Command::Probe { target, message, timeout }) = &args.command {
+        let target = Target::parse(target).unwrap_or_else(|e| usage(e));
+        return probe(&target, message.as_bytes(), *timeout);
+    }
+    let settings = Settings::try_from(&args).unwrap_or_else(|e| usage(e));
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+            eprintln!("loadgen: cannot handle signal {signal}: {e}");
+        }
+    }
+    match run::run(&settings, stop) {
+        Ok(merged) => {
+            if args.json {
+                println!("{}", merged.json());
+                for (cause, n) in &merged.errors {
+                    eprintln!("loadgen: {n} error(s): {}", cause.describe());
+                }
+            } else {
+                print!("{}", merged.text());
+            }
+            if merged.report.errors == 0 && merged.report.mismatches == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn probe(target: &Target, message: &[u8], timeout: std::time::Duration) -> ExitCode {
+    match ricochet_loadgen::probe::probe(target, message, timeout) {
+        Ok(p) if p.echo == message => {
+            println!(
+                "echo from {}: {:?} ({} bytes) in {:.1} µs",
+                p.endpoint,
+                String::from_utf8_lossy(&p.echo),
+                p.echo.len(),
+                p.rtt.as_secs_f64() * 1e6
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(p) => {
+            eprintln!(
+                "loadgen probe: {}: echo differs: sent {:?}, got {:?}",
+                p.endpoint,
+                String::from_utf8_lossy(message),
+                String::from_utf8_lossy(&p.echo)
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("loadgen probe: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

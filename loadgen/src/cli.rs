@@ -1,0 +1,244 @@
+//! The `loadgen` command line: raw flags ([`Args`]) and their conversion into checked
+//! [`Settings`]. Every limit is checked here, with a message that names the flag.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ricochet::units::{parse_bytes, parse_duration};
+
+use crate::payload::SEQ_LEN;
+use crate::run::Settings;
+use crate::target::Target;
+
+/// The raw command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    args_conflicts_with_subcommands = true,
+    about = "Echo load generator: verified payloads, HdrHistogram latencies, closed or open loop.",
+    long_about = "Echo load generator: every echoed byte is verified against what was sent, every \
+message's latency is recorded in an HdrHistogram (ns resolution), and open-loop runs (--rate) \
+measure latency from each message's intended send time, so a stalled server shows in the \
+percentiles (no coordinated omission).\n\n\
+Without a TARGET, loadgen starts ricochet in-process on 127.0.0.1:0 and benchmarks it.\n\n\
+Exit status: 0 when there were no errors and no mismatches, 1 otherwise, 2 for usage errors.",
+    after_help = "Examples:\n  loadgen                                   # benchmark an embedded ricochet\n  \
+loadgen 127.0.0.1:7007 -c 100 -d 4 -t 30s   # closed loop, 100 conns × 4 in flight\n  \
+loadgen 127.0.0.1:7007 -r 50000 --json      # open loop at 50k msgs/s, JSON report\n  \
+loadgen udp://127.0.0.1:7007 -s 512         # UDP, loss counted\n  \
+loadgen probe unix:/tmp/echo.sock            # health check"
+)]
+pub struct Args {
+    /// A subcommand (probe); without one, a benchmark runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT or unix:PATH. Omit it to benchmark an
+    /// embedded ricochet.
+    #[arg(value_name = "TARGET")]
+    pub target: Option<String>,
+
+    /// Connections (UDP: connected sockets), spread over the threads.
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 50)]
+    pub connections: u32,
+
+    /// Bytes per message (UDP: per datagram, at least 8: it carries a sequence number).
+    #[arg(short = 's', long, value_name = "BYTES", default_value = "64", value_parser = parse_bytes)]
+    pub size: u64,
+
+    /// Messages in flight per connection at most (pipelining). Closed loop keeps exactly this many
+    /// in flight; open loop sends a due message late if the connection already has this many.
+    #[arg(short = 'd', long, value_name = "N", default_value_t = 1)]
+    pub depth: u32,
+
+    /// How long to measure, after the warm-up [default: 10s].
+    #[arg(short = 't', long, value_name = "DUR", value_parser = parse_duration, conflicts_with = "messages")]
+    pub duration: Option<Duration>,
+
+    /// Stop after N recorded messages instead of after a duration (the warm-up then defaults to 0).
+    #[arg(short = 'n', long, value_name = "N")]
+    pub messages: Option<u64>,
+
+    /// Open loop: send N messages per second in total, at fixed intended times, and measure each
+    /// latency from its intended send time. Without it: closed loop.
+    #[arg(short = 'r', long, value_name = "N")]
+    pub rate: Option<f64>,
+
+    /// Run this long before measuring; messages sent during it are not recorded [default: 1s,
+    /// or 0 with --messages].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
+
+    /// Load threads, each with its own reactor and its share of the connections.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub threads: u32,
+
+    /// Print one JSON object on stdout instead of the text report.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also write an HdrHistogram interval log (one interval per second) to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub hlog: Option<PathBuf>,
+
+    /// A message not echoed within DUR is an error (the connection is re-established); for UDP
+    /// the datagram counts as lost.
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send one message, print its echo and round-trip time; exit 0 only on an exact echo.
+    Probe {
+        /// HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT or unix:PATH.
+        #[arg(value_name = "TARGET")]
+        target: String,
+        /// The message to send.
+        #[arg(long, default_value = "ricochet probe")]
+        message: String,
+        /// Give up after DUR (connect, and again waiting for the echo).
+        #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+}
+
+/// Largest message accepted on a stream (each connection keeps depth × size bytes).
+const MAX_STREAM_SIZE: u64 = 64 << 20;
+/// Largest UDP payload over IPv4.
+const MAX_DATAGRAM: u64 = 65507;
+
+impl TryFrom<&Args> for Settings {
+    type Error = String;
+
+    fn try_from(args: &Args) -> Result<Settings, String> {
+        let target = args.target.as_deref().map(Target::parse).transpose()?;
+        let udp = matches!(target, Some(Target::Udp(_)));
+        if args.connections == 0 || args.connections > 100_000 {
+            return Err(format!("--connections {} must be between 1 and 100000", args.connections));
+        }
+        if udp && !(SEQ_LEN as u64..=MAX_DATAGRAM).contains(&args.size) {
+            return Err(format!(
+                "--size {} for UDP must be between {SEQ_LEN} (the sequence number) and {MAX_DATAGRAM}",
+                args.size
+            ));
+        }
+        if !udp && !(1..=MAX_STREAM_SIZE).contains(&args.size) {
+            return Err(format!("--size {} must be between 1 byte and 64MiB", args.size));
+        }
+        if args.depth == 0 || args.depth > 65536 {
+            return Err(format!("--depth {} must be between 1 and 65536", args.depth));
+        }
+        if args.threads == 0 || args.threads > 256 || args.threads > args.connections {
+            return Err(format!(
+                "--threads {} must be between 1 and min(256, --connections)",
+                args.threads
+            ));
+        }
+        if let Some(rate) = args.rate {
+            if !(rate.is_finite() && rate > 0.0 && rate <= 1e9) {
+                return Err(format!(
+                    "--rate {rate} must be a positive number of messages per second"
+                ));
+            }
+        }
+        if args.duration == Some(Duration::ZERO) {
+            return Err("--duration must be longer than 0".into());
+        }
+        if args.messages == Some(0) {
+            return Err("--messages must be at least 1".into());
+        }
+        if args.timeout.is_zero() {
+            return Err("--timeout must be longer than 0".into());
+        }
+        let duration = match args.messages {
+            Some(_) => None,
+            None => Some(args.duration.unwrap_or(Duration::from_secs(10))),
+        };
+        let default_warmup =
+            if args.messages.is_some() { Duration::ZERO } else { Duration::from_secs(1) };
+        Ok(Settings {
+            target,
+            connections: args.connections,
+            size: args.size as usize,
+            depth: args.depth as usize,
+            duration,
+            messages: args.messages,
+            rate: args.rate,
+            warmup: args.warmup.unwrap_or(default_warmup),
+            threads: args.threads as usize,
+            timeout: args.timeout,
+            hlog: args.hlog.clone(),
+            progress: !args.json && crate::run::stderr_is_terminal(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(argv: &[&str]) -> Result<Settings, String> {
+        let args = Args::try_parse_from(std::iter::once("loadgen").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Settings::try_from(&args)
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.target, None);
+        assert_eq!((s.connections, s.size, s.depth, s.threads), (50, 64, 1, 1));
+        assert_eq!(s.duration, Some(Duration::from_secs(10)));
+        assert_eq!(s.warmup, Duration::from_secs(1));
+        assert_eq!(s.timeout, Duration::from_secs(5));
+        assert_eq!(s.rate, None);
+    }
+
+    #[test]
+    fn messages_mode_has_no_warmup_by_default() {
+        let s = settings(&["-n", "1000", "127.0.0.1:1"]).unwrap();
+        assert_eq!((s.duration, s.messages, s.warmup), (None, Some(1000), Duration::ZERO));
+        let s = settings(&["-n", "1000", "--warmup", "2s"]).unwrap();
+        assert_eq!(s.warmup, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn rejects_nonsense() {
+        for argv in [
+            &["-c", "0"][..],
+            &["-s", "0"],
+            &["-s", "65MiB"],
+            &["udp://127.0.0.1:1", "-s", "4"],
+            &["udp://127.0.0.1:1", "-s", "65508"],
+            &["-d", "0"],
+            &["--threads", "0"],
+            &["-c", "2", "--threads", "3"],
+            &["-r", "0"],
+            &["-r", "-5"],
+            &["-t", "0s"],
+            &["-n", "0"],
+            &["-t", "1s", "-n", "5"],
+            &["--timeout", "0s"],
+            &["http://x:1"],
+        ] {
+            assert!(settings(argv).is_err(), "{argv:?} accepted");
+        }
+    }
+
+    #[test]
+    fn probe_subcommand() {
+        let args =
+            Args::try_parse_from(["loadgen", "probe", "unix:/tmp/x", "--message", "hi"]).unwrap();
+        match args.command {
+            Some(Command::Probe { target, message, timeout }) => {
+                assert_eq!((target.as_str(), message.as_str()), ("unix:/tmp/x", "hi"));
+                assert_eq!(timeout, Duration::from_secs(2));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

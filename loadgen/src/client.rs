@@ -1,0 +1,623 @@
+//! One load connection: a TCP or Unix stream, or a connected UDP socket.
+//!
+//! Streams keep every byte they sent in a ring until its echo arrives, and compare the echo with
+//! it: the same buffer is the send queue (`written..len`) and the reference (`acked..written`).
+//! Messages complete every `size` echoed bytes, however the bytes arrive (short reads are normal).
+//! Datagrams carry their sequence number, so replies may come back in any order; one not back
+//! within the timeout is lost.
+//!
+//! Invariants:
+//! - `inflight` holds one entry per message handed to the connection and not yet completed, in
+//!   send order (streams) or by sequence number from `udp_base` (datagrams).
+//! - Entries queued this turn have no start time until the turn's one write hands them to the
+//!   socket (`unstamped`); open-loop entries start at their intended time instead.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::{TcpStream, UdpSocket, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use crate::payload;
+use crate::target::Endpoint;
+
+/// Why a connection was dropped and re-established: the causes the report counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Cause {
+    /// connect(2) was refused: nothing listens.
+    Refused,
+    /// connect(2) failed otherwise.
+    ConnectFailed,
+    /// The server reset the connection.
+    Reset,
+    /// The server closed the connection (EOF) while echoes were owed.
+    ClosedByServer,
+    /// A message was not echoed within `--timeout`.
+    Timeout,
+    /// The server echoed more bytes than were sent.
+    ExtraBytes,
+    /// A message came due while its connection was down; it was not sent.
+    NotSent,
+}
+
+impl Cause {
+    /// What the report prints.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Cause::Refused => "connection refused",
+            Cause::ConnectFailed => "connect failed",
+            Cause::Reset => "connection reset by server",
+            Cause::ClosedByServer => "connection closed by server",
+            Cause::Timeout => "no echo within --timeout",
+            Cause::ExtraBytes => "server sent bytes that were never sent to it",
+            Cause::NotSent => "message due while its connection was down (not sent)",
+        }
+    }
+
+    fn of(err: &io::Error) -> Cause {
+        match err.kind() {
+            io::ErrorKind::ConnectionRefused => Cause::Refused,
+            io::ErrorKind::UnexpectedEof => Cause::ClosedByServer,
+            _ => Cause::Reset,
+        }
+    }
+}
+
+/// What the rest of the worker needs to know after serving a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Fine.
+    Ok,
+    /// Drop it and reconnect later, counting this cause as an error.
+    Failed(Cause),
+    /// The echo differed from what was sent: count a mismatch, reconnect to resynchronise.
+    Mismatch,
+}
+
+/// One message in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct InFlight {
+    /// First byte sent, or intended send time (open loop). Meaningless while unstamped.
+    pub start: Instant,
+    /// Sent after the warm-up: its latency counts.
+    pub record: bool,
+}
+
+/// Per-thread results, filled in by connections as messages complete.
+#[derive(Debug)]
+pub struct Tally {
+    /// Latency of every recorded message, in nanoseconds.
+    pub hist: Histogram<u64>,
+    /// The same, for the current hlog interval only.
+    pub interval: Option<Histogram<u64>>,
+    /// Recorded messages completed.
+    pub messages: u64,
+    /// Messages whose echo differed.
+    pub mismatches: u64,
+    /// UDP datagrams never echoed (recorded ones).
+    pub lost: u64,
+    /// UDP replies for a datagram already answered or never sent.
+    pub duplicates: u64,
+    /// Errors by cause.
+    pub errors: Vec<(Cause, u64)>,
+    /// When the last recorded message completed.
+    pub last_completion: Option<Instant>,
+    /// Recorded messages in flight now.
+    pub recorded_inflight: u64,
+}
+
+/// Latencies are recorded in ns from 1 ns to an hour, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
+}
+
+impl Tally {
+    /// Empty.
+    pub fn new(hlog: bool) -> Self {
+        Tally {
+            hist: new_histogram(),
+            interval: hlog.then(new_histogram),
+            messages: 0,
+            mismatches: 0,
+            lost: 0,
+            duplicates: 0,
+            errors: Vec::new(),
+            last_completion: None,
+            recorded_inflight: 0,
+        }
+    }
+
+    /// Counts one error of `cause`.
+    pub fn error(&mut self, cause: Cause) {
+        self.error_n(cause, 1);
+    }
+
+    /// Counts `n` errors of `cause`.
+    pub fn error_n(&mut self, cause: Cause, n: u64) {
+        match self.errors.iter_mut().find(|(c, _)| *c == cause) {
+            Some((_, count)) => *count += n,
+            None => self.errors.push((cause, n)),
+        }
+    }
+
+    /// Total errors.
+    pub fn error_total(&self) -> u64 {
+        self.errors.iter().map(|(_, n)| n).sum()
+    }
+
+    fn complete(&mut self, msg: InFlight, now: Instant) {
+        if msg.record {
+            let ns = now.saturating_duration_since(msg.start).as_nanos() as u64;
+            self.hist.saturating_record(ns.max(1));
+            if let Some(interval) = &mut self.interval {
+                interval.saturating_record(ns.max(1));
+            }
+            self.messages += 1;
+            self.recorded_inflight -= 1;
+            self.last_completion = Some(now);
+        }
+    }
+}
+
+/// The open socket of a connection.
+#[derive(Debug)]
+enum Sock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Udp(UdpSocket),
+}
+
+impl Sock {
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Sock::Tcp(s) => s,
+            Sock::Unix(s) => s,
+            Sock::Udp(s) => s,
+        }
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// connect(2) in progress.
+    Connecting,
+    /// Carrying load.
+    Up,
+    /// Dropped; reconnect at this time.
+    Down(Instant),
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// One load connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// Global connection number: it keys the payload pattern.
+    pub id: u32,
+    sock: Option<Sock>,
+    /// Where it is in its life.
+    pub phase: Phase,
+    backoff: Duration,
+    ring: Vec<u8>,
+    acked: usize,
+    written: usize,
+    inflight: VecDeque<Option<InFlight>>,
+    outstanding: usize,
+    unstamped: usize,
+    udp_base: u64,
+    owed: VecDeque<(Instant, bool)>,
+    next_seq: u64,
+    /// Has queued bytes to write this turn.
+    pub dirty: bool,
+    write_blocked: bool,
+    read_closed: bool,
+}
+
+impl Conn {
+    /// A connection that will connect on the first [`Conn::connect`].
+    pub fn new(id: u32) -> Self {
+        Conn {
+            id,
+            sock: None,
+            phase: Phase::Down(Instant::now()),
+            backoff: FIRST_BACKOFF,
+            ring: Vec::new(),
+            acked: 0,
+            written: 0,
+            inflight: VecDeque::new(),
+            outstanding: 0,
+            unstamped: 0,
+            udp_base: 0,
+            owed: VecDeque::new(),
+            next_seq: 0,
+            dirty: false,
+            write_blocked: false,
+            read_closed: false,
+        }
+    }
+
+    /// Messages in flight.
+    pub fn in_flight(&self) -> usize {
+        self.outstanding
+    }
+
+    /// Starts a non-blocking connect and registers the socket under `token`.
+    pub fn connect(
+        &mut self,
+        endpoint: &Endpoint,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<()> {
+        let mut sock = match endpoint {
+            Endpoint::Tcp(addr) => {
+                let s = TcpStream::connect(*addr)?;
+                Sock::Tcp(s)
+            }
+            Endpoint::Unix(path) => Sock::Unix(UnixStream::connect(path)?),
+            Endpoint::Udp(addr) => {
+                let local: std::net::SocketAddr = if addr.is_ipv6() {
+                    "[::]:0".parse().unwrap()
+                } else {
+                    "0.0.0.0:0".parse().unwrap()
+                };
+                let s = UdpSocket::bind(local)?;
+                let _ = socket2::SockRef::from(&s).set_recv_buffer_size(1 << 20);
+                s.connect(*addr)?;
+                Sock::Udp(s)
+            }
+        };
+        registry.register(sock.source(), token, Interest::READABLE | Interest::WRITABLE)?;
+        self.phase = if matches!(sock, Sock::Udp(_)) { Phase::Up } else { Phase::Connecting };
+        self.sock = Some(sock);
+        self.write_blocked = false;
+        self.read_closed = false;
+        Ok(())
+    }
+
+    /// A writable event while connecting: did the connect work?
+    pub fn check_connected(&mut self) -> Status {
+        let result = match &self.sock {
+            Some(Sock::Tcp(s)) => match s.take_error() {
+                Ok(Some(e)) | Err(e) => Err(e),
+                Ok(None) => match s.peer_addr() {
+                    Ok(_) => {
+                        let _ = s.set_nodelay(true);
+                        Ok(true)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+                    Err(e) => Err(e),
+                },
+            },
+            Some(Sock::Unix(s)) => match s.take_error() {
+                Ok(Some(e)) | Err(e) => Err(e),
+                Ok(None) => Ok(true),
+            },
+            _ => Ok(true),
+        };
+        match result {
+            Ok(true) => {
+                self.phase = Phase::Up;
+                self.backoff = FIRST_BACKOFF;
+                Status::Ok
+            }
+            Ok(false) => Status::Ok,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                Status::Failed(Cause::Refused)
+            }
+            Err(_) => Status::Failed(Cause::ConnectFailed),
+        }
+    }
+
+    /// Drops the socket and everything in flight; reconnect after a backoff. Returns the number
+    /// of open-loop messages that were owed (they will never be sent).
+    pub fn drop_connection(&mut self, registry: &Registry, now: Instant, tally: &mut Tally) -> u64 {
+        if let Some(mut sock) = self.sock.take() {
+            let _ = registry.deregister(sock.source());
+        }
+        for msg in self.inflight.drain(..).flatten() {
+            if msg.record {
+                tally.recorded_inflight -= 1;
+            }
+        }
+        let owed = self.owed.len() as u64;
+        for (_, record) in self.owed.drain(..) {
+            if record {
+                tally.recorded_inflight -= 1;
+            }
+        }
+        self.ring.clear();
+        self.acked = 0;
+        self.written = 0;
+        self.outstanding = 0;
+        self.unstamped = 0;
+        self.dirty = false;
+        self.phase = Phase::Down(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        owed
+    }
+
+    /// Hands one message to the connection: queued for this turn's write (streams) or sent at
+    /// once (datagrams). Open loop passes the intended time (`stamped`); closed loop passes the
+    /// turn's time and the message is stamped again when its write happens.
+    pub fn issue(
+        &mut self,
+        msg: InFlight,
+        stamped: bool,
+        size: usize,
+        tally: &mut Tally,
+        scratch: &mut [u8],
+    ) -> Status {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let record = msg.record;
+        if record {
+            tally.recorded_inflight += 1;
+        }
+        self.outstanding += 1;
+        if let Some(Sock::Udp(s)) = &self.sock {
+            let datagram = &mut scratch[..size];
+            payload::fill_datagram(datagram, self.id, seq);
+            if self.inflight.is_empty() {
+                self.udp_base = seq;
+            }
+            self.inflight.push_back(Some(msg));
+            return match s.send(datagram) {
+                // A datagram the socket refuses is simply lost; the timeout will count it.
+                Ok(_) => Status::Ok,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Status::Ok,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Status::Ok,
+                Err(e) => Status::Failed(Cause::of(&e)),
+            };
+        }
+        let from = self.ring.len();
+        self.ring.resize(from + size, 0);
+        payload::fill(&mut self.ring[from..], self.id, seq);
+        self.inflight.push_back(Some(msg));
+        if !stamped {
+            self.unstamped += 1;
+        }
+        self.dirty = true;
+        Status::Ok
+    }
+
+    /// Open loop: a message is due at `intended`; send it now if a depth slot is free, else owe it.
+    pub fn offer(
+        &mut self,
+        intended: Instant,
+        depth: usize,
+        size: usize,
+        record: bool,
+        tally: &mut Tally,
+        scratch: &mut [u8],
+    ) -> Status {
+        if self.outstanding < depth && self.owed.is_empty() {
+            self.issue(InFlight { start: intended, record }, true, size, tally, scratch)
+        } else {
+            if record {
+                tally.recorded_inflight += 1;
+            }
+            self.owed.push_back((intended, record));
+            Status::Ok
+        }
+    }
+
+    /// Open loop: after a completion, send the oldest owed message if any.
+    pub fn pay_owed(
+        &mut self,
+        depth: usize,
+        size: usize,
+        tally: &mut Tally,
+        scratch: &mut [u8],
+    ) -> Status {
+        while self.outstanding < depth {
+            let Some((intended, record)) = self.owed.pop_front() else { break };
+            if record {
+                tally.recorded_inflight -= 1; // counted again by issue
+            }
+            let msg = InFlight { start: intended, record };
+            let status = self.issue(msg, true, size, tally, scratch);
+            if status != Status::Ok {
+                return status;
+            }
+        }
+        Status::Ok
+    }
+
+    /// Writes everything queued, in one syscall (unless the socket is full). Closed-loop
+    /// messages get their start time here: when their first byte goes to the socket.
+    pub fn flush(&mut self, now: Instant) -> Status {
+        self.dirty = false;
+        if self.write_blocked || self.written == self.ring.len() {
+            return Status::Ok;
+        }
+        let pending = &self.ring[self.written..];
+        let result = match &self.sock {
+            Some(Sock::Tcp(s)) => (&*s).write(pending),
+            Some(Sock::Unix(s)) => (&*s).write(pending),
+            _ => return Status::Ok,
+        };
+        match result {
+            Ok(n) => {
+                self.written += n;
+                if self.written < self.ring.len() {
+                    self.write_blocked = true;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.write_blocked = true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.dirty = true,
+            Err(e) => return Status::Failed(Cause::of(&e)),
+        }
+        if self.unstamped > 0 {
+            let len = self.inflight.len();
+            for m in self.inflight.range_mut(len - self.unstamped..).flatten() {
+                m.start = now;
+            }
+            self.unstamped = 0;
+        }
+        Status::Ok
+    }
+
+    /// The socket can take bytes again.
+    pub fn on_writable(&mut self, now: Instant) -> Status {
+        self.write_blocked = false;
+        self.flush(now)
+    }
+
+    /// Notes that the peer's FIN or a hang-up was reported.
+    pub fn note_read_closed(&mut self) {
+        self.read_closed = true;
+    }
+
+    /// Reads and checks every echo waiting; returns the status and how many messages completed
+    /// (the closed loop sends that many new ones).
+    pub fn on_readable(
+        &mut self,
+        size: usize,
+        scratch: &mut [u8],
+        tally: &mut Tally,
+        check: &mut Vec<u8>,
+    ) -> (Status, usize) {
+        if matches!(self.sock, Some(Sock::Udp(_))) {
+            return self.read_datagrams(size, scratch, tally, check);
+        }
+        let mut completed = 0;
+        loop {
+            let result = match &self.sock {
+                Some(Sock::Tcp(s)) => (&*s).read(scratch),
+                Some(Sock::Unix(s)) => (&*s).read(scratch),
+                _ => return (Status::Ok, completed),
+            };
+            let n = match result {
+                Ok(0) => return (Status::Failed(Cause::ClosedByServer), completed),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (Status::Ok, completed),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return (Status::Failed(Cause::of(&e)), completed),
+            };
+            let now = Instant::now();
+            let expected = &self.ring[self.acked..self.written];
+            if n > expected.len() {
+                return (Status::Failed(Cause::ExtraBytes), completed);
+            }
+            if scratch[..n] != expected[..n] {
+                tally.mismatches += 1;
+                return (Status::Mismatch, completed);
+            }
+            let before = self.acked;
+            self.acked += n;
+            // Messages are `size` bytes each, back to back from ring offset 0 of each message.
+            let done = (self.acked / size) - (before / size);
+            for _ in 0..done {
+                if let Some(Some(msg)) = self.inflight.pop_front() {
+                    tally.complete(msg, now);
+                }
+            }
+            self.outstanding -= done;
+            completed += done;
+            self.compact(size);
+            if n < scratch.len() && !self.read_closed {
+                // A short read: the socket's receive queue is empty (epoll(7)).
+                return (Status::Ok, completed);
+            }
+        }
+    }
+
+    /// Drops echoed bytes from the ring once they are a good share of it, keeping message
+    /// boundaries at multiples of `size`.
+    fn compact(&mut self, size: usize) {
+        let whole = self.acked - self.acked % size;
+        if whole == self.ring.len() {
+            self.ring.clear();
+            self.acked = 0;
+            self.written = 0;
+        } else if whole >= 64 * 1024 && whole * 2 >= self.ring.len() {
+            self.ring.drain(..whole);
+            self.acked -= whole;
+            self.written -= whole;
+        }
+    }
+
+    fn read_datagrams(
+        &mut self,
+        size: usize,
+        scratch: &mut [u8],
+        tally: &mut Tally,
+        check: &mut Vec<u8>,
+    ) -> (Status, usize) {
+        let mut completed = 0;
+        loop {
+            let Some(Sock::Udp(s)) = &self.sock else { return (Status::Ok, completed) };
+            let n = match s.recv(scratch) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (Status::Ok, completed),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // ICMP port unreachable for an earlier datagram: the server is not there (yet).
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => return (Status::Failed(Cause::of(&e)), completed),
+            };
+            let now = Instant::now();
+            let Some(seq) = payload::check_datagram(&scratch[..n], self.id, size, check) else {
+                tally.mismatches += 1;
+                continue;
+            };
+            let slot =
+                seq.checked_sub(self.udp_base).and_then(|i| self.inflight.get_mut(i as usize));
+            match slot.and_then(Option::take) {
+                Some(msg) => {
+                    tally.complete(msg, now);
+                    self.outstanding -= 1;
+                    completed += 1;
+                    self.trim_answered();
+                }
+                None => tally.duplicates += 1,
+            }
+        }
+    }
+
+    fn trim_answered(&mut self) {
+        while let Some(None) = self.inflight.front() {
+            self.inflight.pop_front();
+            self.udp_base += 1;
+        }
+    }
+
+    /// The oldest message still in flight has waited longer than `timeout`: for streams a
+    /// `Timeout` failure; datagrams older than that are counted lost (returns how many).
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        timeout: Duration,
+        tally: &mut Tally,
+    ) -> (Status, usize) {
+        let is_udp = matches!(self.sock, Some(Sock::Udp(_)));
+        if !is_udp {
+            let stale = self.inflight.front().and_then(|m| *m).is_some_and(|m| {
+                self.unstamped < self.inflight.len()
+                    && now.saturating_duration_since(m.start) > timeout
+            });
+            let status = if stale { Status::Failed(Cause::Timeout) } else { Status::Ok };
+            return (status, 0);
+        }
+        let mut lost = 0;
+        for slot in self.inflight.iter_mut() {
+            if let Some(m) = slot {
+                if now.saturating_duration_since(m.start) <= timeout {
+                    break;
+                }
+                if m.record {
+                    tally.lost += 1;
+                    tally.recorded_inflight -= 1;
+                }
+                *slot = None;
+                self.outstanding -= 1;
+                lost += 1;
+            }
+        }
+        self.trim_answered();
+        (Status::Ok, lost)
+    }
+}

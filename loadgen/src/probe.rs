@@ -1,0 +1,93 @@
+//! `loadgen probe`: one message, its echo and its round-trip time. A health check: success only
+//! on an exact echo.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use crate::target::{Endpoint, Target};
+use crate::Error;
+
+/// What a probe saw.
+#[derive(Debug)]
+pub struct Probe {
+    /// Where the message went.
+    pub endpoint: Endpoint,
+    /// What came back (up to the message's length).
+    pub echo: Vec<u8>,
+    /// From the write to the last byte of the echo.
+    pub rtt: Duration,
+}
+
+/// Sends `message` to the first endpoint of `target` that answers and reads its echo, waiting at
+/// most `timeout` for each step.
+pub fn probe(target: &Target, message: &[u8], timeout: Duration) -> Result<Probe, Error> {
+    let endpoints = target.resolve().map_err(Error::new)?;
+    let mut last = None;
+    for endpoint in endpoints {
+        match probe_one(&endpoint, message, timeout) {
+            Ok(p) => return Ok(p),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::new("no endpoint to probe")))
+}
+
+fn probe_one(endpoint: &Endpoint, message: &[u8], timeout: Duration) -> Result<Probe, Error> {
+    let fail = |what: &str, e: std::io::Error| {
+        let e = if e.kind() == std::io::ErrorKind::WouldBlock {
+            "timed out".to_string()
+        } else {
+            e.to_string()
+        };
+        Error::new(format!("{what} {endpoint}: {e}"))
+    };
+    match endpoint {
+        Endpoint::Tcp(addr) => {
+            let s = TcpStream::connect_timeout(addr, timeout)
+                .map_err(|e| fail("cannot connect to", e))?;
+            let _ = s.set_nodelay(true);
+            s.set_read_timeout(Some(timeout)).map_err(|e| fail("socket", e))?;
+            s.set_write_timeout(Some(timeout)).map_err(|e| fail("socket", e))?;
+            stream_round_trip(endpoint, s, message).map_err(|e| fail("no echo from", e))
+        }
+        Endpoint::Unix(path) => {
+            let s = UnixStream::connect(path).map_err(|e| fail("cannot connect to", e))?;
+            s.set_read_timeout(Some(timeout)).map_err(|e| fail("socket", e))?;
+            s.set_write_timeout(Some(timeout)).map_err(|e| fail("socket", e))?;
+            stream_round_trip(endpoint, s, message).map_err(|e| fail("no echo from", e))
+        }
+        Endpoint::Udp(addr) => {
+            let local = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+            let s = UdpSocket::bind(local).map_err(|e| fail("socket for", e))?;
+            s.connect(addr).map_err(|e| fail("cannot connect to", e))?;
+            s.set_read_timeout(Some(timeout)).map_err(|e| fail("socket", e))?;
+            let start = Instant::now();
+            s.send(message).map_err(|e| fail("cannot send to", e))?;
+            let mut buf = vec![0; 65536];
+            let n = s.recv(&mut buf).map_err(|e| fail("no echo from", e))?;
+            buf.truncate(n);
+            Ok(Probe { endpoint: endpoint.clone(), echo: buf, rtt: start.elapsed() })
+        }
+    }
+}
+
+fn stream_round_trip<S: Read + Write>(
+    endpoint: &Endpoint,
+    mut s: S,
+    message: &[u8],
+) -> std::io::Result<Probe> {
+    let start = Instant::now();
+    s.write_all(message)?;
+    let mut echo = Vec::with_capacity(message.len());
+    let mut buf = [0u8; 4096];
+    while echo.len() < message.len() {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break; // closed early: the comparison shows what is missing
+        }
+        echo.extend_from_slice(&buf[..n]);
+    }
+    Ok(Probe { endpoint: endpoint.clone(), echo, rtt: start.elapsed() })
+}

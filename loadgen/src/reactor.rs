@@ -1,0 +1,420 @@
+//! One load thread: its own mio poll, its share of the connections, its own histogram.
+//!
+//! A turn: poll → serve events (connects, echoes: each completion in closed loop queues the next
+//! message) → issue open-loop messages that came due → one write per connection that has
+//! anything queued → every 10 ms, maintenance (timeouts, reconnects, progress, hlog intervals).
+//!
+//! Open loop wakes on a timerfd armed for the next intended send time: poll's own timeout has
+//! millisecond granularity (rounded up), which would add up to a millisecond of client-made
+//! latency to messages measured from their intended time.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::client::{Cause, Conn, InFlight, Phase, Status, Tally};
+use crate::schedule::Schedule;
+use crate::target::Endpoint;
+
+const TICK: Token = Token(usize::MAX - 1);
+const MAINTENANCE: Duration = Duration::from_millis(10);
+const HLOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One interval of latencies for the hlog, from one thread.
+#[derive(Debug)]
+pub struct Interval {
+    /// Interval number, counted from the end of the warm-up.
+    pub index: u64,
+    /// Latencies recorded in it, ns.
+    pub hist: Histogram<u64>,
+}
+
+/// What one load thread does.
+#[derive(Debug)]
+pub struct Plan {
+    /// Where to send load.
+    pub endpoint: Endpoint,
+    /// The global numbers of this thread's connections.
+    pub conn_ids: Vec<u32>,
+    /// Bytes per message.
+    pub size: usize,
+    /// Messages in flight per connection at most.
+    pub depth: usize,
+    /// Open loop: this thread's share of the rate, messages per second.
+    pub rate: Option<f64>,
+    /// When the run started (warm-up included).
+    pub start: Instant,
+    /// Messages sent before this are not recorded.
+    pub warmup_end: Instant,
+    /// Duration mode: stop at this time.
+    pub end: Option<Instant>,
+    /// Message-count mode: how many recorded messages may still be issued (shared by threads).
+    pub tickets: Option<Arc<AtomicI64>>,
+    /// A message not echoed within this is an error (streams) or lost (datagrams).
+    pub timeout: Duration,
+    /// Set to end the run early (Ctrl-C).
+    pub stop: Arc<AtomicBool>,
+    /// Recorded messages completed so far, for the progress line.
+    pub progress: Arc<AtomicU64>,
+    /// Where to send hlog intervals, if an hlog is written.
+    pub hlog: Option<Sender<Interval>>,
+}
+
+/// A timerfd with nanosecond precision, for open-loop pacing.
+#[derive(Debug)]
+struct Tick {
+    fd: OwnedFd,
+    armed: Option<Instant>,
+}
+
+impl Tick {
+    fn new(poll: &Poll) -> io::Result<Tick> {
+        // SAFETY: plain syscall; the result is checked before use.
+        let fd = unsafe {
+            libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        poll.registry().register(&mut SourceFd(&fd.as_raw_fd()), TICK, Interest::READABLE)?;
+        // Let the kernel wake this thread within 1 ns of the timer, not the default 50 µs.
+        // SAFETY: PR_SET_TIMERSLACK takes an integer argument and affects this thread only.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+        Ok(Tick { fd, armed: None })
+    }
+
+    /// Fires at `at` (relative to `now`) unless already armed for that time.
+    fn arm(&mut self, at: Instant, now: Instant) {
+        if self.armed == Some(at) {
+            return;
+        }
+        let wait = at.saturating_duration_since(now).max(Duration::from_nanos(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_value: libc::timespec {
+                tv_sec: wait.as_secs() as libc::time_t,
+                tv_nsec: wait.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: a valid timerfd and a valid itimerspec.
+        unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        self.armed = Some(at);
+    }
+
+    fn fired(&mut self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reading 8 bytes into an 8-byte buffer from our own timerfd.
+        unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+        self.armed = None;
+    }
+}
+
+struct Worker {
+    plan: Plan,
+    poll: Poll,
+    conns: Vec<Conn>,
+    dirty: Vec<usize>,
+    listed: Vec<bool>,
+    tally: Tally,
+    scratch: Vec<u8>,
+    check: Vec<u8>,
+    schedule: Option<Schedule>,
+    next_conn: usize,
+    issuing_done: bool,
+}
+
+/// Runs one load thread to the end of the run; returns what it measured.
+pub fn run(plan: Plan) -> io::Result<Tally> {
+    let poll = Poll::new()?;
+    let n = plan.conn_ids.len();
+    let mut worker = Worker {
+        conns: plan.conn_ids.iter().map(|&id| Conn::new(id)).collect(),
+        dirty: Vec::with_capacity(n),
+        listed: vec![false; n],
+        tally: Tally::new(plan.hlog.is_some()),
+        scratch: vec![0; plan.size.max(64 * 1024)],
+        check: Vec::new(),
+        schedule: plan.rate.map(|rate| Schedule::new(plan.start, rate)),
+        next_conn: 0,
+        issuing_done: false,
+        poll,
+        plan,
+    };
+    worker.run()
+}
+
+impl Worker {
+    fn run(&mut self) -> io::Result<Tally> {
+        let mut tick = match self.schedule {
+            Some(_) => Some(Tick::new(&self.poll)?),
+            None => None,
+        };
+        let mut events = Events::with_capacity(1024);
+        let mut next_maintenance = Instant::now();
+        let mut next_interval = self.plan.warmup_end + HLOG_INTERVAL;
+        let mut interval_index = 0;
+        for i in 0..self.conns.len() {
+            self.reconnect(i, Instant::now());
+        }
+        loop {
+            let now = Instant::now();
+            let mut wake = next_maintenance;
+            if let Some(end) = self.plan.end {
+                wake = wake.min(end);
+            }
+            if let (Some(schedule), Some(tick), false) =
+                (&self.schedule, &mut tick, self.issuing_done)
+            {
+                let due = schedule.next_due();
+                if due > now {
+                    tick.arm(due, now);
+                } else {
+                    wake = now;
+                }
+            }
+            let timeout = wake.saturating_duration_since(now);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    TICK => {
+                        if let Some(tick) = &mut tick {
+                            tick.fired();
+                        }
+                    }
+                    Token(i) => self.serve(i, event, now),
+                }
+            }
+            self.issue_due(now);
+            for k in 0..self.dirty.len() {
+                let i = self.dirty[k];
+                self.listed[i] = false;
+                let status = self.conns[i].flush(now);
+                self.handle(i, status, now);
+            }
+            self.dirty.clear();
+            if now >= next_maintenance {
+                next_maintenance = now + MAINTENANCE;
+                self.maintain(now);
+                while now >= next_interval {
+                    self.send_interval(interval_index);
+                    interval_index += 1;
+                    next_interval += HLOG_INTERVAL;
+                }
+            }
+            if self.finished(now) {
+                break;
+            }
+        }
+        self.send_interval(interval_index);
+        for i in 0..self.conns.len() {
+            self.conns[i].drop_connection(self.poll.registry(), Instant::now(), &mut self.tally);
+        }
+        self.plan.progress.store(self.tally.messages, Ordering::Relaxed);
+        Ok(std::mem::replace(&mut self.tally, Tally::new(false)))
+    }
+
+    fn finished(&self, now: Instant) -> bool {
+        if self.plan.stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        if let Some(end) = self.plan.end {
+            return now >= end;
+        }
+        self.issuing_done && self.tally.recorded_inflight == 0
+    }
+
+    /// Whether new messages may be issued at `now`.
+    fn may_issue(&self, now: Instant) -> bool {
+        !self.issuing_done && self.plan.end.is_none_or(|end| now < end)
+    }
+
+    /// Claims the right to issue one recorded message (message-count mode).
+    fn ticket(&mut self) -> bool {
+        match &self.plan.tickets {
+            None => true,
+            Some(tickets) => {
+                let ok = tickets.fetch_sub(1, Ordering::Relaxed) > 0;
+                if !ok {
+                    self.issuing_done = true;
+                }
+                ok
+            }
+        }
+    }
+
+    fn serve(&mut self, i: usize, event: &mio::event::Event, now: Instant) {
+        let Some(conn) = self.conns.get_mut(i) else { return };
+        match conn.phase {
+            Phase::Down(_) => {}
+            Phase::Connecting => {
+                if event.is_writable() || event.is_error() || event.is_write_closed() {
+                    let status = conn.check_connected();
+                    let up = conn.phase == Phase::Up;
+                    self.handle(i, status, now);
+                    if up {
+                        self.refill(i, now);
+                    }
+                }
+            }
+            Phase::Up => {
+                if event.is_read_closed() {
+                    conn.note_read_closed();
+                }
+                if event.is_writable() {
+                    let status = conn.on_writable(now);
+                    if status != Status::Ok {
+                        return self.handle(i, status, now);
+                    }
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    let (status, completed) = conn.on_readable(
+                        self.plan.size,
+                        &mut self.scratch,
+                        &mut self.tally,
+                        &mut self.check,
+                    );
+                    if status != Status::Ok {
+                        return self.handle(i, status, now);
+                    }
+                    if completed > 0 {
+                        self.refill(i, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps a connection supplied: closed loop tops it up to `depth`; open loop sends what it owes.
+    fn refill(&mut self, i: usize, now: Instant) {
+        if self.conns[i].phase != Phase::Up {
+            return;
+        }
+        let (size, depth) = (self.plan.size, self.plan.depth);
+        let mut status = Status::Ok;
+        if self.schedule.is_some() {
+            status = self.conns[i].pay_owed(depth, size, &mut self.tally, &mut self.scratch);
+        } else {
+            while status == Status::Ok && self.conns[i].in_flight() < depth && self.may_issue(now) {
+                let record = now >= self.plan.warmup_end;
+                if record && !self.ticket() {
+                    break;
+                }
+                let msg = InFlight { start: now, record };
+                status = self.conns[i].issue(msg, false, size, &mut self.tally, &mut self.scratch);
+            }
+        }
+        self.mark(i);
+        self.handle(i, status, now);
+    }
+
+    /// Open loop: hands every message that came due to the next connection in turn.
+    fn issue_due(&mut self, now: Instant) {
+        let n = self.conns.len();
+        while self.may_issue(now) {
+            let Some(schedule) = &mut self.schedule else { return };
+            let Some((_, intended)) = schedule.take_due(now) else { return };
+            let record = intended >= self.plan.warmup_end;
+            if record && !self.ticket() {
+                return;
+            }
+            let i = self.next_conn;
+            self.next_conn = (i + 1) % n;
+            if self.conns[i].phase != Phase::Up {
+                self.tally.error(Cause::NotSent);
+                continue;
+            }
+            let (size, depth) = (self.plan.size, self.plan.depth);
+            let status = self.conns[i].offer(
+                intended,
+                depth,
+                size,
+                record,
+                &mut self.tally,
+                &mut self.scratch,
+            );
+            self.mark(i);
+            self.handle(i, status, now);
+        }
+    }
+
+    fn mark(&mut self, i: usize) {
+        if self.conns[i].dirty && !self.listed[i] {
+            self.listed[i] = true;
+            self.dirty.push(i);
+        }
+    }
+
+    fn handle(&mut self, i: usize, status: Status, now: Instant) {
+        let owed = match status {
+            Status::Ok => return,
+            Status::Failed(cause) => {
+                self.tally.error(cause);
+                self.conns[i].drop_connection(self.poll.registry(), now, &mut self.tally)
+            }
+            Status::Mismatch => {
+                self.conns[i].drop_connection(self.poll.registry(), now, &mut self.tally)
+            }
+        };
+        if owed > 0 {
+            self.tally.error_n(Cause::NotSent, owed);
+        }
+    }
+
+    fn reconnect(&mut self, i: usize, now: Instant) {
+        let token = Token(i);
+        let conn = &mut self.conns[i];
+        if let Err(e) = conn.connect(&self.plan.endpoint, self.poll.registry(), token) {
+            let cause = if e.kind() == io::ErrorKind::ConnectionRefused {
+                Cause::Refused
+            } else {
+                Cause::ConnectFailed
+            };
+            self.handle(i, Status::Failed(cause), now);
+        } else if conn.phase == Phase::Up {
+            self.refill(i, now); // UDP: no handshake
+        }
+    }
+
+    fn maintain(&mut self, now: Instant) {
+        for i in 0..self.conns.len() {
+            match self.conns[i].phase {
+                Phase::Up => {
+                    let (status, lost) =
+                        self.conns[i].expire(now, self.plan.timeout, &mut self.tally);
+                    self.handle(i, status, now);
+                    if lost > 0 {
+                        self.refill(i, now);
+                    }
+                }
+                Phase::Connecting => {}
+                Phase::Down(at) => {
+                    if at <= now && self.may_issue(now) {
+                        self.reconnect(i, now);
+                    }
+                }
+            }
+        }
+        self.plan.progress.store(self.tally.messages, Ordering::Relaxed);
+    }
+
+    fn send_interval(&mut self, index: u64) {
+        if let (Some(tx), Some(hist)) = (&self.plan.hlog, &mut self.tally.interval) {
+            let _ = tx.send(Interval { index, hist: hist.clone() });
+            hist.reset();
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! Results: per-thread tallies merged into one [`Report`], printed as text, as the one JSON
+//! object of the contract, or as an HdrHistogram interval log (hlog).
+//!
+//! Latencies are recorded in nanoseconds and reported in microseconds (fractions kept).
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::client::{Cause, Tally};
+
+/// Latency summary in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Latency {
+    /// Fastest echo.
+    pub min: f64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// 99.99th percentile.
+    pub p9999: f64,
+    /// Slowest echo.
+    pub max: f64,
+}
+
+impl Latency {
+    /// Summarises a histogram of nanoseconds.
+    pub fn of(hist: &Histogram<u64>) -> Latency {
+        if hist.is_empty() {
+            return Latency::default();
+        }
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Latency {
+            min: us(hist.min()),
+            mean: hist.mean() / 1000.0,
+            p50: us(hist.value_at_quantile(0.5)),
+            p90: us(hist.value_at_quantile(0.9)),
+            p99: us(hist.value_at_quantile(0.99)),
+            p999: us(hist.value_at_quantile(0.999)),
+            p9999: us(hist.value_at_quantile(0.9999)),
+            max: us(hist.max()),
+        }
+    }
+}
+
+/// The JSON report: exactly the keys of the contract, in its order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// The target as used (`tcp://127.0.0.1:7007`).
+    pub target: String,
+    /// `tcp`, `udp` or `unix`.
+    pub proto: &'static str,
+    /// Connections (UDP: sockets).
+    pub connections: u32,
+    /// Bytes per message.
+    pub size: usize,
+    /// Messages in flight per connection at most.
+    pub depth: usize,
+    /// Requested messages per second (open loop); `null` in closed loop.
+    pub rate: Option<f64>,
+    /// The measured period, seconds.
+    pub duration_s: f64,
+    /// Echoes completed of messages sent after the warm-up.
+    pub messages: u64,
+    /// messages × size: payload echoed back.
+    pub bytes: u64,
+    /// Achieved messages per second.
+    pub msgs_per_sec: f64,
+    /// Achieved payload bytes per second.
+    pub bytes_per_sec: f64,
+    /// Errors of every cause.
+    pub errors: u64,
+    /// Messages whose echo differed from what was sent.
+    pub mismatches: u64,
+    /// UDP datagrams never echoed.
+    pub lost: u64,
+    /// Latency from first byte sent (or intended, open loop) to last byte back.
+    pub latency_us: Latency,
+}
+
+/// Everything measured, merged over threads, with what the text report adds to the JSON.
+#[derive(Debug)]
+pub struct Merged {
+    /// All latencies, ns.
+    pub hist: Histogram<u64>,
+    /// The JSON part.
+    pub report: Report,
+    /// Errors by cause, most frequent first.
+    pub errors: Vec<(Cause, u64)>,
+    /// UDP replies to datagrams already answered.
+    pub duplicates: u64,
+    /// Load threads.
+    pub threads: usize,
+    /// Warm-up before the measured period.
+    pub warmup: Duration,
+    /// Whether the run was cut short (Ctrl-C).
+    pub interrupted: bool,
+    /// The target was an embedded ricochet.
+    pub embedded: bool,
+}
+
+/// What the run was asked to do, for the report.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// The target as used.
+    pub target: String,
+    /// The target is ricochet, started in-process for this run.
+    pub embedded: bool,
+    /// `tcp`, `udp` or `unix`.
+    pub proto: &'static str,
+    /// Connections.
+    pub connections: u32,
+    /// Bytes per message.
+    pub size: usize,
+    /// Depth.
+    pub depth: usize,
+    /// Requested rate (open loop).
+    pub rate: Option<f64>,
+    /// Load threads.
+    pub threads: usize,
+    /// Warm-up.
+    pub warmup: Duration,
+}
+
+/// Merges thread tallies into the report for a measured period of `measured`.
+pub fn merge(info: &RunInfo, tallies: Vec<Tally>, measured: Duration, interrupted: bool) -> Merged {
+    let mut hist = crate::client::new_histogram();
+    let (mut messages, mut mismatches, mut lost, mut duplicates) = (0, 0, 0, 0);
+    let mut errors: Vec<(Cause, u64)> = Vec::new();
+    for t in &tallies {
+        hist.add(&t.hist).expect("histograms with the same bounds add");
+        messages += t.messages;
+        mismatches += t.mismatches;
+        lost += t.lost;
+        duplicates += t.duplicates;
+        for &(cause, n) in &t.errors {
+            match errors.iter_mut().find(|(c, _)| *c == cause) {
+                Some((_, total)) => *total += n,
+                None => errors.push((cause, n)),
+            }
+        }
+    }
+    errors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let secs = measured.as_secs_f64();
+    let per_sec = |x: u64| if secs > 0.0 { x as f64 / secs } else { 0.0 };
+    let bytes = messages * info.size as u64;
+    let report = Report {
+        target: info.target.clone(),
+        proto: info.proto,
+        connections: info.connections,
+        size: info.size,
+        depth: info.depth,
+        rate: info.rate,
+        duration_s: secs,
+        messages,
+        bytes,
+        msgs_per_sec: per_sec(messages),
+        bytes_per_sec: per_sec(bytes),
+        errors: errors.iter().map(|(_, n)| n).sum(),
+        mismatches,
+        lost,
+        latency_us: Latency::of(&hist),
+    };
+    Merged {
+        hist,
+        report,
+        errors,
+        duplicates,
+        threads: info.threads,
+        warmup: info.warmup,
+        interrupted,
+        embedded: info.embedded,
+    }
+}
+
+impl Merged {
+    /// The one-line JSON object.
+    pub fn json(&self) -> String {
+        serde_json::to_string(&self.report).expect("plain values serialize")
+    }
+
+    /// The human report.
+    pub fn text(&self) -> String {
+        let r = &self.report;
+        let mut out = String::new();
+        let mode = match r.rate {
+            Some(rate) => format!("open loop at {} msgs/s", group(rate.round() as u64)),
+            None => "closed loop".to_owned(),
+        };
+        let embedded = if self.embedded { ", embedded ricochet" } else { "" };
+        let _ = writeln!(out, "target      {} ({mode}{embedded})", r.target);
+        let _ = writeln!(
+            out,
+            "load        {} connection(s) × depth {}, {}-byte messages, {} thread(s)",
+            r.connections, r.depth, r.size, self.threads
+        );
+        let _ = writeln!(
+            out,
+            "measured    {:.2} s after a {} warm-up{}",
+            r.duration_s,
+            humantime::format_duration(self.warmup),
+            if self.interrupted { " (interrupted)" } else { "" }
+        );
+        let _ = writeln!(
+            out,
+            "messages    {}  ({} msgs/s)",
+            group(r.messages),
+            group(r.msgs_per_sec.round() as u64)
+        );
+        let _ = writeln!(
+            out,
+            "throughput  {}/s echoed ({:.1} Mbit/s each way)",
+            ricochet::units::format_bytes(r.bytes_per_sec),
+            r.bytes_per_sec * 8.0 / 1e6
+        );
+        if let Some(rate) = r.rate {
+            let share = if rate > 0.0 { r.msgs_per_sec / rate * 100.0 } else { 0.0 };
+            if share < 99.0 {
+                let _ = writeln!(
+                    out,
+                    "RATE NOT REACHED: asked for {} msgs/s, achieved {} ({share:.1} %). The client \
+                     or the server could not keep up; the latencies below include the queueing \
+                     this caused, measured from each message's intended send time.",
+                    group(rate.round() as u64),
+                    group(r.msgs_per_sec.round() as u64)
+                );
+            } else {
+                let _ = writeln!(out, "rate        achieved {share:.1} % of the requested rate");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "errors      {}   mismatches {}   lost {}",
+            r.errors, r.mismatches, r.lost
+        );
+        for (cause, n) in &self.errors {
+            let _ = writeln!(out, "  {n:>10}  {}", cause.describe());
+        }
+        if self.duplicates > 0 {
+            let _ =
+                writeln!(out, "  {:>10}  duplicate datagram replies (ignored)", self.duplicates);
+        }
+        let l = &r.latency_us;
+        let _ =
+            writeln!(out, "latency µs  min {}  mean {}  max {}", us(l.min), us(l.mean), us(l.max));
+        let _ = writeln!(out, "  percentile     latency");
+        for (label, value) in [
+            ("50", l.p50),
+            ("90", l.p90),
+            ("99", l.p99),
+            ("99.9", l.p999),
+            ("99.99", l.p9999),
+            ("100", l.max),
+        ] {
+            let _ = writeln!(out, "  {label:>9} %  {:>10} µs", us(value));
+        }
+        out
+    }
+}
+
+fn us(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// 1234567 → "1,234,567".
+fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Writes an HdrHistogram interval log: header comments, `StartTime`/`BaseTime`, the legend, then
+/// one line per interval with a base64 V2-deflate-compressed histogram. Values, Interval_Max
+/// included, are nanoseconds (what HdrHistogram's log processor assumes by default).
+pub struct HlogWriter<W: Write> {
+    out: W,
+    serializer: V2DeflateSerializer,
+    start: SystemTime,
+}
+
+impl<W: Write> std::fmt::Debug for HlogWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HlogWriter").field("start", &self.start).finish()
+    }
+}
+
+impl<W: Write> HlogWriter<W> {
+    /// Writes the header; intervals are then timed from `start`.
+    pub fn new(mut out: W, start: SystemTime, target: &str) -> io::Result<Self> {
+        let secs = start.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        writeln!(out, "#[loadgen latencies (ns) against {target}]")?;
+        writeln!(out, "#[Histogram log format version 1.3]")?;
+        writeln!(out, "#[StartTime: {secs:.3} (seconds since epoch)]")?;
+        writeln!(out, "#[BaseTime: {secs:.3} (seconds since epoch)]")?;
+        writeln!(out, "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"")?;
+        Ok(HlogWriter { out, serializer: V2DeflateSerializer::new(), start })
+    }
+
+    /// One interval starting `offset` after the start, lasting `length`.
+    pub fn interval(
+        &mut self,
+        hist: &Histogram<u64>,
+        offset: Duration,
+        length: Duration,
+    ) -> io::Result<()> {
+        // A builder with no comments, times or divisor writes nothing of its own.
+        let mut writer =
+            IntervalLogWriterBuilder::new().begin_log_with(&mut self.out, &mut self.serializer)?;
+        writer
+            .write_histogram(hist, offset, length, None)
+            .map_err(|e| io::Error::other(format!("writing an hlog interval: {e:?}")))
+    }
+
+    /// Flushes and returns the writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use hdrhistogram::serialization::Deserializer;
+
+    fn info() -> RunInfo {
+        RunInfo {
+            target: "tcp://127.0.0.1:1".into(),
+            embedded: false,
+            proto: "tcp",
+            connections: 2,
+            size: 64,
+            depth: 1,
+            rate: None,
+            threads: 2,
+            warmup: Duration::from_secs(1),
+        }
+    }
+
+    fn tally(values_ns: &[u64], errors: &[(Cause, u64)]) -> Tally {
+        let mut t = Tally::new(false);
+        for &v in values_ns {
+            t.hist.record(v).unwrap();
+        }
+        t.messages = values_ns.len() as u64;
+        for &(c, n) in errors {
+            t.error_n(c, n);
+        }
+        t
+    }
+
+    #[test]
+    fn merge_adds_histograms_and_counters() {
+        let a = tally(&[1_000, 2_000, 3_000], &[(Cause::Reset, 1)]);
+        let b = tally(&[4_000, 100_000], &[(Cause::Reset, 2), (Cause::Timeout, 1)]);
+        let m = merge(&info(), vec![a, b], Duration::from_secs(2), false);
+        assert_eq!(m.report.messages, 5);
+        assert_eq!(m.report.bytes, 5 * 64);
+        assert_eq!(m.report.msgs_per_sec, 2.5);
+        assert_eq!(m.report.errors, 4);
+        assert_eq!(m.errors, vec![(Cause::Reset, 3), (Cause::Timeout, 1)]);
+        assert_eq!(m.report.latency_us.min, 1.0);
+        assert!((m.report.latency_us.max - 100.0).abs() < 0.1);
+        // Three significant digits: a percentile is its bucket's highest equivalent value.
+        assert!((m.report.latency_us.p50 - 3.0).abs() <= 0.003, "{}", m.report.latency_us.p50);
+        assert!((m.report.latency_us.mean - 22.0).abs() < 0.05);
+    }
+
+    #[test]
+    fn json_has_exactly_the_contract_keys_in_order() {
+        let m = merge(&info(), vec![tally(&[1500], &[])], Duration::from_secs(1), false);
+        let json = m.json();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let mut expected = vec![
+            "target",
+            "proto",
+            "connections",
+            "size",
+            "depth",
+            "rate",
+            "duration_s",
+            "messages",
+            "bytes",
+            "msgs_per_sec",
+            "bytes_per_sec",
+            "errors",
+            "mismatches",
+            "lost",
+            "latency_us",
+        ];
+        expected.sort();
+        assert_eq!(keys, expected);
+        assert!(json.starts_with(r#"{"target":"tcp://127.0.0.1:1","proto":"tcp","#), "{json}");
+        assert_eq!(v["rate"], serde_json::Value::Null);
+        let lat: Vec<&str> =
+            v["latency_us"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(lat, ["max", "mean", "min", "p50", "p90", "p99", "p999", "p9999"]);
+        assert_eq!(v["latency_us"]["p50"], 1.5);
+    }
+
+    #[test]
+    fn text_says_plainly_when_the_rate_was_not_reached() {
+        let mut i = info();
+        i.rate = Some(1000.0);
+        let m = merge(&i, vec![tally(&[1000; 500], &[])], Duration::from_secs(1), false);
+        assert!(m.text().contains("RATE NOT REACHED"), "{}", m.text());
+        let m = merge(&i, vec![tally(&[1000; 1000], &[])], Duration::from_secs(1), false);
+        assert!(!m.text().contains("NOT REACHED"));
+    }
+
+    #[test]
+    fn grouping() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1000), "1,000");
+        assert_eq!(group(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn hlog_round_trips_through_the_standard_reader() {
+        let mut h = crate::client::new_histogram();
+        for v in [1_000u64, 2_000, 3_000_000] {
+            h.record(v).unwrap();
+        }
+        let mut w = HlogWriter::new(Vec::new(), SystemTime::now(), "tcp://x").unwrap();
+        w.interval(&h, Duration::from_secs(0), Duration::from_secs(1)).unwrap();
+        w.interval(&h, Duration::from_secs(1), Duration::from_secs(1)).unwrap();
+        let log = w.finish().unwrap();
+        let text = String::from_utf8(log.clone()).unwrap();
+        assert!(text.contains("#[StartTime: "), "{text}");
+        assert!(text.contains("\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\""));
+        let mut intervals = 0;
+        let mut de = Deserializer::new();
+        for entry in IntervalLogIterator::new(&log) {
+            if let LogEntry::Interval(ilh) = entry.unwrap() {
+                let bytes = base64_decode(ilh.encoded_histogram());
+                let back: Histogram<u64> = de.deserialize(&mut &bytes[..]).unwrap();
+                assert_eq!(back.len(), 3);
+                assert_eq!(back.max(), h.max());
+                assert_eq!(ilh.start_timestamp(), Duration::from_secs(intervals));
+                intervals += 1;
+            }
+        }
+        assert_eq!(intervals, 2);
+    }
+
+    fn base64_decode(s: &str) -> Vec<u8> {
+        let val = |c: u8| match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            _ => 63,
+        };
+        let clean: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
+        let mut out = Vec::new();
+        for chunk in clean.chunks(4) {
+            let mut acc = 0u32;
+            for (i, &c) in chunk.iter().enumerate() {
+                acc |= (val(c) as u32) << (18 - 6 * i);
+            }
+            let bytes = acc.to_be_bytes();
+            out.extend_from_slice(&bytes[1..chunk.len()]);
+        }
+        out
+    }
+}

@@ -1,0 +1,232 @@
+//! One benchmark run: choose the target (or start an embedded ricochet), check it answers, start
+//! the load threads, show progress, collect the hlog intervals, merge the results.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime};
+
+use hdrhistogram::Histogram;
+
+use crate::client::new_histogram;
+use crate::probe;
+use crate::reactor::{self, Interval, Plan};
+use crate::report::{self, HlogWriter, Merged, RunInfo};
+use crate::target::{Endpoint, Target};
+use crate::Error;
+
+/// A checked run description (see the command line for each field's meaning).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `None`: start ricochet in-process on 127.0.0.1:0 and benchmark it.
+    pub target: Option<Target>,
+    /// Connections (UDP: sockets).
+    pub connections: u32,
+    /// Bytes per message.
+    pub size: usize,
+    /// Messages in flight per connection at most.
+    pub depth: usize,
+    /// Measured period (duration mode).
+    pub duration: Option<Duration>,
+    /// Recorded messages to complete (message-count mode).
+    pub messages: Option<u64>,
+    /// Open loop: messages per second in total.
+    pub rate: Option<f64>,
+    /// Not recorded, before the measured period.
+    pub warmup: Duration,
+    /// Load threads.
+    pub threads: usize,
+    /// A message not echoed within this is an error (UDP: lost).
+    pub timeout: Duration,
+    /// Write an HdrHistogram interval log here.
+    pub hlog: Option<PathBuf>,
+    /// Show a progress line on stderr.
+    pub progress: bool,
+}
+
+/// Runs the benchmark; `stop` ends it early (the report still covers what was measured).
+pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> {
+    let (endpoint, server) = match &settings.target {
+        None => {
+            let server = ricochet::spawn(ricochet::Config::ephemeral())
+                .map_err(|e| Error::new(format!("starting the embedded ricochet: {e}")))?;
+            let addr = server.tcp_addr().expect("the ephemeral config listens on TCP");
+            (Endpoint::Tcp(addr), Some(server))
+        }
+        Some(target) => (reachable(target, settings.timeout)?, None),
+    };
+    let info = RunInfo {
+        target: endpoint.to_string(),
+        embedded: server.is_some(),
+        proto: endpoint.proto(),
+        connections: settings.connections,
+        size: settings.size,
+        depth: settings.depth,
+        rate: settings.rate,
+        threads: settings.threads,
+        warmup: settings.warmup,
+    };
+    let start = Instant::now();
+    let wall_start = SystemTime::now();
+    let warmup_end = start + settings.warmup;
+    let end = settings.duration.map(|d| warmup_end + d);
+    let tickets = settings.messages.map(|n| Arc::new(AtomicI64::new(n as i64)));
+    let (hlog_tx, hlog_rx) = mpsc::channel::<Interval>();
+    let mut hlog = match &settings.hlog {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(|e| Error::new(format!("cannot create {}: {e}", path.display())))?;
+            let out = std::io::BufWriter::new(file);
+            let hlog_start = wall_start + settings.warmup;
+            Some(
+                HlogWriter::new(out, hlog_start, &info.target)
+                    .map_err(Error::io("writing the hlog"))?,
+            )
+        }
+        None => None,
+    };
+    let progress: Vec<Arc<AtomicU64>> =
+        (0..settings.threads).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let mut threads = Vec::with_capacity(settings.threads);
+    for (t, done) in progress.iter().enumerate() {
+        let conn_ids: Vec<u32> =
+            (t as u32..settings.connections).step_by(settings.threads).collect();
+        let share = conn_ids.len() as f64 / settings.connections as f64;
+        let plan = Plan {
+            endpoint: endpoint.clone(),
+            size: settings.size,
+            depth: settings.depth,
+            rate: settings.rate.map(|r| r * share),
+            start,
+            warmup_end,
+            end,
+            tickets: tickets.clone(),
+            timeout: settings.timeout,
+            stop: Arc::clone(&stop),
+            progress: Arc::clone(done),
+            hlog: settings.hlog.as_ref().map(|_| hlog_tx.clone()),
+            conn_ids,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("loadgen-{t}"))
+            .spawn(move || reactor::run(plan))
+            .map_err(Error::io("starting a load thread"))?;
+        threads.push(thread);
+    }
+    drop(hlog_tx);
+
+    let bar = settings.progress.then(|| progress_bar(settings));
+    let mut pending: BTreeMap<u64, (Histogram<u64>, usize)> = BTreeMap::new();
+    let mut last = (Instant::now(), 0u64);
+    while !threads.iter().all(|t| t.is_finished()) {
+        if let Ok(interval) = hlog_rx.recv_timeout(Duration::from_millis(200)) {
+            collect(&mut pending, interval, settings.threads, &mut hlog)?;
+        }
+        if let Some(bar) = &bar {
+            let done: u64 = progress.iter().map(|p| p.load(Ordering::Relaxed)).sum();
+            let now = Instant::now();
+            let dt = now.duration_since(last.0).as_secs_f64();
+            if dt >= 0.5 {
+                let rate = (done - last.1) as f64 / dt;
+                bar.set_message(format!("{done} messages, {rate:.0} msgs/s"));
+                last = (now, done);
+            }
+            bar.tick();
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let mut tallies = Vec::with_capacity(threads.len());
+    for thread in threads {
+        let tally = thread
+            .join()
+            .map_err(|_| Error::new("a load thread panicked"))?
+            .map_err(Error::io("a load thread failed"))?;
+        tallies.push(tally);
+    }
+    while let Ok(interval) = hlog_rx.try_recv() {
+        collect(&mut pending, interval, settings.threads, &mut hlog)?;
+    }
+    let finished = Instant::now();
+    let interrupted = stop.load(Ordering::Relaxed);
+    let measured = match (settings.duration, interrupted) {
+        (Some(d), false) => d,
+        (Some(_), true) => finished.saturating_duration_since(warmup_end),
+        (None, _) => {
+            let last = tallies.iter().filter_map(|t| t.last_completion).max().unwrap_or(finished);
+            last.saturating_duration_since(warmup_end)
+        }
+    };
+    if let Some(mut writer) = hlog.take() {
+        // Intervals every thread did not report (the last, partial one) are written as they are.
+        for (index, (hist, _)) in std::mem::take(&mut pending) {
+            write_interval(&mut writer, index, &hist)?;
+        }
+        writer.finish().map_err(Error::io("writing the hlog"))?;
+    }
+    Ok(report::merge(&info, tallies, measured, interrupted))
+}
+
+/// The first endpoint of `target` that answers a probe (a connect for streams, an echoed
+/// datagram for UDP). Fails quickly, saying why, when none does.
+fn reachable(target: &Target, timeout: Duration) -> Result<Endpoint, Error> {
+    let wait = timeout.min(Duration::from_secs(2));
+    let probe = probe::probe(target, b"loadgen preflight", wait)?;
+    Ok(probe.endpoint)
+}
+
+fn collect<W: std::io::Write>(
+    pending: &mut BTreeMap<u64, (Histogram<u64>, usize)>,
+    interval: Interval,
+    threads: usize,
+    hlog: &mut Option<HlogWriter<W>>,
+) -> Result<(), Error> {
+    let entry = pending.entry(interval.index).or_insert_with(|| (new_histogram(), 0));
+    entry.0.add(&interval.hist).expect("same bounds");
+    entry.1 += 1;
+    // Write every interval that all threads have reported, in order.
+    while let Some((&index, (_, count))) = pending.first_key_value() {
+        if *count < threads {
+            break;
+        }
+        let (hist, _) = pending.remove(&index).expect("present");
+        if let Some(writer) = hlog.as_mut() {
+            write_interval(writer, index, &hist)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_interval<W: std::io::Write>(
+    writer: &mut HlogWriter<W>,
+    index: u64,
+    hist: &Histogram<u64>,
+) -> Result<(), Error> {
+    let second = Duration::from_secs(1);
+    writer.interval(hist, second * index as u32, second).map_err(Error::io("writing the hlog"))
+}
+
+fn progress_bar(settings: &Settings) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    let total = match (settings.duration, settings.messages) {
+        (Some(d), _) => format!(" of {}", humantime::format_duration(d + settings.warmup)),
+        (None, Some(n)) => format!(" ({n} messages)"),
+        _ => String::new(),
+    };
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{{spinner}} {{elapsed}}{total}  {{msg}}"
+    ))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    bar.set_style(style);
+    bar.set_message("connecting");
+    bar
+}
+
+/// Whether a progress line makes sense: stderr is a terminal.
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
