@@ -340,11 +340,48 @@ impl<W: Write> HlogWriter<W> {
     }
 }
 
+/// Reads an interval log back: each interval's start (from the log's base) and histogram.
+/// Comment and legend lines are skipped; a malformed interval line is an error.
+pub fn read_hlog(log: &[u8]) -> Result<Vec<(Duration, Histogram<u64>)>, String> {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let mut de = hdrhistogram::serialization::Deserializer::new();
+    let mut intervals = Vec::new();
+    for entry in IntervalLogIterator::new(log) {
+        let entry = entry.map_err(|e| format!("bad hlog line: {e:?}"))?;
+        if let LogEntry::Interval(interval) = entry {
+            let bytes = base64_decode(interval.encoded_histogram())?;
+            let hist: Histogram<u64> =
+                de.deserialize(&mut &bytes[..]).map_err(|e| format!("bad histogram: {e:?}"))?;
+            intervals.push((interval.start_timestamp(), hist));
+        }
+    }
+    Ok(intervals)
+}
+
+fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Ok(c - b'A'),
+        b'a'..=b'z' => Ok(c - b'a' + 26),
+        b'0'..=b'9' => Ok(c - b'0' + 52),
+        b'+' => Ok(62),
+        b'/' => Ok(63),
+        _ => Err(format!("not base64: {:?}", c as char)),
+    };
+    let clean: Vec<u8> = text.bytes().filter(|&c| c != b'=').collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= (value(c)? as u32) << (18 - 6 * i);
+        }
+        out.extend_from_slice(&acc.to_be_bytes()[1..chunk.len()]);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-    use hdrhistogram::serialization::Deserializer;
 
     fn info() -> RunInfo {
         RunInfo {
@@ -453,39 +490,12 @@ mod tests {
         let text = String::from_utf8(log.clone()).unwrap();
         assert!(text.contains("#[StartTime: "), "{text}");
         assert!(text.contains("\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\""));
-        let mut intervals = 0;
-        let mut de = Deserializer::new();
-        for entry in IntervalLogIterator::new(&log) {
-            if let LogEntry::Interval(ilh) = entry.unwrap() {
-                let bytes = base64_decode(ilh.encoded_histogram());
-                let back: Histogram<u64> = de.deserialize(&mut &bytes[..]).unwrap();
-                assert_eq!(back.len(), 3);
-                assert_eq!(back.max(), h.max());
-                assert_eq!(ilh.start_timestamp(), Duration::from_secs(intervals));
-                intervals += 1;
-            }
+        let intervals = read_hlog(&log).unwrap();
+        assert_eq!(intervals.len(), 2);
+        for (i, (start, back)) in intervals.iter().enumerate() {
+            assert_eq!(*start, Duration::from_secs(i as u64));
+            assert_eq!(back.len(), 3);
+            assert_eq!(back.max(), h.max());
         }
-        assert_eq!(intervals, 2);
-    }
-
-    fn base64_decode(s: &str) -> Vec<u8> {
-        let val = |c: u8| match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            _ => 63,
-        };
-        let clean: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
-        let mut out = Vec::new();
-        for chunk in clean.chunks(4) {
-            let mut acc = 0u32;
-            for (i, &c) in chunk.iter().enumerate() {
-                acc |= (val(c) as u32) << (18 - 6 * i);
-            }
-            let bytes = acc.to_be_bytes();
-            out.extend_from_slice(&bytes[1..chunk.len()]);
-        }
-        out
     }
 }

@@ -170,12 +170,27 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
     Ok(report::merge(&info, tallies, measured, interrupted))
 }
 
-/// The first endpoint of `target` that answers a probe (a connect for streams, an echoed
-/// datagram for UDP). Fails quickly, saying why, when none does.
+/// The first endpoint of `target` that is there: one that accepts a connection (streams: a
+/// server that accepts but never echoes is for the run to measure), or that echoes a datagram
+/// (UDP has no handshake). Fails quickly, saying why, when none is.
 fn reachable(target: &Target, timeout: Duration) -> Result<Endpoint, Error> {
     let wait = timeout.min(Duration::from_secs(2));
-    let probe = probe::probe(target, b"loadgen preflight", wait)?;
-    Ok(probe.endpoint)
+    if let Target::Udp(_) = target {
+        return Ok(probe::probe(target, b"loadgen preflight", wait)?.endpoint);
+    }
+    let mut last = String::from("no address");
+    for endpoint in target.resolve().map_err(Error::new)? {
+        let result = match &endpoint {
+            Endpoint::Tcp(addr) => std::net::TcpStream::connect_timeout(addr, wait).map(drop),
+            Endpoint::Unix(path) => std::os::unix::net::UnixStream::connect(path).map(drop),
+            Endpoint::Udp(_) => unreachable!("handled above"),
+        };
+        match result {
+            Ok(()) => return Ok(endpoint),
+            Err(e) => last = format!("cannot connect to {endpoint}: {e}"),
+        }
+    }
+    Err(Error::new(last))
 }
 
 fn collect<W: std::io::Write>(

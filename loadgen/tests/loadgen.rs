@@ -1,0 +1,379 @@
+//! loadgen against ricochet (its numbers add up, with zero errors) and against flawed servers
+//! (each flaw is reported, with the right exit status).
+
+mod util;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ricochet::{Config, ListenSpec};
+use ricochet_loadgen::run::{run, Settings};
+use ricochet_loadgen::target::Target;
+use util::*;
+
+fn settings(target: Option<Target>) -> Settings {
+    Settings {
+        target,
+        connections: 4,
+        size: 64,
+        depth: 1,
+        duration: Some(Duration::from_millis(500)),
+        messages: None,
+        rate: None,
+        warmup: Duration::from_millis(100),
+        threads: 1,
+        timeout: Duration::from_secs(5),
+        hlog: None,
+        progress: false,
+    }
+}
+
+fn go(s: &Settings) -> ricochet_loadgen::report::Merged {
+    run(s, Arc::new(AtomicBool::new(false))).expect("run")
+}
+
+/// Closed loop, depth 16, several threads, a fixed message count: exactly that many messages are
+/// recorded, the histogram holds each one, bytes = messages × size, and the server saw at least
+/// those bytes.
+#[test]
+fn closed_loop_counts_add_up() {
+    let server = ricochet::spawn(Config::ephemeral()).unwrap();
+    let target = Target::parse(&server.tcp_addr().unwrap().to_string()).unwrap();
+    let mut s = settings(Some(target));
+    s.connections = 8;
+    s.depth = 16;
+    s.threads = 2;
+    s.size = 100;
+    s.duration = None;
+    s.messages = Some(50_000);
+    s.warmup = Duration::ZERO;
+    let m = go(&s);
+    let r = &m.report;
+    assert_eq!((r.errors, r.mismatches, r.lost), (0, 0, 0));
+    assert_eq!(r.messages, 50_000);
+    assert_eq!(m.hist.len(), 50_000);
+    assert_eq!(r.bytes, 50_000 * 100);
+    assert!(r.duration_s > 0.0 && r.msgs_per_sec > 0.0);
+    assert!((r.msgs_per_sec * r.duration_s - 50_000.0).abs() < 1.0);
+    assert!(server.stats().bytes_in >= r.bytes);
+    assert_eq!(server.stats().bytes_in, server.stats().bytes_out);
+}
+
+/// Open loop at a rate the machine can sustain: the achieved rate is close to the requested one,
+/// and the message count matches rate × duration.
+#[test]
+fn open_loop_reaches_a_modest_rate() {
+    let server = ricochet::spawn(Config::ephemeral()).unwrap();
+    let target = Target::parse(&server.tcp_addr().unwrap().to_string()).unwrap();
+    let mut s = settings(Some(target));
+    s.rate = Some(2000.0);
+    s.threads = 2;
+    s.duration = Some(Duration::from_secs(1));
+    let m = go(&s);
+    let r = &m.report;
+    assert_eq!((r.errors, r.mismatches), (0, 0));
+    assert_eq!(r.rate, Some(2000.0));
+    // Messages intended in the measured second: 2000 (± the few in flight at the end).
+    assert!((1900..=2001).contains(&r.messages), "{} messages", r.messages);
+    assert_eq!(m.hist.len(), r.messages);
+}
+
+/// The embedded default (no target) benchmarks an in-process ricochet.
+#[test]
+fn embedded_target() {
+    let m = go(&settings(None));
+    assert!(m.embedded);
+    assert!(m.report.target.starts_with("tcp://127.0.0.1:"), "{}", m.report.target);
+    assert!(m.report.messages > 0);
+    assert_eq!((m.report.errors, m.report.mismatches), (0, 0));
+}
+
+/// A server that corrupts one byte: exactly one mismatch, exit status 1.
+#[test]
+fn a_corrupted_byte_is_a_mismatch() {
+    let server = FlawedServer::start(Flaw::CorruptOnce(1000));
+    let out = loadgen(&[&server.target(), "-c", "1", "-n", "200", "--json"]);
+    let v = json(&out);
+    assert_eq!(v["mismatches"], 1, "{v}");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// A server that closes connections: errors are counted with their cause, connections are
+/// re-established, the run completes, exit status 1.
+#[test]
+fn server_closing_connections_is_an_error() {
+    let server = FlawedServer::start(Flaw::CloseAfter(64 * 50));
+    let out = loadgen(&[&server.target(), "-c", "2", "-t", "1s", "--warmup", "0s", "--json"]);
+    let v = json(&out);
+    let errors = v["errors"].as_u64().unwrap();
+    assert!(errors >= 2, "{v}");
+    // Reconnected after each close, so more messages than one connection's life allows.
+    assert!(v["messages"].as_u64().unwrap() > 100, "{v}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("closed by server"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// A server that never echoes: each connection's message times out (an error), exit 1.
+#[test]
+fn silence_times_out() {
+    let server = FlawedServer::start(Flaw::Silent);
+    let out = loadgen(&[
+        &server.target(),
+        "-c",
+        "2",
+        "-t",
+        "1s",
+        "--warmup",
+        "0s",
+        "--timeout",
+        "200ms",
+        "--json",
+    ]);
+    let v = json(&out);
+    assert!(v["errors"].as_u64().unwrap() >= 2, "{v}");
+    assert_eq!(v["messages"], 0);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no echo within --timeout"));
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// A 600 ms stall in the middle of an open-loop run shows in the high percentiles (every message
+/// due during the stall waited); the same stall in closed loop is one slow message per connection.
+#[test]
+fn open_loop_shows_a_stall_that_closed_loop_hides() {
+    let stall =
+        Flaw::StallOnce { after: Duration::from_millis(800), stall: Duration::from_millis(600) };
+    let run_against = |rate: Option<f64>| {
+        let server = FlawedServer::start(stall);
+        let mut s = settings(Some(Target::parse(&server.target()).unwrap()));
+        s.connections = 1;
+        s.depth = 64;
+        s.rate = rate;
+        s.warmup = Duration::from_millis(200);
+        s.duration = Some(Duration::from_secs(2));
+        go(&s)
+    };
+    let open = run_against(Some(1000.0));
+    assert_eq!((open.report.errors, open.report.mismatches), (0, 0));
+    // ~600 of ~2000 messages were due during the stall: p90 is hundreds of ms.
+    assert!(
+        open.report.latency_us.p90 > 100_000.0,
+        "open-loop p90 {} µs",
+        open.report.latency_us.p90
+    );
+    let closed = run_against(None);
+    assert!(
+        closed.report.latency_us.max > 400_000.0,
+        "the stall happened: {}",
+        closed.report.latency_us.max
+    );
+    assert!(
+        closed.report.latency_us.p99 < open.report.latency_us.p99 / 10.0,
+        "closed-loop p99 {} µs vs open-loop p99 {} µs",
+        closed.report.latency_us.p99,
+        open.report.latency_us.p99
+    );
+}
+
+/// UDP against ricochet: every datagram echoed, none lost, counts add up.
+#[test]
+fn udp_against_ricochet_loses_nothing() {
+    let mut config = Config::ephemeral();
+    config.listeners = vec![ListenSpec::Udp("127.0.0.1:0".parse().unwrap())];
+    let server = ricochet::spawn(config).unwrap();
+    let mut s =
+        settings(Some(Target::parse(&format!("udp://{}", server.udp_addr().unwrap())).unwrap()));
+    s.size = 200;
+    s.depth = 4;
+    s.duration = None;
+    s.messages = Some(20_000);
+    s.warmup = Duration::ZERO;
+    let m = go(&s);
+    let r = &m.report;
+    assert_eq!((r.errors, r.mismatches, r.lost), (0, 0, 0));
+    assert_eq!(r.messages, 20_000);
+    assert_eq!(r.proto, "udp");
+}
+
+/// Against a server that drops every tenth datagram, `lost` is about 10 % and the run completes
+/// (loss is measured, not an error: exit 0).
+#[test]
+fn udp_loss_is_counted() {
+    let server = LossyUdp::start(10);
+    let out = loadgen(&[
+        &format!("udp://{}", server.addr),
+        "-c",
+        "4",
+        "-d",
+        "8",
+        "-s",
+        "64",
+        "-t",
+        "1s",
+        "--warmup",
+        "0s",
+        "--timeout",
+        "100ms",
+        "--json",
+    ]);
+    let v = json(&out);
+    let (lost, messages) = (v["lost"].as_u64().unwrap(), v["messages"].as_u64().unwrap());
+    let share = lost as f64 / (lost + messages) as f64;
+    assert!((0.07..=0.13).contains(&share), "lost {lost} of {}: {share:.3}", lost + messages);
+    assert_eq!(v["errors"], 0);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Unix-domain targets work exactly like TCP.
+#[test]
+fn unix_target() {
+    let dir = std::env::temp_dir().join(format!("loadgen-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("echo.sock");
+    let mut config = Config::ephemeral();
+    config.listeners = vec![ListenSpec::Unix(path.clone())];
+    let server = ricochet::spawn(config).unwrap();
+    let mut s = settings(Some(Target::parse(&format!("unix:{}", path.display())).unwrap()));
+    s.depth = 8;
+    let m = go(&s);
+    assert_eq!((m.report.errors, m.report.mismatches), (0, 0));
+    assert!(m.report.messages > 0);
+    assert_eq!(m.report.proto, "unix");
+    drop(server);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `--json` prints exactly one object with the contract's keys; `--hlog` writes a log with one
+/// interval per second.
+#[test]
+fn json_and_hlog_outputs() {
+    let server = ricochet::spawn(Config::ephemeral()).unwrap();
+    let hlog = std::env::temp_dir().join(format!("loadgen-{}.hlog", std::process::id()));
+    let out = loadgen(&[
+        &server.tcp_addr().unwrap().to_string(),
+        "-c",
+        "2",
+        "-t",
+        "2s",
+        "--warmup",
+        "200ms",
+        "--json",
+        "--hlog",
+        hlog.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out);
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "bytes",
+            "bytes_per_sec",
+            "connections",
+            "depth",
+            "duration_s",
+            "errors",
+            "latency_us",
+            "lost",
+            "messages",
+            "mismatches",
+            "msgs_per_sec",
+            "proto",
+            "rate",
+            "size",
+            "target"
+        ]
+    );
+    assert_eq!(v["duration_s"], 2.0);
+    let log = std::fs::read(&hlog).unwrap();
+    let intervals = ricochet_loadgen::report::read_hlog(&log).unwrap();
+    let total: u64 = intervals.iter().map(|(_, h)| h.len()).sum();
+    let intervals = intervals.len();
+    assert!((2..=3).contains(&intervals), "{intervals} intervals");
+    assert_eq!(total, v["messages"].as_u64().unwrap(), "the log holds every recorded message");
+    std::fs::remove_file(hlog).unwrap();
+}
+
+/// Nothing listening: exit 1 quickly with a message naming the target and the cause.
+#[test]
+fn unreachable_target_fails_fast() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let start = Instant::now();
+    let out = loadgen(&[&format!("127.0.0.1:{port}"), "-t", "10s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("refused"), "{err}");
+}
+
+/// `probe`: exit 0 with the echo on an exact echo; 1 when refused or corrupted.
+#[test]
+fn probe_health_check() {
+    let server = ricochet::spawn(Config::ephemeral()).unwrap();
+    let out = loadgen(&["probe", &server.tcp_addr().unwrap().to_string(), "--message", "hello"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"hello\"") && stdout.contains("µs"), "{stdout}");
+
+    let corrupt = FlawedServer::start(Flaw::CorruptOnce(2));
+    let out = loadgen(&["probe", &corrupt.target(), "--message", "hello"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("echo differs"));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = loadgen(&["probe", &format!("127.0.0.1:{port}")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused"));
+}
+
+/// Usage errors exit 2.
+#[test]
+fn usage_errors_exit_2() {
+    for args in [&["-c", "0"][..], &["--size", "huge"], &["ftp://x:1"], &["-r", "-3"], &["--bogus"]]
+    {
+        let out = loadgen(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Ctrl-C (SIGINT) ends a long run early and still prints the report.
+#[test]
+fn interrupt_still_reports() {
+    let server = ricochet::spawn(Config::ephemeral()).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            &server.tcp_addr().unwrap().to_string(),
+            "-c",
+            "2",
+            "-t",
+            "60s",
+            "--warmup",
+            "0s",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once load is flowing.
+    let start = Instant::now();
+    while server.stats().bytes_out < 64 * 100 {
+        assert!(start.elapsed() < Duration::from_secs(20), "no load reached the server");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let start = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out);
+    assert!(v["messages"].as_u64().unwrap() > 0);
+    assert!(v["duration_s"].as_f64().unwrap() < 5.0);
+}
