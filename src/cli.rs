@@ -29,7 +29,7 @@ ricochet --tcp 127.0.0.1:0 --ready-file /tmp/echo.json   # CI backend on a free 
 ricochet --tcp 0.0.0.0:7007 --tcp [::]:7007 --udp 127.0.0.1:7007 --unix /tmp/echo.sock"
 )]
 pub struct Args {
-    /// Serve TCP echo on ADDR (IP:PORT, [IPv6]:PORT or localhost:PORT; port 0 picks a free one).
+    /// Serve TCP echo on ADDR: `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT` (port 0 picks a free one).
     /// Repeatable. Default, when no listener is given: 127.0.0.1:7007.
     #[arg(long = "tcp", value_name = "ADDR", env = "RICOCHET_TCP", value_delimiter = ',', value_parser = parse_addr)]
     pub tcp: Vec<SocketAddr>,

@@ -155,7 +155,9 @@ impl Handle {
         })
     }
 
-    /// The counters as of the server's last reactor turn.
+    /// The counters as of the server's last completed reactor turn. They are published at the
+    /// end of each turn, so a client may see an effect (an echo, an EOF) a moment before the
+    /// counters show it: in tests, wait for the expected value rather than reading it once.
     pub fn stats(&self) -> Stats {
         self.shared.load()
     }

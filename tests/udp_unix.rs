@@ -50,6 +50,7 @@ fn udp_datagrams_of_every_size() {
         assert_eq!(n, size);
         assert!(buf[..n] == data, "{size}-byte datagram differs");
     }
+    wait_for("the last turn's counters", || server.stats().datagrams_out == 5);
     let stats = server.stats();
     assert_eq!((stats.datagrams_in, stats.datagrams_out, stats.datagrams_dropped), (5, 5, 0));
 }
@@ -81,6 +82,7 @@ fn udp_burst_from_several_sockets() {
         }
     }
     assert_eq!(received, 10_000);
+    wait_for("the last turn's counters", || server.stats().datagrams_out == 10_000);
     let stats = server.stats();
     assert_eq!((stats.datagrams_in, stats.datagrams_out), (10_000, 10_000));
 }

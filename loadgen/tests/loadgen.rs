@@ -56,8 +56,9 @@ fn closed_loop_counts_add_up() {
     assert_eq!(r.bytes, 50_000 * 100);
     assert!(r.duration_s > 0.0 && r.msgs_per_sec > 0.0);
     assert!((r.msgs_per_sec * r.duration_s - 50_000.0).abs() < 1.0);
-    assert!(server.stats().bytes_in >= r.bytes);
-    assert_eq!(server.stats().bytes_in, server.stats().bytes_out);
+    let stats = server.shutdown().unwrap();
+    assert!(stats.bytes_in >= r.bytes);
+    assert_eq!(stats.bytes_in, stats.bytes_out);
 }
 
 /// Open loop at a rate the machine can sustain: the achieved rate is close to the requested one,
