@@ -38,8 +38,6 @@ pub enum Cause {
     Timeout,
     /// The server echoed more bytes than were sent.
     ExtraBytes,
-    /// A message came due while its connection was down; it was not sent.
-    NotSent,
 }
 
 impl Cause {
@@ -52,7 +50,6 @@ impl Cause {
             Cause::ClosedByServer => "connection closed by server",
             Cause::Timeout => "no echo within --timeout",
             Cause::ExtraBytes => "server sent bytes that were never sent to it",
-            Cause::NotSent => "message due while its connection was down (not sent)",
         }
     }
 
@@ -79,8 +76,11 @@ pub enum Status {
 /// One message in flight.
 #[derive(Debug, Clone, Copy)]
 pub struct InFlight {
-    /// First byte sent, or intended send time (open loop). Meaningless while unstamped.
+    /// Where its latency starts: first byte sent, or intended send time (open loop).
     pub start: Instant,
+    /// When it was handed to the socket: the timeout runs from here, since it judges the server,
+    /// not the client's backlog.
+    pub sent: Instant,
     /// Sent after the warm-up: its latency counts.
     pub record: bool,
 }
@@ -104,8 +104,10 @@ pub struct Tally {
     pub errors: Vec<(Cause, u64)>,
     /// When the last recorded message completed.
     pub last_completion: Option<Instant>,
-    /// Recorded messages in flight now.
+    /// Messages flagged for recording that are in flight now.
     pub recorded_inflight: u64,
+    /// A flagged message counts only if it completes (or is lost) at or after this time.
+    pub record_from: Instant,
 }
 
 /// Latencies are recorded in ns from 1 ns to an hour, 3 significant digits.
@@ -114,8 +116,8 @@ pub fn new_histogram() -> Histogram<u64> {
 }
 
 impl Tally {
-    /// Empty.
-    pub fn new(hlog: bool) -> Self {
+    /// Empty; flagged messages count from `record_from` on.
+    pub fn new(hlog: bool, record_from: Instant) -> Self {
         Tally {
             hist: new_histogram(),
             interval: hlog.then(new_histogram),
@@ -126,6 +128,7 @@ impl Tally {
             errors: Vec::new(),
             last_completion: None,
             recorded_inflight: 0,
+            record_from,
         }
     }
 
@@ -149,13 +152,15 @@ impl Tally {
 
     fn complete(&mut self, msg: InFlight, now: Instant) {
         if msg.record {
+            self.recorded_inflight -= 1;
+        }
+        if msg.record && now >= self.record_from {
             let ns = now.saturating_duration_since(msg.start).as_nanos() as u64;
             self.hist.saturating_record(ns.max(1));
             if let Some(interval) = &mut self.interval {
                 interval.saturating_record(ns.max(1));
             }
             self.messages += 1;
-            self.recorded_inflight -= 1;
             self.last_completion = Some(now);
         }
     }
@@ -209,8 +214,9 @@ pub struct Conn {
     outstanding: usize,
     unstamped: usize,
     udp_base: u64,
-    owed: VecDeque<(Instant, bool)>,
     next_seq: u64,
+    /// Bumped whenever the connection is dropped: free-slot tokens of an older life are stale.
+    pub generation: u32,
     /// Has queued bytes to write this turn.
     pub dirty: bool,
     write_blocked: bool,
@@ -232,8 +238,8 @@ impl Conn {
             outstanding: 0,
             unstamped: 0,
             udp_base: 0,
-            owed: VecDeque::new(),
             next_seq: 0,
+            generation: 0,
             dirty: false,
             write_blocked: false,
             read_closed: false,
@@ -312,20 +318,13 @@ impl Conn {
         }
     }
 
-    /// Drops the socket and everything in flight; reconnect after a backoff. Returns the number
-    /// of open-loop messages that were owed (they will never be sent).
-    pub fn drop_connection(&mut self, registry: &Registry, now: Instant, tally: &mut Tally) -> u64 {
+    /// Drops the socket and everything in flight; reconnect after a backoff.
+    pub fn drop_connection(&mut self, registry: &Registry, now: Instant, tally: &mut Tally) {
         if let Some(mut sock) = self.sock.take() {
             let _ = registry.deregister(sock.source());
         }
         for msg in self.inflight.drain(..).flatten() {
             if msg.record {
-                tally.recorded_inflight -= 1;
-            }
-        }
-        let owed = self.owed.len() as u64;
-        for (_, record) in self.owed.drain(..) {
-            if record {
                 tally.recorded_inflight -= 1;
             }
         }
@@ -337,7 +336,7 @@ impl Conn {
         self.dirty = false;
         self.phase = Phase::Down(now + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        owed
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// Hands one message to the connection: queued for this turn's write (streams) or sent at
@@ -384,49 +383,6 @@ impl Conn {
         Status::Ok
     }
 
-    /// Open loop: a message is due at `intended`; send it now if a depth slot is free, else owe it.
-    pub fn offer(
-        &mut self,
-        intended: Instant,
-        depth: usize,
-        size: usize,
-        record: bool,
-        tally: &mut Tally,
-        scratch: &mut [u8],
-    ) -> Status {
-        if self.outstanding < depth && self.owed.is_empty() {
-            self.issue(InFlight { start: intended, record }, true, size, tally, scratch)
-        } else {
-            if record {
-                tally.recorded_inflight += 1;
-            }
-            self.owed.push_back((intended, record));
-            Status::Ok
-        }
-    }
-
-    /// Open loop: after a completion, send the oldest owed message if any.
-    pub fn pay_owed(
-        &mut self,
-        depth: usize,
-        size: usize,
-        tally: &mut Tally,
-        scratch: &mut [u8],
-    ) -> Status {
-        while self.outstanding < depth {
-            let Some((intended, record)) = self.owed.pop_front() else { break };
-            if record {
-                tally.recorded_inflight -= 1; // counted again by issue
-            }
-            let msg = InFlight { start: intended, record };
-            let status = self.issue(msg, true, size, tally, scratch);
-            if status != Status::Ok {
-                return status;
-            }
-        }
-        Status::Ok
-    }
-
     /// Writes everything queued, in one syscall (unless the socket is full). Closed-loop
     /// messages get their start time here: when their first byte goes to the socket.
     pub fn flush(&mut self, now: Instant) -> Status {
@@ -455,6 +411,7 @@ impl Conn {
             let len = self.inflight.len();
             for m in self.inflight.range_mut(len - self.unstamped..).flatten() {
                 m.start = now;
+                m.sent = now;
             }
             self.unstamped = 0;
         }
@@ -465,6 +422,39 @@ impl Conn {
     pub fn on_writable(&mut self, now: Instant) -> Status {
         self.write_blocked = false;
         self.flush(now)
+    }
+
+    /// End of the run: half-closes a stream so the server can finish echoing and close cleanly.
+    /// Returns whether there is anything to wait for (a stream that is up).
+    pub fn begin_close(&mut self) -> bool {
+        match &self.sock {
+            Some(Sock::Tcp(s)) if self.phase == Phase::Up => {
+                s.shutdown(std::net::Shutdown::Write).is_ok()
+            }
+            Some(Sock::Unix(s)) if self.phase == Phase::Up => {
+                s.shutdown(std::net::Shutdown::Write).is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    /// End of the run: reads and discards the rest of the echo; true once the server's EOF (or an
+    /// error) arrived.
+    pub fn drain_until_eof(&mut self, scratch: &mut [u8]) -> bool {
+        loop {
+            let result = match &self.sock {
+                Some(Sock::Tcp(s)) => (&*s).read(scratch),
+                Some(Sock::Unix(s)) => (&*s).read(scratch),
+                _ => return true,
+            };
+            match result {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
     }
 
     /// Notes that the peer's FIN or a hang-up was reported.
@@ -597,7 +587,7 @@ impl Conn {
         if !is_udp {
             let stale = self.inflight.front().and_then(|m| *m).is_some_and(|m| {
                 self.unstamped < self.inflight.len()
-                    && now.saturating_duration_since(m.start) > timeout
+                    && now.saturating_duration_since(m.sent) > timeout
             });
             let status = if stale { Status::Failed(Cause::Timeout) } else { Status::Ok };
             return (status, 0);
@@ -605,12 +595,14 @@ impl Conn {
         let mut lost = 0;
         for slot in self.inflight.iter_mut() {
             if let Some(m) = slot {
-                if now.saturating_duration_since(m.start) <= timeout {
+                if now.saturating_duration_since(m.sent) <= timeout {
                     break;
                 }
                 if m.record {
-                    tally.lost += 1;
                     tally.recorded_inflight -= 1;
+                    if now >= tally.record_from {
+                        tally.lost += 1;
+                    }
                 }
                 *slot = None;
                 self.outstanding -= 1;

@@ -4,10 +4,19 @@
 //! message) → issue open-loop messages that came due → one write per connection that has
 //! anything queued → every 10 ms, maintenance (timeouts, reconnects, progress, hlog intervals).
 //!
+//! Open loop hands each due message to a free depth slot of any connection (a queue of slots,
+//! filled as connections come up and messages complete). With no slot free, overdue messages
+//! simply stay in the schedule, which knows every intended time: the backlog of an overloaded run
+//! costs no memory, and each message's latency still runs from its intended time.
+//!
+//! Recording: in duration mode a message counts if it completes within the measured period; in
+//! message-count mode, if it was issued after the warm-up (so exactly N count).
+//!
 //! Open loop wakes on a timerfd armed for the next intended send time: poll's own timeout has
 //! millisecond granularity (rounded up), which would add up to a millisecond of client-made
 //! latency to messages measured from their intended time.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -26,6 +35,8 @@ use crate::target::Endpoint;
 const TICK: Token = Token(usize::MAX - 1);
 const MAINTENANCE: Duration = Duration::from_millis(10);
 const HLOG_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the end of a run waits for servers to finish echoing and close.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 /// One interval of latencies for the hlog, from one thread.
 #[derive(Debug)]
@@ -128,7 +139,10 @@ struct Worker {
     scratch: Vec<u8>,
     check: Vec<u8>,
     schedule: Option<Schedule>,
-    next_conn: usize,
+    /// Open loop: one entry per free depth slot, `(connection, its generation)`.
+    slots: VecDeque<(usize, u32)>,
+    /// Open loop: a message is due but no slot is free; wait for completions, not for time.
+    starved: bool,
     issuing_done: bool,
 }
 
@@ -140,11 +154,15 @@ pub fn run(plan: Plan) -> io::Result<Tally> {
         conns: plan.conn_ids.iter().map(|&id| Conn::new(id)).collect(),
         dirty: Vec::with_capacity(n),
         listed: vec![false; n],
-        tally: Tally::new(plan.hlog.is_some()),
+        tally: Tally::new(
+            plan.hlog.is_some(),
+            if plan.tickets.is_some() { plan.start } else { plan.warmup_end },
+        ),
         scratch: vec![0; plan.size.max(64 * 1024)],
         check: Vec::new(),
         schedule: plan.rate.map(|rate| Schedule::new(plan.start, rate)),
-        next_conn: 0,
+        slots: VecDeque::new(),
+        starved: false,
         issuing_done: false,
         poll,
         plan,
@@ -171,8 +189,9 @@ impl Worker {
             if let Some(end) = self.plan.end {
                 wake = wake.min(end);
             }
-            if let (Some(schedule), Some(tick), false) =
-                (&self.schedule, &mut tick, self.issuing_done)
+            let waiting_for_time = !self.issuing_done && !self.starved;
+            if let (Some(schedule), Some(tick), true) =
+                (&self.schedule, &mut tick, waiting_for_time)
             {
                 let due = schedule.next_due();
                 if due > now {
@@ -220,11 +239,35 @@ impl Worker {
             }
         }
         self.send_interval(interval_index);
-        for i in 0..self.conns.len() {
-            self.conns[i].drop_connection(self.poll.registry(), Instant::now(), &mut self.tally);
-        }
+        self.close_all(&mut events);
         self.plan.progress.store(self.tally.messages, Ordering::Relaxed);
-        Ok(std::mem::replace(&mut self.tally, Tally::new(false)))
+        Ok(std::mem::replace(&mut self.tally, Tally::new(false, self.plan.start)))
+    }
+
+    /// Closes every connection the way a polite client does: half-close, read the rest of the
+    /// echo until the server's EOF (at most [`CLOSE_GRACE`]), then close. Dropping connections
+    /// with echo data unread would make the kernel reset them, and the server count resets.
+    fn close_all(&mut self, events: &mut Events) {
+        let deadline = Instant::now() + CLOSE_GRACE;
+        let mut open: Vec<bool> = self.conns.iter_mut().map(Conn::begin_close).collect();
+        let mut waiting = open.iter().filter(|o| **o).count();
+        while waiting > 0 {
+            let now = Instant::now();
+            if now >= deadline || self.poll.poll(events, Some(deadline - now)).is_err() {
+                break;
+            }
+            for event in events.iter() {
+                let i = event.token().0;
+                if open.get(i) == Some(&true) && self.conns[i].drain_until_eof(&mut self.scratch) {
+                    open[i] = false;
+                    waiting -= 1;
+                }
+            }
+        }
+        let now = Instant::now();
+        for conn in &mut self.conns {
+            conn.drop_connection(self.poll.registry(), now, &mut self.tally);
+        }
     }
 
     fn finished(&self, now: Instant) -> bool {
@@ -240,6 +283,18 @@ impl Worker {
     /// Whether new messages may be issued at `now`.
     fn may_issue(&self, now: Instant) -> bool {
         !self.issuing_done && self.plan.end.is_none_or(|end| now < end)
+    }
+
+    /// Whether a message issued at `at` is flagged for recording: in message-count mode only those
+    /// after the warm-up (each takes a ticket); in duration mode all (the completion time decides).
+    fn flag(&mut self, at: Instant) -> Option<bool> {
+        if self.plan.tickets.is_none() {
+            return Some(true);
+        }
+        if at < self.plan.warmup_end {
+            return Some(false);
+        }
+        self.ticket().then_some(true)
     }
 
     /// Claims the right to issue one recorded message (message-count mode).
@@ -266,7 +321,7 @@ impl Worker {
                     let up = conn.phase == Phase::Up;
                     self.handle(i, status, now);
                     if up {
-                        self.refill(i, now);
+                        self.refill(i, now, self.plan.depth);
                     }
                 }
             }
@@ -291,61 +346,57 @@ impl Worker {
                         return self.handle(i, status, now);
                     }
                     if completed > 0 {
-                        self.refill(i, now);
+                        self.refill(i, now, completed);
                     }
                 }
             }
         }
     }
 
-    /// Keeps a connection supplied: closed loop tops it up to `depth`; open loop sends what it owes.
-    fn refill(&mut self, i: usize, now: Instant) {
+    /// `freed` depth slots of connection `i` became free: closed loop fills them at once; open
+    /// loop offers them to the schedule.
+    fn refill(&mut self, i: usize, now: Instant, freed: usize) {
         if self.conns[i].phase != Phase::Up {
+            return;
+        }
+        if self.schedule.is_some() {
+            let generation = self.conns[i].generation;
+            self.slots.extend(std::iter::repeat_n((i, generation), freed));
+            self.starved = false;
             return;
         }
         let (size, depth) = (self.plan.size, self.plan.depth);
         let mut status = Status::Ok;
-        if self.schedule.is_some() {
-            status = self.conns[i].pay_owed(depth, size, &mut self.tally, &mut self.scratch);
-        } else {
-            while status == Status::Ok && self.conns[i].in_flight() < depth && self.may_issue(now) {
-                let record = now >= self.plan.warmup_end;
-                if record && !self.ticket() {
-                    break;
-                }
-                let msg = InFlight { start: now, record };
-                status = self.conns[i].issue(msg, false, size, &mut self.tally, &mut self.scratch);
-            }
+        while status == Status::Ok && self.conns[i].in_flight() < depth && self.may_issue(now) {
+            let Some(record) = self.flag(now) else { break };
+            let msg = InFlight { start: now, sent: now, record };
+            status = self.conns[i].issue(msg, false, size, &mut self.tally, &mut self.scratch);
         }
         self.mark(i);
         self.handle(i, status, now);
     }
 
-    /// Open loop: hands every message that came due to the next connection in turn.
+    /// Open loop: hands every message that came due to a free slot, oldest first.
     fn issue_due(&mut self, now: Instant) {
-        let n = self.conns.len();
         while self.may_issue(now) {
-            let Some(schedule) = &mut self.schedule else { return };
-            let Some((_, intended)) = schedule.take_due(now) else { return };
-            let record = intended >= self.plan.warmup_end;
-            if record && !self.ticket() {
+            let Some(schedule) = &self.schedule else { return };
+            if schedule.next_due() > now {
                 return;
             }
-            let i = self.next_conn;
-            self.next_conn = (i + 1) % n;
-            if self.conns[i].phase != Phase::Up {
-                self.tally.error(Cause::NotSent);
-                continue;
+            let Some((i, generation)) = self.slots.pop_front() else {
+                self.starved = true;
+                return;
+            };
+            let conn = &self.conns[i];
+            if conn.generation != generation || conn.phase != Phase::Up {
+                continue; // a slot of a connection that has since dropped
             }
-            let (size, depth) = (self.plan.size, self.plan.depth);
-            let status = self.conns[i].offer(
-                intended,
-                depth,
-                size,
-                record,
-                &mut self.tally,
-                &mut self.scratch,
-            );
+            let Some(schedule) = &mut self.schedule else { return };
+            let Some((_, intended)) = schedule.take_due(now) else { return };
+            let Some(record) = self.flag(intended) else { return };
+            let msg = InFlight { start: intended, sent: now, record };
+            let status =
+                self.conns[i].issue(msg, true, self.plan.size, &mut self.tally, &mut self.scratch);
             self.mark(i);
             self.handle(i, status, now);
         }
@@ -359,19 +410,12 @@ impl Worker {
     }
 
     fn handle(&mut self, i: usize, status: Status, now: Instant) {
-        let owed = match status {
+        match status {
             Status::Ok => return,
-            Status::Failed(cause) => {
-                self.tally.error(cause);
-                self.conns[i].drop_connection(self.poll.registry(), now, &mut self.tally)
-            }
-            Status::Mismatch => {
-                self.conns[i].drop_connection(self.poll.registry(), now, &mut self.tally)
-            }
-        };
-        if owed > 0 {
-            self.tally.error_n(Cause::NotSent, owed);
+            Status::Failed(cause) => self.tally.error(cause),
+            Status::Mismatch => {} // counted where it was found
         }
+        self.conns[i].drop_connection(self.poll.registry(), now, &mut self.tally);
     }
 
     fn reconnect(&mut self, i: usize, now: Instant) {
@@ -385,7 +429,7 @@ impl Worker {
             };
             self.handle(i, Status::Failed(cause), now);
         } else if conn.phase == Phase::Up {
-            self.refill(i, now); // UDP: no handshake
+            self.refill(i, now, self.plan.depth); // UDP: no handshake
         }
     }
 
@@ -397,7 +441,7 @@ impl Worker {
                         self.conns[i].expire(now, self.plan.timeout, &mut self.tally);
                     self.handle(i, status, now);
                     if lost > 0 {
-                        self.refill(i, now);
+                        self.refill(i, now, lost);
                     }
                 }
                 Phase::Connecting => {}

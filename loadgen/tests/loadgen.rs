@@ -295,6 +295,11 @@ fn json_and_hlog_outputs() {
     assert!((2..=3).contains(&intervals), "{intervals} intervals");
     assert_eq!(total, v["messages"].as_u64().unwrap(), "the log holds every recorded message");
     std::fs::remove_file(hlog).unwrap();
+    // loadgen closes politely at the end of a timed run: the server saw no resets.
+    let stats = server.shutdown().unwrap();
+    // Two load connections plus the preflight connect.
+    assert_eq!((stats.resets, stats.accepted, stats.closed), (0, 3, 3));
+    assert_eq!(stats.bytes_in, stats.bytes_out);
 }
 
 /// Nothing listening: exit 1 quickly with a message naming the target and the cause.
@@ -377,4 +382,34 @@ fn interrupt_still_reports() {
     let v = json(&out);
     assert!(v["messages"].as_u64().unwrap() > 0);
     assert!(v["duration_s"].as_f64().unwrap() < 5.0);
+}
+
+/// An impossible open-loop rate: the run reports what was achieved (not zero: warm-up backlog
+/// must not swallow the measured period), says the rate was not reached, counts no errors (a
+/// late message is late, not failed), and its latencies grow with the backlog.
+#[test]
+fn impossible_rate_reports_what_was_achieved() {
+    let server = ricochet::spawn(Config::ephemeral()).unwrap();
+    let out = loadgen(&[
+        &server.tcp_addr().unwrap().to_string(),
+        "-c",
+        "2",
+        "-r",
+        "50000000",
+        "-t",
+        "1500ms",
+        "--warmup",
+        "500ms",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("RATE NOT REACHED"), "{text}");
+    let messages: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("messages"))
+        .and_then(|l| l.split_whitespace().next())
+        .map(|n| n.replace(',', "").parse().unwrap())
+        .unwrap();
+    assert!(messages > 1000, "{text}");
+    assert!(text.contains("errors      0"), "{text}");
 }
