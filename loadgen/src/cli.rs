@@ -49,7 +49,8 @@ pub struct Args {
     pub size: u64,
 
     /// Messages in flight per connection at most (pipelining). Closed loop keeps exactly this many
-    /// in flight; open loop sends a due message late if the connection already has this many.
+    /// in flight; open loop sends each due message on any connection with a free slot, and when
+    /// none is free the message waits (its latency still counts from its intended time).
     #[arg(short = 'd', long, value_name = "N", default_value_t = 1)]
     pub depth: u32,
 
@@ -66,8 +67,8 @@ pub struct Args {
     #[arg(short = 'r', long, value_name = "N")]
     pub rate: Option<f64>,
 
-    /// Run this long before measuring; messages sent during it are not recorded [default: 1s,
-    /// or 0 with --messages].
+    /// Run this long before measuring; messages completing during it are not recorded (with
+    /// --messages: messages sent during it) [default: 1s, or 0 with --messages].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub warmup: Option<Duration>,
 
@@ -83,8 +84,8 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub hlog: Option<PathBuf>,
 
-    /// A message not echoed within DUR is an error (the connection is re-established); for UDP
-    /// the datagram counts as lost.
+    /// A message not echoed within DUR of being sent is an error (the connection is
+    /// re-established); for UDP the datagram counts as lost.
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
 }
