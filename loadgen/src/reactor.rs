@@ -38,6 +38,15 @@ const HLOG_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the end of a run waits for servers to finish echoing and close.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
+/// What a load thread tells the main thread while it runs.
+#[derive(Debug)]
+pub enum Report {
+    /// An hlog interval is complete.
+    Interval(Interval),
+    /// The thread has finished (its result is ready to join).
+    Finished,
+}
+
 /// One interval of latencies for the hlog, from one thread.
 #[derive(Debug)]
 pub struct Interval {
@@ -74,8 +83,10 @@ pub struct Plan {
     pub stop: Arc<AtomicBool>,
     /// Recorded messages completed so far, for the progress line.
     pub progress: Arc<AtomicU64>,
-    /// Where to send hlog intervals, if an hlog is written.
-    pub hlog: Option<Sender<Interval>>,
+    /// Write an hlog: send an interval every second.
+    pub hlog: bool,
+    /// Where to send intervals and the final [`Report::Finished`].
+    pub reports: Sender<Report>,
 }
 
 /// A timerfd with nanosecond precision, for open-loop pacing.
@@ -148,6 +159,13 @@ struct Worker {
 
 /// Runs one load thread to the end of the run; returns what it measured.
 pub fn run(plan: Plan) -> io::Result<Tally> {
+    let reports = plan.reports.clone();
+    let result = run_plan(plan);
+    let _ = reports.send(Report::Finished);
+    result
+}
+
+fn run_plan(plan: Plan) -> io::Result<Tally> {
     let poll = Poll::new()?;
     let n = plan.conn_ids.len();
     let mut worker = Worker {
@@ -155,7 +173,7 @@ pub fn run(plan: Plan) -> io::Result<Tally> {
         dirty: Vec::with_capacity(n),
         listed: vec![false; n],
         tally: Tally::new(
-            plan.hlog.is_some(),
+            plan.hlog,
             if plan.tickets.is_some() { plan.start } else { plan.warmup_end },
         ),
         scratch: vec![0; plan.size.max(64 * 1024)],
@@ -456,8 +474,9 @@ impl Worker {
     }
 
     fn send_interval(&mut self, index: u64) {
-        if let (Some(tx), Some(hist)) = (&self.plan.hlog, &mut self.tally.interval) {
-            let _ = tx.send(Interval { index, hist: hist.clone() });
+        if let Some(hist) = &mut self.tally.interval {
+            let _ =
+                self.plan.reports.send(Report::Interval(Interval { index, hist: hist.clone() }));
             hist.reset();
         }
     }

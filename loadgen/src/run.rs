@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 
 use crate::client::new_histogram;
 use crate::probe;
-use crate::reactor::{self, Interval, Plan};
+use crate::reactor::{self, Interval, Plan, Report};
 use crate::report::{self, HlogWriter, Merged, RunInfo};
 use crate::target::{Endpoint, Target};
 use crate::Error;
@@ -73,7 +73,7 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
     let warmup_end = start + settings.warmup;
     let end = settings.duration.map(|d| warmup_end + d);
     let tickets = settings.messages.map(|n| Arc::new(AtomicI64::new(n as i64)));
-    let (hlog_tx, hlog_rx) = mpsc::channel::<Interval>();
+    let (reports_tx, reports) = mpsc::channel::<Report>();
     let mut hlog = match &settings.hlog {
         Some(path) => {
             let file = std::fs::File::create(path)
@@ -106,7 +106,8 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
             timeout: settings.timeout,
             stop: Arc::clone(&stop),
             progress: Arc::clone(done),
-            hlog: settings.hlog.as_ref().map(|_| hlog_tx.clone()),
+            hlog: settings.hlog.is_some(),
+            reports: reports_tx.clone(),
             conn_ids,
         };
         let thread = std::thread::Builder::new()
@@ -115,14 +116,21 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
             .map_err(Error::io("starting a load thread"))?;
         threads.push(thread);
     }
-    drop(hlog_tx);
+    drop(reports_tx);
 
     let bar = settings.progress.then(|| progress_bar(settings));
     let mut pending: BTreeMap<u64, (Histogram<u64>, usize)> = BTreeMap::new();
     let mut last = (Instant::now(), 0u64);
-    while !threads.iter().all(|t| t.is_finished()) {
-        if let Ok(interval) = hlog_rx.recv_timeout(Duration::from_millis(200)) {
-            collect(&mut pending, interval, settings.threads, &mut hlog)?;
+    let mut running = threads.len();
+    while running > 0 {
+        // Sleeps until a thread reports, or 200 ms pass for the progress line.
+        match reports.recv_timeout(Duration::from_millis(200)) {
+            Ok(Report::Interval(interval)) => {
+                collect(&mut pending, interval, settings.threads, &mut hlog)?
+            }
+            Ok(Report::Finished) => running -= 1,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         if let Some(bar) = &bar {
             let done: u64 = progress.iter().map(|p| p.load(Ordering::Relaxed)).sum();
@@ -147,8 +155,10 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
             .map_err(Error::io("a load thread failed"))?;
         tallies.push(tally);
     }
-    while let Ok(interval) = hlog_rx.try_recv() {
-        collect(&mut pending, interval, settings.threads, &mut hlog)?;
+    while let Ok(report) = reports.try_recv() {
+        if let Report::Interval(interval) = report {
+            collect(&mut pending, interval, settings.threads, &mut hlog)?;
+        }
     }
     let finished = Instant::now();
     let interrupted = stop.load(Ordering::Relaxed);

@@ -1,0 +1,367 @@
+#!/usr/bin/env python3
+"""Side-by-side comparison of ricochet with baseline echo servers, driven by loadgen.
+
+Run through scripts/compare.sh, which builds everything first. For each load shape, every server
+is run in turn (alternating, the order rotated each round) pinned to one CPU while loadgen runs
+pinned to another; each figure is the median over the rounds:
+
+- msgs/s and MB/s (echoed payload), p50 and p99 latency, from loadgen's JSON report;
+- the server's CPU time per message, user and system, from /proc/PID/stat around the run;
+- the server's syscalls per message, from `perf stat -e raw_syscalls:sys_enter` in one extra
+  round per server (kept apart so tracing never slows the measured rounds), where perf works;
+- user-space RSS per idle connection with N connections open;
+- loadgen against a minimal C epoll client driving the same server (is loadgen the bottleneck?).
+
+It writes docs/BENCHMARKS.md (or --out) and prints the tables.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TICK = os.sysconf("SC_CLK_TCK")
+
+SHAPES = [
+    # name, description, loadgen flags
+    ("ping-pong", "1 connection, 64 B, depth 1", ["-c", "1", "-d", "1", "-s", "64"]),
+    ("50 conns", "50 connections, 64 B, depth 1", ["-c", "50", "-d", "1", "-s", "64"]),
+    ("1000 conns", "1000 connections, 64 B, depth 1", ["-c", "1000", "-d", "1", "-s", "64"]),
+    ("pipelined", "50 connections × depth 16, 64 B", ["-c", "50", "-d", "16", "-s", "64"]),
+    ("bulk", "4 connections × depth 4, 64 KiB", ["-c", "4", "-d", "4", "-s", "64KiB"]),
+]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One server process under test."""
+
+    def __init__(self, name, argv, port_from):
+        self.name, self.argv, self.port_from = name, argv, port_from
+        self.proc = None
+        self.port = None
+
+    def start(self, cpu):
+        port = free_port() if self.port_from == "fixed" else 0
+        argv = [a.replace("{port}", str(port)) for a in self.argv]
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", str(cpu)] + argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        if self.port_from == "ready-json":
+            line = self.proc.stdout.readline()
+            self.port = int(json.loads(line)["listeners"][0]["addr"].rsplit(":", 1)[1])
+        elif self.port_from == "stdout":
+            self.port = int(self.proc.stdout.readline())
+        else:
+            self.port = port
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def cpu_ticks(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]), int(fields[12])  # utime, stime
+
+    def rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def fd_count(self):
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def loadgen(bins, port, flags, duration, warmup, cpu):
+    argv = ["taskset", "-c", str(cpu), bins["loadgen"], f"127.0.0.1:{port}", "--json",
+            "-t", duration, "--warmup", warmup] + flags
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    if not out.stdout.strip():
+        raise RuntimeError(f"loadgen failed: {out.stderr.strip()}")
+    return json.loads(out.stdout)
+
+
+def perf_works():
+    if not shutil.which("perf"):
+        return False
+    out = subprocess.run(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "true"],
+                         capture_output=True, text=True)
+    return out.returncode == 0 and "not supported" not in out.stderr
+
+
+def measure(server, bins, flags, args, count_syscalls=False):
+    """One measured run of loadgen against a started server."""
+    # Warm the server and its connections' code paths up, unmeasured.
+    loadgen(bins, server.port, flags, args.warmup, "0s", args.load_cpu)
+    perf = None
+    if count_syscalls:
+        perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter",
+                                 "-p", str(server.proc.pid)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.2)
+    u0, s0 = server.cpu_ticks()
+    report = loadgen(bins, server.port, flags, args.duration, "0s", args.load_cpu)
+    u1, s1 = server.cpu_ticks()
+    syscalls = None
+    if perf:
+        perf.send_signal(signal.SIGINT)
+        err = perf.communicate(timeout=30)[1]
+        for line in err.splitlines():
+            parts = line.split(",")
+            if len(parts) > 2 and "raw_syscalls:sys_enter" in line and parts[0].isdigit():
+                syscalls = int(parts[0])
+    msgs = max(report["messages"], 1)
+    return {
+        "msgs_per_sec": report["msgs_per_sec"],
+        "mb_per_sec": report["bytes_per_sec"] / 1e6,
+        "p50": report["latency_us"]["p50"],
+        "p99": report["latency_us"]["p99"],
+        "user_us": (u1 - u0) / TICK / msgs * 1e6,
+        "sys_us": (s1 - s0) / TICK / msgs * 1e6,
+        "errors": report["errors"] + report["mismatches"],
+        "syscalls": syscalls / msgs if syscalls is not None else None,
+    }
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def idle_rss(server, conns):
+    """User-space RSS growth per idle connection, in bytes."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, conns + 1000), hard))
+    before = server.rss_kib()
+    fds_before = server.fd_count()
+    socks = []
+    try:
+        for _ in range(conns):
+            socks.append(socket.create_connection(("127.0.0.1", server.port)))
+        deadline = time.time() + 30
+        while server.fd_count() < fds_before + conns and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        after = server.rss_kib()
+        accepted = server.fd_count() - fds_before
+    finally:
+        for s in socks:
+            s.close()
+    return (after - before) * 1024 / max(accepted, 1), accepted
+
+
+def fmt(value, digits=1):
+    if value is None:
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs, Linux {platform.release()}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", default="3s", help="measured loadgen run per server and round")
+    ap.add_argument("--warmup", default="1s", help="unmeasured loadgen run before each measured one")
+    ap.add_argument("--shapes", default=",".join(s[0] for s in SHAPES))
+    ap.add_argument("--server-cpu", type=int, default=0)
+    ap.add_argument("--load-cpu", type=int, default=1)
+    ap.add_argument("--idle-conns", type=int, default=10000)
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "BENCHMARKS.md"))
+    ap.add_argument("--bins", required=True, help="JSON map of built binaries (from compare.sh)")
+    args = ap.parse_args()
+    bins = json.loads(args.bins)
+
+    servers = [
+        Server("ricochet", [bins["ricochet"], "--tcp", "127.0.0.1:0", "--max-pending", "1MiB"], "ready-json"),
+        Server("C epoll", [bins["c_echo"], "0"], "stdout"),
+        Server("tokio", [bins["tokio_echo"], "0"], "stdout"),
+    ]
+    if bins.get("socat"):
+        servers.append(Server("socat", [bins["socat"], "TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr", "EXEC:cat"], "fixed"))
+    shapes = [s for s in SHAPES if s[0] in args.shapes.split(",")]
+    syscalls_ok = perf_works()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results = {}
+    for shape, _, flags in shapes:
+        for rnd in range(args.rounds):
+            order = servers[rnd % len(servers):] + servers[: rnd % len(servers)]
+            for server in order:
+                if server.name == "socat" and shape == "1000 conns":
+                    continue  # a process pair per connection: not a fair fight, not worth 2000 forks
+                server.start(args.server_cpu)
+                try:
+                    r = measure(server, bins, flags, args)
+                finally:
+                    server.stop()
+                results.setdefault((shape, server.name), []).append(r)
+                print(f"  {shape:<11} round {rnd + 1}/{args.rounds} {server.name:<9} "
+                      f"{r['msgs_per_sec']:>12,.0f} msgs/s  user {r['user_us']:.2f} µs/msg  "
+                      f"sys {r['sys_us']:.2f} µs/msg  errors {r['errors']}", flush=True)
+        if syscalls_ok:
+            for server in servers:
+                if server.name == "socat":
+                    continue  # its work happens in forked children perf -p does not follow
+                server.start(args.server_cpu)
+                try:
+                    r = measure(server, bins, flags, args, count_syscalls=True)
+                finally:
+                    server.stop()
+                results.setdefault((shape, server.name, "syscalls"), []).append(r)
+
+    idle = {}
+    for server in servers:
+        if server.name == "socat":
+            continue
+        server.start(args.server_cpu)
+        try:
+            idle[server.name] = idle_rss(server, args.idle_conns)
+        finally:
+            server.stop()
+
+    client = {}
+    c_server = next(s for s in servers if s.name == "C epoll")
+    for shape, _, flags in shapes:
+        if shape not in ("50 conns", "pipelined", "1000 conns"):
+            continue
+        conns, depth, size = flags[1], flags[3], flags[5]
+        for rnd in range(args.rounds):
+            for which in (["loadgen", "C client"] if rnd % 2 == 0 else ["C client", "loadgen"]):
+                c_server.start(args.server_cpu)
+                try:
+                    secs = float(args.duration.rstrip("s"))
+                    t0 = os.times()
+                    if which == "loadgen":
+                        rate = loadgen(bins, c_server.port, flags, args.duration, "0s", args.load_cpu)["msgs_per_sec"]
+                    else:
+                        out = subprocess.run(["taskset", "-c", str(args.load_cpu), bins["c_client"], "127.0.0.1",
+                                              str(c_server.port), conns, depth, size, str(secs)],
+                                             capture_output=True, text=True, timeout=300)
+                        rate = json.loads(out.stdout)["msgs_per_sec"]
+                    t1 = os.times()
+                    cpu = (t1.children_user - t0.children_user + t1.children_system - t0.children_system)
+                finally:
+                    c_server.stop()
+                client.setdefault((shape, which), []).append((rate, cpu / max(rate * secs, 1) * 1e6))
+
+    write_report(args, shapes, servers, results, idle, client, syscalls_ok, started)
+
+
+def write_report(args, shapes, servers, results, idle, client, syscalls_ok, started):
+    lines = []
+    lines.append("# Benchmarks\n")
+    lines.append(f"Measured {started} on {machine()} by `scripts/compare.sh` "
+                 f"({args.rounds} rounds, {args.duration} measured after a {args.warmup} unmeasured warm-up run "
+                 f"per server and round; server pinned to CPU {args.server_cpu}, loadgen to CPU {args.load_cpu}; "
+                 "servers alternate within each round). Every figure is a median over the rounds.\n")
+    lines.append("Columns: echoed messages per second and payload MB/s; loadgen's p50/p99 latency; the server's "
+                 "own CPU time per message in user space and in the kernel (from /proc/PID/stat); syscalls per "
+                 "message (perf tracepoint `raw_syscalls:sys_enter`, in a separate round"
+                 + ("" if syscalls_ok else "; perf was not usable on this machine") + "); ratios are to ricochet "
+                 "(throughput: higher is better for the other server; user CPU: lower is better for it).\n")
+    for shape, desc, _ in shapes:
+        lines.append(f"\n## {shape}: {desc}\n")
+        lines.append("| server | msgs/s | MB/s | p50 µs | p99 µs | user µs/msg | sys µs/msg | syscalls/msg | throughput vs ricochet | user CPU vs ricochet |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        base = results.get((shape, "ricochet"))
+        base_rate = median([r["msgs_per_sec"] for r in base]) if base else None
+        base_user = median([r["user_us"] for r in base]) if base else None
+        for server in servers:
+            rs = results.get((shape, server.name))
+            if not rs:
+                continue
+            rate = median([r["msgs_per_sec"] for r in rs])
+            user = median([r["user_us"] for r in rs])
+            sc = results.get((shape, server.name, "syscalls"))
+            syscalls = median([r["syscalls"] for r in sc]) if sc else None
+            errors = sum(r["errors"] for r in rs)
+            name = server.name + (f" ({errors} errors)" if errors else "")
+            lines.append(
+                f"| {name} | {fmt(rate, 0)} | {fmt(median([r['mb_per_sec'] for r in rs]))} | "
+                f"{fmt(median([r['p50'] for r in rs]))} | {fmt(median([r['p99'] for r in rs]))} | "
+                f"{fmt(user, 2)} | {fmt(median([r['sys_us'] for r in rs]), 2)} | {fmt(syscalls, 2)} | "
+                f"{fmt(rate / base_rate if base_rate else None, 3)} | "
+                f"{fmt(user / base_user if base_user else None, 2)} |")
+    lines.append("\n## Memory per idle connection\n")
+    lines.append(f"Growth of the server's resident set (user-space memory) with {args.idle_conns} idle "
+                 "connections open, per connection. Kernel socket memory is not included.\n")
+    lines.append("| server | bytes per idle connection | connections accepted |")
+    lines.append("|---|---:|---:|")
+    for name, (per_conn, accepted) in idle.items():
+        lines.append(f"| {name} | {per_conn:.0f} | {accepted} |")
+    if client:
+        lines.append("\n## Is loadgen the bottleneck?\n")
+        lines.append("loadgen (verifying every byte, recording every latency) against a minimal C epoll client "
+                     "(no verification, no histogram), both driving the C epoll server with the same closed-loop "
+                     "load, alternating; client CPU time per message is user + system of the client process.\n")
+        lines.append("| shape | loadgen msgs/s | C client msgs/s | loadgen / C client | loadgen CPU µs/msg | C client CPU µs/msg |")
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        for shape, _, _ in shapes:
+            lg, cc = client.get((shape, "loadgen")), client.get((shape, "C client"))
+            if not lg or not cc:
+                continue
+            lr, cr = median([r for r, _ in lg]), median([r for r, _ in cc])
+            lines.append(f"| {shape} | {fmt(lr, 0)} | {fmt(cr, 0)} | {lr / cr:.3f} | "
+                         f"{fmt(median([c for _, c in lg]), 2)} | {fmt(median([c for _, c in cc]), 2)} |")
+    lines.append("\n## Reproduce\n")
+    lines.append("```sh\nbash scripts/compare.sh                 # all shapes, 5 rounds (~15 minutes on 2 cores)\n"
+                 "bash scripts/compare.sh --rounds 3 --shapes ping-pong,bulk\n```\n")
+    lines.append("It builds ricochet and loadgen (release), the C baselines in `baselines/c` (`cc -O2`), the tokio "
+                 "baseline in `baselines/tokio-echo` (its own Cargo project), and uses `socat` if installed. "
+                 "It needs `taskset` and, for syscall counts, `perf` with tracepoint access.\n")
+    text = "\n".join(lines) + "\n"
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
