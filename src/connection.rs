@@ -11,14 +11,15 @@
 //! - Every state change goes through [`Connection::set_state`].
 
 use std::fmt;
-use std::io::{self, IoSlice, Read};
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
 use socket2::SockRef;
 
 use crate::buffer::{BufferPool, OutBuf};
 use crate::stats::Stats;
+use crate::sys;
 
 /// An accepted stream socket.
 #[derive(Debug)]
@@ -28,13 +29,6 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => (&*s).read(buf),
-            Stream::Unix(s) => (&*s).read(buf),
-        }
-    }
-
     fn sock(&self) -> SockRef<'_> {
         match self {
             Stream::Tcp(s) => SockRef::from(s),
@@ -42,12 +36,10 @@ impl Stream {
         }
     }
 
-    /// One send(2)/sendmsg(2) with MSG_NOSIGNAL: a peer that has gone away yields EPIPE, never a
-    /// SIGPIPE, even when the library runs in a process that does not ignore SIGPIPE.
-    fn send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match bufs {
-            [one] => self.sock().send_with_flags(one, libc::MSG_NOSIGNAL),
-            _ => self.sock().send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL),
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
         }
     }
 
@@ -127,6 +119,8 @@ pub(crate) struct Ctx<'a> {
 #[derive(Debug)]
 pub(crate) struct Connection {
     pub stream: Stream,
+    /// The stream's descriptor, for the hot path's direct syscalls.
+    fd: RawFd,
     out: OutBuf,
     state: State,
     /// Unique over the server's life (slab keys are reused).
@@ -145,6 +139,7 @@ pub(crate) struct Connection {
 impl Connection {
     pub(crate) fn new(stream: Stream, id: u64, now: Instant) -> Self {
         Connection {
+            fd: stream.raw_fd(),
             stream,
             out: OutBuf::new(),
             state: State::Open,
@@ -170,6 +165,7 @@ impl Connection {
         self.state = next;
     }
 
+    #[inline]
     pub(crate) fn pending(&self) -> usize {
         self.out.len()
     }
@@ -187,11 +183,11 @@ impl Connection {
                 self.set_state(State::Backpressured);
                 break;
             }
-            let n = match self.stream.read(&mut ctx.buf[..room]) {
+            let n = match sys::recv(self.fd, &mut ctx.buf[..room]) {
                 Ok(0) => return self.on_eof(ctx),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(libc::EAGAIN) => break,
+                Err(libc::EINTR) => continue,
                 Err(_) => return Outcome::Close(CloseReason::Reset),
             };
             ctx.stats.bytes_in += n as u64;
@@ -250,6 +246,7 @@ impl Connection {
     }
 
     /// Sends pending output followed by `ctx.buf[..n]`, in one syscall; keeps what is refused.
+    #[inline]
     fn echo(&mut self, n: usize, ctx: &mut Ctx<'_>) -> Result<(), CloseReason> {
         let new = &ctx.buf[..n];
         if self.write_blocked {
@@ -257,26 +254,39 @@ impl Connection {
             return Ok(());
         }
         let pending = self.out.len();
-        let result = loop {
+        let sent = loop {
             let sent = if pending == 0 {
-                self.stream.send(&[IoSlice::new(new)])
+                sys::send(self.fd, new)
             } else {
-                self.stream.send(&[IoSlice::new(self.out.pending()), IoSlice::new(new)])
+                sys::send2(self.fd, self.out.pending(), new)
             };
-            match sent {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
+            if sent != Err(libc::EINTR) {
+                break sent;
             }
         };
-        let written = match result {
+        let written = match sent {
             Ok(written) => written,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(libc::EAGAIN) => 0,
             Err(_) => return Err(CloseReason::Reset),
         };
         ctx.stats.bytes_out += written as u64;
-        if written < pending + n {
-            self.write_blocked = true;
+        if written == pending + n {
+            // The common case: everything went; with nothing pending, no buffer is touched.
+            if pending > 0 {
+                self.out.consume(pending, ctx.pool);
+            }
+            return Ok(());
         }
+        self.keep_unsent(pending, written, n, ctx);
+        Ok(())
+    }
+
+    /// The socket took `written` of `pending + n` bytes: keep the rest, in order, and wait for a
+    /// writable edge (one is sure to come: the kernel refused bytes).
+    #[cold]
+    fn keep_unsent(&mut self, pending: usize, written: usize, n: usize, ctx: &mut Ctx<'_>) {
+        self.write_blocked = true;
+        let new = &ctx.buf[..n];
         if written < pending {
             self.out.consume(written, ctx.pool);
             self.out.push(new, ctx.cap, ctx.pool);
@@ -284,13 +294,12 @@ impl Connection {
             self.out.consume(pending, ctx.pool);
             self.out.push(&new[written - pending..], ctx.cap, ctx.pool);
         }
-        Ok(())
     }
 
     /// Writes pending output until it is gone or the socket refuses more.
     fn flush(&mut self, ctx: &mut Ctx<'_>) -> Result<(), CloseReason> {
         while !self.out.is_empty() {
-            match self.stream.send(&[IoSlice::new(self.out.pending())]) {
+            match sys::send(self.fd, self.out.pending()) {
                 Ok(n) => {
                     ctx.stats.bytes_out += n as u64;
                     self.last_active = ctx.now;
@@ -301,11 +310,11 @@ impl Connection {
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Err(libc::EAGAIN) => {
                     self.write_blocked = true;
                     break;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(libc::EINTR) => {}
                 Err(_) => return Err(CloseReason::Reset),
             }
         }

@@ -21,6 +21,7 @@
 //! - `udp`: datagram echo with recvmmsg/sendmmsg.
 //! - `timer`: the deadline heap (idle timeout, drain quiet period).
 //! - `signals`: SIGTERM/SIGINT as a poll source.
+//! - `sys`: the hot path's direct `recv`/`send`/`sendmsg` calls.
 //! - [`stats`]: counters, published once per turn.
 //! - `server`: [`Server`], [`spawn`] and [`Handle`].
 //! - [`cli`]: the command line of the `ricochet` binary; [`units`]: byte sizes and durations.
@@ -41,6 +42,7 @@ pub mod ready;
 mod server;
 mod signals;
 pub mod stats;
+mod sys;
 mod timer;
 mod udp;
 pub mod units;

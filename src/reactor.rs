@@ -180,16 +180,28 @@ impl Reactor {
     /// Runs until a shutdown completes; returns the final counters.
     pub(crate) fn run(&mut self) -> Result<Stats> {
         let mut events = Events::with_capacity(1024);
-        self.next_stats = self.config.stats_interval.map(|every| Instant::now() + every);
+        let mut now = Instant::now();
+        self.next_stats = self.config.stats_interval.map(|every| now + every);
         while self.phase != Phase::Stopped {
-            let timeout = self.poll_timeout(Instant::now());
+            // The clock is read only when a deadline needs it: most turns of a busy server
+            // without timeouts never look at it. Paths that start a deadline read it afresh.
+            let timeout = if !self.ready.is_empty() {
+                Some(Duration::ZERO)
+            } else if self.needs_clock() {
+                now = Instant::now();
+                self.poll_timeout(now)
+            } else {
+                None
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(Error::Io { context: "polling", source: e });
             }
-            let now = Instant::now();
+            if self.needs_clock() {
+                now = Instant::now();
+            }
             for event in events.iter() {
                 self.dispatch(event, now);
             }
@@ -206,10 +218,17 @@ impl Reactor {
         Ok(self.stats)
     }
 
+    /// Whether anything time-based is armed or configured: deadlines, an accept pause, stats
+    /// lines, a drain, or an idle timeout (connections are then stamped with the time).
+    fn needs_clock(&self) -> bool {
+        self.config.idle_timeout.is_some()
+            || !self.timers.is_empty()
+            || self.backoff.until().is_some()
+            || self.next_stats.is_some()
+            || self.phase != Phase::Running
+    }
+
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.ready.is_empty() {
-            return Some(Duration::ZERO);
-        }
         let drain = match self.phase {
             Phase::Draining { deadline } => Some(deadline),
             _ => None,
@@ -224,11 +243,11 @@ impl Reactor {
     fn dispatch(&mut self, event: &mio::event::Event, now: Instant) {
         match event.token() {
             WAKER => match self.control.swap(CMD_NONE, Ordering::AcqRel) {
-                CMD_DRAIN => self.begin_drain(now),
+                CMD_DRAIN => self.begin_drain(),
                 CMD_STOP => self.stop_now(),
                 _ => {}
             },
-            SIGNALS => self.on_signals(now),
+            SIGNALS => self.on_signals(),
             Token(t) if t >= CONN_BASE => {
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();
                 self.serve_conn(
@@ -243,7 +262,7 @@ impl Reactor {
         }
     }
 
-    fn on_signals(&mut self, now: Instant) {
+    fn on_signals(&mut self) {
         let Some(signals) = self.signals.as_mut() else { return };
         for signal in signals.pending() {
             match self.phase {
@@ -256,7 +275,7 @@ impl Reactor {
                             humantime::format_duration(self.config.drain_timeout)
                         );
                     }
-                    self.begin_drain(now);
+                    self.begin_drain();
                 }
                 _ => {
                     if self.config.log_stderr {
@@ -301,7 +320,9 @@ impl Reactor {
             conn.note_read_closed();
         }
         let mut outcome = Outcome::Idle;
-        if writable {
+        // mio reports writable with nearly every event; it matters only when output is owed
+        // (a connection whose writes were refused always has output pending).
+        if writable && conn.pending() > 0 {
             outcome = conn.on_writable(&mut ctx);
         }
         if readable && outcome == Outcome::Idle {
@@ -310,6 +331,7 @@ impl Reactor {
         self.apply(key, outcome);
     }
 
+    #[inline]
     fn apply(&mut self, key: usize, outcome: Outcome) {
         match outcome {
             Outcome::Idle => {}
@@ -381,7 +403,7 @@ impl Reactor {
                 Err(e) if listener::is_per_connection(&e) => {}
                 Err(e) => {
                     self.stats.accept_errors += 1;
-                    let pause = self.backoff.fail(now);
+                    let pause = self.backoff.fail(Instant::now());
                     if self.config.log_stderr && pause == AcceptBackoff::FIRST {
                         eprintln!(
                             "ricochet: accept failed ({e}); pausing accepts, retrying with backoff"
@@ -496,19 +518,22 @@ impl Reactor {
     }
 
     /// Graceful shutdown: stop accepting at once; close each connection once it is quiet.
-    fn begin_drain(&mut self, now: Instant) {
+    fn begin_drain(&mut self) {
         if self.phase != Phase::Running {
             return;
         }
+        let now = Instant::now();
         self.phase = Phase::Draining { deadline: now + self.config.drain_timeout };
         self.close_listeners();
         let grace = self.config.drain_grace;
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
+            // Every connection starts the drain as active (without an idle timeout the clock was
+            // not read on every turn, so `last_active` may be old); from now on it is kept exact.
             let conn = &mut self.conns[key];
             conn.timer_seq = conn.timer_seq.wrapping_add(1);
-            let at = conn.last_active + grace;
-            self.arm(key, at);
+            conn.last_active = now;
+            self.arm(key, now + grace);
         }
     }
 

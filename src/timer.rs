@@ -62,7 +62,6 @@ impl Timers {
     }
 
     /// Whether no entry is armed.
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
