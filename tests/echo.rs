@@ -284,3 +284,25 @@ fn backpressure_then_full_recovery() {
         assert!(back == *data, "the backpressured echo differs");
     });
 }
+
+/// A client that keeps talking through a graceful drain is served until it goes quiet, then gets
+/// an orderly EOF; this holds even when the server sat idle before the drain (without timeouts it
+/// does not read the clock while idle, so its idea of "last active" is old).
+#[test]
+fn drain_serves_a_talking_client_until_it_goes_quiet() {
+    let server = spawn_with(|c| c.drain_timeout = Duration::from_secs(30));
+    let mut c = connect(server.tcp_addr().unwrap());
+    ping(&mut c, b"before the drain");
+    std::thread::sleep(Duration::from_millis(300)); // not synchronisation: the idle spell itself
+    server.stopper().drain();
+    // A pause shorter than the 100 ms grace period: the connection is not yet quiet.
+    std::thread::sleep(Duration::from_millis(50));
+    // Six grace periods of talk: every round trip must still be served.
+    for i in 0..30 {
+        ping(&mut c, format!("during the drain {i}").as_bytes());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(read_to_eof(&c), b"", "closed once quiet");
+    let stats = server.shutdown().unwrap();
+    assert_eq!((stats.closed, stats.drain_aborted, stats.resets), (1, 0, 0));
+}
