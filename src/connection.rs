@@ -174,6 +174,41 @@ impl Connection {
         self.read_closed = true;
     }
 
+    /// The common readable event, kept small: the connection is open, owes nothing, and no EOF
+    /// was reported. One recv into the shared buffer, one send of all of it, done if the read was
+    /// short (the socket is drained). `None` hands over to [`Connection::on_readable`]: after a
+    /// full read (more may wait), at EOF (a read returns 0 again), or on EINTR; whatever this call
+    /// read is fully handled either way.
+    #[inline]
+    pub(crate) fn fast_echo(&mut self, ctx: &mut Ctx<'_>) -> Option<Outcome> {
+        if self.state != State::Open || !self.out.is_empty() || self.read_closed {
+            return None;
+        }
+        let room = ctx.cap.min(ctx.buf.len());
+        let n = match sys::recv(self.fd, &mut ctx.buf[..room]) {
+            Ok(0) | Err(libc::EINTR) => return None,
+            Ok(n) => n,
+            Err(libc::EAGAIN) => return Some(Outcome::Idle), // a spurious event
+            Err(_) => return Some(Outcome::Close(CloseReason::Reset)),
+        };
+        ctx.stats.bytes_in += n as u64;
+        self.last_active = ctx.now;
+        match sys::send(self.fd, &ctx.buf[..n]) {
+            Ok(written) if written == n => ctx.stats.bytes_out += n as u64,
+            Ok(written) => {
+                ctx.stats.bytes_out += written as u64;
+                self.keep_unsent(0, written, n, ctx);
+            }
+            Err(libc::EAGAIN | libc::EINTR) => self.keep_unsent(0, 0, n, ctx),
+            Err(_) => return Some(Outcome::Close(CloseReason::Reset)),
+        }
+        if n < room {
+            Some(Outcome::Idle)
+        } else {
+            None
+        }
+    }
+
     /// Reads and echoes until the socket is drained, the budget is spent or the cap is reached.
     pub(crate) fn on_readable(&mut self, ctx: &mut Ctx<'_>) -> Outcome {
         let mut used = 0;

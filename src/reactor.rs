@@ -326,7 +326,10 @@ impl Reactor {
             outcome = conn.on_writable(&mut ctx);
         }
         if readable && outcome == Outcome::Idle {
-            outcome = conn.on_readable(&mut ctx);
+            outcome = match conn.fast_echo(&mut ctx) {
+                Some(outcome) => outcome,
+                None => conn.on_readable(&mut ctx),
+            };
         }
         self.apply(key, outcome);
     }

@@ -290,3 +290,41 @@ fn resets_leave_no_fds_behind() {
     let mut c = connect(addr);
     ping(&mut c, b"alive");
 }
+
+/// With `--reuseport` two servers share one port, and both serve; a third without the flag is
+/// refused the port (exit 1).
+#[test]
+fn reuseport_lets_servers_share_a_port() {
+    let first = ServerProcess::start(&["--tcp", "127.0.0.1:0", "--reuseport"]);
+    let addr = first.addr(0).to_string();
+    let second = ServerProcess::start(&["--tcp", &addr, "--reuseport"]);
+    assert_eq!(second.addr(0), first.addr(0));
+    for i in 0..20 {
+        let mut c = connect(first.addr(0));
+        ping(&mut c, format!("either server {i}").as_bytes());
+    }
+    let (code, err) = run_to_exit(&["--tcp", &addr]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("in use"), "{err}");
+}
+
+/// The socket-option flags are accepted together and the server still echoes exactly with them.
+#[test]
+fn socket_option_flags_work_together() {
+    let server = ServerProcess::start(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--no-nodelay",
+        "--keepalive",
+        "30s",
+        "--recv-buffer",
+        "64KiB",
+        "--send-buffer",
+        "64KiB",
+        "--backlog",
+        "16",
+    ]);
+    let c = connect(server.addr(0));
+    let data = payload(1 << 20, 5);
+    assert!(echo_concurrently(&c, &data, 4096) == data);
+}

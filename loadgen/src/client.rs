@@ -100,6 +100,8 @@ pub struct Tally {
     pub lost: u64,
     /// UDP replies for a datagram already answered or never sent.
     pub duplicates: u64,
+    /// UDP replies that arrived after a reply to a later datagram of the same socket.
+    pub reordered: u64,
     /// Errors by cause.
     pub errors: Vec<(Cause, u64)>,
     /// When the last recorded message completed.
@@ -125,6 +127,7 @@ impl Tally {
             mismatches: 0,
             lost: 0,
             duplicates: 0,
+            reordered: 0,
             errors: Vec::new(),
             last_completion: None,
             recorded_inflight: 0,
@@ -214,6 +217,8 @@ pub struct Conn {
     outstanding: usize,
     unstamped: usize,
     udp_base: u64,
+    /// Highest datagram sequence number answered so far (reordering is counted against it).
+    udp_highest: Option<u64>,
     next_seq: u64,
     /// Bumped whenever the connection is dropped: free-slot tokens of an older life are stale.
     pub generation: u32,
@@ -238,6 +243,7 @@ impl Conn {
             outstanding: 0,
             unstamped: 0,
             udp_base: 0,
+            udp_highest: None,
             next_seq: 0,
             generation: 0,
             dirty: false,
@@ -558,6 +564,10 @@ impl Conn {
                 seq.checked_sub(self.udp_base).and_then(|i| self.inflight.get_mut(i as usize));
             match slot.and_then(Option::take) {
                 Some(msg) => {
+                    match self.udp_highest {
+                        Some(highest) if seq < highest => tally.reordered += 1,
+                        _ => self.udp_highest = Some(seq),
+                    }
                     tally.complete(msg, now);
                     self.outstanding -= 1;
                     completed += 1;

@@ -101,6 +101,8 @@ pub struct Merged {
     pub errors: Vec<(Cause, u64)>,
     /// UDP replies to datagrams already answered.
     pub duplicates: u64,
+    /// UDP replies that came back after a later datagram's reply.
+    pub reordered: u64,
     /// Load threads.
     pub threads: usize,
     /// Warm-up before the measured period.
@@ -137,7 +139,7 @@ pub struct RunInfo {
 /// Merges thread tallies into the report for a measured period of `measured`.
 pub fn merge(info: &RunInfo, tallies: Vec<Tally>, measured: Duration, interrupted: bool) -> Merged {
     let mut hist = crate::client::new_histogram();
-    let (mut messages, mut mismatches, mut lost, mut duplicates) = (0, 0, 0, 0);
+    let (mut messages, mut mismatches, mut lost, mut duplicates, mut reordered) = (0, 0, 0, 0, 0);
     let mut errors: Vec<(Cause, u64)> = Vec::new();
     for t in &tallies {
         hist.add(&t.hist).expect("histograms with the same bounds add");
@@ -145,6 +147,7 @@ pub fn merge(info: &RunInfo, tallies: Vec<Tally>, measured: Duration, interrupte
         mismatches += t.mismatches;
         lost += t.lost;
         duplicates += t.duplicates;
+        reordered += t.reordered;
         for &(cause, n) in &t.errors {
             match errors.iter_mut().find(|(c, _)| *c == cause) {
                 Some((_, total)) => *total += n,
@@ -178,6 +181,7 @@ pub fn merge(info: &RunInfo, tallies: Vec<Tally>, measured: Duration, interrupte
         report,
         errors,
         duplicates,
+        reordered,
         threads: info.threads,
         warmup: info.warmup,
         interrupted,
@@ -248,9 +252,12 @@ impl Merged {
         for (cause, n) in &self.errors {
             let _ = writeln!(out, "  {n:>10}  {}", cause.describe());
         }
-        if self.duplicates > 0 {
-            let _ =
-                writeln!(out, "  {:>10}  duplicate datagram replies (ignored)", self.duplicates);
+        if r.proto == "udp" {
+            let _ = writeln!(
+                out,
+                "datagrams   {} duplicated, {} reordered (like loss, not errors)",
+                self.duplicates, self.reordered
+            );
         }
         let l = &r.latency_us;
         let _ =

@@ -413,3 +413,61 @@ fn impossible_rate_reports_what_was_achieved() {
     assert!(messages > 1000, "{text}");
     assert!(text.contains("errors      0"), "{text}");
 }
+
+/// A server that answers datagrams in swapped pairs: every reply arrives, about half of them
+/// after a later one's, and loadgen counts them as reordered, not as lost or as errors.
+#[test]
+fn udp_reordering_is_counted() {
+    let server = LossyUdp::swapping();
+    let out = loadgen(&[
+        &format!("udp://{}", server.addr),
+        "-c",
+        "1",
+        "-d",
+        "4",
+        "-s",
+        "32",
+        "-n",
+        "2001", // the first is answered at once; the other 2000 make 1000 swapped pairs
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let line = text.lines().find(|l| l.starts_with("datagrams")).expect("a datagrams line");
+    let reordered: u64 =
+        line.split(',').nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(reordered, 1000, "{line}");
+    assert!(text.contains("lost 0"), "{text}");
+}
+
+/// `probe` speaks UDP and Unix-domain streams too.
+#[test]
+fn probe_over_udp_and_unix() {
+    let dir = std::env::temp_dir().join(format!("loadgen-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("echo.sock");
+    let mut config = Config::ephemeral();
+    config.listeners =
+        vec![ListenSpec::Udp("127.0.0.1:0".parse().unwrap()), ListenSpec::Unix(path.clone())];
+    let server = ricochet::spawn(config).unwrap();
+    for target in
+        [format!("udp://{}", server.udp_addr().unwrap()), format!("unix:{}", path.display())]
+    {
+        let out = loadgen(&["probe", &target, "--message", "over the wire"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{target}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("\"over the wire\" (13 bytes)"), "{stdout}");
+    }
+    // Nothing answers on a UDP port nobody serves: a clear failure, not a hang.
+    let idle = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let out =
+        loadgen(&["probe", &format!("udp://{}", idle.local_addr().unwrap()), "--timeout", "300ms"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no echo"));
+    drop(server);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -118,7 +118,9 @@ fn serve(
     }
 }
 
-/// A UDP echo server that drops every `nth` datagram (counted over all senders).
+/// A UDP echo server that drops every `nth` datagram (counted over all senders), or, made with
+/// [`LossyUdp::swapping`], answers datagrams in swapped pairs (the second before the first),
+/// except the first datagram from each address, answered at once (loadgen's preflight sends one).
 pub struct LossyUdp {
     pub addr: SocketAddr,
     pub dropped: Arc<AtomicU64>,
@@ -127,6 +129,14 @@ pub struct LossyUdp {
 
 impl LossyUdp {
     pub fn start(nth: u64) -> LossyUdp {
+        Self::with(nth, false)
+    }
+
+    pub fn swapping() -> LossyUdp {
+        Self::with(u64::MAX, true)
+    }
+
+    fn with(nth: u64, swap: bool) -> LossyUdp {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let addr = socket.local_addr().unwrap();
@@ -136,11 +146,27 @@ impl LossyUdp {
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
             let mut count = 0u64;
+            let mut held: Option<(Vec<u8>, SocketAddr)> = None;
+            let mut seen = std::collections::HashSet::new();
             while !stop2.load(Ordering::Relaxed) {
                 let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
                 count += 1;
                 if count % nth == 0 {
                     dropped2.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if swap && seen.insert(from) {
+                    let _ = socket.send_to(&buf[..n], from);
+                    continue;
+                }
+                if swap {
+                    match held.take() {
+                        None => held = Some((buf[..n].to_vec(), from)),
+                        Some((first, first_from)) => {
+                            let _ = socket.send_to(&buf[..n], from);
+                            let _ = socket.send_to(&first, first_from);
+                        }
+                    }
                     continue;
                 }
                 let _ = socket.send_to(&buf[..n], from);
