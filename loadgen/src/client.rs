@@ -76,11 +76,12 @@ pub enum Status {
 /// One message in flight.
 #[derive(Debug, Clone, Copy)]
 pub struct InFlight {
-    /// Where its latency starts: first byte sent, or intended send time (open loop).
-    pub start: Instant,
+    /// Where its latency starts: first byte sent, or intended send time (open loop); in
+    /// nanoseconds since the thread's clock base (see [`Tally::ns`]), like every time here.
+    pub start: u64,
     /// When it was handed to the socket: the timeout runs from here, since it judges the server,
     /// not the client's backlog.
-    pub sent: Instant,
+    pub sent: u64,
     /// Sent after the warm-up: its latency counts.
     pub record: bool,
 }
@@ -105,11 +106,13 @@ pub struct Tally {
     /// Errors by cause.
     pub errors: Vec<(Cause, u64)>,
     /// When the last recorded message completed.
-    pub last_completion: Option<Instant>,
+    pub last_completion: Option<u64>,
     /// Messages flagged for recording that are in flight now.
     pub recorded_inflight: u64,
     /// A flagged message counts only if it completes (or is lost) at or after this time.
-    pub record_from: Instant,
+    pub record_from: u64,
+    /// The clock base: times are nanoseconds since it.
+    pub base: Instant,
 }
 
 /// Latencies are recorded in ns from 1 ns to an hour, 3 significant digits.
@@ -118,8 +121,8 @@ pub fn new_histogram() -> Histogram<u64> {
 }
 
 impl Tally {
-    /// Empty; flagged messages count from `record_from` on.
-    pub fn new(hlog: bool, record_from: Instant) -> Self {
+    /// Empty; times count from `base`, and flagged messages count from `record_from` on.
+    pub fn new(hlog: bool, base: Instant, record_from: Instant) -> Self {
         Tally {
             hist: new_histogram(),
             interval: hlog.then(new_histogram),
@@ -131,8 +134,21 @@ impl Tally {
             errors: Vec::new(),
             last_completion: None,
             recorded_inflight: 0,
-            record_from,
+            record_from: record_from.saturating_duration_since(base).as_nanos() as u64,
+            base,
         }
+    }
+
+    /// `t` as nanoseconds since the clock base.
+    #[inline]
+    pub fn ns(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.base).as_nanos() as u64
+    }
+
+    /// Now, as nanoseconds since the clock base.
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        self.ns(Instant::now())
     }
 
     /// Counts one error of `cause`.
@@ -153,12 +169,12 @@ impl Tally {
         self.errors.iter().map(|(_, n)| n).sum()
     }
 
-    fn complete(&mut self, msg: InFlight, now: Instant) {
+    fn complete(&mut self, msg: InFlight, now: u64) {
         if msg.record {
             self.recorded_inflight -= 1;
         }
         if msg.record && now >= self.record_from {
-            let ns = now.saturating_duration_since(msg.start).as_nanos() as u64;
+            let ns = now.saturating_sub(msg.start);
             self.hist.saturating_record(ns.max(1));
             if let Some(interval) = &mut self.interval {
                 interval.saturating_record(ns.max(1));
@@ -378,9 +394,7 @@ impl Conn {
                 Err(e) => Status::Failed(Cause::of(&e)),
             };
         }
-        let from = self.ring.len();
-        self.ring.resize(from + size, 0);
-        payload::fill(&mut self.ring[from..], self.id, seq);
+        payload::append(&mut self.ring, size, self.id, seq);
         self.inflight.push_back(Some(msg));
         if !stamped {
             self.unstamped += 1;
@@ -391,7 +405,7 @@ impl Conn {
 
     /// Writes everything queued, in one syscall (unless the socket is full). Closed-loop
     /// messages get their start time here: when their first byte goes to the socket.
-    pub fn flush(&mut self, now: Instant) -> Status {
+    pub fn flush(&mut self, now: u64) -> Status {
         self.dirty = false;
         if self.write_blocked || self.written == self.ring.len() {
             return Status::Ok;
@@ -425,7 +439,7 @@ impl Conn {
     }
 
     /// The socket can take bytes again.
-    pub fn on_writable(&mut self, now: Instant) -> Status {
+    pub fn on_writable(&mut self, now: u64) -> Status {
         self.write_blocked = false;
         self.flush(now)
     }
@@ -494,7 +508,7 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return (Status::Failed(Cause::of(&e)), completed),
             };
-            let now = Instant::now();
+            let now = tally.now_ns();
             let expected = &self.ring[self.acked..self.written];
             if n > expected.len() {
                 return (Status::Failed(Cause::ExtraBytes), completed);
@@ -555,7 +569,7 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Err(e) => return (Status::Failed(Cause::of(&e)), completed),
             };
-            let now = Instant::now();
+            let now = tally.now_ns();
             let Some(seq) = payload::check_datagram(&scratch[..n], self.id, size, check) else {
                 tally.mismatches += 1;
                 continue;
@@ -587,17 +601,12 @@ impl Conn {
 
     /// The oldest message still in flight has waited longer than `timeout`: for streams a
     /// `Timeout` failure; datagrams older than that are counted lost (returns how many).
-    pub fn expire(
-        &mut self,
-        now: Instant,
-        timeout: Duration,
-        tally: &mut Tally,
-    ) -> (Status, usize) {
+    pub fn expire(&mut self, now: u64, timeout: Duration, tally: &mut Tally) -> (Status, usize) {
+        let timeout = timeout.as_nanos() as u64;
         let is_udp = matches!(self.sock, Some(Sock::Udp(_)));
         if !is_udp {
             let stale = self.inflight.front().and_then(|m| *m).is_some_and(|m| {
-                self.unstamped < self.inflight.len()
-                    && now.saturating_duration_since(m.sent) > timeout
+                self.unstamped < self.inflight.len() && now.saturating_sub(m.sent) > timeout
             });
             let status = if stale { Status::Failed(Cause::Timeout) } else { Status::Ok };
             return (status, 0);
@@ -605,7 +614,7 @@ impl Conn {
         let mut lost = 0;
         for slot in self.inflight.iter_mut() {
             if let Some(m) = slot {
-                if now.saturating_duration_since(m.sent) <= timeout {
+                if now.saturating_sub(m.sent) <= timeout {
                     break;
                 }
                 if m.record {

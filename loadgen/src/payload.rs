@@ -18,20 +18,35 @@ fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The pattern's 64-bit words: each message has its own fully mixed key, and word `j` of it is
+/// `key ^ j·φ`, so every word of a message differs from its neighbours (one multiply per word).
+#[inline]
+fn words(stream: u32, seq: u64) -> impl Iterator<Item = [u8; 8]> {
+    let key = splitmix64(((stream as u64) << 40) ^ seq ^ 0x5EED);
+    (0u64..).map(move |j| (key ^ j.wrapping_mul(GOLDEN)).to_le_bytes())
+}
+
 /// Fills `out` with the pattern of message `seq` on stream `stream`.
 pub fn fill(out: &mut [u8], stream: u32, seq: u64) {
-    let key = splitmix64(((stream as u64) << 40) ^ seq ^ 0x5EED);
     let mut chunks = out.chunks_exact_mut(8);
-    let mut j = 0u64;
-    for chunk in &mut chunks {
-        chunk.copy_from_slice(&splitmix64(key ^ j).to_le_bytes());
-        j += 1;
+    let mut words = words(stream, seq);
+    for (chunk, word) in (&mut chunks).zip(&mut words) {
+        chunk.copy_from_slice(&word);
     }
     let tail = chunks.into_remainder();
-    if !tail.is_empty() {
-        let word = splitmix64(key ^ j).to_le_bytes();
+    if let Some(word) = words.next().filter(|_| !tail.is_empty()) {
         tail.copy_from_slice(&word[..tail.len()]);
     }
+}
+
+/// Appends message `seq` of `stream` (`len` bytes) to `out`: the same bytes as [`fill`].
+#[inline]
+pub fn append(out: &mut Vec<u8>, len: usize, stream: u32, seq: u64) {
+    let from = out.len();
+    out.resize(from + len, 0);
+    fill(&mut out[from..], stream, seq);
 }
 
 /// Fills `out` (at least [`SEQ_LEN`] bytes) as datagram `seq`: sequence number, then pattern.
@@ -84,6 +99,16 @@ mod tests {
         let same =
             message(0, 4, 64).iter().zip(message(0, 5, 64)).filter(|(a, b)| **a == *b).count();
         assert!(same < 8, "{same}");
+    }
+
+    #[test]
+    fn append_matches_fill() {
+        for len in [0, 1, 7, 8, 9, 64, 1000] {
+            let mut v = vec![0xEE; 3];
+            append(&mut v, len, 4, 99);
+            assert_eq!(v[..3], [0xEE; 3]);
+            assert_eq!(v[3..], message(4, 99, len)[..], "len {len}");
+        }
     }
 
     #[test]

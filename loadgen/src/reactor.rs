@@ -174,6 +174,7 @@ fn run_plan(plan: Plan) -> io::Result<Tally> {
         listed: vec![false; n],
         tally: Tally::new(
             plan.hlog,
+            plan.start,
             if plan.tickets.is_some() { plan.start } else { plan.warmup_end },
         ),
         scratch: vec![0; plan.size.max(64 * 1024)],
@@ -239,7 +240,7 @@ impl Worker {
             for k in 0..self.dirty.len() {
                 let i = self.dirty[k];
                 self.listed[i] = false;
-                let status = self.conns[i].flush(now);
+                let status = self.conns[i].flush(self.tally.ns(now));
                 self.handle(i, status, now);
             }
             self.dirty.clear();
@@ -259,7 +260,7 @@ impl Worker {
         self.send_interval(interval_index);
         self.close_all(&mut events);
         self.plan.progress.store(self.tally.messages, Ordering::Relaxed);
-        Ok(std::mem::replace(&mut self.tally, Tally::new(false, self.plan.start)))
+        Ok(std::mem::replace(&mut self.tally, Tally::new(false, self.plan.start, self.plan.start)))
     }
 
     /// Closes every connection the way a polite client does: half-close, read the rest of the
@@ -348,7 +349,7 @@ impl Worker {
                     conn.note_read_closed();
                 }
                 if event.is_writable() {
-                    let status = conn.on_writable(now);
+                    let status = conn.on_writable(self.tally.ns(now));
                     if status != Status::Ok {
                         return self.handle(i, status, now);
                     }
@@ -387,6 +388,7 @@ impl Worker {
         let mut status = Status::Ok;
         while status == Status::Ok && self.conns[i].in_flight() < depth && self.may_issue(now) {
             let Some(record) = self.flag(now) else { break };
+            let now = self.tally.ns(now);
             let msg = InFlight { start: now, sent: now, record };
             status = self.conns[i].issue(msg, false, size, &mut self.tally, &mut self.scratch);
         }
@@ -412,7 +414,7 @@ impl Worker {
             let Some(schedule) = &mut self.schedule else { return };
             let Some((_, intended)) = schedule.take_due(now) else { return };
             let Some(record) = self.flag(intended) else { return };
-            let msg = InFlight { start: intended, sent: now, record };
+            let msg = InFlight { start: self.tally.ns(intended), sent: self.tally.ns(now), record };
             let status =
                 self.conns[i].issue(msg, true, self.plan.size, &mut self.tally, &mut self.scratch);
             self.mark(i);
@@ -455,8 +457,11 @@ impl Worker {
         for i in 0..self.conns.len() {
             match self.conns[i].phase {
                 Phase::Up => {
-                    let (status, lost) =
-                        self.conns[i].expire(now, self.plan.timeout, &mut self.tally);
+                    let (status, lost) = self.conns[i].expire(
+                        self.tally.ns(now),
+                        self.plan.timeout,
+                        &mut self.tally,
+                    );
                     self.handle(i, status, now);
                     if lost > 0 {
                         self.refill(i, now, lost);

@@ -405,7 +405,7 @@ mod tests {
     }
 
     fn tally(values_ns: &[u64], errors: &[(Cause, u64)]) -> Tally {
-        let mut t = Tally::new(false, std::time::Instant::now());
+        let mut t = Tally::new(false, std::time::Instant::now(), std::time::Instant::now());
         for &v in values_ns {
             t.hist.record(v).unwrap();
         }

@@ -166,7 +166,12 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
         (Some(d), false) => d,
         (Some(_), true) => finished.saturating_duration_since(warmup_end),
         (None, _) => {
-            let last = tallies.iter().filter_map(|t| t.last_completion).max().unwrap_or(finished);
+            // Completion times are nanoseconds since `start`, the clock base of every thread.
+            let last = tallies
+                .iter()
+                .filter_map(|t| t.last_completion)
+                .max()
+                .map_or(finished, |ns| start + Duration::from_nanos(ns));
             last.saturating_duration_since(warmup_end)
         }
     };
