@@ -5,8 +5,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ricochet_loadgen::client::new_histogram;
 use ricochet_loadgen::payload;
+use ricochet_loadgen::tally::new_histogram;
 
 fn payload_and_verify(c: &mut Criterion) {
     let mut group = c.benchmark_group("payload");

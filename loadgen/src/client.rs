@@ -16,51 +16,12 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use mio::net::{TcpStream, UdpSocket, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use crate::payload;
+use crate::tally::{Cause, Tally};
 use crate::target::Endpoint;
-
-/// Why a connection was dropped and re-established: the causes the report counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Cause {
-    /// connect(2) was refused: nothing listens.
-    Refused,
-    /// connect(2) failed otherwise.
-    ConnectFailed,
-    /// The server reset the connection.
-    Reset,
-    /// The server closed the connection (EOF) while echoes were owed.
-    ClosedByServer,
-    /// A message was not echoed within `--timeout`.
-    Timeout,
-    /// The server echoed more bytes than were sent.
-    ExtraBytes,
-}
-
-impl Cause {
-    /// What the report prints.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Cause::Refused => "connection refused",
-            Cause::ConnectFailed => "connect failed",
-            Cause::Reset => "connection reset by server",
-            Cause::ClosedByServer => "connection closed by server",
-            Cause::Timeout => "no echo within --timeout",
-            Cause::ExtraBytes => "server sent bytes that were never sent to it",
-        }
-    }
-
-    fn of(err: &io::Error) -> Cause {
-        match err.kind() {
-            io::ErrorKind::ConnectionRefused => Cause::Refused,
-            io::ErrorKind::UnexpectedEof => Cause::ClosedByServer,
-            _ => Cause::Reset,
-        }
-    }
-}
 
 /// What the rest of the worker needs to know after serving a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,105 +45,6 @@ pub struct InFlight {
     pub sent: u64,
     /// Sent after the warm-up: its latency counts.
     pub record: bool,
-}
-
-/// Per-thread results, filled in by connections as messages complete.
-#[derive(Debug)]
-pub struct Tally {
-    /// Latency of every recorded message, in nanoseconds.
-    pub hist: Histogram<u64>,
-    /// The same, for the current hlog interval only.
-    pub interval: Option<Histogram<u64>>,
-    /// Recorded messages completed.
-    pub messages: u64,
-    /// Messages whose echo differed.
-    pub mismatches: u64,
-    /// UDP datagrams never echoed (recorded ones).
-    pub lost: u64,
-    /// UDP replies for a datagram already answered or never sent.
-    pub duplicates: u64,
-    /// UDP replies that arrived after a reply to a later datagram of the same socket.
-    pub reordered: u64,
-    /// Errors by cause.
-    pub errors: Vec<(Cause, u64)>,
-    /// When the last recorded message completed.
-    pub last_completion: Option<u64>,
-    /// Messages flagged for recording that are in flight now.
-    pub recorded_inflight: u64,
-    /// A flagged message counts only if it completes (or is lost) at or after this time.
-    pub record_from: u64,
-    /// The clock base: times are nanoseconds since it.
-    pub base: Instant,
-}
-
-/// Latencies are recorded in ns from 1 ns to an hour, 3 significant digits.
-pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
-}
-
-impl Tally {
-    /// Empty; times count from `base`, and flagged messages count from `record_from` on.
-    pub fn new(hlog: bool, base: Instant, record_from: Instant) -> Self {
-        Tally {
-            hist: new_histogram(),
-            interval: hlog.then(new_histogram),
-            messages: 0,
-            mismatches: 0,
-            lost: 0,
-            duplicates: 0,
-            reordered: 0,
-            errors: Vec::new(),
-            last_completion: None,
-            recorded_inflight: 0,
-            record_from: record_from.saturating_duration_since(base).as_nanos() as u64,
-            base,
-        }
-    }
-
-    /// `t` as nanoseconds since the clock base.
-    #[inline]
-    pub fn ns(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.base).as_nanos() as u64
-    }
-
-    /// Now, as nanoseconds since the clock base.
-    #[inline]
-    pub fn now_ns(&self) -> u64 {
-        self.ns(Instant::now())
-    }
-
-    /// Counts one error of `cause`.
-    pub fn error(&mut self, cause: Cause) {
-        self.error_n(cause, 1);
-    }
-
-    /// Counts `n` errors of `cause`.
-    pub fn error_n(&mut self, cause: Cause, n: u64) {
-        match self.errors.iter_mut().find(|(c, _)| *c == cause) {
-            Some((_, count)) => *count += n,
-            None => self.errors.push((cause, n)),
-        }
-    }
-
-    /// Total errors.
-    pub fn error_total(&self) -> u64 {
-        self.errors.iter().map(|(_, n)| n).sum()
-    }
-
-    fn complete(&mut self, msg: InFlight, now: u64) {
-        if msg.record {
-            self.recorded_inflight -= 1;
-        }
-        if msg.record && now >= self.record_from {
-            let ns = now.saturating_sub(msg.start);
-            self.hist.saturating_record(ns.max(1));
-            if let Some(interval) = &mut self.interval {
-                interval.saturating_record(ns.max(1));
-            }
-            self.messages += 1;
-            self.last_completion = Some(now);
-        }
-    }
 }
 
 /// The open socket of a connection.

@@ -8,7 +8,8 @@
 //! - [`target`]: `HOST:PORT`, `tcp://`, `udp://`, `unix:` targets and their resolution.
 //! - [`run`]: one benchmark: embedded server or preflight, threads, progress, hlog, merge.
 //! - [`reactor`]: one load thread's mio loop.
-//! - [`client`]: one connection: send queue, echo verification, latencies.
+//! - [`client`]: one connection: send queue, echo verification, completions.
+//! - [`tally`]: a thread's results: latency histogram and counts by cause.
 //! - [`schedule`]: open-loop intended send times.
 //! - [`payload`]: the payload pattern and datagram checks.
 //! - [`report`]: merged results as text, JSON and hlog.
@@ -24,6 +25,7 @@ pub mod reactor;
 pub mod report;
 pub mod run;
 pub mod schedule;
+pub mod tally;
 pub mod target;
 
 /// What went wrong, said in one line for a person.

@@ -28,8 +28,9 @@ use hdrhistogram::Histogram;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::client::{Cause, Conn, InFlight, Phase, Status, Tally};
+use crate::client::{Conn, InFlight, Phase, Status};
 use crate::schedule::Schedule;
+use crate::tally::{Cause, Tally};
 use crate::target::Endpoint;
 
 const TICK: Token = Token(usize::MAX - 1);

@@ -12,7 +12,7 @@ use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::client::{Cause, Tally};
+use crate::tally::{Cause, Tally};
 
 /// Latency summary in microseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -138,7 +138,7 @@ pub struct RunInfo {
 
 /// Merges thread tallies into the report for a measured period of `measured`.
 pub fn merge(info: &RunInfo, tallies: Vec<Tally>, measured: Duration, interrupted: bool) -> Merged {
-    let mut hist = crate::client::new_histogram();
+    let mut hist = crate::tally::new_histogram();
     let (mut messages, mut mismatches, mut lost, mut duplicates, mut reordered) = (0, 0, 0, 0, 0);
     let mut errors: Vec<(Cause, u64)> = Vec::new();
     for t in &tallies {
@@ -486,7 +486,7 @@ mod tests {
 
     #[test]
     fn hlog_round_trips_through_the_standard_reader() {
-        let mut h = crate::client::new_histogram();
+        let mut h = crate::tally::new_histogram();
         for v in [1_000u64, 2_000, 3_000_000] {
             h.record(v).unwrap();
         }

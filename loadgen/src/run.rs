@@ -10,10 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 
-use crate::client::new_histogram;
 use crate::probe;
 use crate::reactor::{self, Interval, Plan, Report};
 use crate::report::{self, HlogWriter, Merged, RunInfo};
+use crate::tally::new_histogram;
 use crate::target::{Endpoint, Target};
 use crate::Error;
 
