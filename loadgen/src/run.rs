@@ -136,7 +136,9 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
             let done: u64 = progress.iter().map(|p| p.load(Ordering::Relaxed)).sum();
             let now = Instant::now();
             let dt = now.duration_since(last.0).as_secs_f64();
-            if dt >= 0.5 {
+            if now < warmup_end {
+                bar.set_message("warming up (not recorded)");
+            } else if dt >= 0.5 {
                 let rate = (done - last.1) as f64 / dt;
                 bar.set_message(format!("{done} messages, {rate:.0} msgs/s"));
                 last = (now, done);

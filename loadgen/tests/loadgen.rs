@@ -471,3 +471,34 @@ fn probe_over_udp_and_unix() {
     drop(server);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// On a terminal, a progress line (elapsed, messages, current rate) is drawn on stderr; with
+/// `--json` nothing but the JSON object is printed. Uses `script` for a pseudo-terminal.
+#[test]
+fn progress_line_on_a_terminal_only() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to provide a pseudo-terminal");
+        return;
+    }
+    let server = ricochet::spawn(Config::ephemeral()).unwrap();
+    let run = |extra: &str| {
+        let cmd = format!(
+            "{} {} -c 2 -t 1500ms --warmup 300ms {extra}",
+            env!("CARGO_BIN_EXE_loadgen"),
+            server.tcp_addr().unwrap()
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = run("");
+    assert!(text.contains("warming up"), "{text}");
+    assert!(text.contains(" messages, ") && text.contains(" msgs/s"), "{text}");
+    assert!(text.contains("percentile"), "the report follows: {text}");
+    let json = run("--json");
+    assert!(!json.contains("msgs/s,") && !json.contains("warming up"), "{json}");
+    let object = json.trim();
+    assert!(object.starts_with('{') && object.ends_with('}'), "only the JSON object: {json:?}");
+}
