@@ -105,13 +105,21 @@ pub(crate) enum Outcome {
     Close(CloseReason),
 }
 
-/// The reactor's shared resources, lent to one connection at a time.
-pub(crate) struct Ctx<'a> {
-    pub buf: &'a mut [u8],
-    pub pool: &'a mut BufferPool,
-    pub stats: &'a mut Stats,
+/// The reactor's resources that connections use, owned by the reactor and lent to one
+/// connection at a time (one pointer, so serving an event costs no setup).
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    /// The one shared read buffer.
+    pub buf: Box<[u8]>,
+    /// Recycled output-buffer storage.
+    pub pool: BufferPool,
+    /// The counters.
+    pub stats: Stats,
+    /// Cap on a connection's pending output.
     pub cap: usize,
+    /// Bytes a connection may read per turn.
     pub budget: usize,
+    /// The current turn's time (exact when a deadline needs it; see the reactor).
     pub now: Instant,
 }
 
@@ -180,7 +188,7 @@ impl Connection {
     /// full read (more may wait), at EOF (a read returns 0 again), or on EINTR; whatever this call
     /// read is fully handled either way.
     #[inline]
-    pub(crate) fn fast_echo(&mut self, ctx: &mut Ctx<'_>) -> Option<Outcome> {
+    pub(crate) fn fast_echo(&mut self, ctx: &mut Ctx) -> Option<Outcome> {
         if self.state != State::Open || !self.out.is_empty() || self.read_closed {
             return None;
         }
@@ -210,7 +218,7 @@ impl Connection {
     }
 
     /// Reads and echoes until the socket is drained, the budget is spent or the cap is reached.
-    pub(crate) fn on_readable(&mut self, ctx: &mut Ctx<'_>) -> Outcome {
+    pub(crate) fn on_readable(&mut self, ctx: &mut Ctx) -> Outcome {
         let mut used = 0;
         while self.state == State::Open {
             let room = self.out.room(ctx.cap).min(ctx.buf.len());
@@ -245,7 +253,7 @@ impl Connection {
 
     /// The socket can take bytes again: flush, then resume reading if backpressure ends, or
     /// finish a half-closed connection.
-    pub(crate) fn on_writable(&mut self, ctx: &mut Ctx<'_>) -> Outcome {
+    pub(crate) fn on_writable(&mut self, ctx: &mut Ctx) -> Outcome {
         self.write_blocked = false;
         if let Err(reason) = self.flush(ctx) {
             return Outcome::Close(reason);
@@ -260,7 +268,7 @@ impl Connection {
         }
     }
 
-    fn on_eof(&mut self, ctx: &mut Ctx<'_>) -> Outcome {
+    fn on_eof(&mut self, ctx: &mut Ctx) -> Outcome {
         self.set_state(State::Flushing);
         if !self.write_blocked {
             if let Err(reason) = self.flush(ctx) {
@@ -282,10 +290,10 @@ impl Connection {
 
     /// Sends pending output followed by `ctx.buf[..n]`, in one syscall; keeps what is refused.
     #[inline]
-    fn echo(&mut self, n: usize, ctx: &mut Ctx<'_>) -> Result<(), CloseReason> {
+    fn echo(&mut self, n: usize, ctx: &mut Ctx) -> Result<(), CloseReason> {
         let new = &ctx.buf[..n];
         if self.write_blocked {
-            self.out.push(new, ctx.cap, ctx.pool);
+            self.out.push(new, ctx.cap, &mut ctx.pool);
             return Ok(());
         }
         let pending = self.out.len();
@@ -308,7 +316,7 @@ impl Connection {
         if written == pending + n {
             // The common case: everything went; with nothing pending, no buffer is touched.
             if pending > 0 {
-                self.out.consume(pending, ctx.pool);
+                self.out.consume(pending, &mut ctx.pool);
             }
             return Ok(());
         }
@@ -319,27 +327,27 @@ impl Connection {
     /// The socket took `written` of `pending + n` bytes: keep the rest, in order, and wait for a
     /// writable edge (one is sure to come: the kernel refused bytes).
     #[cold]
-    fn keep_unsent(&mut self, pending: usize, written: usize, n: usize, ctx: &mut Ctx<'_>) {
+    fn keep_unsent(&mut self, pending: usize, written: usize, n: usize, ctx: &mut Ctx) {
         self.write_blocked = true;
         let new = &ctx.buf[..n];
         if written < pending {
-            self.out.consume(written, ctx.pool);
-            self.out.push(new, ctx.cap, ctx.pool);
+            self.out.consume(written, &mut ctx.pool);
+            self.out.push(new, ctx.cap, &mut ctx.pool);
         } else {
-            self.out.consume(pending, ctx.pool);
-            self.out.push(&new[written - pending..], ctx.cap, ctx.pool);
+            self.out.consume(pending, &mut ctx.pool);
+            self.out.push(&new[written - pending..], ctx.cap, &mut ctx.pool);
         }
     }
 
     /// Writes pending output until it is gone or the socket refuses more.
-    fn flush(&mut self, ctx: &mut Ctx<'_>) -> Result<(), CloseReason> {
+    fn flush(&mut self, ctx: &mut Ctx) -> Result<(), CloseReason> {
         while !self.out.is_empty() {
             match sys::send(self.fd, self.out.pending()) {
                 Ok(n) => {
                     ctx.stats.bytes_out += n as u64;
                     self.last_active = ctx.now;
                     let all = n == self.out.len();
-                    self.out.consume(n, ctx.pool);
+                    self.out.consume(n, &mut ctx.pool);
                     if !all {
                         self.write_blocked = true;
                         break;

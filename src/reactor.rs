@@ -80,10 +80,9 @@ pub(crate) struct Reactor {
     config: Config,
     listeners: Vec<Option<Listener>>,
     conns: Slab<Connection>,
-    buf: Box<[u8]>,
-    pool: BufferPool,
+    /// Read buffer, buffer pool, counters, limits and the turn's time, lent to connections.
+    ctx: Ctx,
     udp_batch: Option<Box<Batch>>,
-    stats: Stats,
     shared: Arc<SharedStats>,
     control: Arc<AtomicU8>,
     signals: Option<Signals>,
@@ -148,12 +147,17 @@ impl Reactor {
         let udp_batch = addrs.iter().any(|a| matches!(a, ListenSpec::Udp(_))).then(Batch::new);
         let reactor = Reactor {
             poll,
-            buf: vec![0; config.read_buffer].into_boxed_slice(),
+            ctx: Ctx {
+                buf: vec![0; config.read_buffer].into_boxed_slice(),
+                pool: BufferPool::new(POOL_BLOCKS),
+                stats: Stats::default(),
+                cap: config.max_pending,
+                budget: config.turn_budget,
+                now: Instant::now(),
+            },
             listeners,
             conns: Slab::new(),
-            pool: BufferPool::new(POOL_BLOCKS),
             udp_batch,
-            stats: Stats::default(),
             shared: Arc::new(SharedStats::default()),
             control: Arc::new(AtomicU8::new(CMD_NONE)),
             signals,
@@ -201,6 +205,7 @@ impl Reactor {
             }
             if self.needs_clock() {
                 now = Instant::now();
+                self.ctx.now = now;
             }
             for event in events.iter() {
                 self.dispatch(event, now);
@@ -211,11 +216,11 @@ impl Reactor {
             if matches!(self.phase, Phase::Draining { .. }) && self.conns.is_empty() {
                 self.phase = Phase::Stopped;
             }
-            self.shared.publish(&self.stats);
+            self.shared.publish(&self.ctx.stats);
         }
         self.close_listeners();
-        self.shared.publish(&self.stats);
-        Ok(self.stats)
+        self.shared.publish(&self.ctx.stats);
+        Ok(self.ctx.stats)
     }
 
     /// Whether anything time-based is armed or configured: deadlines, an accept pause, stats
@@ -249,14 +254,9 @@ impl Reactor {
             },
             SIGNALS => self.on_signals(),
             Token(t) if t >= CONN_BASE => {
-                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-                self.serve_conn(
-                    t - CONN_BASE,
-                    readable,
-                    event.is_writable(),
-                    event.is_read_closed(),
-                    now,
-                );
+                let read_closed = event.is_read_closed();
+                let readable = read_closed || event.is_readable() || event.is_error();
+                self.serve_conn(t - CONN_BASE, readable, event.is_writable(), read_closed);
             }
             Token(t) => self.serve_listener(t - LISTENER_BASE, event.is_writable(), now),
         }
@@ -291,28 +291,9 @@ impl Reactor {
         }
     }
 
-    fn ctx(&mut self, now: Instant) -> (&mut Slab<Connection>, Ctx<'_>) {
-        let ctx = Ctx {
-            buf: &mut self.buf,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-            cap: self.config.max_pending,
-            budget: self.config.turn_budget,
-            now,
-        };
-        (&mut self.conns, ctx)
-    }
-
-    fn serve_conn(
-        &mut self,
-        key: usize,
-        readable: bool,
-        writable: bool,
-        read_closed: bool,
-        now: Instant,
-    ) {
-        let (conns, mut ctx) = self.ctx(now);
-        let Some(conn) = conns.get_mut(key) else { return };
+    fn serve_conn(&mut self, key: usize, readable: bool, writable: bool, read_closed: bool) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let ctx = &mut self.ctx;
         if conn.state() == State::Closed {
             return; // a stale event for a connection closed earlier in this batch
         }
@@ -323,12 +304,12 @@ impl Reactor {
         // mio reports writable with nearly every event; it matters only when output is owed
         // (a connection whose writes were refused always has output pending).
         if writable && conn.pending() > 0 {
-            outcome = conn.on_writable(&mut ctx);
+            outcome = conn.on_writable(ctx);
         }
         if readable && outcome == Outcome::Idle {
-            outcome = match conn.fast_echo(&mut ctx) {
+            outcome = match conn.fast_echo(ctx) {
                 Some(outcome) => outcome,
-                None => conn.on_readable(&mut ctx),
+                None => conn.on_readable(ctx),
             };
         }
         self.apply(key, outcome);
@@ -355,13 +336,13 @@ impl Reactor {
         if conn.state() == State::Closed {
             return;
         }
-        conn.close(&mut self.pool);
+        conn.close(&mut self.ctx.pool);
         self.closed.push((key, reason));
-        self.stats.closed += 1;
+        self.ctx.stats.closed += 1;
         match reason {
-            CloseReason::Reset => self.stats.resets += 1,
-            CloseReason::IdleTimeout => self.stats.idle_timeouts += 1,
-            CloseReason::DrainAborted => self.stats.drain_aborted += 1,
+            CloseReason::Reset => self.ctx.stats.resets += 1,
+            CloseReason::IdleTimeout => self.ctx.stats.idle_timeouts += 1,
+            CloseReason::DrainAborted => self.ctx.stats.drain_aborted += 1,
             CloseReason::Eof | CloseReason::Drained => {}
         }
     }
@@ -370,7 +351,7 @@ impl Reactor {
         for (key, _) in self.closed.drain(..) {
             let mut conn = self.conns.remove(key);
             let _ = self.poll.registry().deregister(conn.stream.source());
-            self.stats.active -= 1;
+            self.ctx.stats.active -= 1;
         }
     }
 
@@ -379,9 +360,9 @@ impl Reactor {
             Some(Some(Listener::Udp(udp))) => {
                 let batch = self.udp_batch.as_mut().expect("a UDP listener has its batch");
                 if writable {
-                    udp.flush(&mut self.stats);
+                    udp.flush(&mut self.ctx.stats);
                 }
-                if udp.on_readable(batch, &mut self.stats) {
+                if udp.on_readable(batch, &mut self.ctx.stats) {
                     self.ready.push_back(Token(LISTENER_BASE + index));
                 }
             }
@@ -405,7 +386,7 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if listener::is_per_connection(&e) => {}
                 Err(e) => {
-                    self.stats.accept_errors += 1;
+                    self.ctx.stats.accept_errors += 1;
                     let pause = self.backoff.fail(Instant::now());
                     if self.config.log_stderr && pause == AcceptBackoff::FIRST {
                         eprintln!(
@@ -422,7 +403,7 @@ impl Reactor {
 
     fn admit(&mut self, stream: Stream, now: Instant) {
         if self.config.max_conns.is_some_and(|max| self.conns.len() >= max) {
-            self.stats.rejected += 1;
+            self.ctx.stats.rejected += 1;
             stream.shutdown_write();
             return; // dropped: closed at once
         }
@@ -437,12 +418,12 @@ impl Reactor {
             Interest::READABLE | Interest::WRITABLE,
         );
         if registered.is_err() {
-            self.stats.accept_errors += 1;
+            self.ctx.stats.accept_errors += 1;
             return;
         }
         entry.insert(conn);
-        self.stats.accepted += 1;
-        self.stats.active += 1;
+        self.ctx.stats.accepted += 1;
+        self.ctx.stats.active += 1;
         if let Some(idle) = self.config.idle_timeout {
             self.arm(key, now + idle);
         }
@@ -461,13 +442,13 @@ impl Reactor {
                 continue;
             }
             let key = t - CONN_BASE;
-            let (conns, mut ctx) = self.ctx(now);
-            let Some(conn) = conns.get_mut(key) else { continue };
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            let ctx = &mut self.ctx;
             conn.queued = false;
             if conn.state() == State::Closed {
                 continue;
             }
-            let outcome = conn.on_readable(&mut ctx);
+            let outcome = conn.on_readable(ctx);
             self.apply(key, outcome);
         }
     }
@@ -483,7 +464,7 @@ impl Reactor {
         }
         if let Some(at) = self.next_stats {
             if now >= at {
-                println!("{}", self.stats.to_event_json("stats"));
+                println!("{}", self.ctx.stats.to_event_json("stats"));
                 let every = self.config.stats_interval.unwrap_or(Duration::from_secs(1));
                 self.next_stats = Some((at + every).max(now));
             }
@@ -526,6 +507,8 @@ impl Reactor {
             return;
         }
         let now = Instant::now();
+        // Connections served later in this turn must be stamped with this time, not an old one.
+        self.ctx.now = now;
         self.phase = Phase::Draining { deadline: now + self.config.drain_timeout };
         self.close_listeners();
         let grace = self.config.drain_grace;
