@@ -63,6 +63,7 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
+            start_new_session=True,  # its own process group: socat's forked children go with it
         )
         if self.port_from == "ready-json":
             line = self.proc.stdout.readline()
@@ -103,6 +104,12 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc:
+            # Anything the server forked (socat's per-connection children) is in its group.
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         self.proc = None
 
 
