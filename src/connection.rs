@@ -201,13 +201,22 @@ impl Connection {
         };
         ctx.stats.bytes_in += n as u64;
         self.last_active = ctx.now;
-        match sys::send(self.fd, &ctx.buf[..n]) {
+        // `echo` would do the same with nothing owed, but calling it here costs ~40 instructions
+        // per message (callgrind): its pending-output paths come along. So the send is inline.
+        let sent = loop {
+            let sent = sys::send(self.fd, &ctx.buf[..n]);
+            if sent != Err(libc::EINTR) {
+                break sent;
+            }
+        };
+        match sent {
             Ok(written) if written == n => ctx.stats.bytes_out += n as u64,
             Ok(written) => {
                 ctx.stats.bytes_out += written as u64;
                 self.keep_unsent(0, written, n, ctx);
             }
-            Err(libc::EAGAIN | libc::EINTR) => self.keep_unsent(0, 0, n, ctx),
+            // Refused: the kernel's buffer is full, so a writable edge will follow.
+            Err(libc::EAGAIN) => self.keep_unsent(0, 0, n, ctx),
             Err(_) => return Some(Outcome::Close(CloseReason::Reset)),
         }
         if n < room {

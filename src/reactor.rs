@@ -87,7 +87,7 @@ pub(crate) struct Reactor {
     control: Arc<AtomicU8>,
     signals: Option<Signals>,
     ready: VecDeque<Token>,
-    closed: Vec<(usize, CloseReason)>,
+    closed: Vec<usize>,
     timers: Timers,
     backoff: AcceptBackoff,
     phase: Phase,
@@ -189,9 +189,11 @@ impl Reactor {
         while self.phase != Phase::Stopped {
             // The clock is read only when a deadline needs it: most turns of a busy server
             // without timeouts never look at it. Paths that start a deadline read it afresh.
+            // Nothing that `needs_clock` looks at changes while the reactor waits in poll.
+            let clocked = self.needs_clock();
             let timeout = if !self.ready.is_empty() {
                 Some(Duration::ZERO)
-            } else if self.needs_clock() {
+            } else if clocked {
                 now = Instant::now();
                 self.poll_timeout(now)
             } else {
@@ -203,7 +205,7 @@ impl Reactor {
                 }
                 return Err(Error::Io { context: "polling", source: e });
             }
-            if self.needs_clock() {
+            if clocked {
                 now = Instant::now();
                 self.ctx.now = now;
             }
@@ -337,7 +339,7 @@ impl Reactor {
             return;
         }
         conn.close(&mut self.ctx.pool);
-        self.closed.push((key, reason));
+        self.closed.push(key);
         self.ctx.stats.closed += 1;
         match reason {
             CloseReason::Reset => self.ctx.stats.resets += 1,
@@ -348,7 +350,7 @@ impl Reactor {
     }
 
     fn free_closed(&mut self) {
-        for (key, _) in self.closed.drain(..) {
+        for key in self.closed.drain(..) {
             let mut conn = self.conns.remove(key);
             let _ = self.poll.registry().deregister(conn.stream.source());
             self.ctx.stats.active -= 1;
