@@ -320,15 +320,20 @@ impl Conn {
         }
     }
 
+    /// One read from a stream socket; `None` when the connection has none (down, or UDP).
+    fn stream_read(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        match &self.sock {
+            Some(Sock::Tcp(s)) => Some((&*s).read(buf)),
+            Some(Sock::Unix(s)) => Some((&*s).read(buf)),
+            _ => None,
+        }
+    }
+
     /// End of the run: reads and discards the rest of the echo; true once the server's EOF (or an
     /// error) arrived.
     pub fn drain_until_eof(&mut self, scratch: &mut [u8]) -> bool {
         loop {
-            let result = match &self.sock {
-                Some(Sock::Tcp(s)) => (&*s).read(scratch),
-                Some(Sock::Unix(s)) => (&*s).read(scratch),
-                _ => return true,
-            };
+            let Some(result) = self.stream_read(scratch) else { return true };
             match result {
                 Ok(0) => return true,
                 Ok(_) => {}
@@ -358,11 +363,7 @@ impl Conn {
         }
         let mut completed = 0;
         loop {
-            let result = match &self.sock {
-                Some(Sock::Tcp(s)) => (&*s).read(scratch),
-                Some(Sock::Unix(s)) => (&*s).read(scratch),
-                _ => return (Status::Ok, completed),
-            };
+            let Some(result) = self.stream_read(scratch) else { return (Status::Ok, completed) };
             let n = match result {
                 Ok(0) => return (Status::Failed(Cause::ClosedByServer), completed),
                 Ok(n) => n,

@@ -103,14 +103,10 @@ pub struct Merged {
     pub duplicates: u64,
     /// UDP replies that came back after a later datagram's reply.
     pub reordered: u64,
-    /// Load threads.
-    pub threads: usize,
-    /// Warm-up before the measured period.
-    pub warmup: Duration,
+    /// What the run was asked to do (threads, warm-up, embedded target, ...).
+    pub run: RunInfo,
     /// Whether the run was cut short (Ctrl-C).
     pub interrupted: bool,
-    /// The target was an embedded ricochet.
-    pub embedded: bool,
 }
 
 /// What the run was asked to do, for the report.
@@ -149,10 +145,7 @@ pub fn merge(info: &RunInfo, tallies: Vec<Tally>, measured: Duration, interrupte
         duplicates += t.duplicates;
         reordered += t.reordered;
         for &(cause, n) in &t.errors {
-            match errors.iter_mut().find(|(c, _)| *c == cause) {
-                Some((_, total)) => *total += n,
-                None => errors.push((cause, n)),
-            }
+            crate::tally::add_errors(&mut errors, cause, n);
         }
     }
     errors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -176,17 +169,7 @@ pub fn merge(info: &RunInfo, tallies: Vec<Tally>, measured: Duration, interrupte
         lost,
         latency_us: Latency::of(&hist),
     };
-    Merged {
-        hist,
-        report,
-        errors,
-        duplicates,
-        reordered,
-        threads: info.threads,
-        warmup: info.warmup,
-        interrupted,
-        embedded: info.embedded,
-    }
+    Merged { hist, report, errors, duplicates, reordered, run: info.clone(), interrupted }
 }
 
 impl Merged {
@@ -203,18 +186,18 @@ impl Merged {
             Some(rate) => format!("open loop at {} msgs/s", group(rate.round() as u64)),
             None => "closed loop".to_owned(),
         };
-        let embedded = if self.embedded { ", embedded ricochet" } else { "" };
+        let embedded = if self.run.embedded { ", embedded ricochet" } else { "" };
         let _ = writeln!(out, "target      {} ({mode}{embedded})", r.target);
         let _ = writeln!(
             out,
             "load        {} connection(s) × depth {}, {}-byte messages, {} thread(s)",
-            r.connections, r.depth, r.size, self.threads
+            r.connections, r.depth, r.size, self.run.threads
         );
         let _ = writeln!(
             out,
             "measured    {:.2} s after a {} warm-up{}",
             r.duration_s,
-            humantime::format_duration(self.warmup),
+            humantime::format_duration(self.run.warmup),
             if self.interrupted { " (interrupted)" } else { "" }
         );
         let _ = writeln!(

@@ -76,6 +76,14 @@ pub struct Tally {
     pub base: Instant,
 }
 
+/// Adds `n` errors of `cause` to a list of counts by cause.
+pub fn add_errors(errors: &mut Vec<(Cause, u64)>, cause: Cause, n: u64) {
+    match errors.iter_mut().find(|(c, _)| *c == cause) {
+        Some((_, count)) => *count += n,
+        None => errors.push((cause, n)),
+    }
+}
+
 /// Latencies are recorded in ns from 1 ns to an hour, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
@@ -119,10 +127,7 @@ impl Tally {
 
     /// Counts `n` errors of `cause`.
     pub fn error_n(&mut self, cause: Cause, n: u64) {
-        match self.errors.iter_mut().find(|(c, _)| *c == cause) {
-            Some((_, count)) => *count += n,
-            None => self.errors.push((cause, n)),
-        }
+        add_errors(&mut self.errors, cause, n);
     }
 
     /// Total errors.

@@ -84,7 +84,7 @@ fn open_loop_reaches_a_modest_rate() {
 #[test]
 fn embedded_target() {
     let m = go(&settings(None));
-    assert!(m.embedded);
+    assert!(m.run.embedded);
     assert!(m.report.target.starts_with("tcp://127.0.0.1:"), "{}", m.report.target);
     assert!(m.report.messages > 0);
     assert_eq!((m.report.errors, m.report.mismatches), (0, 0));
