@@ -130,11 +130,6 @@ impl Tally {
         add_errors(&mut self.errors, cause, n);
     }
 
-    /// Total errors.
-    pub fn error_total(&self) -> u64 {
-        self.errors.iter().map(|(_, n)| n).sum()
-    }
-
     pub(crate) fn complete(&mut self, msg: InFlight, now: u64) {
         if msg.record {
             self.recorded_inflight -= 1;
