@@ -7,8 +7,11 @@ pinned to another; each figure is the median over the rounds:
 
 - msgs/s and MB/s (echoed payload), p50 and p99 latency, from loadgen's JSON report;
 - the server's CPU time per message, user and system, from /proc/PID/stat around the run;
-- the server's syscalls per message, from `perf stat -e raw_syscalls:sys_enter` in one extra
-  round per server (kept apart so tracing never slows the measured rounds), where perf works;
+- in extra profiled rounds (kept apart so tracing never slows the measured rounds), where perf
+  works: the server's syscalls per message (`perf stat -e raw_syscalls:sys_enter`) and its user
+  CPU per message sampled by `perf record -e cpu-clock` every 50 µs of its CPU time. /proc ticks
+  are 10 ms: at 0.3 µs of user time per message, a 3 s round holds only a handful of them, so
+  the ratios the targets are judged on come from the samples;
 - user-space RSS per idle connection with N connections open;
 - loadgen against a minimal C epoll client driving the same server (is loadgen the bottleneck?).
 
@@ -127,30 +130,47 @@ def perf_works():
         return False
     out = subprocess.run(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "true"],
                          capture_output=True, text=True)
-    return out.returncode == 0 and "not supported" not in out.stderr
+    if out.returncode != 0 or "not supported" in out.stderr:
+        return False
+    probe = f"/tmp/ricochet-compare-{os.getpid()}.probe"
+    rec = subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-o", probe, "true"],
+                         capture_output=True, text=True)
+    if os.path.exists(probe):
+        os.unlink(probe)
+    return rec.returncode == 0
 
 
-def measure(server, bins, flags, args, count_syscalls=False):
-    """One measured run of loadgen against a started server."""
+SAMPLE_NS = 50_000  # perf record's cpu-clock period: one sample per 50 µs the server runs
+
+
+def measure(server, bins, flags, args, profile=False):
+    """One measured run of loadgen against a started server; `profile` adds the perf counts."""
     # Warm the server and its connections' code paths up, unmeasured.
     loadgen(bins, server.port, flags, args.warmup, "0s", args.load_cpu)
-    perf = None
-    if count_syscalls:
-        perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter",
-                                 "-p", str(server.proc.pid)],
+    pid = str(server.proc.pid)
+    stat = record = None
+    samples = f"/tmp/ricochet-compare-{os.getpid()}.perf"
+    if profile:
+        stat = subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", pid],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.2)
+        record = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-c", str(SAMPLE_NS),
+                                   "-p", pid, "-o", samples],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
     u0, s0 = server.cpu_ticks()
     report = loadgen(bins, server.port, flags, args.duration, "0s", args.load_cpu)
     u1, s1 = server.cpu_ticks()
-    syscalls = None
-    if perf:
-        perf.send_signal(signal.SIGINT)
-        err = perf.communicate(timeout=30)[1]
+    syscalls = user_samples = None
+    if profile:
+        for p in (stat, record):
+            p.send_signal(signal.SIGINT)
+        err = stat.communicate(timeout=30)[1]
+        record.wait(timeout=60)
         for line in err.splitlines():
             parts = line.split(",")
             if len(parts) > 2 and "raw_syscalls:sys_enter" in line and parts[0].isdigit():
                 syscalls = int(parts[0])
+        user_samples = count_user_samples(samples)
     msgs = max(report["messages"], 1)
     return {
         "msgs_per_sec": report["msgs_per_sec"],
@@ -161,7 +181,20 @@ def measure(server, bins, flags, args, count_syscalls=False):
         "sys_us": (s1 - s0) / TICK / msgs * 1e6,
         "errors": report["errors"] + report["mismatches"],
         "syscalls": syscalls / msgs if syscalls is not None else None,
+        "sampled_user_us": user_samples * SAMPLE_NS / 1e3 / msgs if user_samples is not None else None,
     }
+
+
+def count_user_samples(path):
+    """Samples whose instruction pointer is in user space (below the kernel's half)."""
+    try:
+        out = subprocess.run(["perf", "script", "-i", path, "-F", "ip"], capture_output=True,
+                             text=True, timeout=120)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+    ips = [int(l, 16) for l in out.stdout.split() if l]
+    return sum(1 for ip in ips if ip < 0xFFFF_8000_0000_0000) if ips else None
 
 
 def callgrind_per_message(server, bins, small=20000, large=220000):
@@ -245,7 +278,11 @@ def main():
     ap.add_argument("--server-cpu", type=int, default=0)
     ap.add_argument("--load-cpu", type=int, default=1)
     ap.add_argument("--idle-conns", type=int, default=10000)
+    ap.add_argument("--perf-rounds", type=int, default=3,
+                    help="profiled rounds per shape and server (syscalls, sampled user CPU)")
     ap.add_argument("--no-callgrind", action="store_true", help="skip the instruction counts")
+    ap.add_argument("--no-idle", action="store_true", help="skip the idle-memory part")
+    ap.add_argument("--no-client", action="store_true", help="skip loadgen against the C client")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "BENCHMARKS.md"))
     ap.add_argument("--bins", required=True, help="JSON map of built binaries (from compare.sh)")
     args = ap.parse_args()
@@ -259,7 +296,7 @@ def main():
     if bins.get("socat"):
         servers.append(Server("socat", [bins["socat"], "TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr", "EXEC:cat"], "fixed"))
     shapes = [s for s in SHAPES if s[0] in args.shapes.split(",")]
-    syscalls_ok = perf_works()
+    perf_ok = perf_works()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results = {}
     for shape, _, flags in shapes:
@@ -277,19 +314,22 @@ def main():
                 print(f"  {shape:<11} round {rnd + 1}/{args.rounds} {server.name:<9} "
                       f"{r['msgs_per_sec']:>12,.0f} msgs/s  user {r['user_us']:.2f} µs/msg  "
                       f"sys {r['sys_us']:.2f} µs/msg  errors {r['errors']}", flush=True)
-        if syscalls_ok:
-            for server in servers:
-                if server.name == "socat":
-                    continue  # its work happens in forked children perf -p does not follow
-                server.start(args.server_cpu)
-                try:
-                    r = measure(server, bins, flags, args, count_syscalls=True)
-                finally:
-                    server.stop()
-                results.setdefault((shape, server.name, "syscalls"), []).append(r)
+        if perf_ok:
+            profiled = [s for s in servers if s.name != "socat"]  # perf -p misses socat's children
+            for rnd in range(args.perf_rounds):
+                for server in profiled[rnd % len(profiled):] + profiled[: rnd % len(profiled)]:
+                    server.start(args.server_cpu)
+                    try:
+                        r = measure(server, bins, flags, args, profile=True)
+                    finally:
+                        server.stop()
+                    results.setdefault((shape, server.name, "perf"), []).append(r)
+                    print(f"  {shape:<11} profiled {rnd + 1}/{args.perf_rounds} {server.name:<9} "
+                          f"syscalls {fmt(r['syscalls'], 2)}/msg  "
+                          f"sampled user {fmt(r['sampled_user_us'], 3)} µs/msg", flush=True)
 
     idle = {}
-    for server in servers:
+    for server in servers if not args.no_idle else []:
         if server.name == "socat":
             continue
         server.start(args.server_cpu)
@@ -306,7 +346,7 @@ def main():
 
     client = {}
     c_server = next(s for s in servers if s.name == "C epoll")
-    for shape, _, flags in shapes:
+    for shape, _, flags in shapes if not args.no_client else []:
         if shape not in ("50 conns", "pipelined", "1000 conns"):
             continue
         conns, depth, size = flags[1], flags[3], flags[5]
@@ -329,10 +369,10 @@ def main():
                     c_server.stop()
                 client.setdefault((shape, which), []).append((rate, cpu / max(rate * secs, 1) * 1e6))
 
-    write_report(args, shapes, servers, results, idle, client, syscalls_ok, started, instructions)
+    write_report(args, shapes, servers, results, idle, client, perf_ok, started, instructions)
 
 
-def write_report(args, shapes, servers, results, idle, client, syscalls_ok, started, instructions):
+def write_report(args, shapes, servers, results, idle, client, perf_ok, started, instructions):
     lines = []
     lines.append("# Benchmarks\n")
     lines.append(f"Measured {started} on {machine()} by `scripts/compare.sh` "
@@ -340,40 +380,62 @@ def write_report(args, shapes, servers, results, idle, client, syscalls_ok, star
                  f"per server and round; server pinned to CPU {args.server_cpu}, loadgen to CPU {args.load_cpu}; "
                  "servers alternate within each round). Every figure is a median over the rounds.\n")
     lines.append("Columns: echoed messages per second and payload MB/s; loadgen's p50/p99 latency; the server's "
-                 "own CPU time per message in user space and in the kernel (from /proc/PID/stat); syscalls per "
-                 "message (perf tracepoint `raw_syscalls:sys_enter`, in a separate round"
-                 + ("" if syscalls_ok else "; perf was not usable on this machine") + "); ratios are to ricochet "
-                 "(throughput: higher is better for the other server; user CPU: lower is better for it).\n")
+                 "own CPU time per message in user space and in the kernel from /proc/PID/stat (10 ms ticks: "
+                 "coarse where user time is a few ticks per round); "
+                 + (f"from {args.perf_rounds} separate profiled rounds per server, its user CPU per message "
+                    "sampled by `perf record -e cpu-clock` every 50 µs of server CPU time (a sample counts as "
+                    "user time when its instruction pointer is in user space), and its syscalls per message "
+                    "(perf tracepoint `raw_syscalls:sys_enter`)" if perf_ok else
+                    "perf was not usable on this machine, so there are no sampled user CPU or syscall counts")
+                 + ". Ratios are to ricochet (throughput: higher is better for the other server; user CPU, "
+                 "from the samples where there are any: lower is better for it).\n")
     for shape, desc, _ in shapes:
         lines.append(f"\n## {shape}: {desc}\n")
-        lines.append("| server | msgs/s | MB/s | p50 µs | p99 µs | user µs/msg | sys µs/msg | syscalls/msg | throughput vs ricochet | user CPU vs ricochet |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        base = results.get((shape, "ricochet"))
-        base_rate = median([r["msgs_per_sec"] for r in base]) if base else None
-        base_user = median([r["user_us"] for r in base]) if base else None
-        for server in servers:
-            rs = results.get((shape, server.name))
+        lines.append("| server | msgs/s | MB/s | p50 µs | p99 µs | user µs/msg (ticks) | sys µs/msg (ticks) | "
+                     "user µs/msg (sampled) | syscalls/msg | throughput vs ricochet | user CPU vs ricochet |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+        def figures(name):
+            rs = results.get((shape, name))
             if not rs:
+                return None
+            prof = results.get((shape, name, "perf")) or []
+            sampled = median([r["sampled_user_us"] for r in prof])
+            return {
+                "rs": rs,
+                "rate": median([r["msgs_per_sec"] for r in rs]),
+                "user": median([r["user_us"] for r in rs]),
+                "sampled": sampled,
+                # socat works in forked children that neither /proc/PID/stat nor perf -p sees.
+                "user_for_ratio": sampled if perf_ok else median([r["user_us"] for r in rs]),
+                "syscalls": median([r["syscalls"] for r in prof]),
+            }
+
+        base = figures("ricochet")
+        for server in servers:
+            f = figures(server.name)
+            if not f:
                 continue
-            rate = median([r["msgs_per_sec"] for r in rs])
-            user = median([r["user_us"] for r in rs])
-            sc = results.get((shape, server.name, "syscalls"))
-            syscalls = median([r["syscalls"] for r in sc]) if sc else None
+            rs = f["rs"]
             errors = sum(r["errors"] for r in rs)
             name = server.name + (f" ({errors} errors)" if errors else "")
+            user_ratio = (f["user_for_ratio"] / base["user_for_ratio"]
+                          if base and base["user_for_ratio"] and f["user_for_ratio"] is not None else None)
             lines.append(
-                f"| {name} | {fmt(rate, 0)} | {fmt(median([r['mb_per_sec'] for r in rs]))} | "
+                f"| {name} | {fmt(f['rate'], 0)} | {fmt(median([r['mb_per_sec'] for r in rs]))} | "
                 f"{fmt(median([r['p50'] for r in rs]))} | {fmt(median([r['p99'] for r in rs]))} | "
-                f"{fmt(user, 2)} | {fmt(median([r['sys_us'] for r in rs]), 2)} | {fmt(syscalls, 2)} | "
-                f"{fmt(rate / base_rate if base_rate else None, 3)} | "
-                f"{fmt(user / base_user if base_user else None, 2)} |")
-    lines.append("\n## Memory per idle connection\n")
-    lines.append(f"Growth of the server's resident set (user-space memory) with {args.idle_conns} idle "
-                 "connections open, per connection. Kernel socket memory is not included.\n")
-    lines.append("| server | bytes per idle connection | connections accepted |")
-    lines.append("|---|---:|---:|")
-    for name, (per_conn, accepted) in idle.items():
-        lines.append(f"| {name} | {per_conn:.0f} | {accepted} |")
+                f"{fmt(f['user'], 2)} | {fmt(median([r['sys_us'] for r in rs]), 2)} | "
+                f"{fmt(f['sampled'], 3)} | {fmt(f['syscalls'], 2)} | "
+                f"{fmt(f['rate'] / base['rate'] if base and base['rate'] else None, 3)} | "
+                f"{fmt(user_ratio, 2)} |")
+    if idle:
+        lines.append("\n## Memory per idle connection\n")
+        lines.append(f"Growth of the server's resident set (user-space memory) with {args.idle_conns} idle "
+                     "connections open, per connection. Kernel socket memory is not included.\n")
+        lines.append("| server | bytes per idle connection | connections accepted |")
+        lines.append("|---|---:|---:|")
+        for name, (per_conn, accepted) in idle.items():
+            lines.append(f"| {name} | {per_conn:.0f} | {accepted} |")
     if instructions:
         lines.append("\n## User-space instructions per message\n")
         lines.append("Counted by valgrind's callgrind (deterministic, unlike CPU time; the server runs far slower "
