@@ -212,9 +212,17 @@ impl Reactor {
             for event in events.iter() {
                 self.dispatch(event, now);
             }
-            self.serve_ready(now);
-            self.fire_deadlines(now);
-            self.free_closed();
+            if !self.ready.is_empty() {
+                self.serve_ready(now);
+            }
+            // Unclocked, nothing is armed: anything armed during this turn lies in the future,
+            // and the next turn is clocked.
+            if clocked {
+                self.fire_deadlines(now);
+            }
+            if !self.closed.is_empty() {
+                self.free_closed();
+            }
             if matches!(self.phase, Phase::Draining { .. }) && self.conns.is_empty() {
                 self.phase = Phase::Stopped;
             }
