@@ -42,7 +42,8 @@ pub mod ready;
 mod server;
 mod signals;
 pub mod stats;
-mod sys;
+#[doc(hidden)]
+pub mod sys;
 mod timer;
 mod udp;
 pub mod units;
