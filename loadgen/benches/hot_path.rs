@@ -21,6 +21,15 @@ fn payload_and_verify(c: &mut Criterion) {
                 assert!(black_box(&sent) == black_box(&echo));
             })
         });
+        // What a connection does per message sent: append it to its send/reference ring.
+        let mut ring = Vec::with_capacity(size);
+        group.bench_with_input(BenchmarkId::new("append to ring", size), &size, |b, &size| {
+            b.iter(|| {
+                ring.clear();
+                payload::append(black_box(&mut ring), size, 7, 11);
+                black_box(&ring);
+            })
+        });
     }
     group.finish();
 }

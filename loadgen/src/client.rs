@@ -7,17 +7,20 @@
 //! within the timeout is lost.
 //!
 //! Invariants:
-//! - `inflight` holds one entry per message handed to the connection and not yet completed, in
-//!   send order (streams) or by sequence number from `udp_base` (datagrams).
-//! - Entries queued this turn have no start time until the turn's one write hands them to the
-//!   socket (`unstamped`); open-loop entries start at their intended time instead.
+//! - Every message handed to the connection and not yet completed is in `runs` (streams, in send
+//!   order, grouped into runs of messages that share their times) or in `datagrams` (one slot per
+//!   sequence number from `udp_base`).
+//! - Runs queued this turn have no start time until the turn's one write hands them to the
+//!   socket (the last `unstamped` runs); open-loop messages start at their intended time instead.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpStream, UdpSocket, UnixStream};
 use mio::{Interest, Registry, Token};
+use ricochet::sys;
 
 use crate::payload;
 use crate::tally::{Cause, Tally};
@@ -45,6 +48,14 @@ pub struct InFlight {
     pub sent: u64,
     /// Sent after the warm-up: its latency counts.
     pub record: bool,
+}
+
+/// Stream messages handed over together (a closed-loop refill, or one open-loop message): they
+/// share their times and complete in order, so they are kept, and completed, as one entry.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    msg: InFlight,
+    count: usize,
 }
 
 /// The open socket of a connection.
@@ -91,7 +102,8 @@ pub struct Conn {
     ring: Vec<u8>,
     acked: usize,
     written: usize,
-    inflight: VecDeque<Option<InFlight>>,
+    runs: VecDeque<Run>,
+    datagrams: VecDeque<Option<InFlight>>,
     outstanding: usize,
     unstamped: usize,
     udp_base: u64,
@@ -117,7 +129,8 @@ impl Conn {
             ring: Vec::new(),
             acked: 0,
             written: 0,
-            inflight: VecDeque::new(),
+            runs: VecDeque::new(),
+            datagrams: VecDeque::new(),
             outstanding: 0,
             unstamped: 0,
             udp_base: 0,
@@ -207,7 +220,12 @@ impl Conn {
         if let Some(mut sock) = self.sock.take() {
             let _ = registry.deregister(sock.source());
         }
-        for msg in self.inflight.drain(..).flatten() {
+        for run in self.runs.drain(..) {
+            if run.msg.record {
+                tally.recorded_inflight -= run.count as u64;
+            }
+        }
+        for msg in self.datagrams.drain(..).flatten() {
             if msg.record {
                 tally.recorded_inflight -= 1;
             }
@@ -223,46 +241,74 @@ impl Conn {
         self.generation = self.generation.wrapping_add(1);
     }
 
-    /// Hands one message to the connection: queued for this turn's write (streams) or sent at
-    /// once (datagrams). Open loop passes the intended time (`stamped`); closed loop passes the
-    /// turn's time and the message is stamped again when its write happens.
+    /// Hands `n` messages to the connection, all like `msg`: queued for this turn's write
+    /// (streams) or sent at once (datagrams). Open loop passes the intended time (`stamped`);
+    /// closed loop passes the turn's time and the messages are stamped again when their write
+    /// happens. Batches (a closed-loop refill) cost one ring resize and one queue extension.
     pub fn issue(
         &mut self,
         msg: InFlight,
+        n: usize,
         stamped: bool,
         size: usize,
         tally: &mut Tally,
         scratch: &mut [u8],
     ) -> Status {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let record = msg.record;
-        if record {
-            tally.recorded_inflight += 1;
-        }
-        self.outstanding += 1;
-        if let Some(Sock::Udp(s)) = &self.sock {
-            let datagram = &mut scratch[..size];
-            payload::fill_datagram(datagram, self.id, seq);
-            if self.inflight.is_empty() {
-                self.udp_base = seq;
+        if matches!(self.sock, Some(Sock::Udp(_))) {
+            for _ in 0..n {
+                let status = self.send_datagram(msg, size, tally, scratch);
+                if status != Status::Ok {
+                    return status;
+                }
             }
-            self.inflight.push_back(Some(msg));
-            return match s.send(datagram) {
-                // A datagram the socket refuses is simply lost; the timeout will count it.
-                Ok(_) => Status::Ok,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Status::Ok,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Status::Ok,
-                Err(e) => Status::Failed(Cause::of(&e)),
-            };
+            return Status::Ok;
         }
-        payload::append(&mut self.ring, size, self.id, seq);
-        self.inflight.push_back(Some(msg));
+        let seq = self.next_seq;
+        self.next_seq += n as u64;
+        if msg.record {
+            tally.recorded_inflight += n as u64;
+        }
+        self.outstanding += n;
+        let from = self.ring.len();
+        self.ring.resize(from + n * size, 0);
+        for (k, message) in self.ring[from..].chunks_exact_mut(size).enumerate() {
+            payload::fill(message, self.id, seq + k as u64);
+        }
+        self.runs.push_back(Run { msg, count: n });
         if !stamped {
             self.unstamped += 1;
         }
         self.dirty = true;
         Status::Ok
+    }
+
+    fn send_datagram(
+        &mut self,
+        msg: InFlight,
+        size: usize,
+        tally: &mut Tally,
+        scratch: &mut [u8],
+    ) -> Status {
+        let Some(Sock::Udp(s)) = &self.sock else { return Status::Ok };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if msg.record {
+            tally.recorded_inflight += 1;
+        }
+        self.outstanding += 1;
+        let datagram = &mut scratch[..size];
+        payload::fill_datagram(datagram, self.id, seq);
+        if self.datagrams.is_empty() {
+            self.udp_base = seq;
+        }
+        self.datagrams.push_back(Some(msg));
+        match s.send(datagram) {
+            // A datagram the socket refuses is simply lost; the timeout will count it.
+            Ok(_) => Status::Ok,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Status::Ok,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Status::Ok,
+            Err(e) => Status::Failed(Cause::of(&e)),
+        }
     }
 
     /// Writes everything queued, in one syscall (unless the socket is full). Closed-loop
@@ -272,12 +318,9 @@ impl Conn {
         if self.write_blocked || self.written == self.ring.len() {
             return Status::Ok;
         }
-        let pending = &self.ring[self.written..];
-        let result = match &self.sock {
-            Some(Sock::Tcp(s)) => (&*s).write(pending),
-            Some(Sock::Unix(s)) => (&*s).write(pending),
-            _ => return Status::Ok,
-        };
+        let Some(fd) = self.stream_fd() else { return Status::Ok };
+        let result =
+            sys::send(fd, &self.ring[self.written..]).map_err(io::Error::from_raw_os_error);
         match result {
             Ok(n) => {
                 self.written += n;
@@ -290,10 +333,10 @@ impl Conn {
             Err(e) => return Status::Failed(Cause::of(&e)),
         }
         if self.unstamped > 0 {
-            let len = self.inflight.len();
-            for m in self.inflight.range_mut(len - self.unstamped..).flatten() {
-                m.start = now;
-                m.sent = now;
+            let len = self.runs.len();
+            for run in self.runs.range_mut(len - self.unstamped..) {
+                run.msg.start = now;
+                run.msg.sent = now;
             }
             self.unstamped = 0;
         }
@@ -320,13 +363,20 @@ impl Conn {
         }
     }
 
-    /// One read from a stream socket; `None` when the connection has none (down, or UDP).
-    fn stream_read(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+    /// The descriptor of a stream socket; `None` when the connection has none (down, or UDP).
+    fn stream_fd(&self) -> Option<RawFd> {
         match &self.sock {
-            Some(Sock::Tcp(s)) => Some((&*s).read(buf)),
-            Some(Sock::Unix(s)) => Some((&*s).read(buf)),
+            Some(Sock::Tcp(s)) => Some(s.as_raw_fd()),
+            Some(Sock::Unix(s)) => Some(s.as_raw_fd()),
             _ => None,
         }
+    }
+
+    /// One read from a stream socket (the server's direct syscall: see `ricochet::sys`); `None`
+    /// when the connection has none.
+    fn stream_read(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        let fd = self.stream_fd()?;
+        Some(sys::recv(fd, buf).map_err(io::Error::from_raw_os_error))
     }
 
     /// End of the run: reads and discards the rest of the echo; true once the server's EOF (or an
@@ -384,9 +434,15 @@ impl Conn {
             self.acked += n;
             // Messages are `size` bytes each, back to back from ring offset 0 of each message.
             let done = (self.acked / size) - (before / size);
-            for _ in 0..done {
-                if let Some(Some(msg)) = self.inflight.pop_front() {
-                    tally.complete(msg, now);
+            let mut left = done;
+            while left > 0 {
+                let Some(run) = self.runs.front_mut() else { break };
+                let k = run.count.min(left);
+                tally.complete_n(run.msg, now, k as u64);
+                left -= k;
+                run.count -= k;
+                if run.count == 0 {
+                    self.runs.pop_front();
                 }
             }
             self.outstanding -= done;
@@ -438,7 +494,7 @@ impl Conn {
                 continue;
             };
             let slot =
-                seq.checked_sub(self.udp_base).and_then(|i| self.inflight.get_mut(i as usize));
+                seq.checked_sub(self.udp_base).and_then(|i| self.datagrams.get_mut(i as usize));
             match slot.and_then(Option::take) {
                 Some(msg) => {
                     match self.udp_highest {
@@ -456,8 +512,8 @@ impl Conn {
     }
 
     fn trim_answered(&mut self) {
-        while let Some(None) = self.inflight.front() {
-            self.inflight.pop_front();
+        while let Some(None) = self.datagrams.front() {
+            self.datagrams.pop_front();
             self.udp_base += 1;
         }
     }
@@ -468,14 +524,14 @@ impl Conn {
         let timeout = timeout.as_nanos() as u64;
         let is_udp = matches!(self.sock, Some(Sock::Udp(_)));
         if !is_udp {
-            let stale = self.inflight.front().and_then(|m| *m).is_some_and(|m| {
-                self.unstamped < self.inflight.len() && now.saturating_sub(m.sent) > timeout
+            let stale = self.runs.front().is_some_and(|run| {
+                self.unstamped < self.runs.len() && now.saturating_sub(run.msg.sent) > timeout
             });
             let status = if stale { Status::Failed(Cause::Timeout) } else { Status::Ok };
             return (status, 0);
         }
         let mut lost = 0;
-        for slot in self.inflight.iter_mut() {
+        for slot in self.datagrams.iter_mut() {
             if let Some(m) = slot {
                 if now.saturating_sub(m.sent) <= timeout {
                     break;

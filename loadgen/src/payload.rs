@@ -21,23 +21,38 @@ fn splitmix64(mut z: u64) -> u64 {
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// The pattern's 64-bit words: each message has its own fully mixed key, and word `j` of it is
-/// `key ^ j·φ`, so every word of a message differs from its neighbours (one multiply per word).
-#[inline]
-fn words(stream: u32, seq: u64) -> impl Iterator<Item = [u8; 8]> {
-    let key = splitmix64(((stream as u64) << 40) ^ seq ^ 0x5EED);
-    (0u64..).map(move |j| (key ^ j.wrapping_mul(GOLDEN)).to_le_bytes())
+/// `key ^ j·φ`, so every word of a message differs from its neighbours. `j·φ` is kept as a running
+/// sum: written as a product, the compiler vectorised it into emulated 64-bit multiplies, which
+/// made generating payloads loadgen's costliest step.
+#[derive(Debug)]
+struct Words {
+    key: u64,
+    step: u64,
+}
+
+impl Words {
+    #[inline]
+    fn new(stream: u32, seq: u64) -> Self {
+        Words { key: splitmix64(((stream as u64) << 40) ^ seq ^ 0x5EED), step: 0 }
+    }
+
+    #[inline]
+    fn next_word(&mut self) -> [u8; 8] {
+        let word = (self.key ^ self.step).to_le_bytes();
+        self.step = self.step.wrapping_add(GOLDEN);
+        word
+    }
 }
 
 /// Fills `out` with the pattern of message `seq` on stream `stream`.
 pub fn fill(out: &mut [u8], stream: u32, seq: u64) {
-    let mut chunks = out.chunks_exact_mut(8);
-    let mut words = words(stream, seq);
-    for (chunk, word) in (&mut chunks).zip(&mut words) {
-        chunk.copy_from_slice(&word);
+    let mut words = Words::new(stream, seq);
+    let (whole, tail) = out.as_chunks_mut::<8>();
+    for chunk in whole {
+        *chunk = words.next_word();
     }
-    let tail = chunks.into_remainder();
-    if let Some(word) = words.next().filter(|_| !tail.is_empty()) {
-        tail.copy_from_slice(&word[..tail.len()]);
+    if !tail.is_empty() {
+        tail.copy_from_slice(&words.next_word()[..tail.len()]);
     }
 }
 
@@ -99,6 +114,14 @@ mod tests {
         let same =
             message(0, 4, 64).iter().zip(message(0, 5, 64)).filter(|(a, b)| **a == *b).count();
         assert!(same < 8, "{same}");
+    }
+
+    #[test]
+    fn words_follow_the_documented_formula() {
+        let key = splitmix64((3u64 << 40) ^ 1234 ^ 0x5EED);
+        let expected: Vec<u8> =
+            (0u64..9).flat_map(|j| (key ^ j.wrapping_mul(GOLDEN)).to_le_bytes()).collect();
+        assert_eq!(message(3, 1234, 70)[..], expected[..70]);
     }
 
     #[test]

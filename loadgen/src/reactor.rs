@@ -305,28 +305,28 @@ impl Worker {
         !self.issuing_done && self.plan.end.is_none_or(|end| now < end)
     }
 
-    /// Whether a message issued at `at` is flagged for recording: in message-count mode only those
-    /// after the warm-up (each takes a ticket); in duration mode all (the completion time decides).
+    /// Whether a message issued at `at` is flagged for recording (`None`: no more may be issued).
     fn flag(&mut self, at: Instant) -> Option<bool> {
-        if self.plan.tickets.is_none() {
-            return Some(true);
+        match self.flags(at, 1) {
+            (_, 0) => None,
+            (record, _) => Some(record),
         }
-        if at < self.plan.warmup_end {
-            return Some(false);
-        }
-        self.ticket().then_some(true)
     }
 
-    /// Claims the right to issue one recorded message (message-count mode).
-    fn ticket(&mut self) -> bool {
+    /// Whether messages issued at `at` are flagged for recording, and how many of `want` may be
+    /// issued: in message-count mode only those after the warm-up are recorded, and each takes a
+    /// ticket; in duration mode all are recorded (the completion time decides).
+    fn flags(&mut self, at: Instant, want: usize) -> (bool, usize) {
         match &self.plan.tickets {
-            None => true,
+            None => (true, want),
+            Some(_) if at < self.plan.warmup_end => (false, want),
             Some(tickets) => {
-                let ok = tickets.fetch_sub(1, Ordering::Relaxed) > 0;
-                if !ok {
+                let before = tickets.fetch_sub(want as i64, Ordering::Relaxed);
+                let granted = before.clamp(0, want as i64) as usize;
+                if granted < want {
                     self.issuing_done = true;
                 }
-                ok
+                (true, granted)
             }
         }
     }
@@ -386,12 +386,16 @@ impl Worker {
             return;
         }
         let (size, depth) = (self.plan.size, self.plan.depth);
+        let want = depth.saturating_sub(self.conns[i].in_flight());
         let mut status = Status::Ok;
-        while status == Status::Ok && self.conns[i].in_flight() < depth && self.may_issue(now) {
-            let Some(record) = self.flag(now) else { break };
-            let now = self.tally.ns(now);
-            let msg = InFlight { start: now, sent: now, record };
-            status = self.conns[i].issue(msg, false, size, &mut self.tally, &mut self.scratch);
+        if want > 0 && self.may_issue(now) {
+            let (record, n) = self.flags(now, want);
+            if n > 0 {
+                let at = self.tally.ns(now);
+                let msg = InFlight { start: at, sent: at, record };
+                status =
+                    self.conns[i].issue(msg, n, false, size, &mut self.tally, &mut self.scratch);
+            }
         }
         self.mark(i);
         self.handle(i, status, now);
@@ -416,8 +420,14 @@ impl Worker {
             let Some((_, intended)) = schedule.take_due(now) else { return };
             let Some(record) = self.flag(intended) else { return };
             let msg = InFlight { start: self.tally.ns(intended), sent: self.tally.ns(now), record };
-            let status =
-                self.conns[i].issue(msg, true, self.plan.size, &mut self.tally, &mut self.scratch);
+            let status = self.conns[i].issue(
+                msg,
+                1,
+                true,
+                self.plan.size,
+                &mut self.tally,
+                &mut self.scratch,
+            );
             self.mark(i);
             self.handle(i, status, now);
         }

@@ -151,7 +151,7 @@ impl LossyUdp {
             while !stop2.load(Ordering::Relaxed) {
                 let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
                 count += 1;
-                if count % nth == 0 {
+                if count.is_multiple_of(nth) {
                     dropped2.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
