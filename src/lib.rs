@@ -12,8 +12,9 @@
 //! # Layout
 //!
 //! - [`config`]: the checked [`Config`] and its limits.
-//! - `reactor`: the poll loop: tokens, slab of connections, dispatch, ready queue, deadlines,
-//!   drain.
+//! - `reactor`: the poll loop: tokens, slab of connections, dispatch, ready queue; with
+//!   `reactor/accept.rs` (listeners, accept, admit) and `reactor/lifecycle.rs` (deadlines, drain,
+//!   stop).
 //! - `connection`: one stream connection's state machine (write-through echo, backpressure,
 //!   half-close).
 //! - [`buffer`]: the capped per-connection output buffer and its pool.
@@ -21,7 +22,8 @@
 //! - `udp`: datagram echo with recvmmsg/sendmmsg.
 //! - `timer`: the deadline heap (idle timeout, drain quiet period).
 //! - `signals`: SIGTERM/SIGINT as a poll source.
-//! - `sys`: the hot path's direct `recv`/`send`/`sendmsg` calls.
+//! - `sys`: the hot path's raw `recv`/`send`/`sendmsg` syscalls (public but hidden: loadgen uses
+//!   them too).
 //! - [`stats`]: counters, published once per turn.
 //! - `server`: [`Server`], [`spawn`] and [`Handle`].
 //! - [`cli`]: the command line of the `ricochet` binary; [`units`]: byte sizes and durations.

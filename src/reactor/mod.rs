@@ -8,6 +8,12 @@
 //! edge would come for them) → fire due deadlines → free connections closed during the turn
 //! (deregister, then remove: a key is never reused within the batch that closed it) → publish
 //! the counters.
+//!
+//! Listeners (accept, admit, UDP) are in `accept.rs`; deadlines, the drain and the stop in
+//! `lifecycle.rs`.
+
+mod accept;
+mod lifecycle;
 
 use std::collections::VecDeque;
 use std::io;
@@ -20,13 +26,14 @@ use slab::Slab;
 
 use crate::buffer::BufferPool;
 use crate::config::{Config, ListenSpec};
-use crate::connection::{CloseReason, Connection, Ctx, Outcome, State, Stream};
+use crate::connection::{CloseReason, Connection, Ctx, Outcome, State};
 use crate::error::{Error, Result};
-use crate::listener::{self, AcceptBackoff, SocketFile};
+use crate::listener::{self, AcceptBackoff};
 use crate::signals::Signals;
 use crate::stats::{SharedStats, Stats};
 use crate::timer::{Deadline, Timers};
 use crate::udp::{Batch, UdpEcho};
+use accept::Listener;
 
 pub(crate) const WAKER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -40,31 +47,6 @@ pub(crate) const CMD_STOP: u8 = 2;
 
 /// Freed output blocks kept for reuse.
 const POOL_BLOCKS: usize = 64;
-
-#[derive(Debug)]
-enum Listener {
-    Tcp(mio::net::TcpListener),
-    Unix(mio::net::UnixListener, SocketFile),
-    Udp(UdpEcho),
-}
-
-impl Listener {
-    fn source(&mut self) -> &mut dyn mio::event::Source {
-        match self {
-            Listener::Tcp(l) => l,
-            Listener::Unix(l, _) => l,
-            Listener::Udp(u) => &mut u.socket,
-        }
-    }
-
-    fn accept(&self) -> io::Result<Stream> {
-        match self {
-            Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
-            Listener::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
-            Listener::Udp(_) => Err(io::ErrorKind::Unsupported.into()),
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -365,80 +347,6 @@ impl Reactor {
         }
     }
 
-    fn serve_listener(&mut self, index: usize, writable: bool, now: Instant) {
-        match self.listeners.get_mut(index) {
-            Some(Some(Listener::Udp(udp))) => {
-                let batch = self.udp_batch.as_mut().expect("a UDP listener has its batch");
-                if writable {
-                    udp.flush(&mut self.ctx.stats);
-                }
-                if udp.on_readable(batch, &mut self.ctx.stats) {
-                    self.ready.push_back(Token(LISTENER_BASE + index));
-                }
-            }
-            Some(Some(_)) => self.accept_from(index, now),
-            _ => {} // closed for the drain
-        }
-    }
-
-    fn accept_from(&mut self, index: usize, now: Instant) {
-        if self.backoff.paused(now) {
-            return; // retried for every listener when the pause ends
-        }
-        for _ in 0..self.config.accept_batch {
-            let Some(Some(listener)) = self.listeners.get(index) else { return };
-            match listener.accept() {
-                Ok(stream) => {
-                    self.backoff.succeed();
-                    self.admit(stream, now);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if listener::is_per_connection(&e) => {}
-                Err(e) => {
-                    self.ctx.stats.accept_errors += 1;
-                    let pause = self.backoff.fail(Instant::now());
-                    if self.config.log_stderr && pause == AcceptBackoff::FIRST {
-                        eprintln!(
-                            "ricochet: accept failed ({e}); pausing accepts, retrying with backoff"
-                        );
-                    }
-                    return;
-                }
-            }
-        }
-        // The batch cap was reached: more may be waiting, and no new edge will say so.
-        self.ready.push_back(Token(LISTENER_BASE + index));
-    }
-
-    fn admit(&mut self, stream: Stream, now: Instant) {
-        if self.config.max_conns.is_some_and(|max| self.conns.len() >= max) {
-            self.ctx.stats.rejected += 1;
-            stream.shutdown_write();
-            return; // dropped: closed at once
-        }
-        listener::configure_accepted(&stream, &self.config);
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        let mut conn = Connection::new(stream, self.next_id, now);
-        self.next_id += 1;
-        let registered = self.poll.registry().register(
-            conn.stream.source(),
-            Token(CONN_BASE + key),
-            Interest::READABLE | Interest::WRITABLE,
-        );
-        if registered.is_err() {
-            self.ctx.stats.accept_errors += 1;
-            return;
-        }
-        entry.insert(conn);
-        self.ctx.stats.accepted += 1;
-        self.ctx.stats.active += 1;
-        if let Some(idle) = self.config.idle_timeout {
-            self.arm(key, now + idle);
-        }
-    }
-
     fn arm(&mut self, key: usize, at: Instant) {
         let conn = &self.conns[key];
         self.timers.arm(Deadline { at, key, id: conn.id, seq: conn.timer_seq });
@@ -460,98 +368,6 @@ impl Reactor {
             }
             let outcome = conn.on_readable(ctx);
             self.apply(key, outcome);
-        }
-    }
-
-    fn fire_deadlines(&mut self, now: Instant) {
-        if self.backoff.take_expired(now) {
-            for index in 0..self.listeners.len() {
-                if let Some(Some(Listener::Tcp(_) | Listener::Unix(..))) = self.listeners.get(index)
-                {
-                    self.accept_from(index, now);
-                }
-            }
-        }
-        if let Some(at) = self.next_stats {
-            if now >= at {
-                println!("{}", self.ctx.stats.to_event_json("stats"));
-                let every = self.config.stats_interval.unwrap_or(Duration::from_secs(1));
-                self.next_stats = Some((at + every).max(now));
-            }
-        }
-        if let Phase::Draining { deadline } = self.phase {
-            if now >= deadline {
-                self.stop_now();
-                return;
-            }
-        }
-        while let Some(d) = self.timers.pop_due(now) {
-            let Some(conn) = self.conns.get(d.key) else { continue };
-            if conn.id != d.id || conn.timer_seq != d.seq || conn.state() == State::Closed {
-                continue; // stale: the connection is gone or was re-armed
-            }
-            let draining = matches!(self.phase, Phase::Draining { .. });
-            let limit = if draining {
-                self.config.drain_grace
-            } else if let Some(idle) = self.config.idle_timeout {
-                idle
-            } else {
-                continue;
-            };
-            let due = conn.last_active + limit;
-            if due > now {
-                self.arm(d.key, due);
-            } else if draining && conn.pending() > 0 {
-                // Still owed output: not quiet. Look again after another grace period.
-                self.arm(d.key, now + limit);
-            } else {
-                let reason = if draining { CloseReason::Drained } else { CloseReason::IdleTimeout };
-                self.close(d.key, reason);
-            }
-        }
-    }
-
-    /// Graceful shutdown: stop accepting at once; close each connection once it is quiet.
-    fn begin_drain(&mut self) {
-        if self.phase != Phase::Running {
-            return;
-        }
-        let now = Instant::now();
-        // Connections served later in this turn must be stamped with this time, not an old one.
-        self.ctx.now = now;
-        self.phase = Phase::Draining { deadline: now + self.config.drain_timeout };
-        self.close_listeners();
-        let grace = self.config.drain_grace;
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            // Every connection starts the drain as active (without an idle timeout the clock was
-            // not read on every turn, so `last_active` may be old); from now on it is kept exact.
-            let conn = &mut self.conns[key];
-            conn.timer_seq = conn.timer_seq.wrapping_add(1);
-            conn.last_active = now;
-            self.arm(key, now + grace);
-        }
-    }
-
-    /// Closes every connection now and ends the loop.
-    fn stop_now(&mut self) {
-        self.close_listeners();
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            self.close(key, CloseReason::DrainAborted);
-        }
-        self.free_closed();
-        self.phase = Phase::Stopped;
-    }
-
-    fn close_listeners(&mut self) {
-        for slot in &mut self.listeners {
-            if let Some(mut listener) = slot.take() {
-                let _ = self.poll.registry().deregister(listener.source());
-                if let Listener::Unix(_, file) = &listener {
-                    file.remove();
-                }
-            }
         }
     }
 }
