@@ -63,9 +63,14 @@ pub struct Args {
     pub idle_timeout: Option<Duration>,
 
     /// On SIGTERM/SIGINT, serve busy connections for at most DUR, then close what remains.
-    /// Connections quiet for 100ms (nothing received, nothing owed) are closed at once.
+    /// Connections quiet for --drain-grace (nothing received, nothing owed) are closed sooner.
     #[arg(long, value_name = "DUR", env = "RICOCHET_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+
+    /// During a drain, close a connection once it has been quiet (nothing received, nothing
+    /// owed to it) for DUR.
+    #[arg(long, value_name = "DUR", env = "RICOCHET_DRAIN_GRACE", default_value = "100ms", value_parser = parse_duration)]
+    pub drain_grace: Duration,
 
     /// TCP_NODELAY on accepted TCP connections (the default; RICOCHET_NODELAY=false turns it off).
     #[arg(long, value_name = "BOOL", env = "RICOCHET_NODELAY", action = ArgAction::Set,
@@ -136,6 +141,7 @@ impl TryFrom<Args> for Settings {
             max_pending: size("max-pending", args.max_pending)?,
             idle_timeout: args.idle_timeout,
             drain_timeout: args.drain_timeout,
+            drain_grace: args.drain_grace,
             nodelay: args.nodelay && !args.no_nodelay,
             keepalive: args.keepalive,
             reuseport: args.reuseport,
@@ -187,6 +193,7 @@ mod tests {
         assert_eq!(s.config.listeners, vec![ListenSpec::Tcp("127.0.0.1:7007".parse().unwrap())]);
         assert!(s.config.nodelay);
         assert_eq!(s.config.max_pending, 256 * 1024);
+        assert_eq!(s.config.drain_grace, Config::default().drain_grace);
         assert!(s.config.handle_signals);
     }
 
@@ -212,9 +219,11 @@ mod tests {
             "--no-nodelay",
             "--max-conns=10",
             "--recv-buffer=64KiB",
+            "--drain-grace=250ms",
         ])
         .unwrap();
         assert_eq!(s.config.max_pending, 1 << 20);
+        assert_eq!(s.config.drain_grace, Duration::from_millis(250));
         assert_eq!(s.config.idle_timeout, Some(Duration::from_secs(2)));
         assert!(!s.config.nodelay);
         assert_eq!(s.config.max_conns, Some(10));
@@ -229,6 +238,7 @@ mod tests {
             &["--max-pending", "0"],
             &["--max-pending", "5GiB"],
             &["--drain-timeout", "forever"],
+            &["--drain-grace", "0s"],
             &["--max-conns", "0"],
             &["--frobnicate"],
         ] {

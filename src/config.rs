@@ -161,6 +161,9 @@ impl Config {
         if self.idle_timeout == Some(Duration::ZERO) {
             return bad("idle-timeout must be longer than 0 (omit it to never time out)".into());
         }
+        if self.drain_grace.is_zero() {
+            return bad("drain-grace must be longer than 0".into());
+        }
         if self.stats_interval == Some(Duration::ZERO) {
             return bad("stats-interval must be longer than 0".into());
         }
