@@ -302,7 +302,7 @@ impl Conn {
             self.udp_base = seq;
         }
         self.datagrams.push_back(Some(msg));
-        match s.send(datagram) {
+        match sys::send(s.as_raw_fd(), datagram).map_err(io::Error::from_raw_os_error) {
             // A datagram the socket refuses is simply lost; the timeout will count it.
             Ok(_) => Status::Ok,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Status::Ok,
@@ -480,7 +480,7 @@ impl Conn {
         let mut completed = 0;
         loop {
             let Some(Sock::Udp(s)) = &self.sock else { return (Status::Ok, completed) };
-            let n = match s.recv(scratch) {
+            let n = match sys::recv(s.as_raw_fd(), scratch).map_err(io::Error::from_raw_os_error) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (Status::Ok, completed),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
