@@ -525,7 +525,7 @@ def write_report(args, shapes, servers, results, idle, client, perf_ok, started,
                  "bash scripts/compare.sh --rounds 3 --shapes ping-pong,bulk\n```\n")
     lines.append("It builds ricochet and loadgen (release), the C baselines in `baselines/c` (`cc -O2`), the tokio "
                  "baseline in `baselines/tokio-echo` (its own Cargo project), and uses `socat` if installed. "
-                 "It needs `taskset` and, for syscall counts, `perf` with tracepoint access.\n")
+                 "It needs `taskset` and, for syscall counts and sampled user CPU, `perf` (tracepoints and `perf record -e cpu-clock`); without perf those columns say n/a and user CPU ratios fall back to /proc ticks.\n")
     text = "\n".join(lines) + "\n"
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
