@@ -101,6 +101,28 @@ pub fn send2(fd: RawFd, first: &[u8], second: &[u8]) -> Result<usize, Errno> {
     unsafe { syscall6(libc::SYS_sendmsg, args) }
 }
 
+/// The most datagrams [`send_datagrams`] hands to one sendmmsg(2).
+pub const MAX_DATAGRAMS: usize = 64;
+
+/// sendmmsg(2) on a connected socket: one datagram per buffer (at most [`MAX_DATAGRAMS`]), with
+/// MSG_NOSIGNAL. Returns how many were sent; a failure is returned only when the first one fails
+/// (the rest are then not attempted), as sendmmsg does.
+pub fn send_datagrams(fd: RawFd, datagrams: &[&[u8]]) -> Result<usize, Errno> {
+    let n = datagrams.len().min(MAX_DATAGRAMS);
+    // SAFETY: all-zero iovec and mmsghdr are valid values (no name, no control data).
+    let mut iovs: [libc::iovec; MAX_DATAGRAMS] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; MAX_DATAGRAMS] = unsafe { std::mem::zeroed() };
+    for (i, datagram) in datagrams[..n].iter().enumerate() {
+        iovs[i] = libc::iovec { iov_base: datagram.as_ptr() as *mut _, iov_len: datagram.len() };
+        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+    }
+    let args = [fd as usize, hdrs.as_mut_ptr() as usize, n, libc::MSG_NOSIGNAL as usize, 0, 0];
+    // SAFETY: the first `n` headers each point at one iovec describing a live, readable slice.
+    unsafe { syscall6(libc::SYS_sendmmsg, args) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +143,21 @@ mod tests {
         drop(b);
         // The peer is gone: EPIPE, and no SIGPIPE (the test process would die).
         assert_eq!(send(a.as_raw_fd(), b"x"), Err(libc::EPIPE));
+    }
+
+    #[test]
+    fn datagrams_go_out_one_per_buffer() {
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        a.connect(b.local_addr().unwrap()).unwrap();
+        assert_eq!(send_datagrams(a.as_raw_fd(), &[b"one", b"", b"three"]), Ok(3));
+        let mut buf = [0u8; 16];
+        for expected in [&b"one"[..], b"", b"three"] {
+            let n = b.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], expected);
+        }
+        let many: Vec<&[u8]> = vec![b"x"; MAX_DATAGRAMS + 5];
+        assert_eq!(send_datagrams(a.as_raw_fd(), &many), Ok(MAX_DATAGRAMS));
+        assert_eq!(send_datagrams(-1, &many), Err(libc::EBADF));
     }
 }

@@ -255,13 +255,7 @@ impl Conn {
         scratch: &mut [u8],
     ) -> Status {
         if matches!(self.sock, Some(Sock::Udp(_))) {
-            for _ in 0..n {
-                let status = self.send_datagram(msg, size, tally, scratch);
-                if status != Status::Ok {
-                    return status;
-                }
-            }
-            return Status::Ok;
+            return self.send_datagrams(msg, n, size, tally, scratch);
         }
         let seq = self.next_seq;
         self.next_seq += n as u64;
@@ -282,33 +276,53 @@ impl Conn {
         Status::Ok
     }
 
-    fn send_datagram(
+    /// Sends `n` datagrams like `msg`, built in `scratch`, up to [`sys::MAX_DATAGRAMS`] per
+    /// sendmmsg(2). One the socket refuses is simply lost: the timeout counts it.
+    fn send_datagrams(
         &mut self,
         msg: InFlight,
+        n: usize,
         size: usize,
         tally: &mut Tally,
         scratch: &mut [u8],
     ) -> Status {
         let Some(Sock::Udp(s)) = &self.sock else { return Status::Ok };
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        if msg.record {
-            tally.recorded_inflight += 1;
+        let fd = s.as_raw_fd();
+        let per_call = (scratch.len() / size).clamp(1, sys::MAX_DATAGRAMS);
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(per_call);
+            left -= k;
+            let seq = self.next_seq;
+            self.next_seq += k as u64;
+            if msg.record {
+                tally.recorded_inflight += k as u64;
+            }
+            self.outstanding += k;
+            if self.datagrams.is_empty() {
+                self.udp_base = seq;
+            }
+            self.datagrams.extend(std::iter::repeat_n(Some(msg), k));
+            let mut batch: [&[u8]; sys::MAX_DATAGRAMS] = [&[]; sys::MAX_DATAGRAMS];
+            for (j, datagram) in scratch[..k * size].chunks_exact_mut(size).enumerate() {
+                payload::fill_datagram(datagram, self.id, seq + j as u64);
+            }
+            for (slot, datagram) in batch.iter_mut().zip(scratch[..k * size].chunks_exact(size)) {
+                *slot = datagram;
+            }
+            let mut sent = 0;
+            while sent < k {
+                match sys::send_datagrams(fd, &batch[sent..k]) {
+                    Ok(0) | Err(libc::EAGAIN) => break, // the socket is full: the rest are lost
+                    Ok(m) => sent += m,
+                    // An ICMP error from an earlier datagram, reported here: this one is lost.
+                    Err(libc::ECONNREFUSED) => sent += 1,
+                    Err(libc::EINTR) => {}
+                    Err(e) => return Status::Failed(Cause::of(&io::Error::from_raw_os_error(e))),
+                }
+            }
         }
-        self.outstanding += 1;
-        let datagram = &mut scratch[..size];
-        payload::fill_datagram(datagram, self.id, seq);
-        if self.datagrams.is_empty() {
-            self.udp_base = seq;
-        }
-        self.datagrams.push_back(Some(msg));
-        match sys::send(s.as_raw_fd(), datagram).map_err(io::Error::from_raw_os_error) {
-            // A datagram the socket refuses is simply lost; the timeout will count it.
-            Ok(_) => Status::Ok,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Status::Ok,
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Status::Ok,
-            Err(e) => Status::Failed(Cause::of(&e)),
-        }
+        Status::Ok
     }
 
     /// Writes everything queued, in one syscall (unless the socket is full). Closed-loop
