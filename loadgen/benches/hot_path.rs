@@ -26,7 +26,7 @@ fn payload_and_verify(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("append to ring", size), &size, |b, &size| {
             b.iter(|| {
                 ring.clear();
-                payload::append(black_box(&mut ring), size, 7, 11);
+                payload::append(black_box(&mut ring), 1, size, 7, 11);
                 black_box(&ring);
             })
         });

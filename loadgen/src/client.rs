@@ -257,23 +257,25 @@ impl Conn {
         if matches!(self.sock, Some(Sock::Udp(_))) {
             return self.send_datagrams(msg, n, size, tally, scratch);
         }
-        let seq = self.next_seq;
-        self.next_seq += n as u64;
-        if msg.record {
-            tally.recorded_inflight += n as u64;
-        }
-        self.outstanding += n;
-        let from = self.ring.len();
-        self.ring.resize(from + n * size, 0);
-        for (k, message) in self.ring[from..].chunks_exact_mut(size).enumerate() {
-            payload::fill(message, self.id, seq + k as u64);
-        }
+        let seq = self.hand_over(n, msg.record, tally);
+        payload::append(&mut self.ring, n, size, self.id, seq);
         self.runs.push_back(Run { msg, count: n });
         if !stamped {
             self.unstamped += 1;
         }
         self.dirty = true;
         Status::Ok
+    }
+
+    /// Numbers `n` new messages (returns the first number) and counts them in flight.
+    fn hand_over(&mut self, n: usize, record: bool, tally: &mut Tally) -> u64 {
+        let first = self.next_seq;
+        self.next_seq += n as u64;
+        if record {
+            tally.recorded_inflight += n as u64;
+        }
+        self.outstanding += n;
+        first
     }
 
     /// Sends `n` datagrams like `msg`, built in `scratch`, up to [`sys::MAX_DATAGRAMS`] per
@@ -293,21 +295,15 @@ impl Conn {
         while left > 0 {
             let k = left.min(per_call);
             left -= k;
-            let seq = self.next_seq;
-            self.next_seq += k as u64;
-            if msg.record {
-                tally.recorded_inflight += k as u64;
-            }
-            self.outstanding += k;
+            let seq = self.hand_over(k, msg.record, tally);
             if self.datagrams.is_empty() {
                 self.udp_base = seq;
             }
             self.datagrams.extend(std::iter::repeat_n(Some(msg), k));
             let mut batch: [&[u8]; sys::MAX_DATAGRAMS] = [&[]; sys::MAX_DATAGRAMS];
-            for (j, datagram) in scratch[..k * size].chunks_exact_mut(size).enumerate() {
+            let datagrams = scratch[..k * size].chunks_exact_mut(size);
+            for (j, (slot, datagram)) in batch.iter_mut().zip(datagrams).enumerate() {
                 payload::fill_datagram(datagram, self.id, seq + j as u64);
-            }
-            for (slot, datagram) in batch.iter_mut().zip(scratch[..k * size].chunks_exact(size)) {
                 *slot = datagram;
             }
             let mut sent = 0;

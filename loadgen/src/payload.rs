@@ -56,12 +56,18 @@ pub fn fill(out: &mut [u8], stream: u32, seq: u64) {
     }
 }
 
-/// Appends message `seq` of `stream` (`len` bytes) to `out`: the same bytes as [`fill`].
+/// Appends `count` messages of `stream`, `size` bytes each, numbered from `first`: the same bytes
+/// as [`fill`] gives each. One resize for the lot, then each message written in place.
 #[inline]
-pub fn append(out: &mut Vec<u8>, len: usize, stream: u32, seq: u64) {
+pub fn append(out: &mut Vec<u8>, count: usize, size: usize, stream: u32, first: u64) {
+    if size == 0 {
+        return; // nothing to write (and no zero-sized chunks to split into)
+    }
     let from = out.len();
-    out.resize(from + len, 0);
-    fill(&mut out[from..], stream, seq);
+    out.resize(from + count * size, 0);
+    for (k, message) in out[from..].chunks_exact_mut(size).enumerate() {
+        fill(message, stream, first + k as u64);
+    }
 }
 
 /// Fills `out` (at least [`SEQ_LEN`] bytes) as datagram `seq`: sequence number, then pattern.
@@ -128,9 +134,14 @@ mod tests {
     fn append_matches_fill() {
         for len in [0, 1, 7, 8, 9, 64, 1000] {
             let mut v = vec![0xEE; 3];
-            append(&mut v, len, 4, 99);
+            append(&mut v, 1, len, 4, 99);
             assert_eq!(v[..3], [0xEE; 3]);
             assert_eq!(v[3..], message(4, 99, len)[..], "len {len}");
+            // Several at once: each message in turn, numbered on from the first.
+            let mut v = vec![0xEE; 3];
+            append(&mut v, 3, len, 4, 99);
+            let expected: Vec<u8> = (99..102).flat_map(|seq| message(4, seq, len)).collect();
+            assert_eq!(v[3..], expected[..], "len {len} x 3");
         }
     }
 
