@@ -16,22 +16,26 @@ pub enum ListenSpec {
     Udp(SocketAddr),
     /// A Unix-domain stream listener at this path.
     Unix(PathBuf),
+    /// A TCP listener whose connections are the members of one chat room (one room per
+    /// listener): each line a member sends goes to every other member.
+    Chat(SocketAddr),
 }
 
 impl ListenSpec {
-    /// `tcp`, `udp` or `unix`.
+    /// `tcp`, `udp`, `unix` or `chat`.
     pub fn proto(&self) -> &'static str {
         match self {
             ListenSpec::Tcp(_) => "tcp",
             ListenSpec::Udp(_) => "udp",
             ListenSpec::Unix(_) => "unix",
+            ListenSpec::Chat(_) => "chat",
         }
     }
 
     /// The address as people write it: `127.0.0.1:7007`, `[::1]:7007`, `/run/echo.sock`.
     pub fn display_addr(&self) -> String {
         match self {
-            ListenSpec::Tcp(a) | ListenSpec::Udp(a) => a.to_string(),
+            ListenSpec::Tcp(a) | ListenSpec::Udp(a) | ListenSpec::Chat(a) => a.to_string(),
             ListenSpec::Unix(p) => p.display().to_string(),
         }
     }
@@ -48,9 +52,13 @@ pub struct Config {
     /// Connections served at once; accepted connections over this are closed at once and counted
     /// as rejected. `None`: no limit but the fd limit.
     pub max_conns: Option<usize>,
-    /// Cap on one connection's pending output. At the cap the server stops reading that
-    /// connection (backpressure) until the output has drained to half the cap.
+    /// Cap on one connection's pending output. At the cap an echo connection stops being read
+    /// (backpressure) until the output has drained to half the cap; a chat member whose
+    /// undelivered output would pass it is disconnected (a slow member never slows the room).
     pub max_pending: usize,
+    /// Chat: the longest line a member may send (the `\n` not counted). A member with more than
+    /// this buffered without a newline is told so and disconnected.
+    pub max_line: usize,
     /// Close a connection after this long with no progress in either direction.
     pub idle_timeout: Option<Duration>,
     /// How long a graceful shutdown may serve busy connections before closing them.
@@ -97,6 +105,7 @@ impl Default for Config {
             backlog: 1024,
             max_conns: None,
             max_pending: 256 * 1024,
+            max_line: 64 * 1024,
             idle_timeout: None,
             drain_timeout: Duration::from_secs(5),
             drain_grace: Duration::from_millis(100),
@@ -134,7 +143,7 @@ impl Config {
     pub fn check(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::Config(msg));
         if self.listeners.is_empty() {
-            return bad("no listener given (use --tcp, --udp or --unix)".into());
+            return bad("no listener given (use --tcp, --udp, --unix or --chat)".into());
         }
         if self.listeners.len() > 1000 {
             return bad(format!("{} listeners given; at most 1000", self.listeners.len()));
@@ -149,6 +158,12 @@ impl Config {
             return bad(format!(
                 "max-pending {} must be between 1 byte and {} bytes (1GiB)",
                 self.max_pending, MAX_PENDING_LIMIT
+            ));
+        }
+        if self.max_line == 0 || self.max_line > MAX_PENDING_LIMIT {
+            return bad(format!(
+                "max-line {} must be between 1 byte and {} bytes (1GiB)",
+                self.max_line, MAX_PENDING_LIMIT
             ));
         }
         for (name, size) in [("recv-buffer", self.recv_buffer), ("send-buffer", self.send_buffer)] {
@@ -204,7 +219,8 @@ mod tests {
 
     #[test]
     fn rejects_absurd_limits() {
-        let cases: [fn(&mut Config); 8] = [
+        let cases: [fn(&mut Config); 9] = [
+            |c| c.max_line = 0,
             |c| c.listeners.clear(),
             |c| c.max_pending = 0,
             |c| c.max_pending = MAX_PENDING_LIMIT + 1,

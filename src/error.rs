@@ -1,5 +1,8 @@
 //! The library's error type. Peer behaviour (resets, EOF, `WouldBlock`) is never an error here:
 //! only what stops the server from starting or running is.
+//!
+//! Each message is whole on its own line: the OS error is part of the message, and so it is not
+//! also offered as the error's `source()` (a chain printer would say it twice).
 
 use std::io;
 use std::path::PathBuf;
@@ -11,15 +14,14 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// A listener could not be set up (address in use, permission denied, ...).
-    #[error("cannot listen on {proto} {addr}: {source}")]
+    #[error("cannot listen on {proto} {addr}: {cause}")]
     Bind {
-        /// `tcp`, `udp` or `unix`.
+        /// `tcp`, `udp`, `unix` or `chat`.
         proto: &'static str,
         /// The address as given.
         addr: String,
         /// What the OS said.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// A Unix socket path cannot be used, for a reason that is not an OS error.
     #[error("cannot listen on unix {}: {reason}", path.display())]
@@ -30,19 +32,18 @@ pub enum Error {
         reason: String,
     },
     /// Any other OS failure, with what was being done.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         /// What the server was doing.
         context: &'static str,
         /// What the OS said.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
 impl Error {
     pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> Error {
-        move |source| Error::Io { context, source }
+        move |cause| Error::Io { context, cause }
     }
 }
 

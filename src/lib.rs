@@ -1,5 +1,5 @@
-//! ricochet: a fast, bounded echo server (TCP over IPv4/IPv6, UDP, Unix-domain streams) on one
-//! edge-triggered mio reactor, usable as a binary or embedded in Rust tests.
+//! ricochet: a fast, bounded echo server (TCP over IPv4/IPv6, UDP, Unix-domain streams) and chat
+//! room on one edge-triggered mio reactor, usable as a binary or embedded in Rust tests.
 //!
 //! ```no_run
 //! let server = ricochet::spawn(ricochet::Config::ephemeral())?;
@@ -15,12 +15,16 @@
 //! - `reactor`: the poll loop: tokens, slab of connections, dispatch, ready queue; with
 //!   `reactor/accept.rs` (listeners, accept, admit) and `reactor/lifecycle.rs` (deadlines, drain,
 //!   stop).
-//! - `connection`: one stream connection's state machine (write-through echo, backpressure,
-//!   half-close).
-//! - [`buffer`]: the capped per-connection output buffer and its pool.
+//! - `behaviour`: what a connection does with its bytes, chosen by its listener:
+//!   `behaviour/echo.rs` (write-through echo, backpressure, half-close: the fast path) and
+//!   `behaviour/chat.rs` (the chat room's members), with `behaviour/lines.rs` (the line framer);
+//!   `reactor/fanout.rs` delivers chat lines to the other members.
+//! - `transport`: the byte stream under a behaviour (`Plain`: the socket's raw syscalls).
+//! - [`buffer`]: the capped per-connection output buffer and its pool; `outbox`: a chat member's
+//!   queue of shared line segments.
 //! - `listener`: TCP and Unix listener setup, accepted-socket options, accept backoff.
 //! - `udp`: datagram echo with recvmmsg/sendmmsg.
-//! - `timer`: the deadline heap (idle timeout, drain quiet period).
+//! - `timer`: the deadline heap; each deadline has a kind (idle timeout, drain quiet period).
 //! - `signals`: SIGTERM/SIGINT as a poll source.
 //! - `sys`: the hot path's raw `recv`/`send`/`sendmsg` syscalls (public but hidden: loadgen uses
 //!   them too).
@@ -33,12 +37,13 @@
 
 #![deny(missing_docs)]
 
+mod behaviour;
 pub mod buffer;
 pub mod cli;
 pub mod config;
-mod connection;
 mod error;
 mod listener;
+mod outbox;
 mod reactor;
 pub mod ready;
 mod server;
@@ -47,6 +52,7 @@ pub mod stats;
 #[doc(hidden)]
 pub mod sys;
 mod timer;
+mod transport;
 mod udp;
 pub mod units;
 

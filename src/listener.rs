@@ -16,12 +16,16 @@ use mio::net::{TcpListener, UnixListener};
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
 use crate::config::Config;
-use crate::connection::Stream;
 use crate::error::{Error, Result};
+use crate::transport::Stream;
 
-/// A bound TCP listener, ready for mio.
-pub(crate) fn bind_tcp(addr: SocketAddr, config: &Config) -> Result<TcpListener> {
-    let fail = |source| Error::Bind { proto: "tcp", addr: addr.to_string(), source };
+/// A bound TCP listener, ready for mio; `proto` names it in errors (`tcp`, `chat`).
+pub(crate) fn bind_tcp(
+    addr: SocketAddr,
+    proto: &'static str,
+    config: &Config,
+) -> Result<TcpListener> {
+    let fail = |cause| Error::Bind { proto, addr: addr.to_string(), cause };
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(fail)?;
     socket.set_reuse_address(true).map_err(fail)?;
     if addr.is_ipv6() {
@@ -58,7 +62,7 @@ impl SocketFile {
 
 /// A bound Unix-domain stream listener at `path`.
 pub(crate) fn bind_unix(path: &Path, config: &Config) -> Result<(UnixListener, SocketFile)> {
-    let fail = |source| Error::Bind { proto: "unix", addr: path.display().to_string(), source };
+    let fail = |cause| Error::Bind { proto: "unix", addr: path.display().to_string(), cause };
     let refuse = |reason: &str| Error::UnixPath { path: path.to_owned(), reason: reason.into() };
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => {

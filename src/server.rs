@@ -179,7 +179,7 @@ impl Handle {
             Ok(result) => result,
             Err(_) => Err(Error::Io {
                 context: "the server thread",
-                source: std::io::Error::other("panicked"),
+                cause: std::io::Error::other("panicked"),
             }),
         }
     }

@@ -43,7 +43,7 @@ counters! {
     rejected,
     /// Served stream connections closed, for any reason.
     closed,
-    /// Stream connections open now.
+    /// Stream connections open now (echo connections and chat members).
     active,
     /// Connections closed because the peer reset them or a socket error occurred.
     resets,
@@ -53,9 +53,9 @@ counters! {
     drain_aborted,
     /// accept(2) failures (EMFILE and the like); each starts a backoff.
     accept_errors,
-    /// Bytes received on stream connections.
+    /// Bytes received on stream connections (echo and chat).
     bytes_in,
-    /// Bytes sent on stream connections.
+    /// Bytes sent on stream connections (echo and chat).
     bytes_out,
     /// Datagrams received.
     datagrams_in,
@@ -66,6 +66,15 @@ counters! {
     datagrams_dropped,
     /// Datagrams dropped by the low-source-port reflection guard.
     datagrams_low_port,
+    /// Chat members in a room now.
+    chat_members,
+    /// Complete lines received from chat members (commands included).
+    chat_lines,
+    /// Lines queued to chat members other than their sender (notices and command answers not
+    /// counted).
+    chat_deliveries,
+    /// Chat members disconnected because their undelivered output would have passed the cap.
+    slow_members,
 }
 
 impl Stats {
@@ -102,6 +111,6 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["closed"], 2);
         assert_eq!(v["bytes_out"], 0);
-        assert_eq!(v.as_object().unwrap().len(), 15);
+        assert_eq!(v.as_object().unwrap().len(), 19);
     }
 }

@@ -1,5 +1,6 @@
-//! Deadlines for connections (idle timeout, the drain's quiet period), kept in a min-heap with
-//! lazy re-arming.
+//! Deadlines for connections, kept in a min-heap with lazy re-arming. Each has a [`Kind`] that
+//! says what to check when it comes due (the reactor dispatches on it): an idle timeout, or the
+//! drain's quiet period. Faults and TLS add kinds (resume after a delay, handshake timeout).
 //!
 //! Each armed connection has one live entry, tagged with the connection's id and an arm
 //! sequence number. When an entry comes due the reactor checks the connection's real deadline
@@ -11,8 +12,17 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-/// One armed deadline: at `at`, look at slab entry `key` if it still holds connection `id`
-/// armed with sequence `seq`.
+/// What a deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// Close the connection if it made no progress for the idle timeout.
+    Idle,
+    /// During a drain: close the connection once it has been quiet for the grace period.
+    Quiet,
+}
+
+/// One armed deadline: at `at`, do what `kind` says to slab entry `key` if it still holds
+/// connection `id` armed with sequence `seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Deadline {
     /// When to look.
@@ -23,6 +33,8 @@ pub struct Deadline {
     pub id: u64,
     /// Which arming of that connection this entry belongs to.
     pub seq: u32,
+    /// What to check.
+    pub kind: Kind,
 }
 
 /// A min-heap of deadlines.
@@ -73,7 +85,7 @@ mod tests {
     use std::time::Duration;
 
     fn d(at: Instant, key: usize) -> Deadline {
-        Deadline { at, key, id: key as u64, seq: 0 }
+        Deadline { at, key, id: key as u64, seq: 0, kind: Kind::Idle }
     }
 
     #[test]

@@ -188,7 +188,7 @@ fn idle_timeout_spares_active_connections() {
     let addr = server.tcp_addr().unwrap();
     let idle = connect(addr);
     let mut active = connect(addr);
-    std::thread::scope(|s| {
+    let active = std::thread::scope(|s| {
         let talker = s.spawn(move || {
             // Talk every 50 ms for 1.2 s: four idle timeouts' worth.
             for i in 0..24 {
@@ -200,9 +200,11 @@ fn idle_timeout_spares_active_connections() {
         assert_eq!(read_to_eof(&idle), b"", "the idle client sees EOF");
         let mut active = talker.join().unwrap();
         ping(&mut active, b"still open");
+        active // kept open until the counters are read: its close would count too
     });
     wait_for("the idle close to be counted", || server.stats().idle_timeouts == 1);
     assert_eq!(server.stats().closed, 1, "only the idle one closed");
+    drop(active);
 }
 
 /// Clients that reset (SO_LINGER 0) in the middle of an echo close only their own connection.

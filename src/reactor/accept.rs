@@ -1,56 +1,80 @@
-//! Listeners: serving their readiness (accept batches, UDP echo), admitting connections, and
-//! closing listeners for a drain.
+//! Listeners: serving their readiness (accept batches, UDP echo), admitting connections with the
+//! listener's behaviour, and closing listeners for a drain.
 
 use std::io;
 use std::time::Instant;
 
 use mio::{Interest, Token};
 
-use super::{Reactor, CONN_BASE, LISTENER_BASE};
-use crate::connection::{Connection, Stream};
+use super::{Reactor, CONN_BASE};
+use crate::behaviour::chat::Member;
+use crate::behaviour::echo::Echo;
+use crate::behaviour::{Behaviour, Conn, Life};
 use crate::listener::{self, AcceptBackoff, SocketFile};
+use crate::transport::{Plain, Stream};
 use crate::udp::UdpEcho;
 
-/// A listening socket, or the one UDP socket of a UDP listen address.
+/// A listening stream socket.
 #[derive(Debug)]
-pub(super) enum Listener {
+pub(super) enum StreamListener {
     Tcp(mio::net::TcpListener),
     Unix(mio::net::UnixListener, SocketFile),
+}
+
+/// A listening socket with the behaviour its connections get, or the one UDP socket of a UDP
+/// listen address.
+#[derive(Debug)]
+pub(super) enum Listener {
+    Stream { socket: StreamListener, behaviour: Behaviour },
     Udp(UdpEcho),
 }
 
 impl Listener {
+    pub(super) fn stream(socket: StreamListener, behaviour: Behaviour) -> Self {
+        Listener::Stream { socket, behaviour }
+    }
+
     pub(super) fn source(&mut self) -> &mut dyn mio::event::Source {
         match self {
-            Listener::Tcp(l) => l,
-            Listener::Unix(l, _) => l,
+            Listener::Stream { socket: StreamListener::Tcp(l), .. } => l,
+            Listener::Stream { socket: StreamListener::Unix(l, _), .. } => l,
             Listener::Udp(u) => &mut u.socket,
         }
     }
+}
 
+impl StreamListener {
     fn accept(&self) -> io::Result<Stream> {
         match self {
-            Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
-            Listener::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
-            Listener::Udp(_) => Err(io::ErrorKind::Unsupported.into()),
+            StreamListener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+            StreamListener::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
         }
     }
 }
 
 impl Reactor {
-    pub(super) fn serve_listener(&mut self, index: usize, writable: bool, now: Instant) {
+    pub(super) fn serve_listener(
+        &mut self,
+        index: usize,
+        readable: bool,
+        writable: bool,
+        now: Instant,
+    ) {
         match self.listeners.get_mut(index) {
             Some(Some(Listener::Udp(udp))) => {
-                let batch = self.udp_batch.as_mut().expect("a UDP listener has its batch");
                 if writable {
                     udp.flush(&mut self.ctx.stats);
                 }
+                if !readable {
+                    return;
+                }
+                let batch = self.udp_batch.as_mut().expect("a UDP listener has its batch");
                 if udp.on_readable(batch, &mut self.ctx.stats) {
-                    self.ready.push_back(Token(LISTENER_BASE + index));
+                    self.requeue_listener(index);
                 }
             }
-            Some(Some(_)) => self.accept_from(index, now),
-            _ => {} // closed for the drain
+            Some(Some(_)) if readable => self.accept_from(index, now),
+            _ => {} // closed for the drain, or a writable-only event
         }
     }
 
@@ -59,11 +83,15 @@ impl Reactor {
             return; // retried for every listener when the pause ends
         }
         for _ in 0..self.config.accept_batch {
-            let Some(Some(listener)) = self.listeners.get(index) else { return };
-            match listener.accept() {
+            let Some(Some(Listener::Stream { socket, behaviour })) = self.listeners.get(index)
+            else {
+                return;
+            };
+            let behaviour = *behaviour;
+            match socket.accept() {
                 Ok(stream) => {
                     self.backoff.succeed();
-                    self.admit(stream, now);
+                    self.admit(stream, behaviour, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -72,19 +100,19 @@ impl Reactor {
                     self.ctx.stats.accept_errors += 1;
                     let pause = self.backoff.fail(Instant::now());
                     if self.config.log_stderr && pause == AcceptBackoff::FIRST {
-                        eprintln!(
+                        super::note(&format!(
                             "ricochet: accept failed ({e}); pausing accepts, retrying with backoff"
-                        );
+                        ));
                     }
                     return;
                 }
             }
         }
         // The batch cap was reached: more may be waiting, and no new edge will say so.
-        self.ready.push_back(Token(LISTENER_BASE + index));
+        self.requeue_listener(index);
     }
 
-    fn admit(&mut self, stream: Stream, now: Instant) {
+    fn admit(&mut self, stream: Stream, behaviour: Behaviour, now: Instant) {
         if self.config.max_conns.is_some_and(|max| self.conns.len() >= max) {
             self.ctx.stats.rejected += 1;
             stream.shutdown_write();
@@ -93,10 +121,11 @@ impl Reactor {
         listener::configure_accepted(&stream, &self.config);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        let mut conn = Connection::new(stream, self.next_id, now);
+        let life = Life::new(self.next_id, now);
         self.next_id += 1;
+        let mut io = Plain::new(stream);
         let registered = self.poll.registry().register(
-            conn.stream.source(),
+            crate::transport::Transport::source(&mut io),
             Token(CONN_BASE + key),
             Interest::READABLE | Interest::WRITABLE,
         );
@@ -104,11 +133,17 @@ impl Reactor {
             self.ctx.stats.accept_errors += 1;
             return;
         }
+        let conn = match behaviour {
+            Behaviour::Echo => Conn::Echo(Echo::new(io, life)),
+            Behaviour::Chat { room } => {
+                Conn::Chat(Box::new(Member::join(io, life, key, room, &mut self.ctx)))
+            }
+        };
         entry.insert(conn);
         self.ctx.stats.accepted += 1;
         self.ctx.stats.active += 1;
         if let Some(idle) = self.config.idle_timeout {
-            self.arm(key, now + idle);
+            self.arm(key, now + idle, crate::timer::Kind::Idle);
         }
     }
 
@@ -116,7 +151,7 @@ impl Reactor {
         for slot in &mut self.listeners {
             if let Some(mut listener) = slot.take() {
                 let _ = self.poll.registry().deregister(listener.source());
-                if let Listener::Unix(_, file) = &listener {
+                if let Listener::Stream { socket: StreamListener::Unix(_, file), .. } = &listener {
                     file.remove();
                 }
             }

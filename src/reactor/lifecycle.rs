@@ -5,21 +5,21 @@ use std::time::{Duration, Instant};
 
 use super::accept::Listener;
 use super::{Phase, Reactor};
-use crate::connection::{CloseReason, State};
+use crate::behaviour::CloseReason;
+use crate::timer::Kind;
 
 impl Reactor {
     pub(super) fn fire_deadlines(&mut self, now: Instant) {
         if self.backoff.take_expired(now) {
             for index in 0..self.listeners.len() {
-                if let Some(Some(Listener::Tcp(_) | Listener::Unix(..))) = self.listeners.get(index)
-                {
+                if let Some(Some(Listener::Stream { .. })) = self.listeners.get(index) {
                     self.accept_from(index, now);
                 }
             }
         }
         if let Some(at) = self.next_stats {
             if now >= at {
-                println!("{}", self.ctx.stats.to_event_json("stats"));
+                super::emit(&self.ctx.stats.to_event_json("stats"));
                 let every = self.config.stats_interval.unwrap_or(Duration::from_secs(1));
                 self.next_stats = Some((at + every).max(now));
             }
@@ -32,26 +32,32 @@ impl Reactor {
         }
         while let Some(d) = self.timers.pop_due(now) {
             let Some(conn) = self.conns.get(d.key) else { continue };
-            if conn.id != d.id || conn.timer_seq != d.seq || conn.state() == State::Closed {
+            let life = conn.life();
+            if life.id != d.id || life.timer_seq != d.seq || conn.is_closed() {
                 continue; // stale: the connection is gone or was re-armed
             }
-            let draining = matches!(self.phase, Phase::Draining { .. });
-            let limit = if draining {
-                self.config.drain_grace
-            } else if let Some(idle) = self.config.idle_timeout {
-                idle
-            } else {
-                continue;
-            };
-            let due = conn.last_active + limit;
-            if due > now {
-                self.arm(d.key, due);
-            } else if draining && conn.pending() > 0 {
-                // Still owed output: not quiet. Look again after another grace period.
-                self.arm(d.key, now + limit);
-            } else {
-                let reason = if draining { CloseReason::Drained } else { CloseReason::IdleTimeout };
-                self.close(d.key, reason);
+            match d.kind {
+                Kind::Idle => {
+                    let Some(idle) = self.config.idle_timeout else { continue };
+                    let due = life.last_active + idle;
+                    if due > now {
+                        self.arm(d.key, due, Kind::Idle);
+                    } else {
+                        self.close(d.key, CloseReason::IdleTimeout);
+                    }
+                }
+                Kind::Quiet => {
+                    let grace = self.config.drain_grace;
+                    let due = life.last_active + grace;
+                    if due > now {
+                        self.arm(d.key, due, Kind::Quiet);
+                    } else if conn.owes_output() {
+                        // Still owed output: not quiet. Look again after another grace period.
+                        self.arm(d.key, now + grace, Kind::Quiet);
+                    } else {
+                        self.close(d.key, CloseReason::Drained);
+                    }
+                }
             }
         }
     }
@@ -71,10 +77,11 @@ impl Reactor {
         for key in keys {
             // Every connection starts the drain as active (without an idle timeout the clock was
             // not read on every turn, so `last_active` may be old); from now on it is kept exact.
-            let conn = &mut self.conns[key];
-            conn.timer_seq = conn.timer_seq.wrapping_add(1);
-            conn.last_active = now;
-            self.arm(key, now + grace);
+            // The new arming replaces any idle deadline.
+            let life = self.conns[key].life_mut();
+            life.timer_seq = life.timer_seq.wrapping_add(1);
+            life.last_active = now;
+            self.arm(key, now + grace, Kind::Quiet);
         }
     }
 
@@ -85,6 +92,7 @@ impl Reactor {
         for key in keys {
             self.close(key, CloseReason::DrainAborted);
         }
+        self.ctx.chat.mail.clear(); // notices for members that are all gone
         self.free_closed();
         self.phase = Phase::Stopped;
     }

@@ -5,14 +5,16 @@
 //!
 //! One turn: poll (timeout = nearest deadline, zero if the ready queue has work) → serve each
 //! event → serve the ready queue (connections and listeners that stopped at their budget: no new
-//! edge would come for them) → fire due deadlines → free connections closed during the turn
-//! (deregister, then remove: a key is never reused within the batch that closed it) → publish
-//! the counters.
+//! edge would come for them) → fire due deadlines → deliver chat mail and flush the members it
+//! reached → free connections closed during the turn (deregister, then remove: a key is never
+//! reused within the batch that closed it) → publish the counters.
 //!
-//! Listeners (accept, admit, UDP) are in `accept.rs`; deadlines, the drain and the stop in
-//! `lifecycle.rs`.
+//! A connection is a [`Conn`]: its behaviour (echo, chat member) is matched once per event; the
+//! plain echo keeps its fast path. Listeners (accept, admit, UDP) are in `accept.rs`; deadlines,
+//! the drain and the stop in `lifecycle.rs`; chat delivery in `fanout.rs`.
 
 mod accept;
+mod fanout;
 mod lifecycle;
 
 use std::collections::VecDeque;
@@ -24,16 +26,18 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::behaviour::chat::{ChatCtx, Room};
+use crate::behaviour::echo;
+use crate::behaviour::{Behaviour, CloseReason, Conn, Ctx, Outcome};
 use crate::buffer::BufferPool;
 use crate::config::{Config, ListenSpec};
-use crate::connection::{CloseReason, Connection, Ctx, Outcome, State};
 use crate::error::{Error, Result};
 use crate::listener::{self, AcceptBackoff};
 use crate::signals::Signals;
 use crate::stats::{SharedStats, Stats};
-use crate::timer::{Deadline, Timers};
+use crate::timer::{Deadline, Kind, Timers};
 use crate::udp::{Batch, UdpEcho};
-use accept::Listener;
+use accept::{Listener, StreamListener};
 
 pub(crate) const WAKER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -61,7 +65,9 @@ pub(crate) struct Reactor {
     poll: Poll,
     config: Config,
     listeners: Vec<Option<Listener>>,
-    conns: Slab<Connection>,
+    /// Listener `i` is in the ready queue.
+    listener_queued: Vec<bool>,
+    conns: Slab<Conn>,
     /// Read buffer, buffer pool, counters, limits and the turn's time, lent to connections.
     ctx: Ctx,
     udp_batch: Option<Box<Batch>>,
@@ -86,13 +92,21 @@ impl Reactor {
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(Error::io("creating the waker"))?);
         let mut listeners = Vec::with_capacity(config.listeners.len());
         let mut addrs = Vec::with_capacity(config.listeners.len());
+        let mut rooms = Vec::new();
         for (i, spec) in config.listeners.iter().enumerate() {
             let (mut listener, addr) = match spec {
-                ListenSpec::Tcp(addr) => {
-                    let l = listener::bind_tcp(*addr, &config)?;
+                ListenSpec::Tcp(addr) | ListenSpec::Chat(addr) => {
+                    let l = listener::bind_tcp(*addr, spec.proto(), &config)?;
                     let local =
                         l.local_addr().map_err(Error::io("reading a TCP listener's address"))?;
-                    (Listener::Tcp(l), ListenSpec::Tcp(local))
+                    let (behaviour, addr) = match spec {
+                        ListenSpec::Chat(_) => {
+                            rooms.push(Room::default());
+                            (Behaviour::Chat { room: rooms.len() - 1 }, ListenSpec::Chat(local))
+                        }
+                        _ => (Behaviour::Echo, ListenSpec::Tcp(local)),
+                    };
+                    (Listener::stream(StreamListener::Tcp(l), behaviour), addr)
                 }
                 ListenSpec::Udp(addr) => {
                     let socket = crate::udp::bind(*addr, &config)?;
@@ -105,7 +119,8 @@ impl Reactor {
                 }
                 ListenSpec::Unix(path) => {
                     let (l, file) = listener::bind_unix(path, &config)?;
-                    (Listener::Unix(l, file), ListenSpec::Unix(path.clone()))
+                    let listener = Listener::stream(StreamListener::Unix(l, file), Behaviour::Echo);
+                    (listener, ListenSpec::Unix(path.clone()))
                 }
             };
             let interest = match listener {
@@ -136,7 +151,9 @@ impl Reactor {
                 cap: config.max_pending,
                 budget: config.turn_budget,
                 now: Instant::now(),
+                chat: ChatCtx { rooms, max_line: config.max_line, ..ChatCtx::default() },
             },
+            listener_queued: vec![false; listeners.len()],
             listeners,
             conns: Slab::new(),
             udp_batch,
@@ -185,7 +202,7 @@ impl Reactor {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(Error::Io { context: "polling", source: e });
+                return Err(Error::Io { context: "polling", cause: e });
             }
             if clocked {
                 now = Instant::now();
@@ -201,6 +218,9 @@ impl Reactor {
             // and the next turn is clocked.
             if clocked {
                 self.fire_deadlines(now);
+            }
+            if self.chat_owed() {
+                self.flush_chat();
             }
             if !self.closed.is_empty() {
                 self.free_closed();
@@ -250,7 +270,10 @@ impl Reactor {
                 let readable = read_closed || event.is_readable() || event.is_error();
                 self.serve_conn(t - CONN_BASE, readable, event.is_writable(), read_closed);
             }
-            Token(t) => self.serve_listener(t - LISTENER_BASE, event.is_writable(), now),
+            Token(t) => {
+                let readable = event.is_readable() || event.is_error();
+                self.serve_listener(t - LISTENER_BASE, readable, event.is_writable(), now)
+            }
         }
     }
 
@@ -260,22 +283,22 @@ impl Reactor {
             match self.phase {
                 Phase::Running => {
                     if self.config.log_stderr {
-                        eprintln!(
+                        note(&format!(
                             "ricochet: {}: closing listeners, draining {} connection(s) for up to {}",
                             crate::signals::name(signal),
                             self.conns.len(),
                             humantime::format_duration(self.config.drain_timeout)
-                        );
+                        ));
                     }
                     self.begin_drain();
                 }
                 _ => {
                     if self.config.log_stderr {
-                        eprintln!(
+                        note(&format!(
                             "ricochet: second signal ({}): closing {} connection(s) now",
                             crate::signals::name(signal),
                             self.conns.len()
-                        );
+                        ));
                     }
                     self.stop_now();
                 }
@@ -286,24 +309,35 @@ impl Reactor {
     fn serve_conn(&mut self, key: usize, readable: bool, writable: bool, read_closed: bool) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let ctx = &mut self.ctx;
-        if conn.state() == State::Closed {
-            return; // a stale event for a connection closed earlier in this batch
-        }
-        if read_closed {
-            conn.note_read_closed();
-        }
-        let mut outcome = Outcome::Idle;
-        // mio reports writable with nearly every event; it matters only when output is owed
-        // (a connection whose writes were refused always has output pending).
-        if writable && conn.pending() > 0 {
-            outcome = conn.on_writable(ctx);
-        }
-        if readable && outcome == Outcome::Idle {
-            outcome = match conn.fast_echo(ctx) {
-                Some(outcome) => outcome,
-                None => conn.on_readable(ctx),
-            };
-        }
+        let outcome = match conn {
+            Conn::Echo(conn) => {
+                if conn.state() == echo::State::Closed {
+                    return; // a stale event for a connection closed earlier in this batch
+                }
+                if read_closed {
+                    conn.note_read_closed();
+                }
+                let mut outcome = Outcome::Idle;
+                // mio reports writable with nearly every event; it matters only when output is
+                // owed (a connection whose writes were refused always has output pending).
+                if writable && conn.pending() > 0 {
+                    outcome = conn.on_writable(ctx);
+                }
+                if readable && outcome == Outcome::Idle {
+                    outcome = match conn.fast_echo(ctx) {
+                        Ok(outcome) => outcome,
+                        Err(used) => conn.on_readable(ctx, used),
+                    };
+                }
+                outcome
+            }
+            Conn::Chat(member) => {
+                if member.is_closed() {
+                    return;
+                }
+                member.on_event(ctx, readable, writable, read_closed)
+            }
+        };
         self.apply(key, outcome);
     }
 
@@ -312,9 +346,9 @@ impl Reactor {
         match outcome {
             Outcome::Idle => {}
             Outcome::MoreToRead => {
-                let conn = &mut self.conns[key];
-                if !conn.queued {
-                    conn.queued = true;
+                let life = self.conns[key].life_mut();
+                if !life.queued {
+                    life.queued = true;
                     self.ready.push_back(Token(CONN_BASE + key));
                 }
             }
@@ -325,49 +359,77 @@ impl Reactor {
     /// Marks a connection closed; it is freed after the current batch.
     fn close(&mut self, key: usize, reason: CloseReason) {
         let conn = &mut self.conns[key];
-        if conn.state() == State::Closed {
+        if conn.is_closed() {
             return;
         }
-        conn.close(&mut self.ctx.pool);
+        conn.close(&mut self.ctx);
         self.closed.push(key);
-        self.ctx.stats.closed += 1;
+        let stats = &mut self.ctx.stats;
+        stats.closed += 1;
         match reason {
-            CloseReason::Reset => self.ctx.stats.resets += 1,
-            CloseReason::IdleTimeout => self.ctx.stats.idle_timeouts += 1,
-            CloseReason::DrainAborted => self.ctx.stats.drain_aborted += 1,
-            CloseReason::Eof | CloseReason::Drained => {}
+            CloseReason::Reset => stats.resets += 1,
+            CloseReason::IdleTimeout => stats.idle_timeouts += 1,
+            CloseReason::DrainAborted => stats.drain_aborted += 1,
+            CloseReason::Slow => stats.slow_members += 1,
+            CloseReason::Eof | CloseReason::Drained | CloseReason::LineTooLong => {}
         }
     }
 
+    /// Frees the connections closed during this turn: deregistered first, then removed from the
+    /// slab (whose key may then be reused).
     fn free_closed(&mut self) {
         for key in self.closed.drain(..) {
-            let mut conn = self.conns.remove(key);
-            let _ = self.poll.registry().deregister(conn.stream.source());
+            let _ = self.poll.registry().deregister(self.conns[key].source());
+            self.conns.remove(key);
             self.ctx.stats.active -= 1;
         }
     }
 
-    fn arm(&mut self, key: usize, at: Instant) {
-        let conn = &self.conns[key];
-        self.timers.arm(Deadline { at, key, id: conn.id, seq: conn.timer_seq });
+    fn arm(&mut self, key: usize, at: Instant, kind: Kind) {
+        let life = self.conns[key].life();
+        self.timers.arm(Deadline { at, key, id: life.id, seq: life.timer_seq, kind });
+    }
+
+    /// Puts listener `index` on the ready queue (once): it stopped with work left.
+    fn requeue_listener(&mut self, index: usize) {
+        if !self.listener_queued[index] {
+            self.listener_queued[index] = true;
+            self.ready.push_back(Token(LISTENER_BASE + index));
+        }
     }
 
     fn serve_ready(&mut self, now: Instant) {
         for _ in 0..self.ready.len() {
             let Some(Token(t)) = self.ready.pop_front() else { break };
             if t < CONN_BASE {
-                self.serve_listener(t - LISTENER_BASE, false, now);
+                let index = t - LISTENER_BASE;
+                self.listener_queued[index] = false;
+                self.serve_listener(index, true, false, now);
                 continue;
             }
             let key = t - CONN_BASE;
             let Some(conn) = self.conns.get_mut(key) else { continue };
-            let ctx = &mut self.ctx;
-            conn.queued = false;
-            if conn.state() == State::Closed {
+            conn.life_mut().queued = false;
+            if conn.is_closed() {
                 continue;
             }
-            let outcome = conn.on_readable(ctx);
+            let outcome = conn.resume(&mut self.ctx);
             self.apply(key, outcome);
         }
     }
+}
+
+/// Writes one line to stderr, ignoring failure (a closed stderr must not stop the server either).
+pub(crate) fn note(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Writes one line to stdout, ignoring failure: a reader that went away (`ricochet | head -n1`)
+/// must never stop the server.
+pub(crate) fn emit(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }

@@ -1,61 +1,27 @@
-//! One stream connection's state machine: read into the reactor's shared buffer, write straight
-//! back, keep only what the socket would not take (batched sendall), stop reading at the pending
-//! cap (backpressure), and on EOF flush everything before shutting down the write side.
+//! The echo behaviour: read into the reactor's shared buffer, write straight back, keep only
+//! what the transport would not take (batched sendall), stop reading at the pending cap
+//! (backpressure), and on EOF flush everything before shutting down the write side.
 //!
 //! Invariants:
 //! - Bytes leave in the order they arrived: new input is written behind pending output, in one
 //!   vectored send with it.
 //! - Pending output never exceeds the cap: a read asks for at most the room left under it.
-//! - `write_blocked` is set only after the kernel refused bytes (so an edge-triggered writable
+//! - `write_blocked` is set only after the transport refused bytes (so an edge-triggered writable
 //!   event is sure to follow), and while it is set no send is attempted: input is queued.
-//! - Every state change goes through [`Connection::set_state`].
+//! - Every state change goes through [`Echo::set_state`].
+//!
+//! Generic over the [`Transport`], so each transport gets its own monomorphic copy: the plain one
+//! compiles to the direct syscalls of `crate::sys`.
 
 use std::fmt;
-use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
-use std::time::Instant;
 
-use socket2::SockRef;
+use libc::{EAGAIN, EINTR};
 
+use super::{CloseReason, Ctx, Life, Outcome};
 use crate::buffer::{BufferPool, OutBuf};
-use crate::stats::Stats;
-use crate::sys;
+use crate::transport::Transport;
 
-/// An accepted stream socket.
-#[derive(Debug)]
-pub(crate) enum Stream {
-    Tcp(mio::net::TcpStream),
-    Unix(mio::net::UnixStream),
-}
-
-impl Stream {
-    fn sock(&self) -> SockRef<'_> {
-        match self {
-            Stream::Tcp(s) => SockRef::from(s),
-            Stream::Unix(s) => SockRef::from(s),
-        }
-    }
-
-    fn raw_fd(&self) -> RawFd {
-        match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        }
-    }
-
-    pub(crate) fn shutdown_write(&self) {
-        let _ = self.sock().shutdown(Shutdown::Write);
-    }
-
-    pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
-        match self {
-            Stream::Tcp(s) => s,
-            Stream::Unix(s) => s,
-        }
-    }
-}
-
-/// Where a connection is in its life.
+/// Where an echo connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
     /// Reading and echoing.
@@ -79,82 +45,25 @@ impl fmt::Display for State {
     }
 }
 
-/// Why a connection ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CloseReason {
-    /// The peer half-closed and got everything back.
-    Eof,
-    /// The peer reset, or a socket error.
-    Reset,
-    /// No progress for the idle timeout.
-    IdleTimeout,
-    /// Quiet during a graceful shutdown.
-    Drained,
-    /// Still busy when the drain timeout expired (or at a second signal).
-    DrainAborted,
-}
-
-/// What the reactor does next with a connection it just served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// Nothing until the next readiness event.
-    Idle,
-    /// Hit its per-turn budget with input still waiting: serve it again after this batch.
-    MoreToRead,
-    /// Close it.
-    Close(CloseReason),
-}
-
-/// The reactor's resources that connections use, owned by the reactor and lent to one
-/// connection at a time (one pointer, so serving an event costs no setup).
+/// One echo connection over transport `T`.
 #[derive(Debug)]
-pub(crate) struct Ctx {
-    /// The one shared read buffer.
-    pub buf: Box<[u8]>,
-    /// Recycled output-buffer storage.
-    pub pool: BufferPool,
-    /// The counters.
-    pub stats: Stats,
-    /// Cap on a connection's pending output.
-    pub cap: usize,
-    /// Bytes a connection may read per turn.
-    pub budget: usize,
-    /// The current turn's time (exact when a deadline needs it; see the reactor).
-    pub now: Instant,
-}
-
-/// One stream connection.
-#[derive(Debug)]
-pub(crate) struct Connection {
-    pub stream: Stream,
-    /// The stream's descriptor, for the hot path's direct syscalls.
-    fd: RawFd,
+pub(crate) struct Echo<T> {
+    pub io: T,
     out: OutBuf,
     state: State,
-    /// Unique over the server's life (slab keys are reused).
-    pub id: u64,
-    /// Last time a byte moved in either direction.
-    pub last_active: Instant,
-    /// Which arming of this connection's deadline is live (see `timer.rs`).
-    pub timer_seq: u32,
-    /// Already in the reactor's ready queue.
-    pub queued: bool,
+    pub life: Life,
     write_blocked: bool,
     /// The peer's FIN or a hang-up was reported: read to EOF, never stop at a short read.
     read_closed: bool,
 }
 
-impl Connection {
-    pub(crate) fn new(stream: Stream, id: u64, now: Instant) -> Self {
-        Connection {
-            fd: stream.raw_fd(),
-            stream,
+impl<T: Transport> Echo<T> {
+    pub(crate) fn new(io: T, life: Life) -> Self {
+        Echo {
+            io,
             out: OutBuf::new(),
             state: State::Open,
-            id,
-            last_active: now,
-            timer_seq: 0,
-            queued: false,
+            life,
             write_blocked: false,
             read_closed: false,
         }
@@ -184,28 +93,28 @@ impl Connection {
 
     /// The common readable event, kept small: the connection is open, owes nothing, and no EOF
     /// was reported. One recv into the shared buffer, one send of all of it, done if the read was
-    /// short (the socket is drained). `None` hands over to [`Connection::on_readable`]: after a
-    /// full read (more may wait), at EOF (a read returns 0 again), or on EINTR; whatever this call
-    /// read is fully handled either way.
+    /// short (the socket is drained). `Err(used)` hands over to [`Echo::on_readable`] with `used`
+    /// bytes of the turn's budget spent: after a full read (more may wait), at EOF (a read
+    /// returns 0 again), or on EINTR; whatever this call read is fully handled either way.
     #[inline]
-    pub(crate) fn fast_echo(&mut self, ctx: &mut Ctx) -> Option<Outcome> {
+    pub(crate) fn fast_echo(&mut self, ctx: &mut Ctx) -> Result<Outcome, usize> {
         if self.state != State::Open || !self.out.is_empty() || self.read_closed {
-            return None;
+            return Err(0);
         }
         let room = ctx.cap.min(ctx.buf.len());
-        let n = match sys::recv(self.fd, &mut ctx.buf[..room]) {
-            Ok(0) | Err(libc::EINTR) => return None,
+        let n = match self.io.recv(&mut ctx.buf[..room]) {
+            Ok(0) | Err(EINTR) => return Err(0),
             Ok(n) => n,
-            Err(libc::EAGAIN) => return Some(Outcome::Idle), // a spurious event
-            Err(_) => return Some(Outcome::Close(CloseReason::Reset)),
+            Err(EAGAIN) => return Ok(Outcome::Idle), // a spurious event
+            Err(_) => return Ok(Outcome::Close(CloseReason::Reset)),
         };
         ctx.stats.bytes_in += n as u64;
-        self.last_active = ctx.now;
+        self.life.last_active = ctx.now;
         // `echo` would do the same with nothing owed, but calling it here costs ~40 instructions
         // per message (callgrind): its pending-output paths come along. So the send is inline.
         let sent = loop {
-            let sent = sys::send(self.fd, &ctx.buf[..n]);
-            if sent != Err(libc::EINTR) {
+            let sent = self.io.send(&ctx.buf[..n]);
+            if sent != Err(EINTR) {
                 break sent;
             }
         };
@@ -216,34 +125,34 @@ impl Connection {
                 self.keep_unsent(0, written, n, ctx);
             }
             // Refused: the kernel's buffer is full, so a writable edge will follow.
-            Err(libc::EAGAIN) => self.keep_unsent(0, 0, n, ctx),
-            Err(_) => return Some(Outcome::Close(CloseReason::Reset)),
+            Err(EAGAIN) => self.keep_unsent(0, 0, n, ctx),
+            Err(_) => return Ok(Outcome::Close(CloseReason::Reset)),
         }
         if n < room {
-            Some(Outcome::Idle)
+            Ok(Outcome::Idle)
         } else {
-            None
+            Err(n)
         }
     }
 
-    /// Reads and echoes until the socket is drained, the budget is spent or the cap is reached.
-    pub(crate) fn on_readable(&mut self, ctx: &mut Ctx) -> Outcome {
-        let mut used = 0;
+    /// Reads and echoes until the socket is drained, the budget is spent (`used` of it already
+    /// was, this turn) or the cap is reached.
+    pub(crate) fn on_readable(&mut self, ctx: &mut Ctx, mut used: usize) -> Outcome {
         while self.state == State::Open {
             let room = self.out.room(ctx.cap).min(ctx.buf.len());
             if room == 0 {
                 self.set_state(State::Backpressured);
                 break;
             }
-            let n = match sys::recv(self.fd, &mut ctx.buf[..room]) {
+            let n = match self.io.recv(&mut ctx.buf[..room]) {
                 Ok(0) => return self.on_eof(ctx),
                 Ok(n) => n,
-                Err(libc::EAGAIN) => break,
-                Err(libc::EINTR) => continue,
+                Err(EAGAIN) => break,
+                Err(EINTR) => continue,
                 Err(_) => return Outcome::Close(CloseReason::Reset),
             };
             ctx.stats.bytes_in += n as u64;
-            self.last_active = ctx.now;
+            self.life.last_active = ctx.now;
             if let Err(reason) = self.echo(n, ctx) {
                 return Outcome::Close(reason);
             }
@@ -270,7 +179,7 @@ impl Connection {
         match self.state {
             State::Backpressured if self.out.len() <= ctx.cap / 2 => {
                 self.set_state(State::Open);
-                self.on_readable(ctx)
+                self.on_readable(ctx, 0)
             }
             State::Flushing if self.out.is_empty() => self.finish(),
             _ => Outcome::Idle,
@@ -291,9 +200,8 @@ impl Connection {
         }
     }
 
-    /// Everything was echoed after the peer's EOF: send ours.
+    /// Everything was echoed after the peer's EOF: the reactor's close sends ours.
     fn finish(&mut self) -> Outcome {
-        self.stream.shutdown_write();
         Outcome::Close(CloseReason::Eof)
     }
 
@@ -308,17 +216,17 @@ impl Connection {
         let pending = self.out.len();
         let sent = loop {
             let sent = if pending == 0 {
-                sys::send(self.fd, new)
+                self.io.send(new)
             } else {
-                sys::send2(self.fd, self.out.pending(), new)
+                self.io.send2(self.out.pending(), new)
             };
-            if sent != Err(libc::EINTR) {
+            if sent != Err(EINTR) {
                 break sent;
             }
         };
         let written = match sent {
             Ok(written) => written,
-            Err(libc::EAGAIN) => 0,
+            Err(EAGAIN) => 0,
             Err(_) => return Err(CloseReason::Reset),
         };
         ctx.stats.bytes_out += written as u64;
@@ -351,10 +259,10 @@ impl Connection {
     /// Writes pending output until it is gone or the socket refuses more.
     fn flush(&mut self, ctx: &mut Ctx) -> Result<(), CloseReason> {
         while !self.out.is_empty() {
-            match sys::send(self.fd, self.out.pending()) {
+            match self.io.send(self.out.pending()) {
                 Ok(n) => {
                     ctx.stats.bytes_out += n as u64;
-                    self.last_active = ctx.now;
+                    self.life.last_active = ctx.now;
                     let all = n == self.out.len();
                     self.out.consume(n, &mut ctx.pool);
                     if !all {
@@ -362,23 +270,24 @@ impl Connection {
                         break;
                     }
                 }
-                Err(libc::EAGAIN) => {
+                Err(EAGAIN) => {
                     self.write_blocked = true;
                     break;
                 }
-                Err(libc::EINTR) => {}
+                Err(EINTR) => {}
                 Err(_) => return Err(CloseReason::Reset),
             }
         }
         Ok(())
     }
 
-    /// Ends the connection on purpose (idle, drain): FIN first so the peer sees an orderly end,
-    /// and the storage goes back to the pool. Input still unread at this point is lost, knowingly:
-    /// quiet connections have none.
+    /// Ends the connection, for any reason: FIN (once; after an EOF it tells the peer everything
+    /// was echoed, on an idle or drain close that the end is orderly), and the storage goes back
+    /// to the pool. Input still unread at this point is lost, knowingly: an EOF close has none,
+    /// and quiet connections have none.
     pub(crate) fn close(&mut self, pool: &mut BufferPool) {
         if self.state != State::Closed {
-            self.stream.shutdown_write();
+            self.io.shutdown_write();
             self.set_state(State::Closed);
         }
         self.out.release(pool);

@@ -1,0 +1,452 @@
+//! The chat room: every complete line a member sends goes to every other member of its room,
+//! whole, in order per sender; the sender never gets its own line back.
+//!
+//! Protocol (lines end in `\n`):
+//! - An ordinary line is delivered byte for byte, or as `NAME: line` once the member has a name.
+//! - `/nick NAME` (1–32 of `A-Za-z0-9_-`) names the member; the others get `* NAME joined` or
+//!   `* OLD is now NAME`, and `* NAME left` when a named member leaves, for any reason.
+//! - `/who` answers the asker only: `* members: alice, bob (+3 unnamed)`.
+//! - `/quit` ends the connection once the member's pending output is sent.
+//! - Anything else starting with `/` gets `* error: unknown command /xyz` (the sender only).
+//! - More than `--max-line` bytes without a newline: `* error: line too long`, then the member is
+//!   disconnected; no fragment of that line reaches anyone.
+//! - At EOF the member's complete lines, then its unterminated last line (with `\n` added), are
+//!   delivered; then it leaves.
+//!
+//! A member reads through its transport and frames lines ([`Framer`]); what is for the others it
+//! posts as [`Mail`] (one shared [`Segment`] per run of lines), and the reactor delivers it to
+//! each other member's [`Outbox`], cutting off any member whose undelivered output would pass the
+//! cap: slow members never slow the room. Replies and errors go to the member's own outbox.
+//!
+//! Members are flushed once per reactor turn (everything that arrived for them in the turn, in
+//! one vectored send), not once per line.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::time::Instant;
+
+use libc::{EAGAIN, EINTR};
+
+use super::lines::{Framer, Piece};
+use super::{CloseReason, Ctx, Life, Outcome};
+use crate::outbox::{Outbox, Segment};
+use crate::stats::Stats;
+use crate::sys::MAX_IOV;
+use crate::transport::Transport;
+
+/// The longest name.
+pub(crate) const MAX_NAME: usize = 32;
+
+/// One room: its members (slab keys) and their names.
+#[derive(Debug, Default)]
+pub(crate) struct Room {
+    /// Slab keys of the members, in joining order.
+    pub members: Vec<usize>,
+    names: BTreeSet<Box<str>>,
+    unnamed: usize,
+}
+
+/// What a member posted for the others of its room.
+#[derive(Debug)]
+pub(crate) struct Mail {
+    /// The sender's slab key: it does not get its own mail.
+    pub from: usize,
+    pub room: usize,
+    pub seg: Segment,
+    /// Lines in `seg` (each delivery counts them); 0 for a notice.
+    pub lines: u64,
+}
+
+/// The reactor's chat state, lent to members with the rest of [`Ctx`].
+#[derive(Debug, Default)]
+pub(crate) struct ChatCtx {
+    pub rooms: Vec<Room>,
+    /// Posted, not yet delivered: the reactor delivers it in this order.
+    pub mail: VecDeque<Mail>,
+    /// Members with output to flush at the end of the turn (each listed once).
+    pub dirty: Vec<usize>,
+    /// `--max-line`.
+    pub max_line: usize,
+}
+
+impl ChatCtx {
+    /// Lists member `key` for the end-of-turn flush unless it is already listed.
+    fn mark<T>(&mut self, member: &mut Member<T>) {
+        if !member.listed {
+            member.listed = true;
+            self.dirty.push(member.key);
+        }
+    }
+}
+
+/// Where a member is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// In the room, reading and receiving.
+    Open,
+    /// Out of the room (quit, EOF, a line too long): sending what is pending, then closing.
+    Leaving(CloseReason),
+    /// Done; the reactor frees it after the current event batch.
+    Closed,
+}
+
+/// One member of a room, over transport `T`.
+#[derive(Debug)]
+pub(crate) struct Member<T> {
+    pub io: T,
+    pub life: Life,
+    key: usize,
+    room: usize,
+    state: State,
+    name: Option<Box<str>>,
+    joined: bool,
+    out: Outbox,
+    framer: Framer,
+    write_blocked: bool,
+    read_closed: bool,
+    /// In [`ChatCtx::dirty`].
+    listed: bool,
+}
+
+impl<T: Transport> Member<T> {
+    /// A member of `room`, at slab key `key`, joined at once.
+    pub(crate) fn join(io: T, life: Life, key: usize, room: usize, ctx: &mut Ctx) -> Self {
+        let r = &mut ctx.chat.rooms[room];
+        r.members.push(key);
+        r.unnamed += 1;
+        ctx.stats.chat_members += 1;
+        Member {
+            io,
+            life,
+            key,
+            room,
+            state: State::Open,
+            name: None,
+            joined: true,
+            out: Outbox::default(),
+            framer: Framer::default(),
+            write_blocked: false,
+            read_closed: false,
+            listed: false,
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.out.len()
+    }
+
+    /// A readiness event.
+    pub(crate) fn on_event(
+        &mut self,
+        ctx: &mut Ctx,
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+    ) -> Outcome {
+        self.read_closed |= read_closed;
+        let mut outcome = Outcome::Idle;
+        if writable && self.write_blocked {
+            self.write_blocked = false;
+            outcome = self.flush(&mut ctx.stats, ctx.now);
+        }
+        if readable && outcome == Outcome::Idle {
+            outcome = self.on_readable(ctx, 0);
+        }
+        outcome
+    }
+
+    /// Reads and frames lines until the socket is drained or the budget is spent (`used` of it
+    /// already was, this turn).
+    pub(crate) fn on_readable(&mut self, ctx: &mut Ctx, mut used: usize) -> Outcome {
+        while self.state == State::Open {
+            let n = match self.io.recv(&mut ctx.buf) {
+                Ok(0) => return self.on_eof(ctx),
+                Ok(n) => n,
+                Err(EAGAIN) => break,
+                Err(EINTR) => continue,
+                Err(_) => return Outcome::Close(CloseReason::Reset),
+            };
+            ctx.stats.bytes_in += n as u64;
+            self.life.last_active = ctx.now;
+            let mut framer = std::mem::take(&mut self.framer);
+            let Ctx { buf, chat, stats, .. } = ctx;
+            framer.feed(&buf[..n], chat.max_line, |piece| self.piece(piece, chat, stats));
+            self.framer = framer;
+            if self.out.len() > ctx.cap {
+                // Its own replies (a flood of commands it never reads the answers to).
+                return Outcome::Close(CloseReason::Slow);
+            }
+            if self.state != State::Open {
+                return self.flush(&mut ctx.stats, ctx.now);
+            }
+            used += n;
+            // A short read on a stream socket means its receive queue was empty (epoll(7)).
+            if n < ctx.buf.len() && !self.read_closed {
+                break;
+            }
+            if used >= ctx.budget {
+                return Outcome::MoreToRead;
+            }
+        }
+        Outcome::Idle
+    }
+
+    /// The peer's EOF: its last unterminated line goes out too, then it leaves.
+    fn on_eof(&mut self, ctx: &mut Ctx) -> Outcome {
+        let mut framer = std::mem::take(&mut self.framer);
+        let Ctx { chat, stats, .. } = ctx;
+        framer.finish(|piece| self.piece(piece, chat, stats));
+        if self.state == State::Open {
+            self.leave(chat, stats);
+            self.state = State::Leaving(CloseReason::Eof);
+        }
+        self.flush(&mut ctx.stats, ctx.now)
+    }
+
+    /// Handles one framed piece; false stops the framing (the member is leaving).
+    fn piece(&mut self, piece: Piece<'_>, chat: &mut ChatCtx, stats: &mut Stats) -> bool {
+        match piece {
+            Piece::Lines(bytes, count) => {
+                stats.chat_lines += count as u64;
+                let seg = match &self.name {
+                    None => Arc::from(bytes),
+                    Some(name) => prefixed(name, bytes, count),
+                };
+                chat.mail.push_back(Mail {
+                    from: self.key,
+                    room: self.room,
+                    seg,
+                    lines: count as u64,
+                });
+                true
+            }
+            Piece::Command(line) => {
+                stats.chat_lines += 1;
+                self.command(line, chat, stats)
+            }
+            Piece::TooLong => {
+                self.reply(b"* error: line too long\n", chat);
+                self.leave(chat, stats);
+                self.state = State::Leaving(CloseReason::LineTooLong);
+                false
+            }
+        }
+    }
+
+    /// One command line (without its `\n`; a trailing `\r` is ignored, for telnet).
+    fn command(&mut self, line: &[u8], chat: &mut ChatCtx, stats: &mut Stats) -> bool {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = String::from_utf8_lossy(line);
+        let (command, arg) = match text.split_once(' ') {
+            Some((command, arg)) => (command, arg.trim()),
+            None => (&*text, ""),
+        };
+        match command {
+            "/nick" => self.nick(arg, chat),
+            "/who" => {
+                let answer = who(&chat.rooms[self.room]);
+                self.reply(answer.as_bytes(), chat);
+            }
+            "/quit" => {
+                self.leave(chat, stats);
+                self.state = State::Leaving(CloseReason::Eof);
+                return false;
+            }
+            _ => {
+                let answer = format!("* error: unknown command {command}\n");
+                self.reply(answer.as_bytes(), chat);
+            }
+        }
+        true
+    }
+
+    fn nick(&mut self, name: &str, chat: &mut ChatCtx) {
+        if !valid_name(name) {
+            let answer =
+                format!("* error: a name is 1 to {MAX_NAME} of A-Z a-z 0-9 _ -, not {name:?}\n");
+            return self.reply(answer.as_bytes(), chat);
+        }
+        if self.name.as_deref() == Some(name) {
+            return; // already so named: nothing changes, nobody is told
+        }
+        let room = &mut chat.rooms[self.room];
+        if room.names.contains(name) {
+            let answer = format!("* error: the name {name} is taken\n");
+            return self.reply(answer.as_bytes(), chat);
+        }
+        let notice = match self.name.take() {
+            None => {
+                room.unnamed -= 1;
+                format!("* {name} joined\n")
+            }
+            Some(old) => {
+                room.names.remove(&old);
+                format!("* {old} is now {name}\n")
+            }
+        };
+        room.names.insert(name.into());
+        self.name = Some(name.into());
+        chat.mail.push_back(Mail {
+            from: self.key,
+            room: self.room,
+            seg: Arc::from(notice.as_bytes()),
+            lines: 0,
+        });
+    }
+
+    /// Queues an answer for this member only.
+    fn reply(&mut self, bytes: &[u8], chat: &mut ChatCtx) {
+        self.out.push(Arc::from(bytes));
+        chat.mark(self);
+    }
+
+    /// Leaves the room (once): others are told if the member had a name.
+    fn leave(&mut self, chat: &mut ChatCtx, stats: &mut Stats) {
+        if !self.joined {
+            return;
+        }
+        self.joined = false;
+        stats.chat_members -= 1;
+        let room = &mut chat.rooms[self.room];
+        if let Some(i) = room.members.iter().position(|&k| k == self.key) {
+            room.members.remove(i);
+        }
+        match &self.name {
+            None => room.unnamed -= 1,
+            Some(name) => {
+                room.names.remove(name);
+                let notice = format!("* {name} left\n");
+                chat.mail.push_back(Mail {
+                    from: self.key,
+                    room: self.room,
+                    seg: Arc::from(notice.as_bytes()),
+                    lines: 0,
+                });
+            }
+        }
+    }
+
+    /// Queues `seg` from another member, unless that would take the undelivered output past
+    /// `cap` (false: the member is too slow). Lists the member for the end-of-turn flush.
+    pub(crate) fn deliver(&mut self, seg: &Segment, cap: usize, dirty: &mut Vec<usize>) -> bool {
+        if self.out.len() + seg.len() > cap {
+            return false;
+        }
+        self.out.push(Arc::clone(seg));
+        if !self.listed {
+            self.listed = true;
+            dirty.push(self.key);
+        }
+        true
+    }
+
+    /// Taken off the dirty list.
+    pub(crate) fn unlist(&mut self) {
+        self.listed = false;
+    }
+
+    /// Sends pending output until it is gone or the transport refuses more; closes a leaving
+    /// member once everything is out.
+    pub(crate) fn flush(&mut self, stats: &mut Stats, now: Instant) -> Outcome {
+        while !self.out.is_empty() && !self.write_blocked {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let k = self.out.slices(&mut iov);
+            let total: usize = iov[..k].iter().map(|s| s.len()).sum();
+            match self.io.send_vectored(&iov[..k]) {
+                Ok(n) => {
+                    stats.bytes_out += n as u64;
+                    self.life.last_active = now;
+                    self.out.consume(n);
+                    // Refused bytes: the kernel's buffer is full, so a writable edge will follow.
+                    self.write_blocked = n < total;
+                }
+                Err(EAGAIN) => self.write_blocked = true,
+                Err(EINTR) => {}
+                Err(_) => return Outcome::Close(CloseReason::Reset),
+            }
+        }
+        match self.state {
+            State::Leaving(reason) if self.out.is_empty() => Outcome::Close(reason),
+            _ => Outcome::Idle,
+        }
+    }
+
+    /// Ends the connection: out of the room (the others are told), FIN, output dropped.
+    pub(crate) fn close(&mut self, ctx: &mut Ctx) {
+        if self.state != State::Closed {
+            self.leave(&mut ctx.chat, &mut ctx.stats);
+            self.io.shutdown_write();
+            self.state = State::Closed;
+        }
+        self.out.clear();
+    }
+}
+
+/// `NAME: line` for each of the `count` lines in `bytes`, in one segment.
+fn prefixed(name: &str, bytes: &[u8], count: usize) -> Segment {
+    let mut out = Vec::with_capacity(bytes.len() + count * (name.len() + 2));
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(line);
+    }
+    Arc::from(out)
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The answer to `/who`: names in order, then the count of unnamed members.
+fn who(room: &Room) -> String {
+    let names: Vec<&str> = room.names.iter().map(|n| &**n).collect();
+    let mut answer = format!("* members: {}", names.join(", "));
+    if room.unnamed > 0 {
+        if !names.is_empty() {
+            answer.push(' ');
+        }
+        answer.push_str(&format!("(+{} unnamed)", room.unnamed));
+    }
+    answer.push('\n');
+    answer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(valid_name("alice"));
+        assert!(valid_name("a-b_9"));
+        assert!(valid_name(&"x".repeat(MAX_NAME)));
+        for bad in ["", "a b", "é", "bob!", &"x".repeat(MAX_NAME + 1)] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn prefix_goes_on_every_line() {
+        assert_eq!(&*prefixed("al", b"a\n\nb\n", 3), b"al: a\nal: \nal: b\n");
+    }
+
+    #[test]
+    fn who_lists_names_then_the_unnamed() {
+        let mut room = Room::default();
+        room.names.insert("bob".into());
+        room.names.insert("alice".into());
+        room.unnamed = 3;
+        assert_eq!(who(&room), "* members: alice, bob (+3 unnamed)\n");
+        room.unnamed = 0;
+        assert_eq!(who(&room), "* members: alice, bob\n");
+        room.names.clear();
+        room.unnamed = 2;
+        assert_eq!(who(&room), "* members: (+2 unnamed)\n");
+    }
+}

@@ -1,0 +1,169 @@
+//! What a connection does with its bytes. A listener carries a [`Behaviour`], fixed when a
+//! connection is accepted; the reactor keeps the connection as a [`Conn`] and reaches the
+//! behaviour through one `match` per event.
+//!
+//! - [`echo`]: every byte back to its sender (the monomorphic fast path).
+//! - [`chat`]: lines broadcast to the other members of a room; [`lines`] frames them and
+//!   [`crate::outbox`] queues the shared segments each member still has to receive.
+//!
+//! Behaviours never touch a file descriptor: they read and write through a
+//! [`Transport`](crate::transport::Transport). They never touch another connection either: what
+//! must reach other members is posted to the reactor ([`chat::Mail`]), which delivers it.
+
+pub(crate) mod chat;
+pub(crate) mod echo;
+pub(crate) mod lines;
+
+use std::time::Instant;
+
+use crate::buffer::BufferPool;
+use crate::stats::Stats;
+use crate::transport::Plain;
+use chat::{ChatCtx, Member};
+use echo::Echo;
+
+/// What a listener's connections do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Behaviour {
+    /// Echo every byte.
+    Echo,
+    /// Be a member of chat room `room` (an index into [`ChatCtx::rooms`]).
+    Chat { room: usize },
+}
+
+/// Why a connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The peer half-closed and got everything back (chat: or said `/quit`).
+    Eof,
+    /// The peer reset, or a socket error.
+    Reset,
+    /// No progress for the idle timeout.
+    IdleTimeout,
+    /// Quiet during a graceful shutdown.
+    Drained,
+    /// Still busy when the drain timeout expired (or at a second signal).
+    DrainAborted,
+    /// A chat member whose undelivered output would have passed its cap.
+    Slow,
+    /// A chat member sent a line longer than `--max-line` (it was told why first).
+    LineTooLong,
+}
+
+/// What the reactor does next with a connection it just served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Nothing until the next readiness event.
+    Idle,
+    /// Hit its per-turn budget with input still waiting: serve it again after this batch.
+    MoreToRead,
+    /// Close it.
+    Close(CloseReason),
+}
+
+/// The reactor's bookkeeping for one connection, whatever it does.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Life {
+    /// Unique over the server's life (slab keys are reused).
+    pub id: u64,
+    /// Last time a byte moved in either direction.
+    pub last_active: Instant,
+    /// Which arming of this connection's deadline is live (see `timer.rs`).
+    pub timer_seq: u32,
+    /// Already in the reactor's ready queue.
+    pub queued: bool,
+}
+
+impl Life {
+    pub(crate) fn new(id: u64, now: Instant) -> Self {
+        Life { id, last_active: now, timer_seq: 0, queued: false }
+    }
+}
+
+/// The reactor's resources that connections use, owned by the reactor and lent to one
+/// connection at a time (one pointer, so serving an event costs no setup).
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    /// The one shared read buffer.
+    pub buf: Box<[u8]>,
+    /// Recycled output-buffer storage.
+    pub pool: BufferPool,
+    /// The counters.
+    pub stats: Stats,
+    /// Cap on a connection's pending output.
+    pub cap: usize,
+    /// Bytes a connection may read per turn.
+    pub budget: usize,
+    /// The current turn's time (exact when a deadline needs it; see the reactor).
+    pub now: Instant,
+    /// The chat rooms and what their members posted for delivery.
+    pub chat: ChatCtx,
+}
+
+/// One connection in the reactor's slab.
+#[derive(Debug)]
+pub(crate) enum Conn {
+    Echo(Echo<Plain>),
+    /// Boxed: a member is larger than an echo connection, and idle echo connections must stay
+    /// small.
+    Chat(Box<Member<Plain>>),
+}
+
+impl Conn {
+    #[inline]
+    pub(crate) fn life(&self) -> &Life {
+        match self {
+            Conn::Echo(c) => &c.life,
+            Conn::Chat(m) => &m.life,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn life_mut(&mut self) -> &mut Life {
+        match self {
+            Conn::Echo(c) => &mut c.life,
+            Conn::Chat(m) => &mut m.life,
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            Conn::Echo(c) => c.state() == echo::State::Closed,
+            Conn::Chat(m) => m.is_closed(),
+        }
+    }
+
+    /// Whether output is still owed to the peer, by the behaviour or inside the transport (a
+    /// drain waits for it).
+    pub(crate) fn owes_output(&self) -> bool {
+        use crate::transport::Transport;
+        match self {
+            Conn::Echo(c) => c.pending() > 0 || c.io.has_buffered(),
+            Conn::Chat(m) => m.pending() > 0 || m.io.has_buffered(),
+        }
+    }
+
+    pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
+        use crate::transport::Transport;
+        match self {
+            Conn::Echo(c) => c.io.source(),
+            Conn::Chat(m) => m.io.source(),
+        }
+    }
+
+    /// Serves the connection again after it stopped at its budget.
+    pub(crate) fn resume(&mut self, ctx: &mut Ctx) -> Outcome {
+        match self {
+            Conn::Echo(c) => c.on_readable(ctx, 0),
+            Conn::Chat(m) => m.on_readable(ctx, 0),
+        }
+    }
+
+    /// Ends the connection (see each behaviour's `close`).
+    pub(crate) fn close(&mut self, ctx: &mut Ctx) {
+        match self {
+            Conn::Echo(c) => c.close(&mut ctx.pool),
+            Conn::Chat(m) => m.close(ctx),
+        }
+    }
+}

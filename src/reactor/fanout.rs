@@ -1,0 +1,75 @@
+//! Chat delivery: mail posted by members goes to every other member of the room, and the members
+//! it reached are flushed once per turn.
+//!
+//! Writing to another connection's output is this one operation, with one rule: the bytes go
+//! behind what is pending for that member, and if they would take its undelivered output past
+//! the cap, the member is first flushed (it may only have been waiting for the end of the turn)
+//! and, if that does not make room, cut off as a slow member. The sender and the other members go
+//! on at full speed; nothing ever waits for the slowest.
+
+use super::Reactor;
+use crate::behaviour::chat::ChatCtx;
+use crate::behaviour::{CloseReason, Conn, Ctx, Outcome};
+
+impl Reactor {
+    /// Whether chat mail or member output waits for [`Reactor::flush_chat`].
+    #[inline]
+    pub(super) fn chat_owed(&self) -> bool {
+        !self.ctx.chat.mail.is_empty() || !self.ctx.chat.dirty.is_empty()
+    }
+
+    /// Delivers all mail, then flushes every member it reached, until nothing is left (closing a
+    /// member can post a notice, and a flush can close a member).
+    pub(super) fn flush_chat(&mut self) {
+        while self.chat_owed() {
+            self.deliver_mail();
+            let dirty = std::mem::take(&mut self.ctx.chat.dirty);
+            for &key in &dirty {
+                let Some(Conn::Chat(member)) = self.conns.get_mut(key) else { continue };
+                member.unlist();
+                if member.is_closed() {
+                    continue;
+                }
+                let outcome = member.flush(&mut self.ctx.stats, self.ctx.now);
+                self.apply(key, outcome);
+            }
+            // Keep the list's storage for the next turn.
+            let mut dirty = dirty;
+            dirty.clear();
+            if self.ctx.chat.dirty.is_empty() {
+                self.ctx.chat.dirty = dirty;
+            }
+        }
+    }
+
+    /// Queues each posted mail, in order, to every member of its room but the sender.
+    fn deliver_mail(&mut self) {
+        let mut cut = Vec::new();
+        while let Some(mail) = self.ctx.chat.mail.pop_front() {
+            let Ctx { chat, stats, cap, now, .. } = &mut self.ctx;
+            let ChatCtx { rooms, dirty, .. } = chat;
+            for &key in &rooms[mail.room].members {
+                if key == mail.from {
+                    continue;
+                }
+                let Some(Conn::Chat(member)) = self.conns.get_mut(key) else { continue };
+                if !member.deliver(&mail.seg, *cap, dirty) {
+                    // Over the cap with this turn's output still unsent: send what it takes.
+                    if let Outcome::Close(reason) = member.flush(stats, *now) {
+                        cut.push((key, reason));
+                        continue;
+                    }
+                    if !member.deliver(&mail.seg, *cap, dirty) {
+                        cut.push((key, CloseReason::Slow));
+                        continue;
+                    }
+                }
+                stats.chat_deliveries += mail.lines;
+            }
+            // Closing posts `* NAME left` notices behind the mail still queued.
+            for (key, reason) in cut.drain(..) {
+                self.close(key, reason);
+            }
+        }
+    }
+}

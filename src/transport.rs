@@ -1,0 +1,117 @@
+//! The transport layer: what a behaviour (echo, chat) reads from and writes to, so that the byte
+//! logic never touches a file descriptor. A TLS session or a fault shaper wraps a stream by
+//! implementing [`Transport`]; the behaviours stay as they are.
+//!
+//! Results are byte counts or raw errnos, as in [`crate::sys`]: `EAGAIN` means "would block"
+//! (a readiness edge follows), `EINTR` "try again", anything else a dead connection. A transport
+//! that holds bytes of its own (TLS records not yet written, delayed fault output) says so in
+//! [`Transport::has_buffered`], so that a close or a drain waits for them.
+//!
+//! [`Plain`] is the accepted socket itself: its calls are the raw syscalls, inlined, so the echo
+//! fast path costs what it cost before the layer existed.
+
+use std::io::IoSlice;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
+
+use socket2::SockRef;
+
+use crate::sys::{self, Errno};
+
+/// An accepted stream socket.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Stream {
+    pub(crate) fn sock(&self) -> SockRef<'_> {
+        match self {
+            Stream::Tcp(s) => SockRef::from(s),
+            Stream::Unix(s) => SockRef::from(s),
+        }
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    /// Sends our FIN (used for connections refused at accept, which never get a transport).
+    pub(crate) fn shutdown_write(&self) {
+        let _ = self.sock().shutdown(Shutdown::Write);
+    }
+}
+
+/// A byte stream under a behaviour.
+pub(crate) trait Transport {
+    /// Reads into `buf`; `Ok(0)` is the peer's EOF.
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize, Errno>;
+    /// Writes from `buf`; returns how many bytes were taken.
+    fn send(&mut self, buf: &[u8]) -> Result<usize, Errno>;
+    /// Writes `first` then `second` in one go (the batched sendall of pending + new).
+    fn send2(&mut self, first: &[u8], second: &[u8]) -> Result<usize, Errno>;
+    /// Writes the slices in order, in one go where the transport can.
+    fn send_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, Errno>;
+    /// Sends our end-of-stream (TCP: FIN). Idempotent.
+    fn shutdown_write(&mut self);
+    /// Whether the transport still holds output of its own that must go out before a close.
+    fn has_buffered(&self) -> bool {
+        false
+    }
+    /// The socket, for registration with the poll.
+    fn source(&mut self) -> &mut dyn mio::event::Source;
+}
+
+/// The accepted socket, with direct syscalls.
+#[derive(Debug)]
+pub(crate) struct Plain {
+    stream: Stream,
+    /// The stream's descriptor, for the hot path's direct syscalls.
+    fd: RawFd,
+    shut: bool,
+}
+
+impl Plain {
+    pub(crate) fn new(stream: Stream) -> Self {
+        Plain { fd: stream.raw_fd(), stream, shut: false }
+    }
+}
+
+impl Transport for Plain {
+    #[inline]
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize, Errno> {
+        sys::recv(self.fd, buf)
+    }
+
+    #[inline]
+    fn send(&mut self, buf: &[u8]) -> Result<usize, Errno> {
+        sys::send(self.fd, buf)
+    }
+
+    #[inline]
+    fn send2(&mut self, first: &[u8], second: &[u8]) -> Result<usize, Errno> {
+        sys::send2(self.fd, first, second)
+    }
+
+    fn send_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
+        sys::send_vectored(self.fd, bufs)
+    }
+
+    fn shutdown_write(&mut self) {
+        if !self.shut {
+            self.shut = true;
+            self.stream.shutdown_write();
+        }
+    }
+
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match &mut self.stream {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+}
