@@ -16,9 +16,10 @@ use crate::units::{parse_bytes, parse_duration};
     name = "ricochet",
     version,
     allow_negative_numbers = true,
-    about = "A fast, bounded echo server: TCP (IPv4/IPv6), UDP and Unix-domain streams.",
+    about = "A fast, bounded echo server: TCP (IPv4/IPv6), UDP and Unix-domain streams, and chat rooms.",
     long_about = "A fast, bounded echo server: TCP (IPv4/IPv6), UDP and Unix-domain streams, on one \
-single-threaded edge-triggered reactor. Every byte received is sent back, in order, nothing added.\n\n\
+single-threaded edge-triggered reactor. Every byte received is sent back, in order, nothing added. \
+--chat serves a chat room instead: each line a member sends goes to every other member.\n\n\
 Once every listener is bound, one JSON line {\"event\":\"ready\",...} with the concrete addresses is \
 printed on stdout; at exit one {\"event\":\"stopped\",...} line with the counters. SIGTERM or SIGINT \
 stops accepting and drains connections; a second signal stops at once.\n\n\
@@ -26,7 +27,8 @@ Every flag can also be set by an environment variable: RICOCHET_ plus the flag i
 (RICOCHET_MAX_CONNS=100). Sizes: 65536, 64KiB, 1MiB. Durations: 500ms, 2s, 1m.",
     after_help = "Examples:\n  ricochet                                  # TCP echo on 127.0.0.1:7007\n  \
 ricochet --tcp 127.0.0.1:0 --ready-file /tmp/echo.json   # CI backend on a free port\n  \
-ricochet --tcp 0.0.0.0:7007 --tcp [::]:7007 --udp 127.0.0.1:7007 --unix /tmp/echo.sock"
+ricochet --tcp 0.0.0.0:7007 --tcp [::]:7007 --udp 127.0.0.1:7007 --unix /tmp/echo.sock\n  \
+ricochet --chat 127.0.0.1:7008                          # a chat room: try two `nc 127.0.0.1 7008`"
 )]
 pub struct Args {
     /// Serve TCP echo on ADDR: `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT` (port 0 picks a free one).
@@ -43,6 +45,12 @@ pub struct Args {
     #[arg(long = "unix", value_name = "PATH", env = "RICOCHET_UNIX", value_delimiter = ',')]
     pub unix: Vec<PathBuf>,
 
+    /// Serve a chat room on TCP ADDR: every line (ending in \n) a member sends goes to every other
+    /// member, whole and in order; `/nick NAME`, `/who` and `/quit` are commands. One room per
+    /// --chat. Repeatable.
+    #[arg(long = "chat", value_name = "ADDR", env = "RICOCHET_CHAT", value_delimiter = ',', value_parser = parse_addr)]
+    pub chat: Vec<SocketAddr>,
+
     /// listen(2) backlog of stream listeners.
     #[arg(long, value_name = "N", env = "RICOCHET_BACKLOG", default_value_t = 1024)]
     pub backlog: u32,
@@ -52,24 +60,30 @@ pub struct Args {
     #[arg(long, value_name = "N", env = "RICOCHET_MAX_CONNS")]
     pub max_conns: Option<usize>,
 
-    /// Cap on one connection's unsent output. At the cap the server stops reading that connection
-    /// (the peer's writes then block) until the output drains to half: memory is bounded by caps,
-    /// never by peers.
-    #[arg(long, value_name = "BYTES", env = "RICOCHET_MAX_PENDING", default_value = "256KiB", value_parser = parse_bytes)]
+    /// Cap on one connection's unsent output. At the cap the server stops reading that echo
+    /// connection (the peer's writes then block) until the output drains to half; a chat member
+    /// whose undelivered lines would pass it is disconnected (a slow member never slows the
+    /// room). Memory is bounded by caps, never by peers.
+    #[arg(long, value_name = "BYTES", env = "RICOCHET_MAX_PENDING", default_value = "256KiB", allow_hyphen_values = true, value_parser = parse_bytes)]
     pub max_pending: u64,
 
+    /// Chat: the longest line a member may send (the \n not counted). More than this without a
+    /// newline, and the member gets `* error: line too long` and is disconnected.
+    #[arg(long, value_name = "BYTES", env = "RICOCHET_MAX_LINE", default_value = "64KiB", allow_hyphen_values = true, value_parser = parse_bytes)]
+    pub max_line: u64,
+
     /// Close a connection after DUR with no progress in either direction. Default: never.
-    #[arg(long, value_name = "DUR", env = "RICOCHET_IDLE_TIMEOUT", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", env = "RICOCHET_IDLE_TIMEOUT", allow_hyphen_values = true, value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
 
     /// On SIGTERM/SIGINT, serve busy connections for at most DUR, then close what remains.
     /// Connections quiet for --drain-grace (nothing received, nothing owed) are closed sooner.
-    #[arg(long, value_name = "DUR", env = "RICOCHET_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", env = "RICOCHET_DRAIN_TIMEOUT", allow_hyphen_values = true, default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
     /// During a drain, close a connection once it has been quiet (nothing received, nothing
     /// owed to it) for DUR.
-    #[arg(long, value_name = "DUR", env = "RICOCHET_DRAIN_GRACE", default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", env = "RICOCHET_DRAIN_GRACE", allow_hyphen_values = true, default_value = "100ms", value_parser = parse_duration)]
     pub drain_grace: Duration,
 
     /// TCP_NODELAY on accepted TCP connections (the default; RICOCHET_NODELAY=false turns it off).
@@ -78,11 +92,11 @@ pub struct Args {
     pub nodelay: bool,
 
     /// Leave Nagle's algorithm on for accepted TCP connections.
-    #[arg(long, env = "RICOCHET_NO_NODELAY", overrides_with = "nodelay")]
+    #[arg(long, env = "RICOCHET_NO_NODELAY", conflicts_with = "nodelay")]
     pub no_nodelay: bool,
 
     /// TCP keepalive on accepted connections: first probe after DUR idle. Default: off.
-    #[arg(long, value_name = "DUR", env = "RICOCHET_KEEPALIVE", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", env = "RICOCHET_KEEPALIVE", allow_hyphen_values = true, value_parser = parse_duration)]
     pub keepalive: Option<Duration>,
 
     /// SO_REUSEPORT on TCP and UDP sockets, so several ricochet processes can share a port.
@@ -90,11 +104,11 @@ pub struct Args {
     pub reuseport: bool,
 
     /// SO_RCVBUF for accepted connections and UDP sockets. Default: the kernel's.
-    #[arg(long, value_name = "BYTES", env = "RICOCHET_RECV_BUFFER", value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", env = "RICOCHET_RECV_BUFFER", allow_hyphen_values = true, value_parser = parse_bytes)]
     pub recv_buffer: Option<u64>,
 
     /// SO_SNDBUF for accepted connections and UDP sockets. Default: the kernel's.
-    #[arg(long, value_name = "BYTES", env = "RICOCHET_SEND_BUFFER", value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", env = "RICOCHET_SEND_BUFFER", allow_hyphen_values = true, value_parser = parse_bytes)]
     pub send_buffer: Option<u64>,
 
     /// Also write the ready line to PATH, atomically (temp file + rename), once all listeners
@@ -103,7 +117,7 @@ pub struct Args {
     pub ready_file: Option<PathBuf>,
 
     /// Print a {"event":"stats",...} line with the counters on stdout every DUR.
-    #[arg(long, value_name = "DUR", env = "RICOCHET_STATS_INTERVAL", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", env = "RICOCHET_STATS_INTERVAL", allow_hyphen_values = true, value_parser = parse_duration)]
     pub stats_interval: Option<Duration>,
 
     /// Echo UDP datagrams from source ports below 1024 too. By default they are dropped (and
@@ -128,6 +142,7 @@ impl TryFrom<Args> for Settings {
         let mut listeners: Vec<ListenSpec> = args.tcp.into_iter().map(ListenSpec::Tcp).collect();
         listeners.extend(args.udp.into_iter().map(ListenSpec::Udp));
         listeners.extend(args.unix.into_iter().map(ListenSpec::Unix));
+        listeners.extend(args.chat.into_iter().map(ListenSpec::Chat));
         if listeners.is_empty() {
             listeners = Config::default().listeners;
         }
@@ -139,6 +154,7 @@ impl TryFrom<Args> for Settings {
             backlog: args.backlog,
             max_conns: args.max_conns,
             max_pending: size("max-pending", args.max_pending)?,
+            max_line: size("max-line", args.max_line)?,
             idle_timeout: args.idle_timeout,
             drain_timeout: args.drain_timeout,
             drain_grace: args.drain_grace,
@@ -167,14 +183,25 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
-    if let Some(port) = text.strip_prefix("localhost:") {
-        if let Ok(port) = port.parse::<u16>() {
-            return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    let usage = "expected IP:PORT, e.g. 127.0.0.1:7007, [::1]:7007 or localhost:7007";
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("`{text}` is not an address: no port ({usage})"));
+    };
+    let port = match port.parse::<u64>() {
+        Ok(port) if port <= u16::MAX as u64 => port as u16,
+        Ok(port) => {
+            return Err(format!("port {port} in `{text}` is out of range (0 to 65535)"));
         }
+        Err(_) => return Err(format!("`{port}` in `{text}` is not a port number ({usage})")),
+    };
+    if host == "localhost" {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
     }
-    Err(format!(
-        "`{text}` is not an address: expected IP:PORT, e.g. 127.0.0.1:7007, [::1]:7007 or localhost:7007"
-    ))
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    if bare.is_none() && host.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Err(format!("`{text}`: an IPv6 address takes brackets, as in [{host}]:{port}"));
+    }
+    Err(format!("`{host}` in `{text}` is not an IP address or localhost ({usage})"))
 }
 
 #[cfg(test)]
@@ -199,16 +226,30 @@ mod tests {
 
     #[test]
     fn every_kind_of_listener_in_order() {
-        let s = settings(&["--udp", "[::1]:0", "--tcp", "localhost:0", "--unix", "/tmp/a.sock"])
-            .unwrap();
+        let s = settings(&[
+            "--udp",
+            "[::1]:0",
+            "--chat",
+            "127.0.0.1:0",
+            "--tcp",
+            "localhost:0",
+            "--unix",
+            "/tmp/a.sock",
+        ])
+        .unwrap();
         assert_eq!(
             s.config.listeners,
             vec![
                 ListenSpec::Tcp("127.0.0.1:0".parse().unwrap()),
                 ListenSpec::Udp("[::1]:0".parse().unwrap()),
                 ListenSpec::Unix("/tmp/a.sock".into()),
+                ListenSpec::Chat("127.0.0.1:0".parse().unwrap()),
             ]
         );
+        // A chat listener is a listener: no default TCP echo is added.
+        let s = settings(&["--chat", "127.0.0.1:7008", "--max-line", "1KiB"]).unwrap();
+        assert_eq!(s.config.listeners, vec![ListenSpec::Chat("127.0.0.1:7008".parse().unwrap())]);
+        assert_eq!(s.config.max_line, 1024);
     }
 
     #[test]
@@ -228,6 +269,25 @@ mod tests {
         assert!(!s.config.nodelay);
         assert_eq!(s.config.max_conns, Some(10));
         assert_eq!(s.config.recv_buffer, Some(65536));
+    }
+
+    /// What a new user mistypes gets a message that says exactly what is wrong.
+    #[test]
+    fn mistakes_are_named() {
+        let err = |argv: &[&str]| settings(argv).err().unwrap_or_default();
+        assert!(
+            err(&["--tcp", "127.0.0.1:99999"]).contains("port 99999"),
+            "{}",
+            err(&["--tcp", "127.0.0.1:99999"])
+        );
+        assert!(err(&["--tcp", "127.0.0.1:99999"]).contains("out of range"));
+        assert!(err(&["--tcp", "127.0.0.1"]).contains("no port"));
+        assert!(err(&["--tcp", "::1:80"]).contains("brackets"));
+        assert!(err(&["--tcp", "example:80"]).contains("not an IP address"));
+        assert!(err(&["--idle-timeout", "-1s"]).contains("`-1s` is not a duration"));
+        assert!(err(&["--max-pending", "-5"]).contains("`-5` is not a byte size"));
+        assert!(err(&["--nodelay", "--no-nodelay"]).contains("cannot be used with"));
+        assert!(err(&["--max-line", "0"]).contains("max-line"));
     }
 
     #[test]

@@ -31,7 +31,8 @@
 //! - [`stats`]: counters, published once per turn.
 //! - `server`: [`Server`], [`spawn`] and [`Handle`].
 //! - [`cli`]: the command line of the `ricochet` binary; [`units`]: byte sizes and durations.
-//! - [`ready`]: the atomically written ready file.
+//! - [`ready`]: the atomically written ready file; [`output`]: stdout/stderr lines that never
+//!   stop the server when their reader goes away.
 //!
 //! Linux only: the reactor relies on epoll's edge-triggered semantics and on recvmmsg/sendmmsg.
 
@@ -44,6 +45,7 @@ pub mod config;
 mod error;
 mod listener;
 mod outbox;
+pub mod output;
 mod reactor;
 pub mod ready;
 mod server;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use ricochet::cli::{Args, Settings};
-use ricochet::Server;
+use ricochet::{output, Server};
 
 fn main() -> ExitCode {
     let settings = match Settings::try_from(Args::parse()) {
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     match run(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ricochet: {e:#}");
+            output::stderr_line(&format!("ricochet: {e:#}"));
             ExitCode::from(1)
         }
     }
@@ -31,11 +31,15 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         ricochet::ready::write_atomic(path, &ready)
             .with_context(|| format!("writing the ready file {}", path.display()))?;
     }
-    println!("{ready}");
+    output::stdout_line(&ready);
     for spec in server.local_addrs() {
-        eprintln!("ricochet: listening on {} {}", spec.proto(), spec.display_addr());
+        output::stderr_line(&format!(
+            "ricochet: listening on {} {}",
+            spec.proto(),
+            spec.display_addr()
+        ));
     }
     let stats = server.run()?;
-    println!("{}", stats.to_event_json("stopped"));
+    output::stdout_line(&stats.to_event_json("stopped"));
     Ok(())
 }

@@ -147,6 +147,14 @@ impl Handle {
         })
     }
 
+    /// The first chat room's address.
+    pub fn chat_addr(&self) -> Option<SocketAddr> {
+        self.addrs.iter().find_map(|a| match a {
+            ListenSpec::Chat(addr) => Some(*addr),
+            _ => None,
+        })
+    }
+
     /// The first Unix listener's path.
     pub fn unix_path(&self) -> Option<&Path> {
         self.addrs.iter().find_map(|a| match a {

@@ -29,6 +29,8 @@ const QUEUE_DATAGRAMS: usize = 1024;
 const QUEUE_BYTES: usize = 4 << 20;
 /// Batches served per event before the socket yields to others (re-queued by the reactor).
 const BATCHES_PER_TURN: usize = 16;
+/// Receive errors in one serving after which the socket waits for its next event.
+const MAX_ERRORS_PER_TURN: usize = 4;
 
 /// The reactor's one receive batch, shared by every UDP socket. Allocated only when a UDP
 /// listener exists; the kernel touches only the pages datagrams land in.
@@ -204,13 +206,22 @@ impl UdpEcho {
     /// (true: call again after the current event batch).
     pub(crate) fn on_readable(&mut self, batch: &mut Batch, stats: &mut Stats) -> bool {
         let fd = self.socket.as_raw_fd();
+        let mut errors = 0;
         for _ in 0..BATCHES_PER_TURN {
             let n = match batch.receive(fd) {
                 Ok(n) => n,
                 Err(e) if would_block(&e) => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // An ICMP error queued for an earlier reply, say: it concerns one peer only.
-                Err(_) => continue,
+                // An ICMP error queued for an earlier reply, say: it concerns one peer only, and
+                // reading it clears it, so datagrams behind it are read next. An error that keeps
+                // coming is not that: wait for the next edge rather than spin on it every turn.
+                Err(_) => {
+                    errors += 1;
+                    if errors >= MAX_ERRORS_PER_TURN {
+                        return false;
+                    }
+                    continue;
+                }
             };
             stats.datagrams_in += n as u64;
             let mut keep = [0usize; BATCH];

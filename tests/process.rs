@@ -119,6 +119,11 @@ fn bad_command_lines_exit_2() {
         (&["--idle-timeout", "5"], "duration"),
         (&["--backlog", "-1"], "backlog"),
         (&["--frobnicate"], "frobnicate"),
+        (&["--tcp", "127.0.0.1:99999"], "port 99999 in `127.0.0.1:99999` is out of range"),
+        (&["--idle-timeout", "-1s"], "`-1s` is not a duration"),
+        (&["--nodelay", "--no-nodelay"], "cannot be used with"),
+        (&["--chat", "127.0.0.1"], "no port"),
+        (&["--max-line", "0"], "max-line"),
     ] {
         let (code, err) = run_to_exit(args);
         assert_eq!(code, 2, "{args:?}: {err}");
@@ -136,6 +141,39 @@ fn port_in_use_exits_1() {
     assert_eq!(code, 1, "{err}");
     assert_eq!(err.lines().count(), 1, "one line: {err:?}");
     assert!(err.contains(&addr) && err.contains("in use"), "{err}");
+    assert_eq!(err.matches("in use").count(), 1, "the cause said once: {err}");
+    let (code, err) = run_to_exit(&["--unix", "/nonexistent-ricochet-dir/echo.sock"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "the cause said once: {err}");
+}
+
+/// A reader that goes away (`ricochet | head -n1`, as a CI script reads the ready line) never
+/// stops the server: stats and stopped lines to the closed pipe are dropped, it keeps echoing,
+/// and SIGTERM still ends it with exit 0.
+#[test]
+fn closed_stdout_never_stops_the_server() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ricochet"))
+        .args(["--tcp", "127.0.0.1:0", "--stats-interval", "10ms"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    // The reader is gone now, as `head -n1` would be.
+    let ready: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let addr: std::net::SocketAddr =
+        ready["listeners"][0]["addr"].as_str().unwrap().parse().unwrap();
+    let mut client = connect(addr);
+    for i in 0..50 {
+        ping(&mut client, format!("still here {i}").as_bytes());
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "the stopped line to a closed pipe must not kill it");
 }
 
 /// Every flag reads its RICOCHET_* variable; the ready file holds the ready line.

@@ -100,7 +100,7 @@ impl Reactor {
                     self.ctx.stats.accept_errors += 1;
                     let pause = self.backoff.fail(Instant::now());
                     if self.config.log_stderr && pause == AcceptBackoff::FIRST {
-                        super::note(&format!(
+                        crate::output::stderr_line(&format!(
                             "ricochet: accept failed ({e}); pausing accepts, retrying with backoff"
                         ));
                     }

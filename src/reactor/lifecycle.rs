@@ -19,7 +19,7 @@ impl Reactor {
         }
         if let Some(at) = self.next_stats {
             if now >= at {
-                super::emit(&self.ctx.stats.to_event_json("stats"));
+                crate::output::stdout_line(&self.ctx.stats.to_event_json("stats"));
                 let every = self.config.stats_interval.unwrap_or(Duration::from_secs(1));
                 self.next_stats = Some((at + every).max(now));
             }

@@ -283,7 +283,7 @@ impl Reactor {
             match self.phase {
                 Phase::Running => {
                     if self.config.log_stderr {
-                        note(&format!(
+                        crate::output::stderr_line(&format!(
                             "ricochet: {}: closing listeners, draining {} connection(s) for up to {}",
                             crate::signals::name(signal),
                             self.conns.len(),
@@ -294,7 +294,7 @@ impl Reactor {
                 }
                 _ => {
                     if self.config.log_stderr {
-                        note(&format!(
+                        crate::output::stderr_line(&format!(
                             "ricochet: second signal ({}): closing {} connection(s) now",
                             crate::signals::name(signal),
                             self.conns.len()
@@ -417,19 +417,4 @@ impl Reactor {
             self.apply(key, outcome);
         }
     }
-}
-
-/// Writes one line to stderr, ignoring failure (a closed stderr must not stop the server either).
-pub(crate) fn note(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
-}
-
-/// Writes one line to stdout, ignoring failure: a reader that went away (`ricochet | head -n1`)
-/// must never stop the server.
-pub(crate) fn emit(line: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }

@@ -1,0 +1,416 @@
+//! The chat room, seen from real members over TCP: delivery to the others only, names and
+//! notices, commands, order per sender under concurrency, EOF, over-long lines, slow members.
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use ricochet::{Config, ListenSpec};
+use util::{connect, wait_for};
+
+fn room_with(mutate: impl FnOnce(&mut Config)) -> ricochet::Handle {
+    let mut config = Config {
+        listeners: vec![ListenSpec::Chat("127.0.0.1:0".parse().unwrap())],
+        ..Config::default()
+    };
+    mutate(&mut config);
+    ricochet::spawn(config).expect("spawn")
+}
+
+fn room() -> ricochet::Handle {
+    room_with(|_| {})
+}
+
+/// A member: a connection with a line reader.
+struct Member {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Member {
+    /// Joins and waits until the room counts `members_after` members.
+    fn join(server: &ricochet::Handle, members_after: u64) -> Member {
+        let stream = connect(server.chat_addr().unwrap());
+        wait_for("the member to join", || server.stats().chat_members == members_after);
+        Member { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream }
+    }
+
+    fn say(&mut self, text: &str) {
+        self.writer.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("a line");
+        line
+    }
+
+    /// Everything until the server closes the connection.
+    fn rest(mut self) -> String {
+        let mut rest = String::new();
+        self.reader.read_to_string(&mut rest).expect("read to EOF");
+        rest
+    }
+
+    /// Proves, by a round trip, that everything sent to this member before now has arrived:
+    /// the room answers `/who` behind it.
+    fn sync(&mut self) -> String {
+        self.say("/who\n");
+        let mut before = String::new();
+        loop {
+            let line = self.line();
+            if line.starts_with("* members:") {
+                return before;
+            }
+            before.push_str(&line);
+        }
+    }
+}
+
+/// Three members: lines go to the two others byte for byte, never back to the sender; names
+/// prefix lines and bring notices; `/who` answers the asker; an unknown command and a bad name
+/// are errors to the sender only; `/quit` ends a member and the others hear that it left.
+#[test]
+fn three_members_names_notices_and_commands() {
+    let server = room();
+    let mut a = Member::join(&server, 1);
+    let mut b = Member::join(&server, 2);
+    let mut c = Member::join(&server, 3);
+
+    a.say("hello from a\n\n");
+    assert_eq!(b.line(), "hello from a\n");
+    assert_eq!(b.line(), "\n", "an empty line is a line");
+    assert_eq!(c.line(), "hello from a\n");
+    assert_eq!(c.line(), "\n");
+    assert_eq!(a.sync(), "", "the sender gets nothing back");
+
+    a.say("/nick alice\n");
+    assert_eq!(b.line(), "* alice joined\n");
+    assert_eq!(c.line(), "* alice joined\n");
+    b.say("/nick bob\n");
+    assert_eq!(a.line(), "* bob joined\n");
+    assert_eq!(c.line(), "* bob joined\n");
+    c.say("/nick alice\n");
+    assert_eq!(c.line(), "* error: the name alice is taken\n");
+    c.say("/nick no spaces!\n");
+    assert!(c.line().starts_with("* error: a name is 1 to 32"), "bad name");
+    c.say("/dance\n");
+    assert_eq!(c.line(), "* error: unknown command /dance\n");
+    c.say("/who\n");
+    assert_eq!(c.line(), "* members: alice, bob (+1 unnamed)\n");
+
+    a.say("one\ntwo\n");
+    assert_eq!(b.line(), "alice: one\n");
+    assert_eq!(b.line(), "alice: two\n");
+    assert_eq!(c.line(), "alice: one\n");
+    assert_eq!(c.line(), "alice: two\n");
+    a.say("/nick al\n");
+    assert_eq!(b.line(), "* alice is now al\n");
+    assert_eq!(c.line(), "* alice is now al\n");
+    c.say("from c\n");
+    assert_eq!(a.line(), "from c\n", "an unnamed member's lines come as sent");
+    assert_eq!(b.line(), "from c\n");
+    // Nobody heard anything else: no notice for the unnamed, no echo of commands.
+    assert_eq!(a.sync(), "");
+    assert_eq!(b.sync(), "");
+    assert_eq!(c.sync(), "");
+
+    b.say("bye\n/quit\nnever delivered\n");
+    assert_eq!(b.rest(), "", "quit closes after pending output (none here)");
+    assert_eq!(a.line(), "bob: bye\n");
+    assert_eq!(a.line(), "* bob left\n");
+    assert_eq!(c.line(), "bob: bye\n");
+    assert_eq!(c.line(), "* bob left\n");
+    assert_eq!(a.sync(), "", "nothing after /quit was delivered");
+    c.say("/who\n");
+    assert_eq!(c.line(), "* members: al (+1 unnamed)\n");
+
+    drop(a);
+    assert_eq!(c.line(), "* al left\n", "a reset or close counts as leaving too");
+    wait_for("the members to be counted", || server.stats().chat_members == 1);
+    let stats = server.stats();
+    // Ordinary lines x the other members: a's 2 + 2, c's 1, b's 1 (notices and answers not
+    // counted).
+    assert_eq!(stats.chat_deliveries, (2 + 2 + 1 + 1) * 2);
+    assert_eq!(stats.slow_members, 0);
+}
+
+/// 20 members send 200 numbered lines each, all at once, in writes that split lines anywhere;
+/// every member receives every other member's lines exactly once, whole, in the order sent,
+/// and none of its own.
+#[test]
+fn order_per_sender_under_twenty_concurrent_senders() {
+    const MEMBERS: usize = 20;
+    const LINES: usize = 200;
+    let server = room();
+    let addr = server.chat_addr().unwrap();
+    let streams: Vec<TcpStream> = (0..MEMBERS).map(|_| connect(addr)).collect();
+    wait_for("all members", || server.stats().chat_members == MEMBERS as u64);
+    let received: Vec<Vec<String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = streams
+            .iter()
+            .enumerate()
+            .map(|(me, stream)| {
+                let mut writer = stream.try_clone().unwrap();
+                s.spawn(move || {
+                    let text: String = (0..LINES)
+                        .map(|i| {
+                            format!("member {me} line {i} {}\n", "x".repeat((me * 7 + i) % 50))
+                        })
+                        .collect();
+                    // Odd-sized writes, so lines are split across reads.
+                    for chunk in text.as_bytes().chunks(97) {
+                        writer.write_all(chunk).unwrap();
+                    }
+                });
+                let reader = stream.try_clone().unwrap();
+                s.spawn(move || {
+                    let mut reader = BufReader::new(reader);
+                    let mut lines = Vec::new();
+                    for _ in 0..(MEMBERS - 1) * LINES {
+                        let mut line = String::new();
+                        reader.read_line(&mut line).expect("a line");
+                        lines.push(line);
+                    }
+                    lines
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (me, lines) in received.iter().enumerate() {
+        let mut next = [0usize; MEMBERS];
+        for line in lines {
+            let words: Vec<&str> = line.trim_end().split(' ').collect();
+            assert!(words.len() >= 4 && words[0] == "member", "{me} got a mangled line {line:?}");
+            let (from, i): (usize, usize) = (words[1].parse().unwrap(), words[3].parse().unwrap());
+            assert_ne!(from, me, "member {me} got its own line back");
+            assert_eq!(i, next[from], "member {me}: line {i} of {from} out of order");
+            let filler = "x".repeat((from * 7 + i) % 50);
+            assert_eq!(*line, format!("member {from} line {i} {filler}\n"), "corrupted");
+            next[from] += 1;
+        }
+        for (from, &count) in next.iter().enumerate() {
+            assert_eq!(count, if from == me { 0 } else { LINES }, "member {me} from {from}");
+        }
+    }
+    let stats = server.stats();
+    assert_eq!(stats.chat_lines, (MEMBERS * LINES) as u64);
+    assert_eq!(stats.chat_deliveries, (MEMBERS * LINES * (MEMBERS - 1)) as u64);
+}
+
+/// At EOF, a member's complete lines and then its unterminated last line (with `\n` added) are
+/// delivered; then it leaves, and its own connection ends in an orderly way.
+#[test]
+fn eof_delivers_the_unterminated_last_line() {
+    let server = room();
+    let mut a = Member::join(&server, 1);
+    let mut b = Member::join(&server, 2);
+    b.say("/nick bee\n");
+    assert_eq!(a.line(), "* bee joined\n");
+    b.say("whole\nno newline");
+    b.writer.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(b.rest(), "", "orderly end for the leaver");
+    assert_eq!(a.line(), "bee: whole\n");
+    assert_eq!(a.line(), "bee: no newline\n");
+    assert_eq!(a.line(), "* bee left\n");
+}
+
+/// More than --max-line bytes without a newline: the member is told and disconnected, and no
+/// fragment of the long line reaches anyone; lines before it do.
+#[test]
+fn an_over_long_line_disconnects_its_sender_only() {
+    let server = room_with(|c| c.max_line = 1000);
+    let mut a = Member::join(&server, 1);
+    let mut b = Member::join(&server, 2);
+    b.say("fine\n");
+    assert_eq!(a.line(), "fine\n");
+    // Exactly the limit is allowed.
+    b.say(&format!("{}\n", "y".repeat(1000)));
+    assert_eq!(a.line(), format!("{}\n", "y".repeat(1000)));
+    b.say("before\n");
+    b.say(&"z".repeat(600));
+    b.say(&"z".repeat(600));
+    assert_eq!(b.rest(), "* error: line too long\n");
+    assert_eq!(a.line(), "before\n");
+    assert_eq!(a.sync(), "", "no fragment of the long line");
+    wait_for("b to leave", || server.stats().chat_members == 1);
+}
+
+/// A member that never reads is cut off once its undelivered output would pass the cap, while
+/// the sender and a member that reads receive everything. The sender keeps at most two batches
+/// of 100 lines ahead of the reader, so the reader itself is never slow.
+#[test]
+fn a_member_that_never_reads_is_cut_off_and_the_room_goes_on() {
+    let server = room_with(|c| c.max_pending = 1 << 20);
+    let addr = server.chat_addr().unwrap();
+    let sleeper = std::net::TcpStream::connect(addr).unwrap();
+    // A tiny receive buffer, so the kernel takes little of what the room sends it.
+    socket2::SockRef::from(&sleeper).set_recv_buffer_size(4096).unwrap();
+    wait_for("the sleeper to join", || server.stats().chat_members == 1);
+    let mut reader = Member::join(&server, 2);
+    let mut sender = Member::join(&server, 3);
+    let line = format!("{}\n", "p".repeat(999));
+    const BATCH: usize = 100;
+    const BATCHES: usize = 100; // 10 MB: far past the sleeper's kernel buffers and its 1 MiB cap
+    let (done, batches_read) = std::sync::mpsc::sync_channel::<()>(BATCHES);
+    std::thread::scope(|s| {
+        let sender = &mut sender;
+        let line = &line;
+        s.spawn(move || {
+            let batch = line.repeat(BATCH);
+            for k in 0..BATCHES {
+                if k >= 2 {
+                    batches_read.recv().unwrap();
+                }
+                sender.say(&batch);
+            }
+        });
+        for _ in 0..BATCHES {
+            for _ in 0..BATCH {
+                assert_eq!(reader.line(), *line);
+            }
+            let _ = done.send(()); // the sender stops listening after its last batch
+        }
+    });
+    wait_for("the sleeper to be cut off", || server.stats().slow_members == 1);
+    let stats = server.stats();
+    assert_eq!(stats.chat_members, 2);
+    assert_eq!(stats.chat_lines, (BATCH * BATCHES) as u64);
+    // Every line reached the reader; the sleeper got some before it was cut.
+    let total = (BATCH * BATCHES) as u64;
+    assert!(stats.chat_deliveries > total && stats.chat_deliveries < 2 * total);
+    drop(sleeper);
+}
+
+/// An idle timeout and max-conns apply to members as to echo connections.
+#[test]
+fn limits_apply_to_members() {
+    let server = room_with(|c| {
+        c.max_conns = Some(2);
+        c.idle_timeout = Some(Duration::from_millis(300));
+    });
+    let mut a = Member::join(&server, 1);
+    let _b = Member::join(&server, 2);
+    let mut third = connect(server.chat_addr().unwrap());
+    let mut buf = [0u8; 1];
+    assert_eq!(third.read(&mut buf).unwrap(), 0, "over max-conns: closed at once");
+    wait_for("the rejection", || server.stats().rejected == 1);
+    a.say("/nick a\n");
+    assert_eq!(a.rest(), "", "the idle timeout closes a quiet member");
+    wait_for("both idle members closed", || server.stats().idle_timeouts == 2);
+    assert_eq!(server.stats().chat_members, 0);
+}
+
+/// Chat rooms are separate: a line reaches only its own room; an echo listener beside them
+/// still echoes.
+#[test]
+fn rooms_are_separate_and_echo_is_unaffected() {
+    let server = ricochet::spawn(Config {
+        listeners: vec![
+            ListenSpec::Chat("127.0.0.1:0".parse().unwrap()),
+            ListenSpec::Chat("127.0.0.1:0".parse().unwrap()),
+            ListenSpec::Tcp("127.0.0.1:0".parse().unwrap()),
+        ],
+        ..Config::default()
+    })
+    .unwrap();
+    let rooms: Vec<SocketAddr> = server
+        .local_addrs()
+        .iter()
+        .filter_map(|l| match l {
+            ListenSpec::Chat(a) => Some(*a),
+            _ => None,
+        })
+        .collect();
+    let join = |addr| {
+        let s = connect(addr);
+        Member { reader: BufReader::new(s.try_clone().unwrap()), writer: s }
+    };
+    let mut a1 = join(rooms[0]);
+    let mut a2 = join(rooms[0]);
+    let mut b1 = join(rooms[1]);
+    wait_for("three members", || server.stats().chat_members == 3);
+    a1.say("room a\n");
+    assert_eq!(a2.line(), "room a\n");
+    assert_eq!(b1.sync(), "", "the other room heard nothing");
+    let mut echo = connect(server.tcp_addr().unwrap());
+    util::ping(&mut echo, b"echo still echoes\n");
+}
+
+/// The binary: `--chat` appears in the ready line as `chat`; a member that never reads while
+/// 20 MB of lines go through the room costs the server no more than its cap; SIGTERM drains a
+/// busy room (members still talking are served until they go quiet, then closed) and exits 0
+/// with the chat counters in the `stopped` line.
+#[test]
+fn process_room_memory_is_bounded_and_sigterm_drains_it() {
+    let mut server = util::ServerProcess::start(&[
+        "--chat",
+        "127.0.0.1:0",
+        "--max-pending",
+        "256KiB",
+        "--drain-timeout",
+        "30s",
+    ]);
+    assert_eq!(server.ready["listeners"][0]["proto"], "chat");
+    let addr = server.addr(0);
+    let sleeper = std::net::TcpStream::connect(addr).unwrap();
+    socket2::SockRef::from(&sleeper).set_recv_buffer_size(4096).unwrap();
+    let join = || {
+        let s = connect(addr);
+        Member { reader: BufReader::new(s.try_clone().unwrap()), writer: s }
+    };
+    let mut reader = join();
+    let mut sender = join();
+    // Everyone is in once each has had an answer to /who.
+    reader.sync();
+    sender.sync();
+    let rss_before = server.rss_kib();
+    let line = format!("{}\n", "q".repeat(999));
+    const BATCH: usize = 100;
+    const BATCHES: usize = 200;
+    let (done, batches_read) = std::sync::mpsc::sync_channel::<()>(BATCHES);
+    std::thread::scope(|s| {
+        let sender = &mut sender;
+        let line = &line;
+        s.spawn(move || {
+            let batch = line.repeat(BATCH);
+            for k in 0..BATCHES {
+                if k >= 2 {
+                    batches_read.recv().unwrap();
+                }
+                sender.say(&batch);
+            }
+        });
+        for _ in 0..BATCHES {
+            for _ in 0..BATCH {
+                assert_eq!(reader.line(), *line);
+            }
+            let _ = done.send(());
+        }
+    });
+    let rss_after = server.rss_kib();
+    assert!(
+        rss_after < rss_before + 8 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB for a 256 KiB cap"
+    );
+    // Draining a busy room: the sender keeps talking after SIGTERM and is served until it stops.
+    server.signal(libc::SIGTERM);
+    for i in 0..20 {
+        sender.say(&format!("after the signal {i}\n"));
+        assert_eq!(reader.line(), format!("after the signal {i}\n"));
+    }
+    drop(sender);
+    assert_eq!(reader.rest(), "", "the reader is closed once the room goes quiet");
+    let stopped = server.next_line();
+    assert_eq!(stopped["event"], "stopped");
+    assert_eq!(stopped["chat_members"], 0);
+    assert_eq!(stopped["slow_members"], 1, "the sleeper");
+    assert_eq!(stopped["chat_lines"], (BATCH * BATCHES + 20 + 2) as u64);
+    assert_eq!(stopped["drain_aborted"], 0);
+    let (code, _, _) = server.wait();
+    assert_eq!(code, 0);
+    drop(sleeper);
+}
