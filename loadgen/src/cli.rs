@@ -140,9 +140,10 @@ impl TryFrom<&Args> for Settings {
             ));
         }
         if let Some(rate) = args.rate {
-            if !(rate.is_finite() && rate > 0.0 && rate <= 1e9) {
+            if !(rate.is_finite() && (crate::schedule::MIN_RATE..=1e9).contains(&rate)) {
                 return Err(format!(
-                    "--rate {rate} must be a positive number of messages per second"
+                    "--rate {rate} must be between {} and 1e9 messages per second",
+                    crate::schedule::MIN_RATE
                 ));
             }
         }

@@ -10,8 +10,9 @@
 //! - Every message handed to the connection and not yet completed is in `runs` (streams, in send
 //!   order, grouped into runs of messages that share their times) or in `datagrams` (one slot per
 //!   sequence number from `udp_base`).
-//! - Runs queued this turn have no start time until the turn's one write hands them to the
-//!   socket (the last `unstamped` runs); open-loop messages start at their intended time instead.
+//! - Closed-loop runs have no start time until the socket takes their first byte (the last
+//!   `unstamped` runs, the oldest of them at ring offset `unstamped_at`); a run whose messages
+//!   went out in part is split there. Open-loop messages start at their intended time instead.
 
 use std::collections::VecDeque;
 use std::io;
@@ -106,6 +107,10 @@ pub struct Conn {
     datagrams: VecDeque<Option<InFlight>>,
     outstanding: usize,
     unstamped: usize,
+    /// Ring offset of the oldest unstamped run's first byte.
+    unstamped_at: usize,
+    /// Bytes per stream message.
+    size: usize,
     udp_base: u64,
     /// Highest datagram sequence number answered so far (reordering is counted against it).
     udp_highest: Option<u64>,
@@ -133,6 +138,8 @@ impl Conn {
             datagrams: VecDeque::new(),
             outstanding: 0,
             unstamped: 0,
+            unstamped_at: 0,
+            size: 1,
             udp_base: 0,
             udp_highest: None,
             next_seq: 0,
@@ -258,11 +265,15 @@ impl Conn {
             return self.send_datagrams(msg, n, size, tally, scratch);
         }
         let seq = self.hand_over(n, msg.record, tally);
-        payload::append(&mut self.ring, n, size, self.id, seq);
-        self.runs.push_back(Run { msg, count: n });
         if !stamped {
+            if self.unstamped == 0 {
+                self.unstamped_at = self.ring.len();
+            }
             self.unstamped += 1;
         }
+        self.size = size;
+        payload::append(&mut self.ring, n, size, self.id, seq);
+        self.runs.push_back(Run { msg, count: n });
         self.dirty = true;
         Status::Ok
     }
@@ -329,28 +340,42 @@ impl Conn {
             return Status::Ok;
         }
         let Some(fd) = self.stream_fd() else { return Status::Ok };
-        let result =
-            sys::send(fd, &self.ring[self.written..]).map_err(io::Error::from_raw_os_error);
-        match result {
-            Ok(n) => {
-                self.written += n;
-                if self.written < self.ring.len() {
-                    self.write_blocked = true;
+        loop {
+            match sys::send(fd, &self.ring[self.written..]) {
+                Ok(n) => {
+                    self.written += n;
+                    self.write_blocked = self.written < self.ring.len();
                 }
+                Err(libc::EAGAIN) => self.write_blocked = true,
+                Err(libc::EINTR) => continue,
+                Err(e) => return Status::Failed(Cause::of(&io::Error::from_raw_os_error(e))),
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.write_blocked = true,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.dirty = true,
-            Err(e) => return Status::Failed(Cause::of(&e)),
+            break;
         }
-        if self.unstamped > 0 {
-            let len = self.runs.len();
-            for run in self.runs.range_mut(len - self.unstamped..) {
-                run.msg.start = now;
-                run.msg.sent = now;
-            }
-            self.unstamped = 0;
-        }
+        self.stamp_sent(now);
         Status::Ok
+    }
+
+    /// Closed loop: the unstamped messages whose first byte the socket has now taken start at
+    /// `now`; a run that went out in part is split, so the rest start when their bytes go.
+    fn stamp_sent(&mut self, now: u64) {
+        while self.unstamped > 0 && self.unstamped_at < self.written {
+            let i = self.runs.len() - self.unstamped;
+            let run = &mut self.runs[i];
+            let went = (self.written - self.unstamped_at).div_ceil(self.size);
+            let unsent = run.msg;
+            run.msg.start = now;
+            run.msg.sent = now;
+            if went < run.count {
+                let rest = Run { msg: unsent, count: run.count - went };
+                run.count = went;
+                self.runs.insert(i + 1, rest);
+                self.unstamped_at += went * self.size;
+                return; // the rest of that run, and everything behind it, is still unsent
+            }
+            self.unstamped_at += run.count * self.size;
+            self.unstamped -= 1;
+        }
     }
 
     /// The socket can take bytes again.
@@ -477,6 +502,9 @@ impl Conn {
             self.ring.drain(..whole);
             self.acked -= whole;
             self.written -= whole;
+            if self.unstamped > 0 {
+                self.unstamped_at -= whole; // unsent bytes lie behind every acked one
+            }
         }
     }
 
@@ -559,5 +587,53 @@ impl Conn {
         }
         self.trim_answered();
         (Status::Ok, lost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn stamped_at(conn: &Conn, t: u64) -> usize {
+        conn.runs.iter().filter(|r| r.msg.start == t).map(|r| r.count).sum()
+    }
+
+    /// A closed-loop message starts when the socket takes its first byte: a write the socket
+    /// refuses stamps nothing, and a partial write stamps only the messages that began to go out.
+    #[test]
+    fn start_times_are_stamped_when_bytes_go_out() {
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        socket2::SockRef::from(&a).set_send_buffer_size(4096).unwrap();
+        let mut conn = Conn::new(0);
+        conn.sock = Some(Sock::Unix(UnixStream::from_std(a)));
+        conn.phase = Phase::Up;
+        let base = Instant::now();
+        let mut tally = Tally::new(false, base, base);
+        let mut scratch = vec![0; 1024];
+        let (size, count) = (1000, 1000);
+        let msg = InFlight { start: 1, sent: 1, record: false };
+        assert_eq!(conn.issue(msg, count, false, size, &mut tally, &mut scratch), Status::Ok);
+        assert_eq!(conn.flush(50), Status::Ok);
+        let first = conn.written;
+        assert!(first > 0 && first < size * count, "a partial write: {first}");
+        assert_eq!(stamped_at(&conn, 50), first.div_ceil(size));
+        assert_eq!(stamped_at(&conn, 1), count - first.div_ceil(size), "the rest wait");
+
+        conn.write_blocked = false; // as if a writable edge came, but the socket is still full
+        assert_eq!(conn.flush(60), Status::Ok);
+        assert_eq!(conn.written, first);
+        assert_eq!(stamped_at(&conn, 60), 0, "a refused write stamps nothing");
+
+        let mut sink = vec![0; 1 << 20];
+        while b.read(&mut sink).is_ok() {}
+        conn.write_blocked = false;
+        assert_eq!(conn.flush(70), Status::Ok);
+        let more = conn.written.div_ceil(size) - first.div_ceil(size);
+        assert!(more > 0);
+        assert_eq!(stamped_at(&conn, 70), more);
+        assert_eq!(stamped_at(&conn, 50) + stamped_at(&conn, 70) + stamped_at(&conn, 1), count);
     }
 }

@@ -116,9 +116,9 @@ impl Tick {
     }
 
     /// Fires at `at` (relative to `now`) unless already armed for that time.
-    fn arm(&mut self, at: Instant, now: Instant) {
+    fn arm(&mut self, at: Instant, now: Instant) -> io::Result<()> {
         if self.armed == Some(at) {
-            return;
+            return Ok(());
         }
         let wait = at.saturating_duration_since(now).max(Duration::from_nanos(1));
         let spec = libc::itimerspec {
@@ -129,8 +129,14 @@ impl Tick {
             },
         };
         // SAFETY: a valid timerfd and a valid itimerspec.
-        unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        let ret =
+            unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        if ret != 0 {
+            // Unarmed, the open loop would wait for the next maintenance tick: a wrong latency.
+            return Err(io::Error::last_os_error());
+        }
         self.armed = Some(at);
+        Ok(())
     }
 
     fn fired(&mut self) {
@@ -215,7 +221,7 @@ impl Worker {
             {
                 let due = schedule.next_due();
                 if due > now {
-                    tick.arm(due, now);
+                    tick.arm(due, now)?;
                 } else {
                     wake = now;
                 }
@@ -273,8 +279,13 @@ impl Worker {
         let mut waiting = open.iter().filter(|o| **o).count();
         while waiting > 0 {
             let now = Instant::now();
-            if now >= deadline || self.poll.poll(events, Some(deadline - now)).is_err() {
+            if now >= deadline {
                 break;
+            }
+            match self.poll.poll(events, Some(deadline - now)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
             }
             for event in events.iter() {
                 let i = event.token().0;

@@ -98,7 +98,7 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
             endpoint: endpoint.clone(),
             size: settings.size,
             depth: settings.depth,
-            rate: settings.rate.map(|r| r * share),
+            rate: settings.rate.map(|r| (r * share).max(crate::schedule::MIN_RATE)),
             start,
             warmup_end,
             end,

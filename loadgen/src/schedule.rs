@@ -1,32 +1,38 @@
 //! Open-loop pacing: messages at fixed intended times, independent of how fast echoes return.
 //!
-//! Message `m` of a schedule is intended at `start + m / rate` (exact integer arithmetic, no
-//! drift). A client that falls behind sends the overdue messages as soon as it can, and their
+//! Message `m` of a schedule is intended at `start + m / rate`, computed in integers from the
+//! rate in thousandths of a message per second (`m × 10¹² / millirate` ns, in 128 bits): exact
+//! for any rate given to three decimals, and no drift however long the run. A client that falls behind sends the overdue messages as soon as it can, and their
 //! latency is measured from the intended time, not from when they finally went out: a stall of
 //! the server shows up in every message that should have been sent during it (no coordinated
 //! omission). Time is passed in, so this is tested with a simulated clock.
 
 use std::time::{Duration, Instant};
 
+/// The lowest rate a schedule takes: one message every 1000 s.
+pub const MIN_RATE: f64 = 0.001;
+
 /// A constant-rate schedule.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     start: Instant,
-    /// Messages per second.
-    rate: f64,
+    /// Thousandths of a message per second.
+    millirate: u128,
     issued: u64,
 }
 
 impl Schedule {
-    /// `rate` messages per second from `start` on. `rate` must be positive.
+    /// `rate` messages per second from `start` on, rounded to thousandths; at least
+    /// [`MIN_RATE`].
     pub fn new(start: Instant, rate: f64) -> Self {
-        assert!(rate > 0.0 && rate.is_finite(), "rate must be positive");
-        Schedule { start, rate, issued: 0 }
+        assert!(rate >= MIN_RATE && rate.is_finite(), "rate must be at least {MIN_RATE}");
+        Schedule { start, millirate: (rate * 1000.0).round() as u128, issued: 0 }
     }
 
     /// The intended time of message `m`.
     pub fn intended(&self, m: u64) -> Instant {
-        self.start + Duration::from_secs_f64(m as f64 / self.rate)
+        let ns = m as u128 * 1_000_000_000_000 / self.millirate;
+        self.start + Duration::from_nanos(ns.min(u64::MAX as u128) as u64)
     }
 
     /// When the next message is due.
@@ -64,6 +70,12 @@ mod tests {
         assert_eq!(s.intended(1_000_000), t0 + Duration::from_secs(1000));
         let s = Schedule::new(t0, 3.0);
         assert_eq!(s.intended(3), t0 + Duration::from_secs(1));
+        assert_eq!(s.intended(3_000_000_000), t0 + Duration::from_secs(1_000_000_000));
+        let s = Schedule::new(t0, 0.5);
+        assert_eq!(s.intended(1), t0 + Duration::from_secs(2));
+        // 33.333 per second: message 33333 is due at exactly 1000 s.
+        let s = Schedule::new(t0, 33.333);
+        assert_eq!(s.intended(33_333), t0 + Duration::from_secs(1000));
     }
 
     #[test]
