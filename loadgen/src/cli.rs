@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ricochet::units::{parse_bytes, parse_duration};
 
-use crate::payload::SEQ_LEN;
+use crate::payload::{MIN_LINE, SEQ_LEN};
 use crate::run::Settings;
 use crate::target::Target;
 
@@ -17,17 +17,23 @@ use crate::target::Target;
     name = "loadgen",
     version,
     args_conflicts_with_subcommands = true,
-    about = "Echo load generator: verified payloads, HdrHistogram latencies, closed or open loop.",
+    about = "Echo and chat load generator: verified payloads, HdrHistogram latencies, closed or open loop.",
     long_about = "Echo load generator: every echoed byte is verified against what was sent, every \
 message's latency is recorded in an HdrHistogram (ns resolution), and open-loop runs (--rate) \
 measure latency from each message's intended send time, so a stalled server shows in the \
 percentiles (no coordinated omission).\n\n\
 Without a TARGET, loadgen starts ricochet in-process on 127.0.0.1:0 and benchmarks it.\n\n\
-Exit status: 0 when there were no errors and no mismatches, 1 otherwise, 2 for usage errors.",
+A chat:// target (or --chat, for an embedded room) measures fan-out instead: every connection is \
+a member of the room, --publishers of them publish lines, and every member checks that it gets \
+every other publisher's lines exactly once, in order, byte for byte. A line is a message; each \
+member's receipt of it is a delivery, and latency is recorded per delivery.\n\n\
+Exit status: 0 when there were no errors and no mismatches (chat: and nothing lost), 1 \
+otherwise, 2 for usage errors.",
     after_help = "Examples:\n  loadgen                                   # benchmark an embedded ricochet\n  \
 loadgen 127.0.0.1:7007 -c 100 -d 4 -t 30s   # closed loop, 100 conns × 4 in flight\n  \
 loadgen 127.0.0.1:7007 -r 50000 --json      # open loop at 50k msgs/s, JSON report\n  \
 loadgen udp://127.0.0.1:7007 -s 512         # UDP, loss counted\n  \
+loadgen chat://127.0.0.1:7008 -c 100 --publishers 1   # fan-out: 1 publisher, 99 readers\n  \
 loadgen probe unix:/tmp/echo.sock            # health check"
 )]
 pub struct Args {
@@ -35,22 +41,34 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT or unix:PATH. Omit it to benchmark an
-    /// embedded ricochet.
+    /// HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT, unix:PATH or chat://HOST:PORT. Omit it to
+    /// benchmark an embedded ricochet.
     #[arg(value_name = "TARGET")]
     pub target: Option<String>,
 
-    /// Connections (UDP: connected sockets), spread over the threads.
+    /// Without a TARGET: benchmark an embedded ricochet chat room instead of its echo.
+    #[arg(long, conflicts_with = "target")]
+    pub chat: bool,
+
+    /// Chat: how many of the connections publish lines (the others only receive)
+    /// [default: all of them].
+    #[arg(long, value_name = "N")]
+    pub publishers: Option<u32>,
+
+    /// Connections (UDP: connected sockets; chat: members), spread over the threads.
     #[arg(short = 'c', long, value_name = "N", default_value_t = 50)]
     pub connections: u32,
 
-    /// Bytes per message (UDP: per datagram, at least 8: it carries a sequence number).
+    /// Bytes per message (UDP: per datagram, at least 8: it carries a sequence number; chat: per
+    /// line, the newline included, at least 28: it carries its publisher and number).
     #[arg(short = 's', long, value_name = "BYTES", default_value = "64", value_parser = parse_bytes)]
     pub size: u64,
 
     /// Messages in flight per connection at most (pipelining). Closed loop keeps exactly this many
     /// in flight; open loop sends each due message on any connection with a free slot, and when
-    /// none is free the message waits (its latency still counts from its intended time).
+    /// none is free the message waits (its latency still counts from its intended time). Chat:
+    /// lines in flight per publisher in closed loop (a line is complete when every other member
+    /// has it).
     #[arg(short = 'd', long, value_name = "N", default_value_t = 1)]
     pub depth: u32,
 
@@ -62,8 +80,9 @@ pub struct Args {
     #[arg(short = 'n', long, value_name = "N")]
     pub messages: Option<u64>,
 
-    /// Open loop: send N messages per second in total, at fixed intended times, and measure each
-    /// latency from its intended send time. Without it: closed loop.
+    /// Open loop: send N messages per second in total (chat: lines, round-robin over the
+    /// publishers), at fixed intended times, and measure each latency from its intended send
+    /// time. Without it: closed loop.
     #[arg(short = 'r', long, value_name = "N")]
     pub rate: Option<f64>,
 
@@ -85,7 +104,8 @@ pub struct Args {
     pub hlog: Option<PathBuf>,
 
     /// A message not echoed within DUR of being sent is an error (the connection is
-    /// re-established); for UDP the datagram counts as lost.
+    /// re-established); for UDP the datagram counts as lost, for chat each delivery still
+    /// missing.
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
 }
@@ -111,6 +131,8 @@ pub enum Command {
 const MAX_STREAM_SIZE: u64 = 64 << 20;
 /// Largest UDP payload over IPv4.
 const MAX_DATAGRAM: u64 = 65507;
+/// Longest chat line: ricochet's default --max-line, plus the newline.
+const MAX_LINE: u64 = 64 * 1024 + 1;
 
 impl TryFrom<&Args> for Settings {
     type Error = String;
@@ -118,6 +140,7 @@ impl TryFrom<&Args> for Settings {
     fn try_from(args: &Args) -> Result<Settings, String> {
         let target = args.target.as_deref().map(Target::parse).transpose()?;
         let udp = matches!(target, Some(Target::Udp(_)));
+        let chat = args.chat || matches!(target, Some(Target::Chat(_)));
         if args.connections == 0 || args.connections > 100_000 {
             return Err(format!("--connections {} must be between 1 and 100000", args.connections));
         }
@@ -127,7 +150,33 @@ impl TryFrom<&Args> for Settings {
                 args.size
             ));
         }
-        if !udp && !(1..=MAX_STREAM_SIZE).contains(&args.size) {
+        if chat {
+            if !(MIN_LINE as u64..=MAX_LINE).contains(&args.size) {
+                return Err(format!(
+                    "--size {} for chat must be between {MIN_LINE} (a line's publisher, number \
+                     and newline) and {MAX_LINE} (ricochet's default --max-line)",
+                    args.size
+                ));
+            }
+            if args.connections < 2 {
+                return Err(
+                    "chat needs --connections 2 or more: lines go to the other members".into()
+                );
+            }
+            if args.threads != 1 {
+                return Err("chat runs its members on one thread: leave --threads at 1".into());
+            }
+            if args.publishers.is_some_and(|p| p == 0 || p > args.connections) {
+                return Err(format!(
+                    "--publishers {} must be between 1 and --connections ({})",
+                    args.publishers.unwrap_or(0),
+                    args.connections
+                ));
+            }
+        } else if args.publishers.is_some() {
+            return Err("--publishers is for chat:// targets (or --chat)".into());
+        }
+        if !udp && !chat && !(1..=MAX_STREAM_SIZE).contains(&args.size) {
             return Err(format!("--size {} must be between 1 byte and 64MiB", args.size));
         }
         if args.depth == 0 || args.depth > 65536 {
@@ -164,6 +213,8 @@ impl TryFrom<&Args> for Settings {
             if args.messages.is_some() { Duration::ZERO } else { Duration::from_secs(1) };
         Ok(Settings {
             target,
+            chat,
+            publishers: args.publishers.unwrap_or(args.connections) as usize,
             connections: args.connections,
             size: args.size as usize,
             depth: args.depth as usize,
@@ -201,6 +252,16 @@ mod tests {
     }
 
     #[test]
+    fn chat_settings() {
+        let s = settings(&["chat://127.0.0.1:7008", "-c", "10", "--publishers", "2"]).unwrap();
+        assert!(s.chat);
+        assert_eq!((s.connections, s.publishers), (10, 2));
+        let s = settings(&["--chat", "-c", "3"]).unwrap();
+        assert!(s.chat && s.target.is_none());
+        assert_eq!(s.publishers, 3, "all members publish by default");
+    }
+
+    #[test]
     fn messages_mode_has_no_warmup_by_default() {
         let s = settings(&["-n", "1000", "127.0.0.1:1"]).unwrap();
         assert_eq!((s.duration, s.messages, s.warmup), (None, Some(1000), Duration::ZERO));
@@ -226,6 +287,13 @@ mod tests {
             &["-t", "1s", "-n", "5"],
             &["--timeout", "0s"],
             &["http://x:1"],
+            &["chat://127.0.0.1:1", "-c", "1"],
+            &["chat://127.0.0.1:1", "-s", "20"],
+            &["chat://127.0.0.1:1", "-c", "4", "--publishers", "5"],
+            &["chat://127.0.0.1:1", "--publishers", "0"],
+            &["chat://127.0.0.1:1", "-c", "4", "--threads", "2"],
+            &["127.0.0.1:1", "--publishers", "1"],
+            &["--chat", "127.0.0.1:1"],
         ] {
             assert!(settings(argv).is_err(), "{argv:?} accepted");
         }

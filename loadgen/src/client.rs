@@ -163,7 +163,7 @@ impl Conn {
         token: Token,
     ) -> io::Result<()> {
         let mut sock = match endpoint {
-            Endpoint::Tcp(addr) => {
+            Endpoint::Tcp(addr) | Endpoint::Chat(addr) => {
                 let s = TcpStream::connect(*addr)?;
                 Sock::Tcp(s)
             }

@@ -5,9 +5,11 @@
 //! # Layout
 //!
 //! - [`cli`]: the command line and its conversion into checked [`run::Settings`].
-//! - [`target`]: `HOST:PORT`, `tcp://`, `udp://`, `unix:` targets and their resolution.
+//! - [`target`]: `HOST:PORT`, `tcp://`, `udp://`, `unix:`, `chat://` targets and their
+//!   resolution.
 //! - [`run`]: one benchmark: embedded server or preflight, threads, progress, hlog, merge.
 //! - [`reactor`]: one load thread's mio loop.
+//! - [`chat`]: the chat room's fan-out load (`chat://`): members, publishers, per-delivery checks.
 //! - [`client`]: one connection: send queue, echo verification, completions.
 //! - [`tally`]: a thread's results: latency histogram and counts by cause.
 //! - [`schedule`]: open-loop intended send times.
@@ -17,6 +19,7 @@
 
 #![deny(missing_docs)]
 
+pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod payload;

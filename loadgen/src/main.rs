@@ -1,11 +1,13 @@
 //! The `loadgen` binary: parse, run the benchmark (or the probe), print the report.
-//! Exit codes: 0 no errors and no mismatches; 1 otherwise (or the run failed); 2 usage.
+//! Exit codes: 0 no errors and no mismatches (chat: and no lost deliveries); 1 otherwise (or the
+//! run failed); 2 usage.
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::{CommandFactory, Parser};
+use ricochet::output;
 use ricochet_loadgen::cli::{Args, Command};
 use ricochet_loadgen::run::{self, Settings};
 use ricochet_loadgen::target::Target;
@@ -28,15 +30,18 @@ fn main() -> ExitCode {
     }
     match run::run(&settings, stop) {
         Ok(merged) => {
+            // A reader that went away (`loadgen ... | head -n1`) is not a failure of the run.
             if args.json {
-                println!("{}", merged.json());
+                output::stdout_line(&merged.json());
                 for (cause, n) in &merged.errors {
-                    eprintln!("loadgen: {n} error(s): {}", cause.describe());
+                    output::stderr_line(&format!("loadgen: {n} error(s): {}", cause.describe()));
                 }
             } else {
-                print!("{}", merged.text());
+                output::stdout_line(merged.text().trim_end());
             }
-            if merged.report.errors == 0 && merged.report.mismatches == 0 {
+            let r = &merged.report;
+            let chat_loss = r.deliveries.is_some() && r.lost > 0;
+            if r.errors == 0 && r.mismatches == 0 && !chat_loss {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

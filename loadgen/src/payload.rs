@@ -6,6 +6,11 @@
 //! for byte; the pattern is what makes that comparison meaningful across message boundaries.
 //! Datagrams carry their sequence number in their first 8 bytes (little endian), followed by the
 //! pattern, so a reply can be matched to its request whatever order it comes back in.
+//!
+//! Chat lines are text: `PPPPPPPP SSSSSSSSSSSSSSSS ` (publisher and sequence number in hex), then
+//! the pattern of that publisher's line mapped onto 64 printable characters (never `\n`, never a
+//! leading `/`), then `\n`. A receiver can tell whose line it is, which one, and whether every
+//! byte is right.
 
 /// Bytes of sequence number at the start of a datagram.
 pub const SEQ_LEN: usize = 8;
@@ -88,6 +93,50 @@ pub fn check_datagram(data: &[u8], stream: u32, size: usize, scratch: &mut Vec<u
     (scratch[..] == *data).then_some(seq)
 }
 
+/// Bytes of a chat line before its pattern: publisher, space, sequence number, space.
+pub const LINE_HEADER: usize = 8 + 1 + 16 + 1;
+/// The shortest chat line: the header, one pattern byte, the newline.
+pub const MIN_LINE: usize = LINE_HEADER + 2;
+
+const LINE_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-";
+
+/// Fills `out` (at least [`MIN_LINE`] bytes, its last byte the `\n`) as line `seq` of
+/// `publisher`.
+pub fn fill_line(out: &mut [u8], publisher: u32, seq: u64) {
+    let header = format!("{publisher:08x} {seq:016x} ");
+    out[..LINE_HEADER].copy_from_slice(header.as_bytes());
+    let body_len = out.len() - LINE_HEADER - 1;
+    let (body, newline) = out[LINE_HEADER..].split_at_mut(body_len);
+    fill(body, publisher, seq);
+    for b in body.iter_mut() {
+        *b = LINE_ALPHABET[(*b & 63) as usize];
+    }
+    newline[0] = b'\n';
+}
+
+/// The publisher and sequence number a chat line (without its `\n`) claims, if its header
+/// parses; the rest is not checked.
+pub fn line_header(line: &[u8]) -> Option<(u32, u64)> {
+    if line.len() < LINE_HEADER || line[8] != b' ' || line[25] != b' ' {
+        return None;
+    }
+    let hex = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|t| u64::from_str_radix(t, 16).ok());
+    Some((u32::try_from(hex(&line[..8])?).ok()?, hex(&line[9..25])?))
+}
+
+/// Reads a received chat line (without its `\n`): its publisher and sequence number if it is
+/// exactly what [`fill_line`] made for a `size`-byte line, `None` otherwise.
+pub fn check_line(line: &[u8], size: usize, scratch: &mut Vec<u8>) -> Option<(u32, u64)> {
+    if line.len() + 1 != size || size < MIN_LINE {
+        return None;
+    }
+    let (publisher, seq) = line_header(line)?;
+    scratch.resize(size, 0);
+    fill_line(scratch, publisher, seq);
+    (scratch[..size - 1] == *line).then_some((publisher, seq))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +192,28 @@ mod tests {
             let expected: Vec<u8> = (99..102).flat_map(|seq| message(4, seq, len)).collect();
             assert_eq!(v[3..], expected[..], "len {len} x 3");
         }
+    }
+
+    #[test]
+    fn chat_lines_round_trip_and_reject_corruption() {
+        let mut scratch = Vec::new();
+        let mut line = vec![0; 64];
+        fill_line(&mut line, 0x2a, 0x1234);
+        assert_eq!(&line[..LINE_HEADER], b"0000002a 0000000000001234 ");
+        assert_eq!(line[63], b'\n');
+        assert!(!line[..63].contains(&b'\n') && line[0] != b'/');
+        assert!(line[..63].iter().all(|b| b.is_ascii_graphic() || *b == b' '));
+        let text = &line[..63];
+        assert_eq!(check_line(text, 64, &mut scratch), Some((0x2a, 0x1234)));
+        assert_eq!(check_line(&text[..62], 64, &mut scratch), None, "truncated");
+        assert_eq!(check_line(text, 65, &mut scratch), None, "another size");
+        let mut bad = text.to_vec();
+        bad[40] ^= 1;
+        assert_eq!(check_line(&bad, 64, &mut scratch), None, "one flipped bit");
+        let mut other = line.clone();
+        fill_line(&mut other, 0x2a, 0x1235);
+        assert_ne!(other[LINE_HEADER..], line[LINE_HEADER..], "lines differ by sequence number");
+        assert_eq!(check_line(b"* alice joined", 15, &mut scratch), None);
     }
 
     #[test]

@@ -44,6 +44,10 @@ fn probe_one(endpoint: &Endpoint, message: &[u8], timeout: Duration) -> Result<P
         Error::new(format!("{what} {endpoint}: {e}"))
     };
     match endpoint {
+        Endpoint::Chat(_) => Err(Error::new(format!(
+            "{endpoint}: a chat room sends nothing back to the sender, so there is no echo to \
+             probe; measure it with `loadgen {endpoint}`"
+        ))),
         Endpoint::Tcp(addr) => {
             let s = TcpStream::connect_timeout(addr, timeout)
                 .map_err(|e| fail("cannot connect to", e))?;

@@ -33,11 +33,11 @@ use crate::schedule::Schedule;
 use crate::tally::{Cause, Tally};
 use crate::target::Endpoint;
 
-const TICK: Token = Token(usize::MAX - 1);
-const MAINTENANCE: Duration = Duration::from_millis(10);
-const HLOG_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const TICK: Token = Token(usize::MAX - 1);
+pub(crate) const MAINTENANCE: Duration = Duration::from_millis(10);
+pub(crate) const HLOG_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the end of a run waits for servers to finish echoing and close.
-const CLOSE_GRACE: Duration = Duration::from_millis(500);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 /// What a load thread tells the main thread while it runs.
 #[derive(Debug)]
@@ -88,17 +88,19 @@ pub struct Plan {
     pub hlog: bool,
     /// Where to send intervals and the final [`Report::Finished`].
     pub reports: Sender<Report>,
+    /// Chat: how many of the connections publish (the first ones).
+    pub publishers: usize,
 }
 
 /// A timerfd with nanosecond precision, for open-loop pacing.
 #[derive(Debug)]
-struct Tick {
+pub(crate) struct Tick {
     fd: OwnedFd,
     armed: Option<Instant>,
 }
 
 impl Tick {
-    fn new(poll: &Poll) -> io::Result<Tick> {
+    pub(crate) fn new(poll: &Poll) -> io::Result<Tick> {
         // SAFETY: plain syscall; the result is checked before use.
         let fd = unsafe {
             libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
@@ -116,7 +118,7 @@ impl Tick {
     }
 
     /// Fires at `at` (relative to `now`) unless already armed for that time.
-    fn arm(&mut self, at: Instant, now: Instant) -> io::Result<()> {
+    pub(crate) fn arm(&mut self, at: Instant, now: Instant) -> io::Result<()> {
         if self.armed == Some(at) {
             return Ok(());
         }
@@ -139,7 +141,7 @@ impl Tick {
         Ok(())
     }
 
-    fn fired(&mut self) {
+    pub(crate) fn fired(&mut self) {
         let mut buf = [0u8; 8];
         // SAFETY: reading 8 bytes into an 8-byte buffer from our own timerfd.
         unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
@@ -167,7 +169,10 @@ struct Worker {
 /// Runs one load thread to the end of the run; returns what it measured.
 pub fn run(plan: Plan) -> io::Result<Tally> {
     let reports = plan.reports.clone();
-    let result = run_plan(plan);
+    let result = match plan.endpoint {
+        Endpoint::Chat(_) => crate::chat::run(plan),
+        _ => run_plan(plan),
+    };
     let _ = reports.send(Report::Finished);
     result
 }
@@ -501,10 +506,14 @@ impl Worker {
     }
 
     fn send_interval(&mut self, index: u64) {
-        if let Some(hist) = &mut self.tally.interval {
-            let _ =
-                self.plan.reports.send(Report::Interval(Interval { index, hist: hist.clone() }));
-            hist.reset();
-        }
+        send_interval(&self.plan.reports, &mut self.tally, index);
+    }
+}
+
+/// Sends the current hlog interval (if an hlog is written) and starts the next.
+pub(crate) fn send_interval(reports: &Sender<Report>, tally: &mut Tally, index: u64) {
+    if let Some(hist) = &mut tally.interval {
+        let _ = reports.send(Report::Interval(Interval { index, hist: hist.clone() }));
+        hist.reset();
     }
 }

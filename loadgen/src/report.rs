@@ -86,8 +86,19 @@ pub struct Report {
     pub mismatches: u64,
     /// UDP datagrams never echoed.
     pub lost: u64,
-    /// Latency from first byte sent (or intended, open loop) to last byte back.
+    /// Latency from first byte sent (or intended, open loop) to last byte back; chat: from a
+    /// line's send (or intended) time to its receipt by each member.
     pub latency_us: Latency,
+    /// Chat only: members that published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publishers: Option<usize>,
+    /// Chat only: lines received by members other than their publisher (≈ messages × the
+    /// other members).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliveries: Option<u64>,
+    /// Chat only: deliveries per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliveries_per_sec: Option<f64>,
 }
 
 /// Everything measured, merged over threads, with what the text report adds to the JSON.
@@ -130,16 +141,20 @@ pub struct RunInfo {
     pub threads: usize,
     /// Warm-up.
     pub warmup: Duration,
+    /// Chat: how many members publish (`None` for echo runs).
+    pub publishers: Option<usize>,
 }
 
 /// Merges thread tallies into the report for a measured period of `measured`.
 pub fn merge(info: &RunInfo, tallies: Vec<Tally>, measured: Duration, interrupted: bool) -> Merged {
     let mut hist = crate::tally::new_histogram();
     let (mut messages, mut mismatches, mut lost, mut duplicates, mut reordered) = (0, 0, 0, 0, 0);
+    let mut deliveries = 0;
     let mut errors: Vec<(Cause, u64)> = Vec::new();
     for t in &tallies {
         hist.add(&t.hist).expect("histograms with the same bounds add");
         messages += t.messages;
+        deliveries += t.deliveries;
         mismatches += t.mismatches;
         lost += t.lost;
         duplicates += t.duplicates;
@@ -168,6 +183,9 @@ pub fn merge(info: &RunInfo, tallies: Vec<Tally>, measured: Duration, interrupte
         mismatches,
         lost,
         latency_us: Latency::of(&hist),
+        publishers: info.publishers,
+        deliveries: info.publishers.map(|_| deliveries),
+        deliveries_per_sec: info.publishers.map(|_| per_sec(deliveries)),
     };
     Merged { hist, report, errors, duplicates, reordered, run: info.clone(), interrupted }
 }
@@ -188,11 +206,23 @@ impl Merged {
         };
         let embedded = if self.run.embedded { ", embedded ricochet" } else { "" };
         let _ = writeln!(out, "target      {} ({mode}{embedded})", r.target);
-        let _ = writeln!(
-            out,
-            "load        {} connection(s) × depth {}, {}-byte messages, {} thread(s)",
-            r.connections, r.depth, r.size, self.run.threads
-        );
+        match r.publishers {
+            Some(publishers) => {
+                let _ = writeln!(
+                    out,
+                    "load        {} member(s), {publishers} publishing, depth {} per publisher, \
+                     {}-byte lines",
+                    r.connections, r.depth, r.size
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "load        {} connection(s) × depth {}, {}-byte messages, {} thread(s)",
+                    r.connections, r.depth, r.size, self.run.threads
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "measured    {:.2} s after a {} warm-up{}",
@@ -206,12 +236,24 @@ impl Merged {
             group(r.messages),
             group(r.msgs_per_sec.round() as u64)
         );
-        let _ = writeln!(
-            out,
-            "throughput  {}/s echoed ({:.1} Mbit/s each way)",
-            ricochet::units::format_bytes(r.bytes_per_sec),
-            r.bytes_per_sec * 8.0 / 1e6
-        );
+        match (r.deliveries, r.deliveries_per_sec) {
+            (Some(deliveries), Some(per_sec)) => {
+                let _ = writeln!(
+                    out,
+                    "deliveries  {}  ({} deliveries/s: lines received by the other members)",
+                    group(deliveries),
+                    group(per_sec.round() as u64)
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "throughput  {}/s echoed ({:.1} Mbit/s each way)",
+                    ricochet::units::format_bytes(r.bytes_per_sec),
+                    r.bytes_per_sec * 8.0 / 1e6
+                );
+            }
+        }
         if let Some(rate) = r.rate {
             let share = if rate > 0.0 { r.msgs_per_sec / rate * 100.0 } else { 0.0 };
             if share < 99.0 {
@@ -384,6 +426,7 @@ mod tests {
             rate: None,
             threads: 2,
             warmup: Duration::from_secs(1),
+            publishers: None,
         }
     }
 

@@ -22,6 +22,10 @@ use crate::Error;
 pub struct Settings {
     /// `None`: start ricochet in-process on 127.0.0.1:0 and benchmark it.
     pub target: Option<Target>,
+    /// Chat fan-out load (a `chat://` target, or an embedded room).
+    pub chat: bool,
+    /// Chat: how many connections publish.
+    pub publishers: usize,
     /// Connections (UDP: sockets).
     pub connections: u32,
     /// Bytes per message.
@@ -50,10 +54,17 @@ pub struct Settings {
 pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> {
     let (endpoint, server) = match &settings.target {
         None => {
-            let server = ricochet::spawn(ricochet::Config::ephemeral())
+            let mut config = ricochet::Config::ephemeral();
+            if settings.chat {
+                config.listeners = vec![ricochet::ListenSpec::Chat(([127, 0, 0, 1], 0).into())];
+            }
+            let server = ricochet::spawn(config)
                 .map_err(|e| Error::new(format!("starting the embedded ricochet: {e}")))?;
-            let addr = server.tcp_addr().expect("the ephemeral config listens on TCP");
-            (Endpoint::Tcp(addr), Some(server))
+            let endpoint = match server.chat_addr() {
+                Some(addr) => Endpoint::Chat(addr),
+                None => Endpoint::Tcp(server.tcp_addr().expect("the ephemeral config has TCP")),
+            };
+            (endpoint, Some(server))
         }
         Some(target) => (reachable(target, settings.timeout)?, None),
     };
@@ -67,6 +78,7 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
         rate: settings.rate,
         threads: settings.threads,
         warmup: settings.warmup,
+        publishers: settings.chat.then_some(settings.publishers),
     };
     let start = Instant::now();
     let wall_start = SystemTime::now();
@@ -109,6 +121,7 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
             hlog: settings.hlog.is_some(),
             reports: reports_tx.clone(),
             conn_ids,
+            publishers: settings.publishers,
         };
         let thread = std::thread::Builder::new()
             .name(format!("loadgen-{t}"))
@@ -198,7 +211,9 @@ fn reachable(target: &Target, timeout: Duration) -> Result<Endpoint, Error> {
     let mut last = String::from("no address");
     for endpoint in target.resolve().map_err(Error::new)? {
         let result = match &endpoint {
-            Endpoint::Tcp(addr) => std::net::TcpStream::connect_timeout(addr, wait).map(drop),
+            Endpoint::Tcp(addr) | Endpoint::Chat(addr) => {
+                std::net::TcpStream::connect_timeout(addr, wait).map(drop)
+            }
             Endpoint::Unix(path) => std::os::unix::net::UnixStream::connect(path).map(drop),
             Endpoint::Udp(_) => unreachable!("handled above"),
         };

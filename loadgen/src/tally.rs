@@ -55,8 +55,10 @@ pub struct Tally {
     pub hist: Histogram<u64>,
     /// The same, for the current hlog interval only.
     pub interval: Option<Histogram<u64>>,
-    /// Recorded messages completed.
+    /// Recorded messages completed (chat: recorded lines delivered to every other member).
     pub messages: u64,
+    /// Chat: deliveries recorded (a line received by one member).
+    pub deliveries: u64,
     /// Messages whose echo differed.
     pub mismatches: u64,
     /// UDP datagrams never echoed (recorded ones).
@@ -100,6 +102,7 @@ impl Tally {
             hist: new_histogram(),
             interval: hlog.then(new_histogram),
             messages: 0,
+            deliveries: 0,
             mismatches: 0,
             lost: 0,
             duplicates: 0,
@@ -139,6 +142,16 @@ impl Tally {
     /// Counts `n` errors of `cause`.
     pub fn error_n(&mut self, cause: Cause, n: u64) {
         add_errors(&mut self.errors, cause, n);
+    }
+
+    /// Chat: one recorded delivery that took `ns`.
+    pub(crate) fn delivery(&mut self, ns: u64) {
+        let ns = ns.max(1);
+        self.hist.saturating_record(ns);
+        if let Some(interval) = &mut self.interval {
+            interval.saturating_record(ns);
+        }
+        self.deliveries += 1;
     }
 
     pub(crate) fn complete(&mut self, msg: InFlight, now: u64) {

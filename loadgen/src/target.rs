@@ -1,4 +1,5 @@
-//! What loadgen talks to: `HOST:PORT` or `tcp://HOST:PORT`, `udp://HOST:PORT`, `unix:PATH`.
+//! What loadgen talks to: `HOST:PORT` or `tcp://HOST:PORT`, `udp://HOST:PORT`, `unix:PATH`, and
+//! `chat://HOST:PORT` (a chat room: fan-out load instead of echo).
 //! Host names are resolved once, up front; [`Target::resolve`] returns every address so the
 //! caller can use the first one that answers (`localhost` may resolve to `::1` first while the
 //! server listens on 127.0.0.1 only).
@@ -16,6 +17,8 @@ pub enum Target {
     Udp(String),
     /// Stream echo over a Unix-domain socket.
     Unix(PathBuf),
+    /// A chat room over TCP.
+    Chat(String),
 }
 
 /// A target with its address resolved.
@@ -27,6 +30,8 @@ pub enum Endpoint {
     Udp(SocketAddr),
     /// A Unix-domain stream server.
     Unix(PathBuf),
+    /// A chat room over TCP.
+    Chat(SocketAddr),
 }
 
 impl Target {
@@ -34,8 +39,8 @@ impl Target {
     pub fn parse(text: &str) -> Result<Target, String> {
         let bad = || {
             format!(
-                "`{text}` is not a target: expected HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT \
-                 or unix:PATH"
+                "`{text}` is not a target: expected HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT, \
+                 unix:PATH or chat://HOST:PORT"
             )
         };
         if let Some(path) = text.strip_prefix("unix:") {
@@ -46,6 +51,8 @@ impl Target {
             ("tcp", rest)
         } else if let Some(rest) = text.strip_prefix("udp://") {
             ("udp", rest)
+        } else if let Some(rest) = text.strip_prefix("chat://") {
+            ("chat", rest)
         } else if text.contains("://") {
             return Err(bad());
         } else {
@@ -57,16 +64,18 @@ impl Target {
         }
         Ok(match kind {
             "udp" => Target::Udp(hostport.to_owned()),
+            "chat" => Target::Chat(hostport.to_owned()),
             _ => Target::Tcp(hostport.to_owned()),
         })
     }
 
-    /// `tcp`, `udp` or `unix`.
+    /// `tcp`, `udp`, `unix` or `chat`.
     pub fn proto(&self) -> &'static str {
         match self {
             Target::Tcp(_) => "tcp",
             Target::Udp(_) => "udp",
             Target::Unix(_) => "unix",
+            Target::Chat(_) => "chat",
         }
     }
 
@@ -86,17 +95,19 @@ impl Target {
             Target::Tcp(h) => lookup(h)?.into_iter().map(Endpoint::Tcp).collect(),
             Target::Udp(h) => lookup(h)?.into_iter().map(Endpoint::Udp).collect(),
             Target::Unix(p) => vec![Endpoint::Unix(p.clone())],
+            Target::Chat(h) => lookup(h)?.into_iter().map(Endpoint::Chat).collect(),
         })
     }
 }
 
 impl Endpoint {
-    /// `tcp`, `udp` or `unix`.
+    /// `tcp`, `udp`, `unix` or `chat`.
     pub fn proto(&self) -> &'static str {
         match self {
             Endpoint::Tcp(_) => "tcp",
             Endpoint::Udp(_) => "udp",
             Endpoint::Unix(_) => "unix",
+            Endpoint::Chat(_) => "chat",
         }
     }
 }
@@ -107,6 +118,7 @@ impl fmt::Display for Endpoint {
             Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
             Endpoint::Udp(a) => write!(f, "udp://{a}"),
             Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            Endpoint::Chat(a) => write!(f, "chat://{a}"),
         }
     }
 }
@@ -121,6 +133,10 @@ mod tests {
         assert_eq!(Target::parse("tcp://[::1]:80"), Ok(Target::Tcp("[::1]:80".into())));
         assert_eq!(Target::parse("udp://localhost:9"), Ok(Target::Udp("localhost:9".into())));
         assert_eq!(Target::parse("unix:/tmp/e.sock"), Ok(Target::Unix("/tmp/e.sock".into())));
+        assert_eq!(
+            Target::parse("chat://127.0.0.1:7008"),
+            Ok(Target::Chat("127.0.0.1:7008".into()))
+        );
         for bad in ["", "7007", "host", "http://x:1", "tcp://x", "x:99999", "unix:", ":80"] {
             assert!(Target::parse(bad).is_err(), "{bad:?} accepted");
         }

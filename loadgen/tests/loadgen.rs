@@ -15,6 +15,8 @@ use util::*;
 fn settings(target: Option<Target>) -> Settings {
     Settings {
         target,
+        chat: false,
+        publishers: 4,
         connections: 4,
         size: 64,
         depth: 1,
@@ -88,6 +90,87 @@ fn embedded_target() {
     assert!(m.report.target.starts_with("tcp://127.0.0.1:"), "{}", m.report.target);
     assert!(m.report.messages > 0);
     assert_eq!((m.report.errors, m.report.mismatches), (0, 0));
+}
+
+/// Fan-out against a ricochet room: every line reaches every other member exactly once, so
+/// deliveries are exactly lines × (members − 1), in closed loop and open loop, and the room's
+/// own counters agree.
+#[test]
+fn chat_against_ricochet_delivers_every_line_to_every_other_member() {
+    let server = ricochet::spawn(Config {
+        listeners: vec![ListenSpec::Chat("127.0.0.1:0".parse().unwrap())],
+        ..Config::default()
+    })
+    .unwrap();
+    let target = format!("chat://{}", server.chat_addr().unwrap());
+    let out =
+        loadgen(&[&target, "-c", "12", "--publishers", "3", "-d", "4", "-n", "3000", "--json"]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(
+        (v["errors"].as_u64(), v["mismatches"].as_u64(), v["lost"].as_u64()),
+        (Some(0), Some(0), Some(0))
+    );
+    assert_eq!(v["proto"], "chat");
+    assert_eq!(v["publishers"], 3);
+    assert_eq!(v["messages"], 3000);
+    assert_eq!(v["deliveries"], 3000 * 11);
+    assert!(v["latency_us"]["p50"].as_f64().unwrap() > 0.0, "latencies recorded per delivery");
+    // The room counted the same lines (plus the sync lines that made sure everyone was in).
+    wait_for_stats(&server, |s| s.chat_deliveries >= 3000 * 11);
+
+    let out =
+        loadgen(&[&target, "-c", "5", "-r", "2000", "-t", "1s", "--warmup", "200ms", "--json"]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    let lines = v["messages"].as_u64().unwrap();
+    assert!((1900..=2000).contains(&lines), "{v}");
+    assert_eq!(v["deliveries"].as_u64().unwrap(), lines * 4);
+}
+
+/// Against a room that drops one line for one member: that one delivery is lost (counted once:
+/// the gap it leaves is not also a mismatch); exit 1.
+#[test]
+fn chat_loss_is_reported() {
+    let room = FlawedRoom::start(ChatFlaw::DropNth(40));
+    let out = loadgen(&[&room.target(), "-c", "3", "-n", "100", "--timeout", "500ms", "--json"]);
+    let v = json(&out);
+    assert_eq!(v["lost"], 1, "{v}");
+    assert_eq!(v["mismatches"], 0, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// Against a room that delivers one line twice to one member: one mismatch, nothing lost; exit 1.
+#[test]
+fn chat_duplicate_is_reported() {
+    let room = FlawedRoom::start(ChatFlaw::DuplicateNth(40));
+    let out = loadgen(&[&room.target(), "-c", "3", "-n", "100", "--json"]);
+    let v = json(&out);
+    assert_eq!(v["mismatches"], 1, "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["deliveries"], 200, "{v}");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// An echo server is not a chat room: the members never hear each other, and loadgen says so
+/// instead of hanging.
+#[test]
+fn chat_against_an_echo_server_fails_clearly() {
+    let server = ricochet::spawn(Config::ephemeral()).unwrap();
+    let target = format!("chat://{}", server.tcp_addr().unwrap());
+    let out = loadgen(&[&target, "-c", "3", "-n", "10", "--timeout", "300ms"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did not all join"), "{stderr}");
+}
+
+fn wait_for_stats(server: &ricochet::Handle, cond: impl Fn(&ricochet::Stats) -> bool) {
+    let start = Instant::now();
+    while !cond(&server.stats()) {
+        assert!(start.elapsed() < Duration::from_secs(20), "server counters: {:?}", server.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// A server that corrupts one byte: exactly one mismatch, exit status 1.

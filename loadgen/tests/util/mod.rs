@@ -22,6 +22,85 @@ pub enum Flaw {
     Silent,
 }
 
+/// What a test chat room does wrong, to the member that joined second, once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatFlaw {
+    /// Never delivers the line that would be its `n`th.
+    DropNth(u64),
+    /// Delivers its `n`th line twice.
+    DuplicateNth(u64),
+}
+
+/// A chat room with a flaw: each line a member sends goes to every other member, except that
+/// the second member to join misses (or gets twice) one line. One thread per member, a lock
+/// around the room: simple, not fast.
+pub struct FlawedRoom {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl FlawedRoom {
+    pub fn start(flaw: ChatFlaw) -> FlawedRoom {
+        use std::io::BufRead;
+        use std::sync::Mutex;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        // (member number, its stream, lines delivered to it)
+        let room: Arc<Mutex<Vec<(usize, TcpStream, u64)>>> = Arc::new(Mutex::new(Vec::new()));
+        std::thread::spawn(move || {
+            let mut joined = 0;
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                stream.set_nonblocking(false).unwrap();
+                let me = joined;
+                joined += 1;
+                room.lock().unwrap().push((me, stream.try_clone().unwrap(), 0));
+                let room = Arc::clone(&room);
+                std::thread::spawn(move || {
+                    let mut reader = std::io::BufReader::new(stream);
+                    let mut line = Vec::new();
+                    while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                        let mut room = room.lock().unwrap();
+                        for (member, out, delivered) in room.iter_mut() {
+                            if *member == me {
+                                continue;
+                            }
+                            *delivered += 1;
+                            let copies = match flaw {
+                                ChatFlaw::DropNth(n) if *member == 1 && *delivered == n => 0,
+                                ChatFlaw::DuplicateNth(n) if *member == 1 && *delivered == n => 2,
+                                _ => 1,
+                            };
+                            for _ in 0..copies {
+                                let _ = out.write_all(&line);
+                            }
+                        }
+                        line.clear();
+                    }
+                    room.lock().unwrap().retain(|(member, ..)| *member != me);
+                });
+            }
+        });
+        FlawedRoom { addr, stop }
+    }
+
+    pub fn target(&self) -> String {
+        format!("chat://{}", self.addr)
+    }
+}
+
+impl Drop for FlawedRoom {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A TCP server with a flaw.
 pub struct FlawedServer {
     pub addr: SocketAddr,
