@@ -13,7 +13,10 @@ pinned to another; each figure is the median over the rounds:
   are 10 ms: at 0.3 µs of user time per message, a 3 s round holds only a handful of them, so
   the ratios the targets are judged on come from the samples;
 - user-space RSS per idle connection with N connections open;
-- loadgen against a minimal C epoll client driving the same server (is loadgen the bottleneck?).
+- loadgen against a minimal C epoll client driving the same server (is loadgen the bottleneck?);
+- fan-out: ricochet's chat room against a minimal C epoll chat room and tokio's chat example on
+  raw lines, driven by `loadgen chat://`; there a "message" is a delivery (a line received by one
+  member), and per-message figures are per delivery.
 
 It writes docs/BENCHMARKS.md (or --out) and prints the tables.
 """
@@ -41,7 +44,16 @@ SHAPES = [
     ("1000 conns", "1000 connections, 64 B, depth 1", ["-c", "1000", "-d", "1", "-s", "64"]),
     ("pipelined", "50 connections × depth 16, 64 B", ["-c", "50", "-d", "16", "-s", "64"]),
     ("bulk", "4 connections × depth 4, 64 KiB", ["-c", "4", "-d", "4", "-s", "64KiB"]),
+    ("fan-out 1-100", "chat room: 1 publisher → 100 members, 64 B lines, 16 in flight",
+     ["-c", "100", "--publishers", "1", "-d", "16", "-s", "64"]),
+    ("fan-out 50x50", "chat room: 50 members all publishing, 64 B lines, 1 in flight each",
+     ["-c", "50", "-d", "1", "-s", "64"]),
 ]
+
+
+def is_chat(shape):
+    """Fan-out shapes run against chat rooms; figures there are per delivery."""
+    return shape.startswith("fan-out")
 
 
 def free_port():
@@ -116,8 +128,9 @@ class Server:
         self.proc = None
 
 
-def loadgen(bins, port, flags, duration, warmup, cpu):
-    argv = ["taskset", "-c", str(cpu), bins["loadgen"], f"127.0.0.1:{port}", "--json",
+def loadgen(bins, port, flags, duration, warmup, cpu, chat=False):
+    target = f"chat://127.0.0.1:{port}" if chat else f"127.0.0.1:{port}"
+    argv = ["taskset", "-c", str(cpu), bins["loadgen"], target, "--json",
             "-t", duration, "--warmup", warmup] + flags
     out = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     if not out.stdout.strip():
@@ -143,10 +156,11 @@ def perf_works():
 SAMPLE_NS = 50_000  # perf record's cpu-clock period: one sample per 50 µs the server runs
 
 
-def measure(server, bins, flags, args, profile=False):
-    """One measured run of loadgen against a started server; `profile` adds the perf counts."""
+def measure(server, bins, flags, args, profile=False, chat=False):
+    """One measured run of loadgen against a started server; `profile` adds the perf counts.
+    For a chat room (`chat`), rates and per-message figures are per delivery."""
     # Warm the server and its connections' code paths up, unmeasured.
-    loadgen(bins, server.port, flags, args.warmup, "0s", args.load_cpu)
+    loadgen(bins, server.port, flags, args.warmup, "0s", args.load_cpu, chat)
     pid = str(server.proc.pid)
     stat = record = None
     samples = f"/tmp/ricochet-compare-{os.getpid()}.perf"
@@ -158,8 +172,13 @@ def measure(server, bins, flags, args, profile=False):
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.3)
     u0, s0 = server.cpu_ticks()
-    report = loadgen(bins, server.port, flags, args.duration, "0s", args.load_cpu)
+    report = loadgen(bins, server.port, flags, args.duration, "0s", args.load_cpu, chat)
     u1, s1 = server.cpu_ticks()
+    if chat:
+        # A delivery is the unit: a line received by one member.
+        report["messages"] = report["deliveries"]
+        report["msgs_per_sec"] = report["deliveries_per_sec"]
+        report["bytes_per_sec"] = report["deliveries_per_sec"] * report["size"]
     syscalls = user_samples = None
     if profile:
         for p in (stat, record):
@@ -179,7 +198,7 @@ def measure(server, bins, flags, args, profile=False):
         "p99": report["latency_us"]["p99"],
         "user_us": (u1 - u0) / TICK / msgs * 1e6,
         "sys_us": (s1 - s0) / TICK / msgs * 1e6,
-        "errors": report["errors"] + report["mismatches"],
+        "errors": report["errors"] + report["mismatches"] + (report["lost"] if chat else 0),
         "syscalls": syscalls / msgs if syscalls is not None else None,
         "sampled_user_us": user_samples * SAMPLE_NS / 1e3 / msgs if user_samples is not None else None,
     }
@@ -295,19 +314,27 @@ def main():
     ]
     if bins.get("socat"):
         servers.append(Server("socat", [bins["socat"], "TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr", "EXEC:cat"], "fixed"))
+    # The fan-out shapes' rooms, under the same names so that the tables and targets line up.
+    rooms = [
+        Server("ricochet", [bins["ricochet"], "--chat", "127.0.0.1:0", "--max-pending", "1MiB"], "ready-json"),
+        Server("C epoll", [bins["c_chat"], "0"], "stdout"),
+        Server("tokio", [bins["tokio_chat"], "0"], "stdout"),
+    ]
     shapes = [s for s in SHAPES if s[0] in args.shapes.split(",")]
     perf_ok = perf_works()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results = {}
     for shape, _, flags in shapes:
+        chat = is_chat(shape)
+        those = rooms if chat else servers
         for rnd in range(args.rounds):
-            order = servers[rnd % len(servers):] + servers[: rnd % len(servers)]
+            order = those[rnd % len(those):] + those[: rnd % len(those)]
             for server in order:
                 if server.name == "socat" and shape == "1000 conns":
                     continue  # a process pair per connection: not a fair fight, not worth 2000 forks
                 server.start(args.server_cpu)
                 try:
-                    r = measure(server, bins, flags, args)
+                    r = measure(server, bins, flags, args, chat=chat)
                 finally:
                     server.stop()
                 results.setdefault((shape, server.name), []).append(r)
@@ -315,12 +342,12 @@ def main():
                       f"{r['msgs_per_sec']:>12,.0f} msgs/s  user {r['user_us']:.2f} µs/msg  "
                       f"sys {r['sys_us']:.2f} µs/msg  errors {r['errors']}", flush=True)
         if perf_ok:
-            profiled = [s for s in servers if s.name != "socat"]  # perf -p misses socat's children
+            profiled = [s for s in those if s.name != "socat"]  # perf -p misses socat's children
             for rnd in range(args.perf_rounds):
                 for server in profiled[rnd % len(profiled):] + profiled[: rnd % len(profiled)]:
                     server.start(args.server_cpu)
                     try:
-                        r = measure(server, bins, flags, args, profile=True)
+                        r = measure(server, bins, flags, args, profile=True, chat=chat)
                     finally:
                         server.stop()
                     results.setdefault((shape, server.name, "perf"), []).append(r)
@@ -454,6 +481,11 @@ def write_report(args, shapes, servers, results, idle, client, perf_ok, started,
                  "from the samples where there are any: lower is better for it).\n")
     for shape, desc, _ in shapes:
         lines.append(f"\n## {shape}: {desc}\n")
+        if is_chat(shape):
+            lines.append("Chat rooms (ricochet `--chat`, `baselines/c/epoll_chat.c`, tokio's chat example on raw "
+                         "lines in `baselines/tokio-echo/src/bin/tokio-chat.rs`) driven by `loadgen chat://`. Here "
+                         "msgs/s are **deliveries/s** (lines received by members), MB/s is delivered payload, and "
+                         "every per-message figure is per delivery; errors include lost deliveries.\n")
         lines.append("| server | msgs/s | MB/s | p50 µs | p99 µs | user µs/msg (ticks) | sys µs/msg (ticks) | "
                      "user µs/msg (sampled) | syscalls/msg | throughput vs ricochet | user CPU vs ricochet |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -521,10 +553,11 @@ def write_report(args, shapes, servers, results, idle, client, perf_ok, started,
         for what, value, limit, status, spread in rows:
             lines.append(f"| {what} | {value} | {limit} | {status} | {spread} |")
     lines.append("\n## Reproduce\n")
-    lines.append("```sh\nbash scripts/compare.sh                 # all shapes, 5 rounds (~15 minutes on 2 cores)\n"
-                 "bash scripts/compare.sh --rounds 3 --shapes ping-pong,bulk\n```\n")
+    lines.append("```sh\nbash scripts/compare.sh                 # all shapes, 5 rounds (~20 minutes on 2 cores)\n"
+                 "bash scripts/compare.sh --rounds 3 --shapes ping-pong,bulk\n"
+                 "bash scripts/compare.sh --shapes 'fan-out 1-100,fan-out 50x50' --no-idle --no-callgrind --no-client\n```\n")
     lines.append("It builds ricochet and loadgen (release), the C baselines in `baselines/c` (`cc -O2`), the tokio "
-                 "baseline in `baselines/tokio-echo` (its own Cargo project), and uses `socat` if installed. "
+                 "baselines in `baselines/tokio-echo` (its own Cargo project: echo and chat), and uses `socat` if installed. "
                  "It needs `taskset` and, for syscall counts and sampled user CPU, `perf` (tracepoints and `perf record -e cpu-clock`); without perf those columns say n/a and user CPU ratios fall back to /proc ticks.\n")
     text = "\n".join(lines) + "\n"
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

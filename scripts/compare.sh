@@ -10,6 +10,7 @@ mkdir -p "$out"
 cargo build --release --workspace --locked
 cc -O2 -Wall -o "$out/epoll_echo" baselines/c/epoll_echo.c
 cc -O2 -Wall -o "$out/epoll_client" baselines/c/epoll_client.c
+cc -O2 -Wall -o "$out/epoll_chat" baselines/c/epoll_chat.c
 (cd baselines/tokio-echo && cargo build --release --locked)
 
 socat_bin=$(command -v socat || true)
@@ -19,6 +20,7 @@ ulimit -n "$(ulimit -Hn)"
 
 bins=$(python3 -c 'import json,sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
   ricochet "$PWD/target/release/ricochet" loadgen "$PWD/target/release/loadgen" \
-  c_echo "$PWD/$out/epoll_echo" c_client "$PWD/$out/epoll_client" \
-  tokio_echo "$PWD/baselines/tokio-echo/target/release/tokio-echo" socat "$socat_bin")
+  c_echo "$PWD/$out/epoll_echo" c_client "$PWD/$out/epoll_client" c_chat "$PWD/$out/epoll_chat" \
+  tokio_echo "$PWD/baselines/tokio-echo/target/release/tokio-echo" \
+  tokio_chat "$PWD/baselines/tokio-echo/target/release/tokio-chat" socat "$socat_bin")
 exec python3 scripts/compare.py --bins "$bins" "$@"

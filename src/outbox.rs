@@ -42,6 +42,26 @@ impl Outbox {
         }
     }
 
+    /// Queues what is left of `seg` after its first `sent` bytes went out directly; only when
+    /// nothing else is pending (or the order would break).
+    pub(crate) fn push_rest(&mut self, seg: Segment, sent: usize) {
+        debug_assert!(self.is_empty() && sent <= seg.len());
+        if sent < seg.len() {
+            self.len = seg.len() - sent;
+            self.head = sent;
+            self.segs.push_back(seg);
+        }
+    }
+
+    /// The pending bytes when they are all in one segment (the common case of a member that keeps
+    /// up: one run of lines per turn), so that they go out with a plain `send`.
+    pub(crate) fn single(&self) -> Option<&[u8]> {
+        match self.segs.len() {
+            1 => Some(&self.segs[0][self.head..]),
+            _ => None,
+        }
+    }
+
     /// Fills `iov` with the pending bytes, oldest first; returns how many slices it used.
     pub(crate) fn slices<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
         let mut k = 0;
@@ -99,14 +119,32 @@ mod tests {
         out.push(Arc::from(&b""[..]));
         out.push(Arc::from(&b"world\n"[..]));
         assert_eq!(out.len(), 12);
+        assert_eq!(out.single(), None);
         assert_eq!(collect(&out), b"hello\nworld\n");
         out.consume(3);
         assert_eq!((out.len(), collect(&out)), (9, b"lo\nworld\n".to_vec()));
         out.consume(3);
         assert_eq!((out.len(), collect(&out)), (6, b"world\n".to_vec()));
-        out.consume(6);
+        out.consume(2);
+        assert_eq!(out.single(), Some(&b"rld\n"[..]));
+        out.push(Arc::from(&b"!"[..]));
+        assert_eq!(out.single(), None);
+        assert_eq!(collect(&out), b"rld\n!");
+        out.consume(4);
+        out.consume(1);
         assert!(out.is_empty());
         assert_eq!(collect(&out), b"");
+    }
+
+    #[test]
+    fn the_rest_of_a_direct_send_is_kept() {
+        let mut out = Outbox::default();
+        out.push_rest(Arc::from(&b"abcdef"[..]), 6);
+        assert!(out.is_empty(), "all went out");
+        out.push_rest(Arc::from(&b"abcdef"[..]), 2);
+        assert_eq!((out.len(), out.single()), (4, Some(&b"cdef"[..])));
+        out.push(Arc::from(&b"gh"[..]));
+        assert_eq!(collect(&out), b"cdefgh");
     }
 
     #[test]

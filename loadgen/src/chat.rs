@@ -348,7 +348,7 @@ impl Worker {
             let mut data = &scratch[..n];
             let mut carry = std::mem::take(&mut self.members[m].carry);
             if !carry.is_empty() {
-                match data.iter().position(|&b| b == b'\n') {
+                match memchr::memchr(b'\n', data) {
                     Some(i) => {
                         carry.extend_from_slice(&data[..i]);
                         self.line(m, &carry, at);
@@ -361,10 +361,12 @@ impl Worker {
                     }
                 }
             }
-            while let Some(i) = data.iter().position(|&b| b == b'\n') {
-                self.line(m, &data[..i], at);
-                data = &data[i + 1..];
+            let mut start = 0;
+            for end in memchr::memchr_iter(b'\n', data) {
+                self.line(m, &data[start..end], at);
+                start = end + 1;
             }
+            data = &data[start..];
             carry.extend_from_slice(data);
             if carry.len() > self.plan.size {
                 // No line of this run is that long: what came is not what was sent.

@@ -332,9 +332,11 @@ impl<T: Transport> Member<T> {
     }
 
     /// Queues `seg` from another member, unless that would take the undelivered output past
-    /// `cap` (false: the member is too slow). Lists the member for the end-of-turn flush.
+    /// `cap` (false: the member is too slow). A member that owes nothing always takes it: one
+    /// read's run of lines may be longer than the cap, and a member keeping up is not slow. Lists
+    /// the member for the end-of-turn flush.
     pub(crate) fn deliver(&mut self, seg: &Segment, cap: usize, dirty: &mut Vec<usize>) -> bool {
-        if self.out.len() + seg.len() > cap {
+        if !self.out.is_empty() && self.out.len() + seg.len() > cap {
             return false;
         }
         self.out.push(Arc::clone(seg));
@@ -343,6 +345,40 @@ impl<T: Transport> Member<T> {
             dirty.push(self.key);
         }
         true
+    }
+
+    /// Whether a segment for this member may go straight to its socket: it owes nothing and the
+    /// socket took everything so far.
+    pub(crate) fn can_send_now(&self) -> bool {
+        self.out.is_empty() && !self.write_blocked && self.state != State::Closed
+    }
+
+    /// Sends `seg` at once (see [`Member::can_send_now`]); what the socket does not take is
+    /// kept, sharing the segment.
+    pub(crate) fn send_now(
+        &mut self,
+        seg: &Segment,
+        stats: &mut Stats,
+        now: Instant,
+    ) -> Result<(), CloseReason> {
+        let sent = loop {
+            match self.io.send(seg) {
+                Err(EINTR) => continue,
+                other => break other,
+            }
+        };
+        let n = match sent {
+            Ok(n) => n,
+            Err(EAGAIN) => 0,
+            Err(_) => return Err(CloseReason::Reset),
+        };
+        stats.bytes_out += n as u64;
+        self.life.last_active = now;
+        if n < seg.len() {
+            self.out.push_rest(Arc::clone(seg), n);
+            self.write_blocked = true; // refused bytes: a writable edge will follow
+        }
+        Ok(())
     }
 
     /// Taken off the dirty list.
@@ -354,16 +390,24 @@ impl<T: Transport> Member<T> {
     /// member once everything is out.
     pub(crate) fn flush(&mut self, stats: &mut Stats, now: Instant) -> Outcome {
         while !self.out.is_empty() && !self.write_blocked {
-            let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let k = self.out.slices(&mut iov);
-            let total: usize = iov[..k].iter().map(|s| s.len()).sum();
-            match self.io.send_vectored(&iov[..k]) {
+            // What is offered may be less than what is pending (at most MAX_IOV segments per
+            // call): only fewer bytes taken than offered means the kernel's buffer is full.
+            let (offered, sent) = match self.out.single() {
+                Some(bytes) => (bytes.len(), self.io.send(bytes)),
+                None => {
+                    let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                    let k = self.out.slices(&mut iov);
+                    let offered = iov[..k].iter().map(|s| s.len()).sum();
+                    (offered, self.io.send_vectored(&iov[..k]))
+                }
+            };
+            match sent {
                 Ok(n) => {
                     stats.bytes_out += n as u64;
                     self.life.last_active = now;
                     self.out.consume(n);
-                    // Refused bytes: the kernel's buffer is full, so a writable edge will follow.
-                    self.write_blocked = n < total;
+                    // Refused bytes: a writable edge will follow.
+                    self.write_blocked = n < offered;
                 }
                 Err(EAGAIN) => self.write_blocked = true,
                 Err(EINTR) => {}
@@ -420,6 +464,63 @@ fn who(room: &Room) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::transport::{Plain, Stream};
+    use std::io::Read;
+
+    fn member_on_a_socket_pair() -> (Member<Plain>, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let io = Plain::new(Stream::Unix(mio::net::UnixStream::from_std(ours)));
+        let member = Member {
+            io,
+            life: Life::new(0, Instant::now()),
+            key: 0,
+            room: 0,
+            state: State::Open,
+            name: None,
+            joined: false,
+            out: Outbox::default(),
+            framer: Framer::default(),
+            write_blocked: false,
+            read_closed: false,
+            listed: false,
+        };
+        (member, theirs)
+    }
+
+    /// More segments than one sendmsg takes: a flush goes on until everything is out (the
+    /// socket has room), and is not left waiting for a writable edge that will never come.
+    #[test]
+    fn a_flush_sends_more_segments_than_one_call_takes() {
+        let (mut member, mut peer) = member_on_a_socket_pair();
+        let mut dirty = Vec::new();
+        let expected: Vec<u8> = (0..100u8).flat_map(|i| [b'a' + i % 26, b'\n']).collect();
+        for line in expected.chunks(2) {
+            assert!(member.deliver(&Arc::from(line), 1 << 20, &mut dirty));
+        }
+        assert_eq!(dirty, vec![0], "listed once");
+        let mut stats = Stats::default();
+        assert_eq!(member.flush(&mut stats, Instant::now()), Outcome::Idle);
+        assert!(!member.write_blocked, "nothing was refused");
+        assert_eq!(member.pending(), 0);
+        assert_eq!(stats.bytes_out, 200);
+        let mut got = vec![0; 200];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(got, expected);
+    }
+
+    /// The cap: a member that owes something and would pass the cap is refused (slow); one that
+    /// owes nothing always takes the next segment.
+    #[test]
+    fn deliver_applies_the_cap_to_members_that_owe() {
+        let (mut member, _peer) = member_on_a_socket_pair();
+        let mut dirty = Vec::new();
+        let big: Segment = Arc::from(vec![b'x'; 100]);
+        assert!(member.deliver(&big, 10, &mut dirty), "owes nothing: takes it");
+        assert!(!member.deliver(&Arc::from(&b"y\n"[..]), 10, &mut dirty), "owes 100 > cap 10");
+        assert_eq!(member.pending(), 100);
+    }
 
     #[test]
     fn names_are_checked() {

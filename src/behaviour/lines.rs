@@ -7,6 +7,9 @@
 //!
 //! Invariant: the held partial line never exceeds the limit; the moment it would, the member gets
 //! [`Piece::TooLong`] and nothing of that line reaches anyone.
+//!
+//! Newlines are found with `memchr` (SIMD): a byte-at-a-time search was half of the room's
+//! user-space instructions with one publisher and a hundred members.
 
 /// A part of a member's stream, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +32,7 @@ pub(crate) struct Framer {
 }
 
 fn newline(data: &[u8]) -> Option<usize> {
-    data.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', data)
 }
 
 impl Framer {
@@ -74,8 +77,7 @@ impl Framer {
         }
         // `data` now starts at the beginning of a line.
         let (mut run, mut count, mut at) = (0, 0, 0);
-        while let Some(offset) = newline(&data[at..]) {
-            let end = at + offset;
+        for end in memchr::memchr_iter(b'\n', data) {
             if end - at > max {
                 if count > 0 {
                     each(Piece::Lines(&data[run..at], count));
