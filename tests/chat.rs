@@ -69,6 +69,34 @@ impl Member {
     }
 }
 
+/// Lines per batch in [`pump`].
+const BATCH: usize = 100;
+
+/// `sender` sends `batches` batches of [`BATCH`] 1000-byte lines of `fill`, never more than two
+/// batches ahead of `reader`, which checks each line: the reader keeps up, so it is never slow.
+fn pump(sender: &mut Member, reader: &mut Member, fill: char, batches: usize) {
+    let line = format!("{}\n", fill.to_string().repeat(999));
+    let (done, batches_read) = std::sync::mpsc::sync_channel::<()>(batches);
+    std::thread::scope(|s| {
+        let line = &line;
+        s.spawn(move || {
+            let batch = line.repeat(BATCH);
+            for k in 0..batches {
+                if k >= 2 {
+                    batches_read.recv().unwrap();
+                }
+                sender.say(&batch);
+            }
+        });
+        for _ in 0..batches {
+            for _ in 0..BATCH {
+                assert_eq!(reader.line(), *line);
+            }
+            let _ = done.send(()); // the sender stops listening after its last batch
+        }
+    });
+}
+
 /// Three members: lines go to the two others byte for byte, never back to the sender; names
 /// prefix lines and bring notices; `/who` answers the asker; an unknown command and a bad name
 /// are errors to the sender only; `/quit` ends a member and the others hear that it left.
@@ -252,29 +280,8 @@ fn a_member_that_never_reads_is_cut_off_and_the_room_goes_on() {
     wait_for("the sleeper to join", || server.stats().chat_members == 1);
     let mut reader = Member::join(&server, 2);
     let mut sender = Member::join(&server, 3);
-    let line = format!("{}\n", "p".repeat(999));
-    const BATCH: usize = 100;
     const BATCHES: usize = 100; // 10 MB: far past the sleeper's kernel buffers and its 1 MiB cap
-    let (done, batches_read) = std::sync::mpsc::sync_channel::<()>(BATCHES);
-    std::thread::scope(|s| {
-        let sender = &mut sender;
-        let line = &line;
-        s.spawn(move || {
-            let batch = line.repeat(BATCH);
-            for k in 0..BATCHES {
-                if k >= 2 {
-                    batches_read.recv().unwrap();
-                }
-                sender.say(&batch);
-            }
-        });
-        for _ in 0..BATCHES {
-            for _ in 0..BATCH {
-                assert_eq!(reader.line(), *line);
-            }
-            let _ = done.send(()); // the sender stops listening after its last batch
-        }
-    });
+    pump(&mut sender, &mut reader, 'p', BATCHES);
     let total = (BATCH * BATCHES) as u64;
     // Counters are published at the end of the turn that delivered the last lines.
     wait_for("the sleeper to be cut off and every line counted", || {
@@ -371,29 +378,8 @@ fn process_room_memory_is_bounded_and_sigterm_drains_it() {
     reader.sync();
     sender.sync();
     let rss_before = server.rss_kib();
-    let line = format!("{}\n", "q".repeat(999));
-    const BATCH: usize = 100;
     const BATCHES: usize = 200;
-    let (done, batches_read) = std::sync::mpsc::sync_channel::<()>(BATCHES);
-    std::thread::scope(|s| {
-        let sender = &mut sender;
-        let line = &line;
-        s.spawn(move || {
-            let batch = line.repeat(BATCH);
-            for k in 0..BATCHES {
-                if k >= 2 {
-                    batches_read.recv().unwrap();
-                }
-                sender.say(&batch);
-            }
-        });
-        for _ in 0..BATCHES {
-            for _ in 0..BATCH {
-                assert_eq!(reader.line(), *line);
-            }
-            let _ = done.send(());
-        }
-    });
+    pump(&mut sender, &mut reader, 'q', BATCHES);
     let rss_after = server.rss_kib();
     assert!(
         rss_after < rss_before + 8 * 1024,

@@ -30,7 +30,7 @@ use mio::{Events, Interest, Poll, Token};
 use ricochet::sys;
 
 use crate::payload;
-use crate::reactor::{self, Plan, Tick, CLOSE_GRACE, HLOG_INTERVAL, MAINTENANCE, TICK};
+use crate::reactor::{self, Plan, Tick, HLOG_INTERVAL, MAINTENANCE, TICK};
 use crate::schedule::Schedule;
 use crate::tally::{Cause, Tally};
 use crate::target::Endpoint;
@@ -616,51 +616,25 @@ impl Worker {
             && self.pubs.iter().all(|p| p.lines.is_empty())
     }
 
-    /// Half-closes every member and reads until the server closes it (at most [`CLOSE_GRACE`]),
-    /// so no unread data makes the kernel reset the connection.
+    /// Half-closes every member and reads until the server closes it (at most
+    /// `CLOSE_GRACE`), so no unread data makes the kernel reset the connection.
     fn close_all(&mut self, events: &mut Events) {
-        let deadline = Instant::now() + CLOSE_GRACE;
-        let mut open = 0;
-        for member in &mut self.members {
-            if member.phase == Phase::Up {
-                let _ = member.stream.shutdown(std::net::Shutdown::Write);
-                open += 1;
-            }
-        }
-        let mut done = vec![false; self.members.len()];
-        while open > 0 {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            match self.poll.poll(events, Some(deadline - now)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
-            for event in events.iter() {
-                let m = event.token().0;
-                if m >= self.members.len() || done[m] || self.members[m].phase != Phase::Up {
-                    continue;
-                }
-                let fd = self.members[m].stream.as_raw_fd();
-                loop {
-                    match sys::recv(fd, &mut self.scratch) {
-                        Ok(0) => {
-                            done[m] = true;
-                            open -= 1;
-                            break;
-                        }
-                        Ok(_) | Err(libc::EINTR) => {}
-                        Err(libc::EAGAIN) => break,
-                        Err(_) => {
-                            done[m] = true;
-                            open -= 1;
-                            break;
-                        }
-                    }
+        let mut open: Vec<bool> = self
+            .members
+            .iter_mut()
+            .map(|m| m.phase == Phase::Up && m.stream.shutdown(std::net::Shutdown::Write).is_ok())
+            .collect();
+        let (members, scratch) = (&self.members, &mut self.scratch);
+        reactor::await_eofs(&mut self.poll, events, &mut open, |m| {
+            let fd = members[m].stream.as_raw_fd();
+            loop {
+                match sys::recv(fd, scratch) {
+                    Ok(0) => return true,
+                    Ok(_) | Err(libc::EINTR) => {}
+                    Err(libc::EAGAIN) => return false,
+                    Err(_) => return true,
                 }
             }
-        }
+        });
     }
 }

@@ -279,27 +279,9 @@ impl Worker {
     /// echo until the server's EOF (at most [`CLOSE_GRACE`]), then close. Dropping connections
     /// with echo data unread would make the kernel reset them, and the server count resets.
     fn close_all(&mut self, events: &mut Events) {
-        let deadline = Instant::now() + CLOSE_GRACE;
         let mut open: Vec<bool> = self.conns.iter_mut().map(Conn::begin_close).collect();
-        let mut waiting = open.iter().filter(|o| **o).count();
-        while waiting > 0 {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            match self.poll.poll(events, Some(deadline - now)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
-            for event in events.iter() {
-                let i = event.token().0;
-                if open.get(i) == Some(&true) && self.conns[i].drain_until_eof(&mut self.scratch) {
-                    open[i] = false;
-                    waiting -= 1;
-                }
-            }
-        }
+        let (conns, scratch) = (&mut self.conns, &mut self.scratch);
+        await_eofs(&mut self.poll, events, &mut open, |i| conns[i].drain_until_eof(scratch));
         let now = Instant::now();
         for conn in &mut self.conns {
             conn.drop_connection(self.poll.registry(), now, &mut self.tally);
@@ -507,6 +489,37 @@ impl Worker {
 
     fn send_interval(&mut self, index: u64) {
         send_interval(&self.plan.reports, &mut self.tally, index);
+    }
+}
+
+/// The end of a run: waits (at most [`CLOSE_GRACE`]) until every connection marked `open` has
+/// been read to the server's EOF; `drain(i)` reads connection `i` and says whether its EOF (or an
+/// error) came.
+pub(crate) fn await_eofs(
+    poll: &mut Poll,
+    events: &mut Events,
+    open: &mut [bool],
+    mut drain: impl FnMut(usize) -> bool,
+) {
+    let deadline = Instant::now() + CLOSE_GRACE;
+    let mut waiting = open.iter().filter(|o| **o).count();
+    while waiting > 0 {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        match poll.poll(events, Some(deadline - now)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+        for event in events.iter() {
+            let i = event.token().0;
+            if open.get(i) == Some(&true) && drain(i) {
+                open[i] = false;
+                waiting -= 1;
+            }
+        }
     }
 }
 
