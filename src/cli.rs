@@ -8,7 +8,45 @@ use std::time::Duration;
 use clap::{ArgAction, Parser};
 
 use crate::config::{Config, ListenSpec};
+use crate::faults::Faults;
 use crate::units::{parse_bytes, parse_duration};
+
+/// A `--tcp`/`--udp` value: an address, and a fault plan after `?`.
+#[derive(Debug, Clone)]
+pub struct ListenAddr {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// How to misbehave there.
+    pub plan: Option<Faults>,
+}
+
+/// A `--unix` value: a path, and a fault plan after `?` (so a path cannot contain `?`).
+#[derive(Debug, Clone)]
+pub struct ListenPath {
+    /// Where to listen.
+    pub path: PathBuf,
+    /// How to misbehave there.
+    pub plan: Option<Faults>,
+}
+
+fn split_plan(text: &str) -> Result<(&str, Option<Faults>), String> {
+    match text.split_once('?') {
+        None => Ok((text, None)),
+        Some((at, plan)) => Ok((at, Some(Faults::parse(plan)?))),
+    }
+}
+
+/// Parses `ADDR` or `ADDR?key=value&...` (see [`parse_addr`] and [`Faults::parse`]).
+pub fn parse_listen(text: &str) -> Result<ListenAddr, String> {
+    let (addr, plan) = split_plan(text)?;
+    Ok(ListenAddr { addr: parse_addr(addr)?, plan })
+}
+
+/// Parses `PATH` or `PATH?key=value&...`.
+pub fn parse_listen_path(text: &str) -> Result<ListenPath, String> {
+    let (path, plan) = split_plan(text)?;
+    Ok(ListenPath { path: path.into(), plan })
+}
 
 /// The raw command line.
 #[derive(Debug, Parser)]
@@ -31,25 +69,39 @@ ricochet --tcp 0.0.0.0:7007 --tcp [::]:7007 --udp 127.0.0.1:7007 --unix /tmp/ech
 ricochet --chat 127.0.0.1:7008                          # a chat room: try two `nc 127.0.0.1 7008`"
 )]
 pub struct Args {
-    /// Serve TCP echo on ADDR: `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT` (port 0 picks a free one).
-    /// Repeatable. Default, when no listener is given: 127.0.0.1:7007.
-    #[arg(long = "tcp", value_name = "ADDR", env = "RICOCHET_TCP", value_delimiter = ',', value_parser = parse_addr)]
-    pub tcp: Vec<SocketAddr>,
+    /// Serve TCP echo on ADDR: `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT` (port 0 picks a free one),
+    /// optionally with a fault plan: `ADDR?close-after=1KiB&p=0.5`. Repeatable. Default, when no
+    /// listener is given: 127.0.0.1:7007.
+    #[arg(long = "tcp", value_name = "ADDR", env = "RICOCHET_TCP", value_delimiter = ',', value_parser = parse_listen)]
+    pub tcp: Vec<ListenAddr>,
 
-    /// Serve UDP echo on ADDR (each datagram goes back whole to its sender). Repeatable.
-    #[arg(long = "udp", value_name = "ADDR", env = "RICOCHET_UDP", value_delimiter = ',', value_parser = parse_addr)]
-    pub udp: Vec<SocketAddr>,
+    /// Serve UDP echo on ADDR (each datagram goes back whole to its sender), optionally with a
+    /// fault plan: `ADDR?drop=0.05&dup=0.01`. Repeatable.
+    #[arg(long = "udp", value_name = "ADDR", env = "RICOCHET_UDP", value_delimiter = ',', value_parser = parse_listen)]
+    pub udp: Vec<ListenAddr>,
 
-    /// Serve stream echo on a Unix-domain socket at PATH. A stale socket file is replaced; a path
-    /// that is not a socket is never touched. The file is removed at exit. Repeatable.
-    #[arg(long = "unix", value_name = "PATH", env = "RICOCHET_UNIX", value_delimiter = ',')]
-    pub unix: Vec<PathBuf>,
+    /// Serve stream echo on a Unix-domain socket at PATH, optionally with a fault plan after `?`.
+    /// A stale socket file is replaced; a path that is not a socket is never touched. The file is
+    /// removed at exit. Repeatable.
+    #[arg(long = "unix", value_name = "PATH", env = "RICOCHET_UNIX", value_delimiter = ',', value_parser = parse_listen_path)]
+    pub unix: Vec<ListenPath>,
 
     /// Serve a chat room on TCP ADDR: every line (ending in \n) a member sends goes to every other
     /// member, whole and in order; `/nick NAME`, `/who` and `/quit` are commands. One room per
     /// --chat. Repeatable.
     #[arg(long = "chat", value_name = "ADDR", env = "RICOCHET_CHAT", value_delimiter = ',', value_parser = parse_addr)]
     pub chat: Vec<SocketAddr>,
+
+    /// A fault plan for every echo listener given without one: `key=value&key=value`. Stream
+    /// faults: close-after, reset-after, stall-after, corrupt-after (BYTES), p (the share of
+    /// connections affected); datagram faults: drop, dup, corrupt (probabilities); both: seed.
+    #[arg(long, value_name = "PLAN", env = "RICOCHET_FAULTS", value_parser = Faults::parse)]
+    pub faults: Option<Faults>,
+
+    /// Seed every random fault decision (drops, corruptions, which connections are faulty), so a
+    /// run can be replayed. Default: a random seed, printed in the ready line.
+    #[arg(long, value_name = "N", env = "RICOCHET_SEED")]
+    pub seed: Option<u64>,
 
     /// listen(2) backlog of stream listeners.
     #[arg(long, value_name = "N", env = "RICOCHET_BACKLOG", default_value_t = 1024)]
@@ -139,18 +191,38 @@ impl TryFrom<Args> for Settings {
     type Error = String;
 
     fn try_from(args: Args) -> Result<Settings, String> {
-        let mut listeners: Vec<ListenSpec> = args.tcp.into_iter().map(ListenSpec::Tcp).collect();
-        listeners.extend(args.udp.into_iter().map(ListenSpec::Udp));
-        listeners.extend(args.unix.into_iter().map(ListenSpec::Unix));
-        listeners.extend(args.chat.into_iter().map(ListenSpec::Chat));
-        if listeners.is_empty() {
-            listeners = Config::default().listeners;
+        let mut listeners = Vec::new();
+        let mut faults = Vec::new();
+        for l in args.tcp {
+            listeners.push(ListenSpec::Tcp(l.addr));
+            faults.push(l.plan);
         }
+        for l in args.udp {
+            listeners.push(ListenSpec::Udp(l.addr));
+            faults.push(l.plan);
+        }
+        for l in args.unix {
+            listeners.push(ListenSpec::Unix(l.path));
+            faults.push(l.plan);
+        }
+        if listeners.is_empty() && args.chat.is_empty() {
+            listeners = Config::default().listeners;
+            faults.push(None);
+        }
+        // --faults: for every echo listener given without a plan (a chat room takes none).
+        for plan in &mut faults {
+            if plan.is_none() {
+                plan.clone_from(&args.faults);
+            }
+        }
+        listeners.extend(args.chat.into_iter().map(ListenSpec::Chat));
         let size = |name: &str, value: u64| {
             usize::try_from(value).map_err(|_| format!("{name} {value} is too large"))
         };
         let config = Config {
             listeners,
+            faults,
+            seed: args.seed,
             backlog: args.backlog,
             max_conns: args.max_conns,
             max_pending: size("max-pending", args.max_pending)?,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::faults::Faults;
 
 /// One socket to serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +48,11 @@ impl ListenSpec {
 pub struct Config {
     /// Sockets to serve; at least one.
     pub listeners: Vec<ListenSpec>,
+    /// Fault plans by listener index (missing or `None`: the listener behaves). Each plan's
+    /// keys must suit its listener (see [`Faults::check_for`]).
+    pub faults: Vec<Option<Faults>>,
+    /// Seed for every random fault decision; `None`: a random one, reported in the ready line.
+    pub seed: Option<u64>,
     /// listen(2) backlog for stream listeners.
     pub backlog: u32,
     /// Connections served at once; accepted connections over this are closed at once and counted
@@ -102,6 +108,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listeners: vec![ListenSpec::Tcp(SocketAddr::from(([127, 0, 0, 1], 7007)))],
+            faults: Vec::new(),
+            seed: None,
             backlog: 1024,
             max_conns: None,
             max_pending: 256 * 1024,
@@ -131,6 +139,11 @@ pub const MAX_PENDING_LIMIT: usize = 1 << 30;
 pub const SOCKET_BUFFER_LIMIT: usize = 1 << 30;
 
 impl Config {
+    /// The fault plan of listener `index`, if it has one.
+    pub fn plan(&self, index: usize) -> Option<&Faults> {
+        self.faults.get(index).and_then(Option::as_ref)
+    }
+
     /// A config serving only `127.0.0.1:0` over TCP: what tests and embedded benchmarks want.
     pub fn ephemeral() -> Self {
         Config {
@@ -187,6 +200,20 @@ impl Config {
         }
         if self.read_buffer < 1024 || self.turn_budget == 0 || self.accept_batch == 0 {
             return bad("read buffer must be at least 1KiB and budgets above 0".into());
+        }
+        if self.faults.len() > self.listeners.len() {
+            return bad(format!(
+                "{} fault plans for {} listeners",
+                self.faults.len(),
+                self.listeners.len()
+            ));
+        }
+        for (spec, plan) in self.listeners.iter().zip(&self.faults) {
+            if let Some(plan) = plan {
+                plan.check_for(spec.proto()).map_err(|e| {
+                    Error::Config(format!("{} {}: {e}", spec.proto(), spec.display_addr()))
+                })?;
+            }
         }
         for spec in &self.listeners {
             if let ListenSpec::Unix(path) = spec {

@@ -19,6 +19,9 @@
 //!   `behaviour/echo.rs` (write-through echo, backpressure, half-close: the fast path) and
 //!   `behaviour/chat.rs` (the chat room's members), with `behaviour/lines.rs` (the line framer);
 //!   `reactor/fanout.rs` delivers chat lines to the other members.
+//! - [`faults`]: fault plans (`ADDR?close-after=1KiB`, `--faults`) and their seeded generator;
+//!   `transport/faulty.rs` applies a stream plan to a connection's output, `udp.rs` a datagram
+//!   plan.
 //! - `transport`: the byte stream under a behaviour (`Plain`: the socket's raw syscalls).
 //! - [`buffer`]: the capped per-connection output buffer and its pool; `outbox`: a chat member's
 //!   queue of shared line segments.
@@ -43,6 +46,7 @@ pub mod buffer;
 pub mod cli;
 pub mod config;
 mod error;
+pub mod faults;
 mod listener;
 mod outbox;
 pub mod output;
@@ -60,5 +64,6 @@ pub mod units;
 
 pub use config::{Config, ListenSpec};
 pub use error::{Error, Result};
+pub use faults::Faults;
 pub use server::{spawn, Handle, Server, Stopper};
 pub use stats::Stats;

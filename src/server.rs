@@ -20,14 +20,26 @@ use crate::stats::{SharedStats, Stats};
 pub struct Server {
     reactor: Reactor,
     addrs: Vec<ListenSpec>,
+    /// Each listener's fault plan as given.
+    plans: Vec<Option<String>>,
+    seed: u64,
     waker: Arc<Waker>,
 }
 
 impl Server {
     /// Checks `config` and binds every listener.
-    pub fn bind(config: Config) -> Result<Server> {
+    pub fn bind(mut config: Config) -> Result<Server> {
+        let seed = *config.seed.get_or_insert_with(crate::faults::random_seed);
+        let plans = (0..config.listeners.len())
+            .map(|i| config.plan(i).map(|p| p.text().to_owned()))
+            .collect();
         let (reactor, addrs, waker) = Reactor::bind(config)?;
-        Ok(Server { reactor, addrs, waker })
+        Ok(Server { reactor, addrs, plans, seed, waker })
+    }
+
+    /// The seed of every random fault decision (given, or chosen at random).
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
     /// The listeners with their concrete addresses (port 0 resolved), in the config's order.
@@ -35,9 +47,10 @@ impl Server {
         &self.addrs
     }
 
-    /// The `{"event":"ready",...}` line: pid and every listener's concrete address.
+    /// The `{"event":"ready",...}` line: pid, the fault seed, and every listener's concrete
+    /// address (with its fault plan, if it has one).
     pub fn ready_json(&self) -> String {
-        ready_json(&self.addrs)
+        ready_json(&self.addrs, &self.plans, self.seed)
     }
 
     /// A handle that stops this server from another thread once it runs.
@@ -82,23 +95,31 @@ impl Stopper {
 }
 
 /// Builds the ready line for these listeners.
-pub(crate) fn ready_json(addrs: &[ListenSpec]) -> String {
+pub(crate) fn ready_json(addrs: &[ListenSpec], plans: &[Option<String>], seed: u64) -> String {
     #[derive(serde::Serialize)]
     struct Ready {
         event: &'static str,
         pid: u32,
+        seed: u64,
         listeners: Vec<Listening>,
     }
     #[derive(serde::Serialize)]
     struct Listening {
         proto: &'static str,
         addr: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        faults: Option<String>,
     }
     let listeners = addrs
         .iter()
-        .map(|spec| Listening { proto: spec.proto(), addr: spec.display_addr() })
+        .enumerate()
+        .map(|(i, spec)| Listening {
+            proto: spec.proto(),
+            addr: spec.display_addr(),
+            faults: plans.get(i).cloned().flatten(),
+        })
         .collect();
-    let ready = Ready { event: "ready", pid: std::process::id(), listeners };
+    let ready = Ready { event: "ready", pid: std::process::id(), seed, listeners };
     serde_json::to_string(&ready).expect("strings and integers serialize")
 }
 
@@ -205,15 +226,22 @@ mod tests {
 
     #[test]
     fn ready_line_lists_listeners_with_event_first() {
-        let line = ready_json(&[
-            ListenSpec::Tcp("127.0.0.1:4000".parse().unwrap()),
-            ListenSpec::Unix("/tmp/x.sock".into()),
-        ]);
+        let line = ready_json(
+            &[
+                ListenSpec::Tcp("127.0.0.1:4000".parse().unwrap()),
+                ListenSpec::Unix("/tmp/x.sock".into()),
+            ],
+            &[None, Some("close-after=10".into())],
+            42,
+        );
         assert!(line.starts_with(r#"{"event":"ready","#), "{line}");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["pid"], std::process::id());
         assert_eq!(v["listeners"][0]["proto"], "tcp");
         assert_eq!(v["listeners"][0]["addr"], "127.0.0.1:4000");
         assert_eq!(v["listeners"][1]["addr"], "/tmp/x.sock");
+        assert_eq!(v["seed"], 42);
+        assert!(v["listeners"][0].get("faults").is_none(), "no plan, no key");
+        assert_eq!(v["listeners"][1]["faults"], "close-after=10");
     }
 }

@@ -33,6 +33,13 @@ macro_rules! counters {
                 Stats { $( $name: self.$name.load(Ordering::Relaxed), )* }
             }
         }
+
+        impl Stats {
+            /// Every counter with its name, in declaration order.
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                vec![ $( (stringify!($name), self.$name), )* ]
+            }
+        }
     };
 }
 
@@ -75,18 +82,39 @@ counters! {
     chat_deliveries,
     /// Chat members disconnected because their undelivered output would have passed the cap.
     slow_members,
+    /// Faults: connections that sent FIN after close-after bytes (JSON: `faults.closed_after`).
+    faults_closed_after,
+    /// Faults: connections reset after reset-after bytes.
+    faults_reset_after,
+    /// Faults: connections stalled after stall-after bytes.
+    faults_stalled,
+    /// Faults: stream connections with a corrupted byte, and corrupted datagrams.
+    faults_corrupted,
+    /// Faults: datagrams not echoed on purpose.
+    faults_dropped,
+    /// Faults: datagrams echoed twice on purpose.
+    faults_duplicated,
 }
 
 impl Stats {
-    /// The counters as a JSON event line: `{"event":NAME,...counters}`.
+    /// The counters as a JSON event line: `{"event":NAME,...counters,"faults":{...}}`; the
+    /// `faults_*` counters go into the `faults` object without their prefix.
     pub fn to_event_json(&self, event: &str) -> String {
-        #[derive(serde::Serialize)]
-        struct Line<'a> {
-            event: &'a str,
-            #[serde(flatten)]
-            stats: &'a Stats,
+        use std::fmt::Write;
+        let mut line = String::with_capacity(640);
+        let _ = write!(line, "{{\"event\":{}", serde_json::Value::from(event));
+        let (faults, plain): (Vec<_>, Vec<_>) =
+            self.fields().into_iter().partition(|(name, _)| name.starts_with("faults_"));
+        for (name, value) in plain {
+            let _ = write!(line, ",\"{name}\":{value}");
         }
-        serde_json::to_string(&Line { event, stats: self }).expect("plain integers serialize")
+        line.push_str(",\"faults\":{");
+        for (i, (name, value)) in faults.into_iter().enumerate() {
+            let comma = if i == 0 { "" } else { "," };
+            let _ = write!(line, "{comma}\"{}\":{value}", &name["faults_".len()..]);
+        }
+        line.push_str("}}");
+        line
     }
 }
 
@@ -105,12 +133,14 @@ mod tests {
 
     #[test]
     fn event_line_starts_with_event_and_has_every_counter() {
-        let stats = Stats { closed: 2, ..Stats::default() };
+        let stats = Stats { closed: 2, faults_dropped: 3, ..Stats::default() };
         let line = stats.to_event_json("stopped");
         assert!(line.starts_with(r#"{"event":"stopped","#), "{line}");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["closed"], 2);
         assert_eq!(v["bytes_out"], 0);
-        assert_eq!(v.as_object().unwrap().len(), 19);
+        assert_eq!(v.as_object().unwrap().len(), 20, "event, 18 counters, faults");
+        assert_eq!(v["faults"]["dropped"], 3);
+        assert_eq!(v["faults"].as_object().unwrap().len(), 6);
     }
 }

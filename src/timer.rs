@@ -19,6 +19,8 @@ pub enum Kind {
     Idle,
     /// During a drain: close the connection once it has been quiet for the grace period.
     Quiet,
+    /// A fault plan needs the connection served again (a reset waiting for acknowledgements).
+    Resume,
 }
 
 /// One armed deadline: at `at`, do what `kind` says to slab entry `key` if it still holds

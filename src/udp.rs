@@ -6,6 +6,10 @@
 //! bounded queue, flushed on the next writable edge; past its bound they are dropped and counted.
 //! Datagrams from source ports below 1024 are dropped unless allowed (echo/chargen reflection
 //! loops, as OpenBSD's inetd does).
+//!
+//! A fault plan (`drop`, `dup`, `corrupt`) is applied to each received datagram in arrival
+//! order, with three draws from the listener's seeded generator per datagram (drop, then corrupt
+//! and dup for one not dropped), so the same seed and the same input drop the same datagrams.
 
 use std::collections::VecDeque;
 use std::io;
@@ -18,6 +22,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::faults::{Faults, Rng};
 use crate::stats::Stats;
 
 /// Datagrams per recvmmsg/sendmmsg call.
@@ -60,6 +65,10 @@ impl Batch {
         &self.data[i * SLOT..i * SLOT + self.lens[i]]
     }
 
+    fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self.data[i * SLOT..i * SLOT + self.lens[i]]
+    }
+
     /// recvmmsg into every slot; returns how many datagrams arrived.
     fn receive(&mut self, fd: i32) -> io::Result<usize> {
         // SAFETY: all-zero mmsghdr/iovec are valid values; every pointer is set below.
@@ -97,8 +106,10 @@ impl Batch {
         Ok(n)
     }
 
-    /// sendmmsg of slots `which` back to their senders; returns how many were sent.
+    /// sendmmsg of slots `which` (at most [`BATCH`] of them; a slot may be named twice) back to
+    /// their senders; returns how many were sent.
     fn send(&mut self, fd: i32, which: &[usize]) -> io::Result<usize> {
+        let which = &which[..which.len().min(BATCH)];
         // SAFETY: all-zero mmsghdr/iovec are valid values; every pointer is set below.
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
         // SAFETY: as above.
@@ -184,6 +195,25 @@ pub(crate) fn bind(addr: SocketAddr, config: &Config) -> Result<UdpSocket> {
     Ok(UdpSocket::from_std(socket.into()))
 }
 
+/// Applies a datagram fault plan to one received datagram (corrupting it in place); returns how
+/// many copies to echo: 0 (dropped), 1 or 2 (duplicated).
+fn misbehave(plan: &Faults, rng: &mut Rng, datagram: &mut [u8], stats: &mut Stats) -> usize {
+    if rng.chance(plan.drop) {
+        stats.faults_dropped += 1;
+        return 0;
+    }
+    if rng.chance(plan.corrupt) && !datagram.is_empty() {
+        let at = rng.below(datagram.len() as u64) as usize;
+        datagram[at] ^= 0xff;
+        stats.faults_corrupted += 1;
+    }
+    if rng.chance(plan.dup) {
+        stats.faults_duplicated += 1;
+        return 2;
+    }
+    1
+}
+
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
@@ -195,11 +225,18 @@ pub(crate) struct UdpEcho {
     queue: VecDeque<(SocketAddr, Vec<u8>)>,
     queued_bytes: usize,
     allow_low_ports: bool,
+    /// The fault plan and its generator (boxed: most sockets have none).
+    faults: Option<Box<(Faults, Rng)>>,
 }
 
 impl UdpEcho {
-    pub(crate) fn new(socket: UdpSocket, allow_low_ports: bool) -> Self {
-        UdpEcho { socket, queue: VecDeque::new(), queued_bytes: 0, allow_low_ports }
+    pub(crate) fn new(
+        socket: UdpSocket,
+        allow_low_ports: bool,
+        faults: Option<(Faults, Rng)>,
+    ) -> Self {
+        let faults = faults.map(Box::new);
+        UdpEcho { socket, queue: VecDeque::new(), queued_bytes: 0, allow_low_ports, faults }
     }
 
     /// Receives and echoes until the socket is drained (false) or this turn's share is used up
@@ -224,13 +261,20 @@ impl UdpEcho {
                 }
             };
             stats.datagrams_in += n as u64;
-            let mut keep = [0usize; BATCH];
+            // Room for every datagram twice: `dup` names a slot two times.
+            let mut keep = [0usize; 2 * BATCH];
             let mut kept = 0;
             for i in 0..n {
                 let low = to_socket_addr(&batch.names[i]).is_none_or(|a| a.port() < 1024);
                 if low && !self.allow_low_ports {
                     stats.datagrams_low_port += 1;
-                } else {
+                    continue;
+                }
+                let copies = match self.faults.as_deref_mut() {
+                    None => 1,
+                    Some((plan, rng)) => misbehave(plan, rng, batch.slot_mut(i), stats),
+                };
+                for _ in 0..copies {
                     keep[kept] = i;
                     kept += 1;
                 }

@@ -89,6 +89,12 @@ pub struct Report {
     /// Latency from first byte sent (or intended, open loop) to last byte back; chat: from a
     /// line's send (or intended) time to its receipt by each member.
     pub latency_us: Latency,
+    /// `errors` by cause.
+    pub error_causes: ErrorCauses,
+    /// UDP replies to a datagram already answered (or never sent).
+    pub duplicated: u64,
+    /// UDP replies that arrived after the reply to a later datagram of the same socket.
+    pub reordered: u64,
     /// Chat only: members that published.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publishers: Option<usize>,
@@ -99,6 +105,40 @@ pub struct Report {
     /// Chat only: deliveries per second.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deliveries_per_sec: Option<f64>,
+}
+
+/// Errors by cause, as the JSON reports them (their sum is `errors`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ErrorCauses {
+    /// connect(2) refused: nothing listens.
+    pub refused: u64,
+    /// connect(2) failed otherwise.
+    pub connect_failed: u64,
+    /// The server reset the connection.
+    pub reset: u64,
+    /// The server closed the connection (EOF) while echoes were owed.
+    pub closed: u64,
+    /// A message was not echoed within `--timeout`.
+    pub timeout: u64,
+    /// The server sent bytes that were never sent to it.
+    pub extra_bytes: u64,
+}
+
+impl ErrorCauses {
+    fn of(errors: &[(Cause, u64)]) -> Self {
+        let mut causes = ErrorCauses::default();
+        for &(cause, n) in errors {
+            *match cause {
+                Cause::Refused => &mut causes.refused,
+                Cause::ConnectFailed => &mut causes.connect_failed,
+                Cause::Reset => &mut causes.reset,
+                Cause::ClosedByServer => &mut causes.closed,
+                Cause::Timeout => &mut causes.timeout,
+                Cause::ExtraBytes => &mut causes.extra_bytes,
+            } += n;
+        }
+        causes
+    }
 }
 
 /// Everything measured, merged over threads, with what the text report adds to the JSON.
@@ -183,6 +223,9 @@ pub fn merge(info: &RunInfo, tallies: Vec<Tally>, measured: Duration, interrupte
         mismatches,
         lost,
         latency_us: Latency::of(&hist),
+        error_causes: ErrorCauses::of(&errors),
+        duplicated: duplicates,
+        reordered,
         publishers: info.publishers,
         deliveries: info.publishers.map(|_| deliveries),
         deliveries_per_sec: info.publishers.map(|_| per_sec(deliveries)),
@@ -481,6 +524,9 @@ mod tests {
             "mismatches",
             "lost",
             "latency_us",
+            "error_causes",
+            "duplicated",
+            "reordered",
         ];
         expected.sort();
         assert_eq!(keys, expected);
@@ -490,6 +536,21 @@ mod tests {
             v["latency_us"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
         assert_eq!(lat, ["max", "mean", "min", "p50", "p90", "p99", "p999", "p9999"]);
         assert_eq!(v["latency_us"]["p50"], 1.5);
+        let causes: Vec<&str> =
+            v["error_causes"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            causes,
+            ["closed", "connect_failed", "extra_bytes", "refused", "reset", "timeout"]
+        );
+    }
+
+    #[test]
+    fn error_causes_add_up_to_errors() {
+        let errors = [(Cause::Reset, 3), (Cause::Timeout, 2), (Cause::ClosedByServer, 1)];
+        let m = merge(&info(), vec![tally(&[1500], &errors)], Duration::from_secs(1), false);
+        let c = &m.report.error_causes;
+        assert_eq!((c.reset, c.timeout, c.closed, c.refused), (3, 2, 1, 0));
+        assert_eq!(m.report.errors, 6);
     }
 
     #[test]

@@ -173,6 +173,62 @@ fn wait_for_stats(server: &ricochet::Handle, cond: impl Fn(&ricochet::Stats) -> 
     }
 }
 
+/// ricochet's own faults, each reported as what it is: a flipped byte is a mismatch (one per
+/// connection life: loadgen reconnects, and the new connection's byte count starts again), a FIN
+/// after N bytes is `closed`, a reset after N bytes is `reset`; each makes the exit status 1.
+#[test]
+fn ricochet_faults_are_reported_by_cause() {
+    let spawn = |plan: &str| {
+        ricochet::spawn(Config {
+            faults: vec![Some(ricochet::Faults::parse(plan).unwrap())],
+            ..Config::ephemeral()
+        })
+        .unwrap()
+    };
+    let server = spawn("corrupt-after=1000");
+    let out =
+        loadgen(&[&format!("{}", server.tcp_addr().unwrap()), "-c", "1", "-n", "200", "--json"]);
+    let v = json(&out);
+    let mismatches = v["mismatches"].as_u64().unwrap();
+    assert!(mismatches >= 1 && v["errors"] == 0, "{v}");
+    // Each life of the connection carries 1000 good bytes (15 messages) before the flipped one.
+    assert!(v["messages"].as_u64().unwrap() >= 15 * mismatches, "{v}");
+    assert_eq!(out.status.code(), Some(1));
+    for (plan, cause) in [("close-after=6400", "closed"), ("reset-after=6400", "reset")] {
+        let server = spawn(plan);
+        let target = format!("{}", server.tcp_addr().unwrap());
+        let out = loadgen(&[&target, "-c", "2", "-t", "500ms", "--warmup", "0s", "--json"]);
+        let v = json(&out);
+        let causes = &v["error_causes"];
+        assert!(causes[cause].as_u64().unwrap() >= 2, "{plan}: {v}");
+        assert_eq!(v["errors"], causes[cause], "{plan}: every error is a {cause}: {v}");
+        assert_eq!(out.status.code(), Some(1));
+    }
+}
+
+/// UDP faults as loadgen sees them: drops are `lost`, duplicates are `duplicated`.
+#[test]
+fn ricochet_udp_faults_are_lost_and_duplicated() {
+    let server = ricochet::spawn(Config {
+        listeners: vec![ListenSpec::Udp("127.0.0.1:0".parse().unwrap())],
+        faults: vec![Some(ricochet::Faults::parse("drop=0.1&dup=0.1").unwrap())],
+        seed: Some(3),
+        ..Config::default()
+    })
+    .unwrap();
+    let target = format!("udp://{}", server.udp_addr().unwrap());
+    // Deep enough that a dropped datagram (waiting out --timeout) holds up only its own slot.
+    let out =
+        loadgen(&[&target, "-c", "2", "-d", "32", "-n", "4000", "--timeout", "100ms", "--json"]);
+    let v = json(&out);
+    let (lost, dup) = (v["lost"].as_u64().unwrap(), v["duplicated"].as_u64().unwrap());
+    assert!((250..=550).contains(&lost), "{v}");
+    assert!((200..=550).contains(&dup), "{v}");
+    let stats = server.stats();
+    assert!(lost <= stats.faults_dropped, "lost {lost} > dropped {}", stats.faults_dropped);
+    assert_eq!(out.status.code(), Some(0), "UDP loss is measured, not an error");
+}
+
 /// A server that corrupts one byte: exactly one mismatch, exit status 1.
 #[test]
 fn a_corrupted_byte_is_a_mismatch() {
@@ -357,7 +413,9 @@ fn json_and_hlog_outputs() {
             "bytes_per_sec",
             "connections",
             "depth",
+            "duplicated",
             "duration_s",
+            "error_causes",
             "errors",
             "latency_us",
             "lost",
@@ -366,6 +424,7 @@ fn json_and_hlog_outputs() {
             "msgs_per_sec",
             "proto",
             "rate",
+            "reordered",
             "size",
             "target"
         ]

@@ -281,6 +281,38 @@ impl<T: Transport> Echo<T> {
         Ok(())
     }
 
+    /// Serves one readiness event: the writable side when output is owed, then the readable
+    /// side, through the fast path when it applies. `None`: a stale event for a connection
+    /// closed earlier in this batch. (The plain echo's copy of this is written out in the
+    /// reactor's `serve_conn`; see there.)
+    pub(crate) fn on_event(
+        &mut self,
+        ctx: &mut Ctx,
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+    ) -> Option<Outcome> {
+        if self.state == State::Closed {
+            return None;
+        }
+        if read_closed {
+            self.read_closed = true;
+        }
+        let mut outcome = Outcome::Idle;
+        // mio reports writable with nearly every event; it matters only when output is owed (a
+        // connection whose writes were refused always has output pending).
+        if writable && !self.out.is_empty() {
+            outcome = self.on_writable(ctx);
+        }
+        if readable && outcome == Outcome::Idle {
+            outcome = match self.fast_echo(ctx) {
+                Ok(outcome) => outcome,
+                Err(used) => self.on_readable(ctx, used),
+            };
+        }
+        Some(outcome)
+    }
+
     /// Ends the connection, for any reason: FIN (once; after an EOF it tells the peer everything
     /// was echoed, on an idle or drain close that the end is orderly), and the storage goes back
     /// to the pool. Input still unread at this point is lost, knowingly: an EOF close has none,

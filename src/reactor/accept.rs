@@ -2,6 +2,7 @@
 //! listener's behaviour, and closing listeners for a drain.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::{Interest, Token};
@@ -10,7 +11,9 @@ use super::{Reactor, CONN_BASE};
 use crate::behaviour::chat::Member;
 use crate::behaviour::echo::Echo;
 use crate::behaviour::{Behaviour, Conn, Life};
+use crate::faults::{Faults, Rng};
 use crate::listener::{self, AcceptBackoff, SocketFile};
+use crate::transport::faulty::Faulty;
 use crate::transport::{Plain, Stream};
 use crate::udp::UdpEcho;
 
@@ -25,13 +28,22 @@ pub(super) enum StreamListener {
 /// listen address.
 #[derive(Debug)]
 pub(super) enum Listener {
-    Stream { socket: StreamListener, behaviour: Behaviour },
+    /// `plan`: the fault plan its echo connections get, shared by all of them.
+    Stream {
+        socket: StreamListener,
+        behaviour: Behaviour,
+        plan: Option<Arc<Faults>>,
+    },
     Udp(UdpEcho),
 }
 
 impl Listener {
-    pub(super) fn stream(socket: StreamListener, behaviour: Behaviour) -> Self {
-        Listener::Stream { socket, behaviour }
+    pub(super) fn stream(
+        socket: StreamListener,
+        behaviour: Behaviour,
+        plan: Option<Arc<Faults>>,
+    ) -> Self {
+        Listener::Stream { socket, behaviour, plan }
     }
 
     pub(super) fn source(&mut self) -> &mut dyn mio::event::Source {
@@ -78,20 +90,22 @@ impl Reactor {
         }
     }
 
+    #[inline(never)]
     pub(super) fn accept_from(&mut self, index: usize, now: Instant) {
         if self.backoff.paused(now) {
             return; // retried for every listener when the pause ends
         }
         for _ in 0..self.config.accept_batch {
-            let Some(Some(Listener::Stream { socket, behaviour })) = self.listeners.get(index)
+            let Some(Some(Listener::Stream { socket, behaviour, plan })) =
+                self.listeners.get(index)
             else {
                 return;
             };
-            let behaviour = *behaviour;
+            let (behaviour, plan) = (*behaviour, plan.clone());
             match socket.accept() {
                 Ok(stream) => {
                     self.backoff.succeed();
-                    self.admit(stream, behaviour, now);
+                    self.admit(stream, behaviour, plan, index, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -112,7 +126,14 @@ impl Reactor {
         self.requeue_listener(index);
     }
 
-    fn admit(&mut self, stream: Stream, behaviour: Behaviour, now: Instant) {
+    fn admit(
+        &mut self,
+        stream: Stream,
+        behaviour: Behaviour,
+        plan: Option<Arc<Faults>>,
+        index: usize,
+        now: Instant,
+    ) {
         if self.config.max_conns.is_some_and(|max| self.conns.len() >= max) {
             self.ctx.stats.rejected += 1;
             stream.shutdown_write();
@@ -133,10 +154,17 @@ impl Reactor {
             self.ctx.stats.accept_errors += 1;
             return;
         }
-        let conn = match behaviour {
-            Behaviour::Echo => Conn::Echo(Echo::new(io, life)),
-            Behaviour::Chat { room } => {
-                Conn::Chat(Box::new(Member::join(io, life, key, room, &mut self.ctx)))
+        let conn = match (behaviour, plan) {
+            (Behaviour::Echo, None) => Conn::Echo(Echo::new(io, life)),
+            (Behaviour::Echo, Some(plan)) => {
+                // One draw per connection decides whether `p` makes it faulty: reproducible from
+                // the seed, the listener and the connection's number.
+                let seed = plan.seed.or(self.config.seed).unwrap_or(0);
+                let draw = Rng::new(seed, index, life.id).unit();
+                Conn::faulty(Echo::new(Faulty::new(io, plan, draw), life))
+            }
+            (Behaviour::Chat { room }, _) => {
+                Conn::chat(Member::join(io, life, key, room, &mut self.ctx))
             }
         };
         entry.insert(conn);

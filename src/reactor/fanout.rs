@@ -25,12 +25,15 @@ impl Reactor {
 
     /// Delivers all mail, then flushes every member it reached, until nothing is left (closing a
     /// member can post a notice, and a flush can close a member).
+    #[inline(never)]
     pub(super) fn flush_chat(&mut self) {
         while self.chat_owed() {
             self.deliver_mail();
             let dirty = std::mem::take(&mut self.ctx.chat.dirty);
             for &key in &dirty {
-                let Some(Conn::Chat(member)) = self.conns.get_mut(key) else { continue };
+                let Some(member) = self.conns.get_mut(key).and_then(Conn::member_mut) else {
+                    continue;
+                };
                 member.unlist();
                 if member.is_closed() {
                     continue;
@@ -58,7 +61,9 @@ impl Reactor {
                 if key == mail.from {
                     continue;
                 }
-                let Some(Conn::Chat(member)) = self.conns.get_mut(key) else { continue };
+                let Some(member) = self.conns.get_mut(key).and_then(Conn::member_mut) else {
+                    continue;
+                };
                 if last && member.can_send_now() {
                     match member.send_now(&mail.seg, stats, *now) {
                         Ok(()) => stats.chat_deliveries += mail.lines,

@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 
 use super::accept::Listener;
 use super::{Phase, Reactor};
-use crate::behaviour::CloseReason;
+use crate::behaviour::{CloseReason, Conn};
 use crate::timer::Kind;
 
 impl Reactor {
+    #[inline(never)]
     pub(super) fn fire_deadlines(&mut self, now: Instant) {
         if self.backoff.take_expired(now) {
             for index in 0..self.listeners.len() {
@@ -44,6 +45,16 @@ impl Reactor {
                         self.arm(d.key, due, Kind::Idle);
                     } else {
                         self.close(d.key, CloseReason::IdleTimeout);
+                    }
+                }
+                Kind::Resume => {
+                    let Some(conn) = self.conns.get_mut(d.key).and_then(Conn::faulty_mut) else {
+                        continue;
+                    };
+                    if conn.io.reset_due() {
+                        self.close(d.key, CloseReason::FaultReset);
+                    } else if let Some(at) = conn.io.wake_at(now) {
+                        self.arm(d.key, at, Kind::Resume);
                     }
                 }
                 Kind::Quiet => {

@@ -28,10 +28,11 @@ use slab::Slab;
 
 use crate::behaviour::chat::{ChatCtx, Room};
 use crate::behaviour::echo;
-use crate::behaviour::{Behaviour, CloseReason, Conn, Ctx, Outcome};
+use crate::behaviour::{Behaviour, CloseReason, Conn, Ctx, Other, Outcome};
 use crate::buffer::BufferPool;
 use crate::config::{Config, ListenSpec};
 use crate::error::{Error, Result};
+use crate::faults::{Faults, Rng};
 use crate::listener::{self, AcceptBackoff};
 use crate::signals::Signals;
 use crate::stats::{SharedStats, Stats};
@@ -93,6 +94,8 @@ impl Reactor {
         let mut listeners = Vec::with_capacity(config.listeners.len());
         let mut addrs = Vec::with_capacity(config.listeners.len());
         let mut rooms = Vec::new();
+        // The listener's own seed, else the process seed (which `Server::bind` always sets).
+        let seed = |plan: &Faults| plan.seed.or(config.seed).unwrap_or(0);
         for (i, spec) in config.listeners.iter().enumerate() {
             let (mut listener, addr) = match spec {
                 ListenSpec::Tcp(addr) | ListenSpec::Chat(addr) => {
@@ -106,20 +109,27 @@ impl Reactor {
                         }
                         _ => (Behaviour::Echo, ListenSpec::Tcp(local)),
                     };
-                    (Listener::stream(StreamListener::Tcp(l), behaviour), addr)
+                    let plan = config.plan(i).cloned().map(Arc::new);
+                    (Listener::stream(StreamListener::Tcp(l), behaviour, plan), addr)
                 }
                 ListenSpec::Udp(addr) => {
                     let socket = crate::udp::bind(*addr, &config)?;
                     let local =
                         socket.local_addr().map_err(Error::io("reading a UDP socket's address"))?;
                     (
-                        Listener::Udp(UdpEcho::new(socket, config.udp_allow_low_ports)),
+                        Listener::Udp(UdpEcho::new(
+                            socket,
+                            config.udp_allow_low_ports,
+                            config.plan(i).map(|plan| (plan.clone(), Rng::new(seed(plan), i, 0))),
+                        )),
                         ListenSpec::Udp(local),
                     )
                 }
                 ListenSpec::Unix(path) => {
                     let (l, file) = listener::bind_unix(path, &config)?;
-                    let listener = Listener::stream(StreamListener::Unix(l, file), Behaviour::Echo);
+                    let plan = config.plan(i).cloned().map(Arc::new);
+                    let listener =
+                        Listener::stream(StreamListener::Unix(l, file), Behaviour::Echo, plan);
                     (listener, ListenSpec::Unix(path.clone()))
                 }
             };
@@ -277,6 +287,7 @@ impl Reactor {
         }
     }
 
+    #[inline(never)]
     fn on_signals(&mut self) {
         let Some(signals) = self.signals.as_mut() else { return };
         for signal in signals.pending() {
@@ -306,6 +317,7 @@ impl Reactor {
         }
     }
 
+    #[inline(always)]
     fn serve_conn(&mut self, key: usize, readable: bool, writable: bool, read_closed: bool) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let ctx = &mut self.ctx;
@@ -331,11 +343,49 @@ impl Reactor {
                 }
                 outcome
             }
-            Conn::Chat(member) => {
+            Conn::Other(other) => match &mut **other {
+                Other::Chat(member) => {
+                    if member.is_closed() {
+                        return;
+                    }
+                    member.on_event(ctx, readable, writable, read_closed)
+                }
+                Other::FaultyEcho(_) => {
+                    return self.serve_other(key, readable, writable, read_closed)
+                }
+            },
+        };
+        self.apply(key, outcome);
+    }
+
+    /// Serves a connection that is not a plain echo. Out of line, so that `serve_conn` compiles
+    /// to the plain echo's path alone (inlined, this cost it instructions per message).
+    #[inline(never)]
+    fn serve_other(&mut self, key: usize, readable: bool, writable: bool, read_closed: bool) {
+        let Some(Conn::Other(other)) = self.conns.get_mut(key) else { return };
+        let ctx = &mut self.ctx;
+        let outcome = match &mut **other {
+            Other::Chat(member) => {
                 if member.is_closed() {
                     return;
                 }
                 member.on_event(ctx, readable, writable, read_closed)
+            }
+            Other::FaultyEcho(conn) => {
+                let Some(outcome) = conn.on_event(ctx, readable, writable, read_closed) else {
+                    return;
+                };
+                conn.io.count(&mut ctx.stats);
+                let outcome = match outcome {
+                    Outcome::Close(CloseReason::Reset) if conn.io.reset_due() => {
+                        Outcome::Close(CloseReason::FaultReset)
+                    }
+                    other => other,
+                };
+                if let Some(at) = conn.io.wake_at(Instant::now()) {
+                    self.arm(key, at, Kind::Resume);
+                }
+                outcome
             }
         };
         self.apply(key, outcome);
@@ -357,6 +407,7 @@ impl Reactor {
     }
 
     /// Marks a connection closed; it is freed after the current batch.
+    #[inline(never)]
     fn close(&mut self, key: usize, reason: CloseReason) {
         let conn = &mut self.conns[key];
         if conn.is_closed() {
@@ -371,12 +422,16 @@ impl Reactor {
             CloseReason::IdleTimeout => stats.idle_timeouts += 1,
             CloseReason::DrainAborted => stats.drain_aborted += 1,
             CloseReason::Slow => stats.slow_members += 1,
-            CloseReason::Eof | CloseReason::Drained | CloseReason::LineTooLong => {}
+            CloseReason::FaultReset
+            | CloseReason::Eof
+            | CloseReason::Drained
+            | CloseReason::LineTooLong => {}
         }
     }
 
     /// Frees the connections closed during this turn: deregistered first, then removed from the
     /// slab (whose key may then be reused).
+    #[inline(never)]
     fn free_closed(&mut self) {
         for key in self.closed.drain(..) {
             let _ = self.poll.registry().deregister(self.conns[key].source());
@@ -398,6 +453,7 @@ impl Reactor {
         }
     }
 
+    #[inline(never)]
     fn serve_ready(&mut self, now: Instant) {
         for _ in 0..self.ready.len() {
             let Some(Token(t)) = self.ready.pop_front() else { break };

@@ -8,7 +8,10 @@
 //! [`Transport::has_buffered`], so that a close or a drain waits for them.
 //!
 //! [`Plain`] is the accepted socket itself: its calls are the raw syscalls, inlined, so the echo
-//! fast path costs what it cost before the layer existed.
+//! fast path costs what it cost before the layer existed. [`faulty::Faulty`] wraps a transport
+//! with a stream fault plan.
+
+pub(crate) mod faulty;
 
 use std::io::IoSlice;
 use std::net::Shutdown;
@@ -62,6 +65,10 @@ pub(crate) trait Transport {
     fn has_buffered(&self) -> bool {
         false
     }
+    /// Bytes written but not yet acknowledged by the peer (the kernel's send queue).
+    fn unacked(&self) -> usize;
+    /// Makes the coming close a reset (TCP: RST instead of FIN).
+    fn reset_on_close(&mut self);
     /// The socket, for registration with the poll.
     fn source(&mut self) -> &mut dyn mio::event::Source;
 }
@@ -106,6 +113,22 @@ impl Transport for Plain {
             self.shut = true;
             self.stream.shutdown_write();
         }
+    }
+
+    fn unacked(&self) -> usize {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int through the pointer, which is valid.
+        let ret = unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ, &mut queued) };
+        if ret == 0 {
+            queued.max(0) as usize
+        } else {
+            0
+        }
+    }
+
+    fn reset_on_close(&mut self) {
+        self.shut = true; // no FIN: it would reach the peer before the reset
+        let _ = self.stream.sock().set_linger(Some(std::time::Duration::ZERO));
     }
 
     fn source(&mut self) -> &mut dyn mio::event::Source {

@@ -1,0 +1,292 @@
+//! Fault plans, observed from real clients: close, reset, stall and corrupt after exactly N
+//! bytes; `p`; datagram drop, duplication and corruption at their rates; the same seed giving the
+//! same drops; a clean listener beside a faulty one; bad plans refused.
+
+mod util;
+
+use std::collections::BTreeSet;
+use std::io::{ErrorKind, Read, Write};
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use ricochet::{Config, Faults, ListenSpec};
+use util::{connect, run_to_exit, wait_for, ServerProcess, TIMEOUT};
+
+fn faulty(listener: ListenSpec, plan: &str, mutate: impl FnOnce(&mut Config)) -> ricochet::Handle {
+    let mut config = Config {
+        listeners: vec![listener],
+        faults: vec![Some(Faults::parse(plan).unwrap())],
+        seed: Some(1),
+        ..Config::default()
+    };
+    mutate(&mut config);
+    ricochet::spawn(config).expect("spawn")
+}
+
+fn tcp() -> ListenSpec {
+    ListenSpec::Tcp("127.0.0.1:0".parse().unwrap())
+}
+
+fn udp() -> ListenSpec {
+    ListenSpec::Udp("127.0.0.1:0".parse().unwrap())
+}
+
+/// Sends `n` bytes (0, 1, 2, ...) and reads until the server ends the stream; returns what came
+/// back and how it ended.
+fn send_and_collect(server: &ricochet::Handle, n: usize) -> (Vec<u8>, &'static str) {
+    let mut s = connect(server.tcp_addr().unwrap());
+    let data: Vec<u8> = (0..n).map(|i| i as u8).collect();
+    s.write_all(&data).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (got, "eof"),
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return (got, "reset"),
+            Err(e) => panic!("after {} bytes: {e}", got.len()),
+        }
+    }
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| i as u8).collect()
+}
+
+/// close-after=N: exactly N bytes, then an orderly EOF (FIN, no reset), counted once.
+#[test]
+fn close_after_n_bytes() {
+    let server = faulty(tcp(), "close-after=1000", |_| {});
+    let (got, end) = send_and_collect(&server, 5000);
+    assert_eq!((got.len(), end), (1000, "eof"));
+    assert_eq!(got, pattern(1000));
+    wait_for("the close to be counted", || server.stats().closed == 1);
+    let stats = server.stats();
+    assert_eq!((stats.faults_closed_after, stats.resets), (1, 0));
+}
+
+/// reset-after=N: exactly N bytes, then a reset; counted as the fault, not as a peer's reset.
+#[test]
+fn reset_after_n_bytes() {
+    let server = faulty(tcp(), "reset-after=777", |_| {});
+    let (got, end) = send_and_collect(&server, 5000);
+    assert_eq!((got.len(), end), (777, "reset"));
+    assert_eq!(got, pattern(777));
+    wait_for("the reset to be counted", || server.stats().faults_reset_after == 1);
+    assert_eq!(server.stats().resets, 0);
+}
+
+/// stall-after=N: exactly N bytes, then nothing is read or written; the idle timeout is what
+/// ends the connection.
+#[test]
+fn stall_after_n_bytes_until_the_idle_timeout() {
+    let server =
+        faulty(tcp(), "stall-after=100", |c| c.idle_timeout = Some(Duration::from_millis(300)));
+    let mut s = connect(server.tcp_addr().unwrap());
+    s.write_all(&pattern(1000)).unwrap();
+    let mut got = [0u8; 100];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got[..], pattern(100)[..]);
+    wait_for("the stall", || server.stats().faults_stalled == 1);
+    let read_before = server.stats().bytes_in;
+    s.write_all(&[7u8; 1000]).unwrap(); // never read by the server
+    let mut rest = Vec::new();
+    // The idle close ends it: EOF, or a reset since the server leaves input unread.
+    match s.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+    }
+    assert_eq!(rest, b"", "nothing after the stall point");
+    wait_for("the idle close", || server.stats().idle_timeouts == 1);
+    assert_eq!(server.stats().bytes_in, read_before, "a stalled connection is not read");
+}
+
+/// corrupt-after=N: the byte at offset N is flipped, once; everything else is exact.
+#[test]
+fn corrupt_after_flips_exactly_one_byte() {
+    let server = faulty(tcp(), "corrupt-after=300&close-after=1000", |_| {});
+    let (got, _) = send_and_collect(&server, 1000);
+    let mut expected = pattern(1000);
+    expected[300] ^= 0xff;
+    assert_eq!(got, expected);
+    wait_for("the counters", || server.stats().faults_corrupted == 1);
+}
+
+/// p=0.5: about half the connections are faulty, the others clean; the same seed picks the same
+/// ones.
+#[test]
+fn p_picks_a_share_of_connections_reproducibly() {
+    let pick = |seed| {
+        let server = faulty(tcp(), "close-after=1&p=0.5", |c| c.seed = Some(seed));
+        (0..60)
+            .map(|_| {
+                let (got, _) = {
+                    let mut s = connect(server.tcp_addr().unwrap());
+                    s.write_all(b"ab").unwrap();
+                    s.shutdown(std::net::Shutdown::Write).unwrap();
+                    let mut got = Vec::new();
+                    s.read_to_end(&mut got).unwrap();
+                    (got, ())
+                };
+                got.len() == 1
+            })
+            .collect::<Vec<bool>>()
+    };
+    let first = pick(9);
+    let faulty = first.iter().filter(|f| **f).count();
+    assert!((15..=45).contains(&faulty), "{faulty} of 60 faulty at p=0.5");
+    assert_eq!(pick(9), first, "the same seed, the same connections");
+    assert_ne!(pick(10), first, "another seed, other connections");
+}
+
+/// Sends 4000 numbered datagrams in bursts, each burst once the server has received the one
+/// before; returns the numbers echoed (with how many times).
+fn udp_run(server: &ricochet::Handle) -> Vec<(u32, usize)> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&sock).set_recv_buffer_size(4 << 20).unwrap();
+    sock.connect(server.udp_addr().unwrap()).unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    let mut buf = [0u8; 64];
+    for burst in 0..40u32 {
+        for k in 0..100u32 {
+            sock.send(&(burst * 100 + k).to_le_bytes()).unwrap();
+        }
+        wait_for("the burst to arrive", || {
+            server.stats().datagrams_in == u64::from(burst + 1) * 100
+        });
+        let stats = server.stats();
+        let answered = stats.datagrams_out + stats.faults_dropped - stats.faults_duplicated;
+        wait_for("the burst to be answered", || {
+            let s = server.stats();
+            s.datagrams_out + s.faults_dropped - s.faults_duplicated
+                >= answered.max(u64::from(burst + 1) * 100)
+        });
+        sock.set_nonblocking(true).unwrap();
+        while let Ok(n) = sock.recv(&mut buf) {
+            *counts.entry(u32::from_le_bytes(buf[..n].try_into().unwrap())).or_insert(0) += 1;
+        }
+        sock.set_nonblocking(false).unwrap();
+    }
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    while let Ok(n) = sock.recv(&mut buf) {
+        *counts.entry(u32::from_le_bytes(buf[..n].try_into().unwrap())).or_insert(0) += 1;
+    }
+    counts.into_iter().collect()
+}
+
+/// drop and dup at their rates, each decision counted; the same seed drops the same datagrams.
+#[test]
+fn udp_drop_and_dup_are_seeded_and_counted() {
+    let run = |seed| {
+        let server = faulty(udp(), "drop=0.1&dup=0.05", |c| c.seed = Some(seed));
+        let echoed = udp_run(&server);
+        (echoed, server.shutdown().unwrap())
+    };
+    let (echoed, stats) = run(5);
+    let dropped = 4000 - echoed.len() as u64;
+    let doubled = echoed.iter().filter(|(_, n)| *n == 2).count() as u64;
+    assert_eq!(dropped, stats.faults_dropped, "what the client missed is what was dropped");
+    assert_eq!(doubled, stats.faults_duplicated);
+    assert!((300..=500).contains(&dropped), "{dropped} of 4000 dropped at 0.1");
+    assert!((120..=280).contains(&doubled), "{doubled} of ~3600 duplicated at 0.05");
+    let kept: BTreeSet<u32> = echoed.iter().map(|(seq, _)| *seq).collect();
+    let (again, _) = run(5);
+    assert_eq!(again.iter().map(|(seq, _)| *seq).collect::<BTreeSet<_>>(), kept, "same seed");
+    let (other, _) = run(6);
+    assert_ne!(other.iter().map(|(seq, _)| *seq).collect::<BTreeSet<_>>(), kept, "other seed");
+}
+
+/// corrupt=1: every datagram comes back with exactly one byte flipped.
+#[test]
+fn udp_corrupt_flips_one_byte() {
+    let server = faulty(udp(), "corrupt=1", |_| {});
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+    sock.connect(server.udp_addr().unwrap()).unwrap();
+    let sent = [0x55u8; 200];
+    for _ in 0..20 {
+        sock.send(&sent).unwrap();
+        let mut back = [0u8; 300];
+        let n = sock.recv(&mut back).unwrap();
+        assert_eq!(n, 200);
+        let flipped: Vec<usize> = (0..n).filter(|&i| back[i] != sent[i]).collect();
+        assert_eq!(flipped.len(), 1);
+        assert_eq!(back[flipped[0]], 0x55 ^ 0xff);
+    }
+    wait_for("the count", || server.stats().faults_corrupted == 20);
+}
+
+/// The binary: a plan per listener, `--faults` for the rest, the ready line shows each plan and
+/// the seed; a clean listener beside a faulty one echoes exactly.
+#[test]
+fn process_ready_line_and_a_clean_listener_beside_a_faulty_one() {
+    let server = ServerProcess::start(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--tcp",
+        "127.0.0.1:0?close-after=10",
+        "--seed",
+        "1234",
+    ]);
+    let l = &server.ready["listeners"];
+    assert_eq!(server.ready["seed"], 1234);
+    assert!(l[0].get("faults").is_none());
+    assert_eq!(l[1]["faults"], "close-after=10");
+    let mut clean = connect(server.addr(0));
+    let data = util::payload(100_000, 3);
+    let back = util::echo_concurrently(&clean, &data, 1000);
+    assert!(back == data, "the clean listener echoes exactly");
+    let mut cut = connect(server.addr(1));
+    cut.write_all(&data[..100]).unwrap();
+    let mut got = Vec::new();
+    cut.read_to_end(&mut got).unwrap();
+    assert_eq!(got, data[..10]);
+    clean.write_all(b"still fine").unwrap();
+    let mut again = [0u8; 10];
+    clean.read_exact(&mut again).unwrap();
+    assert_eq!(&again, b"still fine");
+}
+
+/// `--faults` gives its plan to every listener that has none.
+#[test]
+fn faults_flag_fills_in_listeners_without_a_plan() {
+    let server = ServerProcess::start(&[
+        "--udp",
+        "127.0.0.1:0",
+        "--udp",
+        "127.0.0.1:0?dup=0.1",
+        "--faults",
+        "drop=0.5",
+    ]);
+    let l = &server.ready["listeners"];
+    assert_eq!(l[0]["faults"], "drop=0.5");
+    assert_eq!(l[1]["faults"], "dup=0.1");
+}
+
+/// Without --seed, a random seed is chosen and printed, so a run can be replayed.
+#[test]
+fn a_random_seed_is_printed() {
+    let a = ServerProcess::start(&["--udp", "127.0.0.1:0?drop=0.1"]);
+    let b = ServerProcess::start(&["--udp", "127.0.0.1:0?drop=0.1"]);
+    let (sa, sb) = (a.ready["seed"].as_u64().unwrap(), b.ready["seed"].as_u64().unwrap());
+    assert_ne!(sa, sb);
+}
+
+/// A bad plan is a usage error (exit 2) naming the key.
+#[test]
+fn bad_plans_exit_2_naming_the_key() {
+    for (args, needle) in [
+        (&["--tcp", "127.0.0.1:0?latency=fast"][..], "latency"),
+        (&["--udp", "127.0.0.1:0?drop=2"], "`drop`"),
+        (&["--tcp", "127.0.0.1:0?wobble=1"], "unknown fault `wobble`"),
+        (&["--tcp", "127.0.0.1:0?drop=0.1"], "`drop` is a datagram fault"),
+        (&["--udp", "127.0.0.1:0?close-after=5"], "`close-after` is a stream fault"),
+        (&["--unix", "/tmp/x.sock?p=3"], "`p`"),
+        (&["--faults", "drop=0.1"], "`drop` is a datagram fault"),
+        (&["--seed", "minus-one"], "seed"),
+    ] {
+        let (code, err) = run_to_exit(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err:?} does not name {needle:?}");
+    }
+}
