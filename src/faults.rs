@@ -66,7 +66,9 @@ const DATAGRAM_KEYS: &[&str] = &["drop", "dup", "corrupt"];
 const COMMON_KEYS: &[&str] = &["latency", "jitter", "seed"];
 /// Keys parsed and checked but not served yet: a plan with one is refused rather than
 /// silently ignored.
-const NOT_YET: &[&str] = &["latency", "jitter", "rate", "slice", "slice-delay"];
+const NOT_YET: &[&str] = &["rate", "slice", "slice-delay"];
+/// Keys not served yet on datagram listeners.
+const NOT_YET_DATAGRAM: &[&str] = &["latency", "jitter"];
 
 impl Faults {
     /// Parses `key=value&key=value`.
@@ -141,8 +143,9 @@ impl Faults {
         }
         if let Some(key) = seen.iter().find(|k| NOT_YET.contains(k)) {
             return Err(format!(
-                "fault `{key}` is not served yet by this version of ricochet (served: \
-                 close-after, reset-after, stall-after, corrupt-after, p, drop, dup, corrupt, seed)"
+                "fault `{key}` is not served yet by this version of ricochet (served: latency, \
+                 jitter, close-after, reset-after, stall-after, corrupt-after, p; drop, dup, \
+                 corrupt; seed)"
             ));
         }
         Ok(f)
@@ -162,8 +165,11 @@ impl Faults {
             "tcp" | "unix" => (DATAGRAM_KEYS, "a datagram fault"),
             other => return Err(format!("{other} listeners take no fault plan")),
         };
-        match keys.iter().find(|k| wrong.contains(k)) {
-            Some(key) => Err(format!("fault `{key}` is {kind}: a {proto} listener cannot take it")),
+        if let Some(key) = keys.iter().find(|k| wrong.contains(k)) {
+            return Err(format!("fault `{key}` is {kind}: a {proto} listener cannot take it"));
+        }
+        match keys.iter().find(|k| proto == "udp" && NOT_YET_DATAGRAM.contains(k)) {
+            Some(key) => Err(format!("fault `{key}` is not served yet on udp listeners")),
             None => Ok(()),
         }
     }
@@ -296,7 +302,7 @@ mod tests {
             ("slice=0", "`slice`"),
             ("slice=10..5", "`slice`"),
             ("rate=0", "`rate`"),
-            ("latency=50ms", "not served yet"),
+            ("rate=1KiB", "not served yet"),
         ] {
             let err = Faults::parse(plan).unwrap_err();
             assert!(err.contains(needle), "{plan:?}: {err}");
@@ -310,6 +316,9 @@ mod tests {
         let tcp_on_udp = Faults::parse("close-after=10").unwrap().check_for("udp").unwrap_err();
         assert!(tcp_on_udp.contains("`close-after` is a stream fault"), "{tcp_on_udp}");
         assert!(Faults::parse("seed=1").unwrap().check_for("chat").is_err());
+        assert!(Faults::parse("latency=5ms").unwrap().check_for("tcp").is_ok());
+        let not_yet = Faults::parse("latency=5ms").unwrap().check_for("udp").unwrap_err();
+        assert!(not_yet.contains("not served yet on udp"), "{not_yet}");
     }
 
     #[test]

@@ -82,7 +82,9 @@ counters! {
     chat_deliveries,
     /// Chat members disconnected because their undelivered output would have passed the cap.
     slow_members,
-    /// Faults: connections that sent FIN after close-after bytes (JSON: `faults.closed_after`).
+    /// Faults: chunks of stream output held back by latency (JSON: `faults.delayed`).
+    faults_delayed,
+    /// Faults: connections that sent FIN after close-after bytes.
     faults_closed_after,
     /// Faults: connections reset after reset-after bytes.
     faults_reset_after,
@@ -141,6 +143,6 @@ mod tests {
         assert_eq!(v["bytes_out"], 0);
         assert_eq!(v.as_object().unwrap().len(), 20, "event, 18 counters, faults");
         assert_eq!(v["faults"]["dropped"], 3);
-        assert_eq!(v["faults"].as_object().unwrap().len(), 6);
+        assert_eq!(v["faults"].as_object().unwrap().len(), 7);
     }
 }

@@ -290,3 +290,48 @@ fn bad_plans_exit_2_naming_the_key() {
         assert!(err.contains(needle), "{args:?}: {err:?} does not name {needle:?}");
     }
 }
+
+/// latency=50ms&jitter=10ms: every round trip takes at least 40 ms (never earlier than the
+/// plan says) and not much more than 60 ms; chunks never overtake each other; a half-close
+/// still gets everything, then EOF; every held chunk is counted.
+#[test]
+fn latency_and_jitter_delay_in_order() {
+    let server = faulty(tcp(), "latency=50ms&jitter=10ms", |_| {});
+    let mut s = connect(server.tcp_addr().unwrap());
+    for i in 0..10 {
+        let msg = format!("ping {i}");
+        let start = std::time::Instant::now();
+        s.write_all(msg.as_bytes()).unwrap();
+        let mut back = vec![0; msg.len()];
+        s.read_exact(&mut back).unwrap();
+        let rtt = start.elapsed();
+        assert_eq!(back, msg.as_bytes());
+        assert!(rtt >= Duration::from_millis(40), "round trip {i} took only {rtt:?}");
+        // Generous slack: a shared machine may be slow, never early.
+        assert!(rtt < Duration::from_millis(60 + 1000), "round trip {i} took {rtt:?}");
+    }
+    let chunks: Vec<u8> =
+        (0..300).flat_map(|i: u32| format!("chunk{i:04};").into_bytes()).collect();
+    for piece in chunks.chunks(10) {
+        s.write_all(piece).unwrap();
+    }
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    assert!(back == chunks, "order kept, nothing lost, then EOF");
+    wait_for("the close", || server.stats().closed == 1);
+    let stats = server.stats();
+    assert!(stats.faults_delayed >= 11, "{stats:?}");
+    assert_eq!(stats.bytes_in, stats.bytes_out);
+}
+
+/// Latency holds at most --max-pending: a peer that writes fast gets backpressure (its writes
+/// block), not unbounded server memory, and still gets every byte back.
+#[test]
+fn latency_holds_are_bounded_and_lose_nothing() {
+    let server = faulty(tcp(), "latency=20ms", |c| c.max_pending = 64 * 1024);
+    let s = connect(server.tcp_addr().unwrap());
+    let data = util::payload(4 << 20, 9);
+    let back = util::echo_concurrently(&s, &data, 64 * 1024);
+    assert!(back == data, "4 MiB through a 64 KiB hold, exactly");
+}

@@ -181,7 +181,7 @@ impl<T: Transport> Echo<T> {
                 self.set_state(State::Open);
                 self.on_readable(ctx, 0)
             }
-            State::Flushing if self.out.is_empty() => self.finish(),
+            State::Flushing if self.out.is_empty() && !self.io.has_buffered() => self.finish(),
             _ => Outcome::Idle,
         }
     }
@@ -193,10 +193,10 @@ impl<T: Transport> Echo<T> {
                 return Outcome::Close(reason);
             }
         }
-        if self.out.is_empty() {
+        if self.out.is_empty() && !self.io.has_buffered() {
             self.finish()
         } else {
-            Outcome::Idle
+            Outcome::Idle // finished from the write side (or the transport's wake-up)
         }
     }
 

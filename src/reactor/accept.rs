@@ -160,8 +160,9 @@ impl Reactor {
                 // One draw per connection decides whether `p` makes it faulty: reproducible from
                 // the seed, the listener and the connection's number.
                 let seed = plan.seed.or(self.config.seed).unwrap_or(0);
-                let draw = Rng::new(seed, index, life.id).unit();
-                Conn::faulty(Echo::new(Faulty::new(io, plan, draw), life))
+                let rng = Rng::new(seed, index, life.id);
+                let faulty = Faulty::new(io, plan, rng, self.config.max_pending, Instant::now());
+                Conn::faulty(Echo::new(faulty, life))
             }
             (Behaviour::Chat { room }, _) => {
                 Conn::chat(Member::join(io, life, key, room, &mut self.ctx))

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::accept::Listener;
 use super::{Phase, Reactor};
-use crate::behaviour::{CloseReason, Conn};
+use crate::behaviour::CloseReason;
 use crate::timer::Kind;
 
 impl Reactor {
@@ -47,16 +47,7 @@ impl Reactor {
                         self.close(d.key, CloseReason::IdleTimeout);
                     }
                 }
-                Kind::Resume => {
-                    let Some(conn) = self.conns.get_mut(d.key).and_then(Conn::faulty_mut) else {
-                        continue;
-                    };
-                    if conn.io.reset_due() {
-                        self.close(d.key, CloseReason::FaultReset);
-                    } else if let Some(at) = conn.io.wake_at(now) {
-                        self.arm(d.key, at, Kind::Resume);
-                    }
-                }
+                Kind::Resume => self.resume_faulty(d.key, now),
                 Kind::Quiet => {
                     let grace = self.config.drain_grace;
                     let due = life.last_active + grace;
@@ -93,6 +84,13 @@ impl Reactor {
             life.timer_seq = life.timer_seq.wrapping_add(1);
             life.last_active = now;
             self.arm(key, now + grace, Kind::Quiet);
+            // The new arming made a pending release deadline stale: arm it again.
+            if let Some(conn) = self.conns[key].faulty_mut() {
+                conn.io.fired();
+                if let Some(at) = conn.io.arm_at() {
+                    self.arm(key, at, Kind::Resume);
+                }
+            }
         }
     }
 

@@ -372,23 +372,52 @@ impl Reactor {
                 member.on_event(ctx, readable, writable, read_closed)
             }
             Other::FaultyEcho(conn) => {
-                let Some(outcome) = conn.on_event(ctx, readable, writable, read_closed) else {
-                    return;
-                };
-                conn.io.count(&mut ctx.stats);
-                let outcome = match outcome {
-                    Outcome::Close(CloseReason::Reset) if conn.io.reset_due() => {
-                        Outcome::Close(CloseReason::FaultReset)
-                    }
-                    other => other,
-                };
-                if let Some(at) = conn.io.wake_at(Instant::now()) {
-                    self.arm(key, at, Kind::Resume);
+                conn.io.set_now(Instant::now());
+                if writable {
+                    conn.io.writable();
                 }
-                outcome
+                let outcome = match conn.io.release() {
+                    Err(_) => Some(Outcome::Close(CloseReason::Reset)),
+                    Ok(()) => conn.on_event(ctx, readable, writable, read_closed),
+                };
+                let Some(outcome) = outcome else { return };
+                return self.after_fault(key, outcome);
             }
         };
         self.apply(key, outcome);
+    }
+
+    /// After serving a connection with a fault plan: count what its plan did, tell a deliberate
+    /// reset from a peer's, and arm a `Resume` deadline when its plan needs time to pass.
+    fn after_fault(&mut self, key: usize, outcome: Outcome) {
+        let Some(conn) = self.conns.get_mut(key).and_then(Conn::faulty_mut) else { return };
+        conn.io.count(&mut self.ctx.stats);
+        let outcome = match outcome {
+            Outcome::Close(CloseReason::Reset) if conn.io.reset_due() => {
+                Outcome::Close(CloseReason::FaultReset)
+            }
+            other => other,
+        };
+        if let Some(at) = conn.io.arm_at() {
+            self.arm(key, at, Kind::Resume);
+        }
+        self.apply(key, outcome);
+    }
+
+    /// A `Resume` deadline of a connection with a fault plan: reset it if its reset is due,
+    /// else send the output that came due and let the echo go on, as a writable edge would.
+    pub(super) fn resume_faulty(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key).and_then(Conn::faulty_mut) else { return };
+        conn.io.fired();
+        if conn.io.reset_due() {
+            return self.close(key, CloseReason::FaultReset);
+        }
+        conn.io.set_now(now);
+        let outcome = match conn.io.release() {
+            Err(_) => Outcome::Close(CloseReason::Reset),
+            Ok(()) => conn.on_writable(&mut self.ctx),
+        };
+        self.after_fault(key, outcome);
     }
 
     #[inline]

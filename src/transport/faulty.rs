@@ -9,10 +9,16 @@
 //!   connection stays open until the idle timeout or a drain ends it.
 //! - `corrupt-after=N`: the byte at offset N of the echo is flipped (xor 0xff), once.
 //! - `p`: a connection whose draw at accept is not below `p` passes everything through.
+//! - `latency=D` (`jitter=J`): each chunk written is held and goes out D later (± J, uniform),
+//!   never before an earlier chunk. Held bytes are bounded (at most `--max-pending`; past that
+//!   the echo keeps the rest and stops reading, as with a slow peer). The reactor wakes the
+//!   connection with a `Resume` deadline at the next release; the end-of-stream faults above
+//!   count bytes as they are released.
 //!
 //! Byte counts run from the connection's start. A partial write is returned only when the
 //! kernel refused bytes, so the echo's "a writable edge will follow" rule holds.
 
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +26,7 @@ use std::time::{Duration, Instant};
 use libc::{EAGAIN, ECONNRESET};
 
 use super::Transport;
-use crate::faults::Faults;
+use crate::faults::{Faults, Rng};
 use crate::stats::Stats;
 use crate::sys::Errno;
 
@@ -53,6 +59,19 @@ pub(crate) struct Faulty<T> {
     corrupted: bool,
     /// Things that happened since the reactor last counted them.
     happened: Happened,
+    /// Latency: chunks held until their release time, in order.
+    held: VecDeque<(Instant, Vec<u8>)>,
+    held_bytes: usize,
+    /// The most bytes held at once.
+    cap: usize,
+    /// The socket refused a release: wait for its writable edge.
+    blocked: bool,
+    /// The reactor's time, set before each serving.
+    now: Instant,
+    /// Draws for jitter.
+    rng: Rng,
+    /// The earliest `Resume` deadline armed for this connection and not yet fired.
+    armed: Option<Instant>,
 }
 
 /// Fault events, counted by the reactor into [`Stats`].
@@ -62,20 +81,110 @@ struct Happened {
     reset: bool,
     stalled: bool,
     corrupted: bool,
+    delayed: u64,
 }
 
 impl<T: Transport> Faulty<T> {
-    /// Wraps `inner`; `draw` is the connection's uniform draw in 0..1 (see [`Faults::applies`]).
-    pub(crate) fn new(inner: T, plan: Arc<Faults>, draw: f64) -> Self {
+    /// Wraps `inner`; `rng` is the connection's own generator, whose first draw decides `p`
+    /// (see [`Faults::applies`]); `cap` bounds the bytes held for latency.
+    pub(crate) fn new(inner: T, plan: Arc<Faults>, mut rng: Rng, cap: usize, now: Instant) -> Self {
         Faulty {
-            active: plan.applies(draw),
+            active: plan.applies(rng.unit()),
             inner,
             plan,
             echoed: 0,
             end: End::Open,
             corrupted: false,
             happened: Happened::default(),
+            held: VecDeque::new(),
+            held_bytes: 0,
+            cap,
+            blocked: false,
+            now,
+            rng,
+            armed: None,
         }
+    }
+
+    /// The time to arm a `Resume` deadline for, unless one that early is armed already.
+    pub(crate) fn arm_at(&mut self) -> Option<Instant> {
+        let at = self.wake_at(self.now)?;
+        if self.armed.is_some_and(|armed| armed <= at) {
+            return None;
+        }
+        self.armed = Some(at);
+        Some(at)
+    }
+
+    /// A `Resume` deadline fired.
+    pub(crate) fn fired(&mut self) {
+        self.armed = None;
+    }
+
+    /// The reactor's time for this serving.
+    pub(crate) fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// Whether output is held for a later release.
+    fn timed(&self) -> bool {
+        self.active && (self.plan.latency.is_some() || self.plan.jitter.is_some())
+    }
+
+    /// A writable edge came: the socket takes bytes again.
+    pub(crate) fn writable(&mut self) {
+        self.blocked = false;
+    }
+
+    /// Sends the held chunks that are due, in order, until the socket refuses.
+    pub(crate) fn release(&mut self) -> Result<(), Errno> {
+        while !self.blocked {
+            let Some((at, _)) = self.held.front() else { break };
+            if *at > self.now {
+                break;
+            }
+            let (_, bytes) = self.held.front_mut().expect("checked");
+            let chunk = std::mem::take(bytes);
+            let n = match self.write_now(&[&chunk]) {
+                Ok(n) => n,
+                Err(EAGAIN) => 0,
+                Err(e) => return Err(e),
+            };
+            if n < chunk.len() {
+                self.held_bytes -= n;
+                self.held.front_mut().expect("checked").1 = chunk[n..].to_vec();
+                self.blocked = true; // refused bytes: a writable edge will follow
+            } else {
+                self.held_bytes -= chunk.len();
+                self.held.pop_front();
+            }
+        }
+        Ok(())
+    }
+
+    /// Holds `parts` (as much as fits) until `now` + latency ± jitter, behind earlier chunks.
+    fn hold(&mut self, parts: &[&[u8]]) -> Result<usize, Errno> {
+        let room = self.cap.saturating_sub(self.held_bytes);
+        if room == 0 {
+            return Err(EAGAIN); // the release deadline wakes the echo, as an edge would
+        }
+        let bytes: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).take(room).collect();
+        let latency = self.plan.latency.unwrap_or_default();
+        let delay = match self.plan.jitter {
+            Some(jitter) if !jitter.is_zero() => {
+                let spread = jitter.as_nanos() as u64 * 2;
+                let offset = self.rng.below(spread + 1);
+                (latency + Duration::from_nanos(offset)).saturating_sub(jitter)
+            }
+            _ => latency,
+        };
+        let at =
+            self.held.back().map_or(self.now + delay, |(last, _)| (self.now + delay).max(*last));
+        self.held_bytes += bytes.len();
+        let n = bytes.len();
+        self.held.push_back((at, bytes));
+        self.happened.delayed += 1;
+        Ok(n)
     }
 
     /// Adds what happened since the last call to the counters.
@@ -85,11 +194,19 @@ impl<T: Transport> Faulty<T> {
         stats.faults_reset_after += h.reset as u64;
         stats.faults_stalled += h.stalled as u64;
         stats.faults_corrupted += h.corrupted as u64;
+        stats.faults_delayed += h.delayed;
     }
 
-    /// When the reactor must look at this connection again (a reset waiting for acks).
+    /// When the reactor must look at this connection again: a reset waiting for acks, or the
+    /// next release of held output.
     pub(crate) fn wake_at(&self, now: Instant) -> Option<Instant> {
-        (self.end == End::ResetPending).then_some(now + RESET_POLL)
+        if self.end == End::ResetPending {
+            return Some(now + RESET_POLL);
+        }
+        match self.held.front() {
+            Some((at, _)) if !self.blocked => Some(*at),
+            _ => None,
+        }
     }
 
     /// A reset waiting for acks: true once it may go (everything sent was acknowledged).
@@ -102,8 +219,16 @@ impl<T: Transport> Faulty<T> {
         self.plan.close_after.or(self.plan.reset_after).or(self.plan.stall_after)
     }
 
-    /// Writes `parts` (in order) as the plan allows; see the module docs.
+    /// Writes `parts` (in order) as the plan allows: held for later under latency, else at once.
     fn write(&mut self, parts: &[&[u8]]) -> Result<usize, Errno> {
+        if self.timed() && self.end == End::Open {
+            return self.hold(parts);
+        }
+        self.write_now(parts)
+    }
+
+    /// Writes `parts` to the socket now, applying the end-of-stream and corruption faults.
+    fn write_now(&mut self, parts: &[&[u8]]) -> Result<usize, Errno> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         match self.end {
             End::Open => {}
@@ -204,6 +329,10 @@ impl<T: Transport> Transport for Faulty<T> {
     fn send_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
         let parts: Vec<&[u8]> = bufs.iter().map(|b| &**b).collect();
         self.write(&parts)
+    }
+
+    fn has_buffered(&self) -> bool {
+        !self.held.is_empty()
     }
 
     fn shutdown_write(&mut self) {
