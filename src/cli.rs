@@ -93,8 +93,8 @@ pub struct Args {
     pub chat: Vec<SocketAddr>,
 
     /// A fault plan for every echo listener given without one: `key=value&key=value`. Stream
-    /// faults: latency, jitter (DUR), close-after, reset-after, stall-after, corrupt-after
-    /// (BYTES), p (the share of connections affected); datagram faults: drop, dup, corrupt
+    /// faults: latency, jitter (DUR), rate (BYTES per second), close-after, reset-after,
+    /// stall-after, corrupt-after (BYTES), p (the share of connections affected); datagram faults: drop, dup, corrupt
     /// (probabilities); both: seed. Each key must suit every listener it is given to.
     #[arg(long, value_name = "PLAN", env = "RICOCHET_FAULTS", value_parser = Faults::parse)]
     pub faults: Option<Faults>,

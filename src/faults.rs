@@ -66,7 +66,7 @@ const DATAGRAM_KEYS: &[&str] = &["drop", "dup", "corrupt"];
 const COMMON_KEYS: &[&str] = &["latency", "jitter", "seed"];
 /// Keys parsed and checked but not served yet: a plan with one is refused rather than
 /// silently ignored.
-const NOT_YET: &[&str] = &["rate", "slice", "slice-delay"];
+const NOT_YET: &[&str] = &["slice", "slice-delay"];
 /// Keys not served yet on datagram listeners.
 const NOT_YET_DATAGRAM: &[&str] = &["latency", "jitter"];
 
@@ -144,8 +144,8 @@ impl Faults {
         if let Some(key) = seen.iter().find(|k| NOT_YET.contains(k)) {
             return Err(format!(
                 "fault `{key}` is not served yet by this version of ricochet (served: latency, \
-                 jitter, close-after, reset-after, stall-after, corrupt-after, p; drop, dup, \
-                 corrupt; seed)"
+                 jitter, rate, close-after, reset-after, stall-after, corrupt-after, p; drop, \
+                 dup, corrupt; seed)"
             ));
         }
         Ok(f)
@@ -302,7 +302,7 @@ mod tests {
             ("slice=0", "`slice`"),
             ("slice=10..5", "`slice`"),
             ("rate=0", "`rate`"),
-            ("rate=1KiB", "not served yet"),
+            ("slice=10", "not served yet"),
         ] {
             let err = Faults::parse(plan).unwrap_err();
             assert!(err.contains(needle), "{plan:?}: {err}");

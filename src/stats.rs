@@ -84,6 +84,8 @@ counters! {
     slow_members,
     /// Faults: chunks of stream output held back by latency (JSON: `faults.delayed`).
     faults_delayed,
+    /// Faults: times a connection's output waited for its rate.
+    faults_throttled,
     /// Faults: connections that sent FIN after close-after bytes.
     faults_closed_after,
     /// Faults: connections reset after reset-after bytes.
@@ -143,6 +145,6 @@ mod tests {
         assert_eq!(v["bytes_out"], 0);
         assert_eq!(v.as_object().unwrap().len(), 20, "event, 18 counters, faults");
         assert_eq!(v["faults"]["dropped"], 3);
-        assert_eq!(v["faults"].as_object().unwrap().len(), 7);
+        assert_eq!(v["faults"].as_object().unwrap().len(), 8);
     }
 }

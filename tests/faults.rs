@@ -335,3 +335,21 @@ fn latency_holds_are_bounded_and_lose_nothing() {
     let back = util::echo_concurrently(&s, &data, 64 * 1024);
     assert!(back == data, "4 MiB through a 64 KiB hold, exactly");
 }
+
+/// rate=64KiB: over about three seconds the echo arrives at the limit (within 15 %), exactly,
+/// and the waits are counted.
+#[test]
+fn rate_throttles_to_the_limit() {
+    let server = faulty(tcp(), "rate=64KiB", |_| {});
+    let s = connect(server.tcp_addr().unwrap());
+    let data = util::payload(192 * 1024, 4);
+    let start = std::time::Instant::now();
+    let back = util::echo_concurrently(&s, &data, 16 * 1024);
+    let elapsed = start.elapsed().as_secs_f64();
+    assert!(back == data, "exact");
+    // The bucket starts empty and holds a tenth of a second's worth: the first second is
+    // throttled too.
+    let rate = data.len() as f64 / elapsed / 1024.0;
+    assert!((64.0 * 0.85..=64.0 * 1.15).contains(&rate), "{rate:.1} KiB/s for a 64 KiB/s limit");
+    assert!(server.stats().faults_throttled > 0);
+}

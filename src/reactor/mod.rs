@@ -380,7 +380,11 @@ impl Reactor {
                     Err(_) => Some(Outcome::Close(CloseReason::Reset)),
                     Ok(()) => conn.on_event(ctx, readable, writable, read_closed),
                 };
-                let Some(outcome) = outcome else { return };
+                let Some(mut outcome) = outcome else { return };
+                // What the echo just wrote may be due at once (a rate without latency).
+                if outcome == Outcome::Idle && conn.io.release().is_err() {
+                    outcome = Outcome::Close(CloseReason::Reset);
+                }
                 return self.after_fault(key, outcome);
             }
         };

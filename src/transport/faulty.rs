@@ -14,6 +14,8 @@
 //!   the echo keeps the rest and stops reading, as with a slow peer). The reactor wakes the
 //!   connection with a `Resume` deadline at the next release; the end-of-stream faults above
 //!   count bytes as they are released.
+//! - `rate=R`: released output is throttled to R bytes per second by a token bucket holding at
+//!   most a tenth of a second's worth (so the first second is throttled too), at least one byte.
 //!
 //! Byte counts run from the connection's start. A partial write is returned only when the
 //! kernel refused bytes, so the echo's "a writable edge will follow" rule holds.
@@ -72,6 +74,11 @@ pub(crate) struct Faulty<T> {
     rng: Rng,
     /// The earliest `Resume` deadline armed for this connection and not yet fired.
     armed: Option<Instant>,
+    /// Rate: bytes that may go out now, and when they were last topped up.
+    tokens: f64,
+    refilled: Instant,
+    /// Rate: released output waits for tokens until then.
+    throttled_until: Option<Instant>,
 }
 
 /// Fault events, counted by the reactor into [`Stats`].
@@ -82,6 +89,7 @@ struct Happened {
     stalled: bool,
     corrupted: bool,
     delayed: u64,
+    throttled: u64,
 }
 
 impl<T: Transport> Faulty<T> {
@@ -103,7 +111,33 @@ impl<T: Transport> Faulty<T> {
             now,
             rng,
             armed: None,
+            tokens: 0.0,
+            refilled: now,
+            throttled_until: None,
         }
+    }
+
+    /// Rate: the bucket's size, a tenth of a second's worth (at least one byte).
+    fn burst(&self, rate: u64) -> f64 {
+        (rate as f64 / 10.0).max(1.0)
+    }
+
+    /// Rate: how many of `want` bytes may go out now; if fewer, when to look again.
+    fn allowance(&mut self, want: usize) -> usize {
+        let Some(rate) = self.plan.rate else { return want };
+        let burst = self.burst(rate);
+        let elapsed = self.now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate as f64).min(burst);
+        self.refilled = self.now;
+        let allowed = (self.tokens as usize).min(want);
+        if allowed < want {
+            // Wait until the bucket holds what is left of this chunk, or a full bucket.
+            let target = ((want - allowed) as f64).min(burst);
+            let wait = (target - (self.tokens - allowed as f64)).max(1.0) / rate as f64;
+            self.throttled_until = Some(self.now + Duration::from_secs_f64(wait));
+            self.happened.throttled += 1;
+        }
+        allowed
     }
 
     /// The time to arm a `Resume` deadline for, unless one that early is armed already.
@@ -128,7 +162,10 @@ impl<T: Transport> Faulty<T> {
 
     /// Whether output is held for a later release.
     fn timed(&self) -> bool {
-        self.active && (self.plan.latency.is_some() || self.plan.jitter.is_some())
+        self.active
+            && (self.plan.latency.is_some()
+                || self.plan.jitter.is_some()
+                || self.plan.rate.is_some())
     }
 
     /// A writable edge came: the socket takes bytes again.
@@ -138,6 +175,10 @@ impl<T: Transport> Faulty<T> {
 
     /// Sends the held chunks that are due, in order, until the socket refuses.
     pub(crate) fn release(&mut self) -> Result<(), Errno> {
+        if self.throttled_until.is_some_and(|until| until > self.now) {
+            return Ok(());
+        }
+        self.throttled_until = None;
         while !self.blocked {
             let Some((at, _)) = self.held.front() else { break };
             if *at > self.now {
@@ -145,19 +186,26 @@ impl<T: Transport> Faulty<T> {
             }
             let (_, bytes) = self.held.front_mut().expect("checked");
             let chunk = std::mem::take(bytes);
-            let n = match self.write_now(&[&chunk]) {
-                Ok(n) => n,
-                Err(EAGAIN) => 0,
-                Err(e) => return Err(e),
+            let allowed = self.allowance(chunk.len());
+            let n = match allowed {
+                0 => 0,
+                _ => match self.write_now(&[&chunk[..allowed]]) {
+                    Ok(n) => n,
+                    Err(EAGAIN) => 0,
+                    Err(e) => return Err(e),
+                },
             };
-            if n < chunk.len() {
-                self.held_bytes -= n;
-                self.held.front_mut().expect("checked").1 = chunk[n..].to_vec();
-                self.blocked = true; // refused bytes: a writable edge will follow
-            } else {
-                self.held_bytes -= chunk.len();
+            self.tokens -= n as f64;
+            self.held_bytes -= n;
+            if n == chunk.len() {
                 self.held.pop_front();
+                continue;
             }
+            self.held.front_mut().expect("checked").1 = chunk[n..].to_vec();
+            if n < allowed {
+                self.blocked = true; // refused bytes: a writable edge will follow
+            }
+            break; // throttled: the rest waits for tokens
         }
         Ok(())
     }
@@ -183,7 +231,9 @@ impl<T: Transport> Faulty<T> {
         self.held_bytes += bytes.len();
         let n = bytes.len();
         self.held.push_back((at, bytes));
-        self.happened.delayed += 1;
+        if self.plan.latency.is_some() || self.plan.jitter.is_some() {
+            self.happened.delayed += 1;
+        }
         Ok(n)
     }
 
@@ -195,6 +245,7 @@ impl<T: Transport> Faulty<T> {
         stats.faults_stalled += h.stalled as u64;
         stats.faults_corrupted += h.corrupted as u64;
         stats.faults_delayed += h.delayed;
+        stats.faults_throttled += h.throttled;
     }
 
     /// When the reactor must look at this connection again: a reset waiting for acks, or the
@@ -204,7 +255,9 @@ impl<T: Transport> Faulty<T> {
             return Some(now + RESET_POLL);
         }
         match self.held.front() {
-            Some((at, _)) if !self.blocked => Some(*at),
+            Some((at, _)) if !self.blocked => {
+                Some(self.throttled_until.map_or(*at, |t| t.max(*at)))
+            }
             _ => None,
         }
     }
