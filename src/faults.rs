@@ -174,6 +174,12 @@ impl Faults {
         }
     }
 
+    /// The seed of this plan's decisions: its own `seed`, else the process seed (which
+    /// `Server::bind` always sets).
+    pub fn seed_or(&self, process: Option<u64>) -> u64 {
+        self.seed.or(process).unwrap_or(0)
+    }
+
     /// Whether a stream connection that drew `draw` (uniform in 0..1 at accept) is faulty.
     pub fn applies(&self, draw: f64) -> bool {
         draw < self.p

@@ -70,16 +70,6 @@ pub(crate) struct ChatCtx {
     pub max_line: usize,
 }
 
-impl ChatCtx {
-    /// Lists member `key` for the end-of-turn flush unless it is already listed.
-    fn mark<T>(&mut self, member: &mut Member<T>) {
-        if !member.listed {
-            member.listed = true;
-            self.dirty.push(member.key);
-        }
-    }
-}
-
 /// Where a member is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -302,7 +292,7 @@ impl<T: Transport> Member<T> {
     /// Queues an answer for this member only.
     fn reply(&mut self, bytes: &[u8], chat: &mut ChatCtx) {
         self.out.push(Arc::from(bytes));
-        chat.mark(self);
+        self.list(&mut chat.dirty);
     }
 
     /// Leaves the room (once): others are told if the member had a name.
@@ -340,11 +330,16 @@ impl<T: Transport> Member<T> {
             return false;
         }
         self.out.push(Arc::clone(seg));
+        self.list(dirty);
+        true
+    }
+
+    /// Puts the member on `dirty` (the end-of-turn flush list) unless it is on it already.
+    fn list(&mut self, dirty: &mut Vec<usize>) {
         if !self.listed {
             self.listed = true;
             dirty.push(self.key);
         }
-        true
     }
 
     /// Whether a segment for this member may go straight to its socket: it owes nothing and the

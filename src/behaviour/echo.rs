@@ -87,10 +87,6 @@ impl<T: Transport> Echo<T> {
         self.out.len()
     }
 
-    pub(crate) fn note_read_closed(&mut self) {
-        self.read_closed = true;
-    }
-
     /// The common readable event, kept small: the connection is open, owes nothing, and no EOF
     /// was reported. One recv into the shared buffer, one send of all of it, done if the read was
     /// short (the socket is drained). `Err(used)` hands over to [`Echo::on_readable`] with `used`
@@ -283,8 +279,8 @@ impl<T: Transport> Echo<T> {
 
     /// Serves one readiness event: the writable side when output is owed, then the readable
     /// side, through the fast path when it applies. `None`: a stale event for a connection
-    /// closed earlier in this batch. (The plain echo's copy of this is written out in the
-    /// reactor's `serve_conn`; see there.)
+    /// closed earlier in this batch. The whole event path of every echo connection, plain or
+    /// faulty.
     pub(crate) fn on_event(
         &mut self,
         ctx: &mut Ctx,

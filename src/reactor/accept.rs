@@ -159,9 +159,8 @@ impl Reactor {
             (Behaviour::Echo, Some(plan)) => {
                 // One draw per connection decides whether `p` makes it faulty: reproducible from
                 // the seed, the listener and the connection's number.
-                let seed = plan.seed.or(self.config.seed).unwrap_or(0);
-                let rng = Rng::new(seed, index, life.id);
-                let faulty = Faulty::new(io, plan, rng, self.config.max_pending, Instant::now());
+                let rng = Rng::new(plan.seed_or(self.config.seed), index, life.id);
+                let faulty = Faulty::new(io, plan, rng, self.config.max_pending, now);
                 Conn::faulty(Echo::new(faulty, life))
             }
             (Behaviour::Chat { room }, _) => {

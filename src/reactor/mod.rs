@@ -27,12 +27,11 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::behaviour::chat::{ChatCtx, Room};
-use crate::behaviour::echo;
 use crate::behaviour::{Behaviour, CloseReason, Conn, Ctx, Other, Outcome};
 use crate::buffer::BufferPool;
 use crate::config::{Config, ListenSpec};
 use crate::error::{Error, Result};
-use crate::faults::{Faults, Rng};
+use crate::faults::Rng;
 use crate::listener::{self, AcceptBackoff};
 use crate::signals::Signals;
 use crate::stats::{SharedStats, Stats};
@@ -94,8 +93,6 @@ impl Reactor {
         let mut listeners = Vec::with_capacity(config.listeners.len());
         let mut addrs = Vec::with_capacity(config.listeners.len());
         let mut rooms = Vec::new();
-        // The listener's own seed, else the process seed (which `Server::bind` always sets).
-        let seed = |plan: &Faults| plan.seed.or(config.seed).unwrap_or(0);
         for (i, spec) in config.listeners.iter().enumerate() {
             let (mut listener, addr) = match spec {
                 ListenSpec::Tcp(addr) | ListenSpec::Chat(addr) => {
@@ -120,7 +117,9 @@ impl Reactor {
                         Listener::Udp(UdpEcho::new(
                             socket,
                             config.udp_allow_low_ports,
-                            config.plan(i).map(|plan| (plan.clone(), Rng::new(seed(plan), i, 0))),
+                            config.plan(i).map(|plan| {
+                                (plan.clone(), Rng::new(plan.seed_or(config.seed), i, 0))
+                            }),
                         )),
                         ListenSpec::Udp(local),
                     )
@@ -322,27 +321,10 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let ctx = &mut self.ctx;
         let outcome = match conn {
-            Conn::Echo(conn) => {
-                if conn.state() == echo::State::Closed {
-                    return; // a stale event for a connection closed earlier in this batch
-                }
-                if read_closed {
-                    conn.note_read_closed();
-                }
-                let mut outcome = Outcome::Idle;
-                // mio reports writable with nearly every event; it matters only when output is
-                // owed (a connection whose writes were refused always has output pending).
-                if writable && conn.pending() > 0 {
-                    outcome = conn.on_writable(ctx);
-                }
-                if readable && outcome == Outcome::Idle {
-                    outcome = match conn.fast_echo(ctx) {
-                        Ok(outcome) => outcome,
-                        Err(used) => conn.on_readable(ctx, used),
-                    };
-                }
-                outcome
-            }
+            Conn::Echo(conn) => match conn.on_event(ctx, readable, writable, read_closed) {
+                Some(outcome) => outcome,
+                None => return, // a stale event for a connection closed earlier in this batch
+            },
             Conn::Other(other) => match &mut **other {
                 Other::Chat(member) => {
                     if member.is_closed() {
@@ -351,44 +333,32 @@ impl Reactor {
                     member.on_event(ctx, readable, writable, read_closed)
                 }
                 Other::FaultyEcho(_) => {
-                    return self.serve_other(key, readable, writable, read_closed)
+                    return self.serve_faulty(key, readable, writable, read_closed)
                 }
             },
         };
         self.apply(key, outcome);
     }
 
-    /// Serves a connection that is not a plain echo. Out of line, so that `serve_conn` compiles
-    /// to the plain echo's path alone (inlined, this cost it instructions per message).
+    /// Serves an echo connection with a fault plan. Out of line, so that `serve_conn` compiles
+    /// to the plain echo's path (inlined, this cost it instructions per message).
     #[inline(never)]
-    fn serve_other(&mut self, key: usize, readable: bool, writable: bool, read_closed: bool) {
-        let Some(Conn::Other(other)) = self.conns.get_mut(key) else { return };
-        let ctx = &mut self.ctx;
-        let outcome = match &mut **other {
-            Other::Chat(member) => {
-                if member.is_closed() {
-                    return;
-                }
-                member.on_event(ctx, readable, writable, read_closed)
-            }
-            Other::FaultyEcho(conn) => {
-                conn.io.set_now(Instant::now());
-                if writable {
-                    conn.io.writable();
-                }
-                let outcome = match conn.io.release() {
-                    Err(_) => Some(Outcome::Close(CloseReason::Reset)),
-                    Ok(()) => conn.on_event(ctx, readable, writable, read_closed),
-                };
-                let Some(mut outcome) = outcome else { return };
-                // What the echo just wrote may be due at once (a rate without latency).
-                if outcome == Outcome::Idle && conn.io.release().is_err() {
-                    outcome = Outcome::Close(CloseReason::Reset);
-                }
-                return self.after_fault(key, outcome);
-            }
+    fn serve_faulty(&mut self, key: usize, readable: bool, writable: bool, read_closed: bool) {
+        let Some(conn) = self.conns.get_mut(key).and_then(Conn::faulty_mut) else { return };
+        conn.io.set_now(Instant::now());
+        if writable {
+            conn.io.writable();
+        }
+        let outcome = match conn.io.release() {
+            Err(_) => Some(Outcome::Close(CloseReason::Reset)),
+            Ok(()) => conn.on_event(&mut self.ctx, readable, writable, read_closed),
         };
-        self.apply(key, outcome);
+        let Some(mut outcome) = outcome else { return };
+        // What the echo just wrote may be due at once (a rate without latency).
+        if outcome == Outcome::Idle && conn.io.release().is_err() {
+            outcome = Outcome::Close(CloseReason::Reset);
+        }
+        self.after_fault(key, outcome);
     }
 
     /// After serving a connection with a fault plan: count what its plan did, tell a deliberate
