@@ -93,13 +93,15 @@ pub struct Args {
     pub chat: Vec<SocketAddr>,
 
     /// A fault plan for every echo listener given without one: `key=value&key=value`. Stream
-    /// faults: latency, jitter (DUR), rate (BYTES per second), close-after, reset-after,
-    /// stall-after, corrupt-after (BYTES), p (the share of connections affected); datagram faults: drop, dup, corrupt
-    /// (probabilities); both: seed. Each key must suit every listener it is given to.
+    /// faults: rate (BYTES per second), slice (N or MIN..MAX bytes per write), slice-delay (DUR),
+    /// close-after, reset-after, stall-after, corrupt-after (BYTES), p (the share of connections
+    /// affected); datagram faults: drop, dup, corrupt (probabilities); both: latency, jitter
+    /// (DUR), seed. Each key must suit every listener it is given to.
     #[arg(long, value_name = "PLAN", env = "RICOCHET_FAULTS", value_parser = Faults::parse)]
     pub faults: Option<Faults>,
 
-    /// Seed every random fault decision (drops, corruptions, which connections are faulty), so a
+    /// Seed every random fault decision (drops, corruptions, jitter, slice sizes, which
+    /// connections are faulty), so a
     /// run can be replayed. Default: a random seed, printed in the ready line.
     #[arg(long, value_name = "N", env = "RICOCHET_SEED")]
     pub seed: Option<u64>,

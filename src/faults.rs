@@ -64,11 +64,6 @@ const STREAM_KEYS: &[&str] = &[
 const DATAGRAM_KEYS: &[&str] = &["drop", "dup", "corrupt"];
 /// Keys both take.
 const COMMON_KEYS: &[&str] = &["latency", "jitter", "seed"];
-/// Keys parsed and checked but not served yet: a plan with one is refused rather than
-/// silently ignored.
-const NOT_YET: &[&str] = &["slice", "slice-delay"];
-/// Keys not served yet on datagram listeners.
-const NOT_YET_DATAGRAM: &[&str] = &["latency", "jitter"];
 
 impl Faults {
     /// Parses `key=value&key=value`.
@@ -141,13 +136,6 @@ impl Faults {
         if f.slice_delay.is_some() && f.slice.is_none() {
             return Err("fault `slice-delay` needs `slice`".into());
         }
-        if let Some(key) = seen.iter().find(|k| NOT_YET.contains(k)) {
-            return Err(format!(
-                "fault `{key}` is not served yet by this version of ricochet (served: latency, \
-                 jitter, rate, close-after, reset-after, stall-after, corrupt-after, p; drop, \
-                 dup, corrupt; seed)"
-            ));
-        }
         Ok(f)
     }
 
@@ -165,12 +153,27 @@ impl Faults {
             "tcp" | "unix" => (DATAGRAM_KEYS, "a datagram fault"),
             other => return Err(format!("{other} listeners take no fault plan")),
         };
-        if let Some(key) = keys.iter().find(|k| wrong.contains(k)) {
-            return Err(format!("fault `{key}` is {kind}: a {proto} listener cannot take it"));
-        }
-        match keys.iter().find(|k| proto == "udp" && NOT_YET_DATAGRAM.contains(k)) {
-            Some(key) => Err(format!("fault `{key}` is not served yet on udp listeners")),
+        match keys.iter().find(|k| wrong.contains(k)) {
+            Some(key) => Err(format!("fault `{key}` is {kind}: a {proto} listener cannot take it")),
             None => Ok(()),
+        }
+    }
+
+    /// Whether the plan holds output back (latency or jitter).
+    pub fn delays(&self) -> bool {
+        self.latency.is_some() || self.jitter.is_some()
+    }
+
+    /// One draw of the delay: latency ± jitter (uniform), never below zero.
+    pub fn delay(&self, rng: &mut Rng) -> Duration {
+        let latency = self.latency.unwrap_or_default();
+        match self.jitter {
+            Some(jitter) if !jitter.is_zero() => {
+                let spread = jitter.as_nanos() as u64 * 2;
+                let offset = rng.below(spread + 1);
+                (latency + Duration::from_nanos(offset)).saturating_sub(jitter)
+            }
+            _ => latency,
         }
     }
 
@@ -308,7 +311,7 @@ mod tests {
             ("slice=0", "`slice`"),
             ("slice=10..5", "`slice`"),
             ("rate=0", "`rate`"),
-            ("slice=10", "not served yet"),
+            ("slice-delay=5ms", "needs `slice`"),
         ] {
             let err = Faults::parse(plan).unwrap_err();
             assert!(err.contains(needle), "{plan:?}: {err}");
@@ -323,8 +326,8 @@ mod tests {
         assert!(tcp_on_udp.contains("`close-after` is a stream fault"), "{tcp_on_udp}");
         assert!(Faults::parse("seed=1").unwrap().check_for("chat").is_err());
         assert!(Faults::parse("latency=5ms").unwrap().check_for("tcp").is_ok());
-        let not_yet = Faults::parse("latency=5ms").unwrap().check_for("udp").unwrap_err();
-        assert!(not_yet.contains("not served yet on udp"), "{not_yet}");
+        assert!(Faults::parse("latency=5ms&jitter=1ms").unwrap().check_for("udp").is_ok());
+        assert!(Faults::parse("slice=1..10&slice-delay=1ms").unwrap().check_for("unix").is_ok());
     }
 
     #[test]

@@ -86,6 +86,8 @@ counters! {
     faults_delayed,
     /// Faults: times a connection's output waited for its rate.
     faults_throttled,
+    /// Faults: chunks of stream output cut into slices (at least one cut).
+    faults_sliced,
     /// Faults: connections that sent FIN after close-after bytes.
     faults_closed_after,
     /// Faults: connections reset after reset-after bytes.
@@ -145,6 +147,7 @@ mod tests {
         assert_eq!(v["bytes_out"], 0);
         assert_eq!(v.as_object().unwrap().len(), 20, "event, 18 counters, faults");
         assert_eq!(v["faults"]["dropped"], 3);
-        assert_eq!(v["faults"].as_object().unwrap().len(), 8);
+        assert_eq!(v["faults"].as_object().unwrap().len(), 9);
+        assert_eq!(v["faults"]["sliced"], 0);
     }
 }

@@ -8,14 +8,19 @@
 //! loops, as OpenBSD's inetd does).
 //!
 //! A fault plan (`drop`, `dup`, `corrupt`) is applied to each received datagram in arrival
-//! order, with three draws from the listener's seeded generator per datagram (drop, then corrupt
-//! and dup for one not dropped), so the same seed and the same input drop the same datagrams.
+//! order, with draws from the listener's seeded generator (drop, then corrupt and dup for one not
+//! dropped, then one jitter draw per reply sent), so the same seed and the same input drop the
+//! same datagrams. With `latency`/`jitter` each reply is held until its own time (jitter reorders
+//! them): at most [`DELAY_DATAGRAMS`] replies and [`DELAY_BYTES`] bytes, past which replies are
+//! dropped and counted in `datagrams_dropped`. The reactor arms a deadline for the next release.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
+use std::time::Instant;
 
 use mio::net::UdpSocket;
 use socket2::{Domain, Socket, Type};
@@ -32,6 +37,9 @@ const SLOT: usize = 64 * 1024;
 /// Replies kept while the socket refuses them.
 const QUEUE_DATAGRAMS: usize = 1024;
 const QUEUE_BYTES: usize = 4 << 20;
+/// Replies held for latency at once, at most.
+pub(crate) const DELAY_DATAGRAMS: usize = 65_536;
+pub(crate) const DELAY_BYTES: usize = 64 << 20;
 /// Batches served per event before the socket yields to others (re-queued by the reactor).
 const BATCHES_PER_TURN: usize = 16;
 /// Receive errors in one serving after which the socket waits for its next event.
@@ -218,6 +226,27 @@ fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
+/// A reply held for latency: ordered by release time, then by arrival.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Delayed {
+    at: Instant,
+    seq: u64,
+    addr: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// A socket's fault plan with its generator and the replies it holds.
+#[derive(Debug)]
+struct Misbehaviour {
+    plan: Faults,
+    rng: Rng,
+    delayed: BinaryHeap<Reverse<Delayed>>,
+    delayed_bytes: usize,
+    next_seq: u64,
+    /// The earliest release deadline armed and not yet fired.
+    armed: Option<Instant>,
+}
+
 /// One UDP echo socket.
 #[derive(Debug)]
 pub(crate) struct UdpEcho {
@@ -225,8 +254,8 @@ pub(crate) struct UdpEcho {
     queue: VecDeque<(SocketAddr, Vec<u8>)>,
     queued_bytes: usize,
     allow_low_ports: bool,
-    /// The fault plan and its generator (boxed: most sockets have none).
-    faults: Option<Box<(Faults, Rng)>>,
+    /// The fault plan (boxed: most sockets have none).
+    faults: Option<Box<Misbehaviour>>,
 }
 
 impl UdpEcho {
@@ -235,8 +264,103 @@ impl UdpEcho {
         allow_low_ports: bool,
         faults: Option<(Faults, Rng)>,
     ) -> Self {
-        let faults = faults.map(Box::new);
-        UdpEcho { socket, queue: VecDeque::new(), queued_bytes: 0, allow_low_ports, faults }
+        let mut echo = UdpEcho {
+            socket,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            allow_low_ports,
+            faults: None,
+        };
+        if let Some((plan, rng)) = faults {
+            echo.set_faults(Some(plan), rng, &mut Stats::default());
+        }
+        echo
+    }
+
+    /// Replaces the fault plan (`rng`: the generator for a plan whose seed differs from the
+    /// current one's). Held replies keep their times; without a plan they go out at once.
+    pub(crate) fn set_faults(&mut self, plan: Option<Faults>, rng: Rng, stats: &mut Stats) {
+        match (plan, self.faults.as_deref_mut()) {
+            (Some(plan), Some(current)) => {
+                if plan.seed != current.plan.seed {
+                    current.rng = rng;
+                }
+                current.plan = plan;
+            }
+            (Some(plan), None) => {
+                self.faults = Some(Box::new(Misbehaviour {
+                    plan,
+                    rng,
+                    delayed: BinaryHeap::new(),
+                    delayed_bytes: 0,
+                    next_seq: 0,
+                    armed: None,
+                }))
+            }
+            (None, Some(current)) => {
+                let held = std::mem::take(&mut current.delayed).into_sorted_vec();
+                self.faults = None;
+                for Reverse(d) in held.into_iter().rev() {
+                    self.send_one(d.addr, &d.bytes, stats);
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// The time to arm a release deadline for, unless one that early is armed already.
+    pub(crate) fn arm_at(&mut self) -> Option<Instant> {
+        let f = self.faults.as_deref_mut()?;
+        let at = f.delayed.peek()?.0.at;
+        if f.armed.is_some_and(|armed| armed <= at) {
+            return None;
+        }
+        f.armed = Some(at);
+        Some(at)
+    }
+
+    /// A release deadline fired: send the replies that are due.
+    pub(crate) fn release(&mut self, now: Instant, stats: &mut Stats) {
+        let Some(f) = self.faults.as_deref_mut() else { return };
+        f.armed = None;
+        let mut due = Vec::new();
+        while f.delayed.peek().is_some_and(|d| d.0.at <= now) {
+            let Reverse(d) = f.delayed.pop().expect("peeked");
+            f.delayed_bytes -= d.bytes.len();
+            due.push(d);
+        }
+        for d in due {
+            self.send_one(d.addr, &d.bytes, stats);
+        }
+    }
+
+    /// Holds a reply until its delay has passed.
+    fn hold(&mut self, addr: SocketAddr, bytes: &[u8], now: Instant, stats: &mut Stats) {
+        let f = self.faults.as_deref_mut().expect("only a plan delays");
+        if f.delayed.len() >= DELAY_DATAGRAMS || f.delayed_bytes + bytes.len() > DELAY_BYTES {
+            stats.datagrams_dropped += 1;
+            return;
+        }
+        let at = now + f.plan.delay(&mut f.rng);
+        f.delayed_bytes += bytes.len();
+        f.next_seq += 1;
+        f.delayed.push(Reverse(Delayed { at, seq: f.next_seq, addr, bytes: bytes.to_vec() }));
+        stats.faults_delayed += 1;
+    }
+
+    /// Sends one reply now, behind anything queued; queues it if the socket refuses.
+    fn send_one(&mut self, addr: SocketAddr, bytes: &[u8], stats: &mut Stats) {
+        if self.queue.is_empty() {
+            loop {
+                match self.socket.send_to(bytes, addr) {
+                    Ok(_) => return stats.datagrams_out += 1,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if would_block(&e) => break,
+                    Err(_) => return stats.datagrams_dropped += 1,
+                }
+            }
+        }
+        self.enqueue(addr, bytes, stats);
     }
 
     /// Receives and echoes until the socket is drained (false) or this turn's share is used up
@@ -272,14 +396,25 @@ impl UdpEcho {
                 }
                 let copies = match self.faults.as_deref_mut() {
                     None => 1,
-                    Some((plan, rng)) => misbehave(plan, rng, batch.slot_mut(i), stats),
+                    Some(f) => misbehave(&f.plan, &mut f.rng, batch.slot_mut(i), stats),
                 };
                 for _ in 0..copies {
                     keep[kept] = i;
                     kept += 1;
                 }
             }
-            self.echo(batch, &keep[..kept], stats);
+            match self.faults.as_deref().filter(|f| f.plan.delays()) {
+                None => self.echo(batch, &keep[..kept], stats),
+                Some(_) => {
+                    let now = Instant::now();
+                    for &i in &keep[..kept] {
+                        match to_socket_addr(&batch.names[i]) {
+                            Some(addr) => self.hold(addr, batch.slot(i), now, stats),
+                            None => stats.datagrams_dropped += 1,
+                        }
+                    }
+                }
+            }
             if n < BATCH {
                 return false; // a short batch: the receive queue was empty
             }

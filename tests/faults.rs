@@ -353,3 +353,72 @@ fn rate_throttles_to_the_limit() {
     assert!((64.0 * 0.85..=64.0 * 1.15).contains(&rate), "{rate:.1} KiB/s for a 64 KiB/s limit");
     assert!(server.stats().faults_throttled > 0);
 }
+
+/// slice=100&slice-delay=40ms: 1000 bytes come back exactly, in reads of at most 100 bytes, and
+/// never early: byte `o` arrives no sooner than (o / 100) × 40 ms after the first. Each chunk the
+/// slicing cut is counted.
+#[test]
+fn slice_writes_pieces_apart() {
+    let server = faulty(tcp(), "slice=100&slice-delay=40ms", |_| {});
+    let mut s = connect(server.tcp_addr().unwrap());
+    let data = pattern(1000);
+    s.write_all(&data).unwrap();
+    let mut back = Vec::new();
+    let mut reads = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut first = None;
+    while back.len() < data.len() {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "EOF after {} bytes", back.len());
+        let at = *first.get_or_insert_with(std::time::Instant::now);
+        reads.push((back.len(), n, at.elapsed()));
+        back.extend_from_slice(&buf[..n]);
+    }
+    assert!(back == data, "exact");
+    for &(offset, n, after) in &reads {
+        assert!(n <= 100, "a read of {n} bytes from 100-byte slices: {reads:?}");
+        let earliest = Duration::from_millis(40) * (offset / 100) as u32;
+        assert!(after + Duration::from_millis(2) >= earliest, "early: {reads:?}");
+    }
+    assert!(reads.len() >= 10, "{reads:?}");
+    wait_for("the cut counted", || server.stats().faults_sliced >= 1);
+}
+
+/// slice=1..7 without a delay: a bulk echo through random small pieces stays exact.
+#[test]
+fn random_slices_keep_bulk_exact() {
+    let server = faulty(tcp(), "slice=1..7", |c| c.max_pending = 64 * 1024);
+    let s = connect(server.tcp_addr().unwrap());
+    let data = util::payload(256 * 1024, 3);
+    let back = util::echo_concurrently(&s, &data, 16 * 1024);
+    assert!(back == data, "exact through 1..7-byte pieces");
+    assert!(server.stats().faults_sliced > 0);
+}
+
+/// UDP latency=30ms&jitter=20ms: every datagram comes back once, no sooner than 10 ms after it
+/// was sent, and the jitter reorders a burst; each reply is counted as delayed.
+#[test]
+fn udp_latency_and_jitter_delay_and_reorder() {
+    let server = faulty(udp(), "latency=30ms&jitter=20ms", |_| {});
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(server.udp_addr().unwrap()).unwrap();
+    sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let start = std::time::Instant::now();
+    for i in 0..200u32 {
+        sock.send(&i.to_le_bytes()).unwrap();
+    }
+    let mut order = Vec::new();
+    let mut buf = [0u8; 16];
+    while order.len() < 200 {
+        let n = sock.recv(&mut buf).expect("every reply arrives");
+        order.push(u32::from_le_bytes(buf[..n].try_into().unwrap()));
+        if order.len() == 1 {
+            assert!(start.elapsed() >= Duration::from_millis(10), "{:?}", start.elapsed());
+        }
+    }
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(sorted, (0..200).collect::<Vec<_>>(), "each once");
+    assert_ne!(order, sorted, "jitter reorders");
+    assert_eq!(server.stats().faults_delayed, 200);
+}

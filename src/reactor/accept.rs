@@ -81,7 +81,11 @@ impl Reactor {
                     return;
                 }
                 let batch = self.udp_batch.as_mut().expect("a UDP listener has its batch");
-                if udp.on_readable(batch, &mut self.ctx.stats) {
+                let more = udp.on_readable(batch, &mut self.ctx.stats);
+                if let Some(at) = udp.arm_at() {
+                    self.arm_release(index, at);
+                }
+                if more {
                     self.requeue_listener(index);
                 }
             }
@@ -172,6 +176,21 @@ impl Reactor {
         self.ctx.stats.active += 1;
         if let Some(idle) = self.config.idle_timeout {
             self.arm(key, now + idle, crate::timer::Kind::Idle);
+        }
+    }
+
+    /// Arms a deadline for UDP listener `index`'s next delayed reply.
+    fn arm_release(&mut self, index: usize, at: Instant) {
+        let kind = crate::timer::Kind::Release;
+        self.timers.arm(crate::timer::Deadline { at, key: index, id: 0, seq: 0, kind });
+    }
+
+    /// A UDP listener's release deadline: send the delayed replies that are due.
+    pub(super) fn release_udp(&mut self, index: usize, now: Instant) {
+        let Some(Some(Listener::Udp(udp))) = self.listeners.get_mut(index) else { return };
+        udp.release(now, &mut self.ctx.stats);
+        if let Some(at) = udp.arm_at() {
+            self.arm_release(index, at);
         }
     }
 

@@ -32,6 +32,10 @@ impl Reactor {
             }
         }
         while let Some(d) = self.timers.pop_due(now) {
+            if d.kind == Kind::Release {
+                self.release_udp(d.key, now);
+                continue;
+            }
             let Some(conn) = self.conns.get(d.key) else { continue };
             let life = conn.life();
             if life.id != d.id || life.timer_seq != d.seq || conn.is_closed() {
@@ -48,6 +52,7 @@ impl Reactor {
                     }
                 }
                 Kind::Resume => self.resume_faulty(d.key, now),
+                Kind::Release => unreachable!("handled above"),
                 Kind::Quiet => {
                     let grace = self.config.drain_grace;
                     let due = life.last_active + grace;

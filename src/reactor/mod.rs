@@ -27,6 +27,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::behaviour::chat::{ChatCtx, Room};
+use crate::behaviour::echo::Echo;
 use crate::behaviour::{Behaviour, CloseReason, Conn, Ctx, Other, Outcome};
 use crate::buffer::BufferPool;
 use crate::config::{Config, ListenSpec};
@@ -36,6 +37,8 @@ use crate::listener::{self, AcceptBackoff};
 use crate::signals::Signals;
 use crate::stats::{SharedStats, Stats};
 use crate::timer::{Deadline, Kind, Timers};
+use crate::transport::faulty::Faulty;
+use crate::transport::Plain;
 use crate::udp::{Batch, UdpEcho};
 use accept::{Listener, StreamListener};
 
@@ -81,6 +84,15 @@ pub(crate) struct Reactor {
     phase: Phase,
     next_id: u64,
     next_stats: Option<Instant>,
+}
+
+/// After the echo of a connection with a fault plan ran: what it just wrote may be due at once
+/// (a rate or slices without latency).
+fn release_written(conn: &mut Echo<Faulty<Plain>>, outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Idle if conn.io.release().is_err() => Outcome::Close(CloseReason::Reset),
+        other => other,
+    }
 }
 
 impl Reactor {
@@ -353,11 +365,8 @@ impl Reactor {
             Err(_) => Some(Outcome::Close(CloseReason::Reset)),
             Ok(()) => conn.on_event(&mut self.ctx, readable, writable, read_closed),
         };
-        let Some(mut outcome) = outcome else { return };
-        // What the echo just wrote may be due at once (a rate without latency).
-        if outcome == Outcome::Idle && conn.io.release().is_err() {
-            outcome = Outcome::Close(CloseReason::Reset);
-        }
+        let Some(outcome) = outcome else { return };
+        let outcome = release_written(conn, outcome);
         self.after_fault(key, outcome);
     }
 
@@ -389,7 +398,11 @@ impl Reactor {
         conn.io.set_now(now);
         let outcome = match conn.io.release() {
             Err(_) => Outcome::Close(CloseReason::Reset),
-            Ok(()) => conn.on_writable(&mut self.ctx),
+            Ok(()) => {
+                conn.io.edge_given();
+                let outcome = conn.on_writable(&mut self.ctx);
+                release_written(conn, outcome)
+            }
         };
         self.after_fault(key, outcome);
     }

@@ -16,6 +16,9 @@
 //!   count bytes as they are released.
 //! - `rate=R`: released output is throttled to R bytes per second by a token bucket holding at
 //!   most a tenth of a second's worth (so the first second is throttled too), at least one byte.
+//! - `slice=N` or `slice=MIN..MAX` (`slice-delay=D`): released output goes out in pieces of N
+//!   (or a fresh draw from MIN..=MAX) bytes, one write each, D apart. A piece may span chunks;
+//!   a chunk counts as sliced once when a piece ends inside it.
 //!
 //! Byte counts run from the connection's start. A partial write is returned only when the
 //! kernel refused bytes, so the echo's "a writable edge will follow" rule holds.
@@ -61,8 +64,8 @@ pub(crate) struct Faulty<T> {
     corrupted: bool,
     /// Things that happened since the reactor last counted them.
     happened: Happened,
-    /// Latency: chunks held until their release time, in order.
-    held: VecDeque<(Instant, Vec<u8>)>,
+    /// Chunks held until their release time, in order.
+    held: VecDeque<Held>,
     held_bytes: usize,
     /// The most bytes held at once.
     cap: usize,
@@ -79,6 +82,24 @@ pub(crate) struct Faulty<T> {
     refilled: Instant,
     /// Rate: released output waits for tokens until then.
     throttled_until: Option<Instant>,
+    /// Slice: bytes left in the current piece (0: draw the next piece's size).
+    piece_left: usize,
+    /// Slice: the next piece waits until then (slice-delay).
+    next_piece_at: Option<Instant>,
+    /// The hold refused the echo bytes although the socket did not: the echo waits for a
+    /// writable edge that only the reactor can give (a `Resume` once the hold has room).
+    owes_edge: bool,
+}
+
+/// A chunk of output held for a later release.
+#[derive(Debug)]
+struct Held {
+    at: Instant,
+    bytes: Vec<u8>,
+    /// Bytes of `bytes` already sent.
+    sent: usize,
+    /// A slice ended inside this chunk (counted once).
+    cut: bool,
 }
 
 /// Fault events, counted by the reactor into [`Stats`].
@@ -90,6 +111,7 @@ struct Happened {
     corrupted: bool,
     delayed: u64,
     throttled: u64,
+    sliced: u64,
 }
 
 impl<T: Transport> Faulty<T> {
@@ -114,7 +136,20 @@ impl<T: Transport> Faulty<T> {
             tokens: 0.0,
             refilled: now,
             throttled_until: None,
+            piece_left: 0,
+            next_piece_at: None,
+            owes_edge: false,
         }
+    }
+
+    /// Slice: the size of the next write of at most `rest` bytes (`rest` when not slicing).
+    fn piece(&mut self, rest: usize) -> usize {
+        let Some((min, max)) = self.plan.slice.filter(|_| self.active) else { return rest };
+        if self.piece_left == 0 {
+            let size = min + self.rng.below(max - min + 1);
+            self.piece_left = usize::try_from(size).unwrap_or(usize::MAX);
+        }
+        self.piece_left.min(rest)
     }
 
     /// Rate: the bucket's size, a tenth of a second's worth (at least one byte).
@@ -155,6 +190,11 @@ impl<T: Transport> Faulty<T> {
         self.armed = None;
     }
 
+    /// The reactor is about to give the echo the writable edge it waited for.
+    pub(crate) fn edge_given(&mut self) {
+        self.owes_edge = false;
+    }
+
     /// The reactor's time for this serving.
     pub(crate) fn set_now(&mut self, now: Instant) {
         self.now = now;
@@ -165,7 +205,8 @@ impl<T: Transport> Faulty<T> {
         self.active
             && (self.plan.latency.is_some()
                 || self.plan.jitter.is_some()
-                || self.plan.rate.is_some())
+                || self.plan.rate.is_some()
+                || self.plan.slice.is_some())
     }
 
     /// A writable edge came: the socket takes bytes again.
@@ -173,39 +214,62 @@ impl<T: Transport> Faulty<T> {
         self.blocked = false;
     }
 
-    /// Sends the held chunks that are due, in order, until the socket refuses.
+    /// Sends the held chunks that are due, in order, piece by piece, until the socket refuses,
+    /// the rate's tokens run out or a slice delay begins.
     pub(crate) fn release(&mut self) -> Result<(), Errno> {
-        if self.throttled_until.is_some_and(|until| until > self.now) {
+        let now = self.now;
+        if [self.throttled_until, self.next_piece_at].iter().flatten().any(|t| *t > now) {
             return Ok(());
         }
         self.throttled_until = None;
+        self.next_piece_at = None;
         while !self.blocked {
-            let Some((at, _)) = self.held.front() else { break };
-            if *at > self.now {
+            let Some(front) = self.held.front() else { break };
+            if front.at > now {
                 break;
             }
-            let (_, bytes) = self.held.front_mut().expect("checked");
-            let chunk = std::mem::take(bytes);
-            let allowed = self.allowance(chunk.len());
+            let rest = front.bytes.len() - front.sent;
+            let piece = self.piece(rest);
+            let allowed = self.allowance(piece);
+            let mut chunk = self.held.pop_front().expect("checked");
             let n = match allowed {
                 0 => 0,
-                _ => match self.write_now(&[&chunk[..allowed]]) {
+                _ => match self.write_now(&[&chunk.bytes[chunk.sent..chunk.sent + allowed]]) {
                     Ok(n) => n,
                     Err(EAGAIN) => 0,
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        self.held.push_front(chunk);
+                        return Err(e);
+                    }
                 },
             };
             self.tokens -= n as f64;
             self.held_bytes -= n;
-            if n == chunk.len() {
-                self.held.pop_front();
-                continue;
+            chunk.sent += n;
+            let slicing = self.active && self.plan.slice.is_some();
+            if slicing {
+                self.piece_left -= n;
+                if n == piece && piece < rest && !chunk.cut {
+                    chunk.cut = true;
+                    self.happened.sliced += 1;
+                }
             }
-            self.held.front_mut().expect("checked").1 = chunk[n..].to_vec();
+            if chunk.sent < chunk.bytes.len() {
+                self.held.push_front(chunk);
+            }
             if n < allowed {
                 self.blocked = true; // refused bytes: a writable edge will follow
+                break;
             }
-            break; // throttled: the rest waits for tokens
+            if allowed < piece {
+                break; // throttled: the rest waits for tokens
+            }
+            if self.piece_left == 0 && slicing {
+                if let Some(delay) = self.plan.slice_delay.filter(|d| !d.is_zero()) {
+                    self.next_piece_at = Some(now + delay);
+                    break;
+                }
+            }
         }
         Ok(())
     }
@@ -213,25 +277,20 @@ impl<T: Transport> Faulty<T> {
     /// Holds `parts` (as much as fits) until `now` + latency ± jitter, behind earlier chunks.
     fn hold(&mut self, parts: &[&[u8]]) -> Result<usize, Errno> {
         let room = self.cap.saturating_sub(self.held_bytes);
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if room < total {
+            self.owes_edge = true; // a `Resume` wakes the echo once there is room, as an edge would
+        }
         if room == 0 {
-            return Err(EAGAIN); // the release deadline wakes the echo, as an edge would
+            return Err(EAGAIN);
         }
         let bytes: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).take(room).collect();
-        let latency = self.plan.latency.unwrap_or_default();
-        let delay = match self.plan.jitter {
-            Some(jitter) if !jitter.is_zero() => {
-                let spread = jitter.as_nanos() as u64 * 2;
-                let offset = self.rng.below(spread + 1);
-                (latency + Duration::from_nanos(offset)).saturating_sub(jitter)
-            }
-            _ => latency,
-        };
-        let at =
-            self.held.back().map_or(self.now + delay, |(last, _)| (self.now + delay).max(*last));
+        let delay = self.plan.delay(&mut self.rng);
+        let at = self.held.back().map_or(self.now + delay, |last| (self.now + delay).max(last.at));
         self.held_bytes += bytes.len();
         let n = bytes.len();
-        self.held.push_back((at, bytes));
-        if self.plan.latency.is_some() || self.plan.jitter.is_some() {
+        self.held.push_back(Held { at, bytes, sent: 0, cut: false });
+        if self.plan.delays() {
             self.happened.delayed += 1;
         }
         Ok(n)
@@ -246,18 +305,24 @@ impl<T: Transport> Faulty<T> {
         stats.faults_corrupted += h.corrupted as u64;
         stats.faults_delayed += h.delayed;
         stats.faults_throttled += h.throttled;
+        stats.faults_sliced += h.sliced;
     }
 
-    /// When the reactor must look at this connection again: a reset waiting for acks, or the
-    /// next release of held output.
+    /// When the reactor must look at this connection again: a reset waiting for acks, an echo
+    /// refused by a hold that has room again, or the next release of held output.
     pub(crate) fn wake_at(&self, now: Instant) -> Option<Instant> {
         if self.end == End::ResetPending {
             return Some(now + RESET_POLL);
         }
+        if self.owes_edge && !self.blocked && self.held_bytes < self.cap {
+            return Some(now);
+        }
         match self.held.front() {
-            Some((at, _)) if !self.blocked => {
-                Some(self.throttled_until.map_or(*at, |t| t.max(*at)))
-            }
+            Some(front) if !self.blocked => [self.throttled_until, self.next_piece_at]
+                .into_iter()
+                .flatten()
+                .chain([front.at])
+                .max(),
             _ => None,
         }
     }
