@@ -171,6 +171,13 @@ pub struct Args {
     #[arg(long, value_name = "PATH", env = "RICOCHET_READY_FILE")]
     pub ready_file: Option<PathBuf>,
 
+    /// Open a control socket at PATH (it exists before the ready line is printed; removed at
+    /// exit): a line protocol to change fault plans while running, one reply line per command:
+    /// `faults INDEX PLAN` or `faults INDEX off` -> `ok` or `error: ...` (INDEX: the listener's
+    /// place in the ready line, from 0); `stats` -> the {"event":"stats",...} line.
+    #[arg(long, value_name = "PATH", env = "RICOCHET_CONTROL")]
+    pub control: Option<PathBuf>,
+
     /// Print a {"event":"stats",...} line with the counters on stdout every DUR.
     #[arg(long, value_name = "DUR", env = "RICOCHET_STATS_INTERVAL", allow_hyphen_values = true, value_parser = parse_duration)]
     pub stats_interval: Option<Duration>,
@@ -188,6 +195,8 @@ pub struct Settings {
     pub config: Config,
     /// Where to write the ready line too.
     pub ready_file: Option<PathBuf>,
+    /// Where to open the control socket.
+    pub control: Option<PathBuf>,
 }
 
 impl TryFrom<Args> for Settings {
@@ -248,7 +257,7 @@ impl TryFrom<Args> for Settings {
             crate::Error::Config(msg) => msg,
             other => other.to_string(),
         })?;
-        Ok(Settings { config, ready_file: args.ready_file })
+        Ok(Settings { config, ready_file: args.ready_file, control: args.control })
     }
 }
 

@@ -31,6 +31,9 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// A change to a running server was refused (see [`crate::Controller`]); nothing changed.
+    #[error("{0}")]
+    Control(String),
     /// Any other OS failure, with what was being done.
     #[error("{context}: {cause}")]
     Io {

@@ -19,6 +19,8 @@
 //!   `behaviour/echo.rs` (write-through echo, backpressure, half-close: the fast path) and
 //!   `behaviour/chat.rs` (the chat room's members), with `behaviour/lines.rs` (the line framer);
 //!   `reactor/fanout.rs` delivers chat lines to the other members.
+//! - [`control`]: fault plans changed at run time ([`Controller`], `reactor/control.rs`) and the
+//!   `--control` socket's line protocol ([`ControlSocket`]).
 //! - [`faults`]: fault plans (`ADDR?close-after=1KiB`, `--faults`) and their seeded generator;
 //!   `transport/faulty.rs` applies a stream plan to a connection's output, `udp.rs` a datagram
 //!   plan.
@@ -45,6 +47,7 @@ mod behaviour;
 pub mod buffer;
 pub mod cli;
 pub mod config;
+pub mod control;
 mod error;
 pub mod faults;
 mod listener;
@@ -63,6 +66,7 @@ mod udp;
 pub mod units;
 
 pub use config::{Config, ListenSpec};
+pub use control::{ControlSocket, Controller};
 pub use error::{Error, Result};
 pub use faults::Faults;
 pub use server::{spawn, Handle, Server, Stopper};

@@ -61,7 +61,7 @@ impl SocketFile {
 }
 
 /// A bound Unix-domain stream listener at `path`.
-pub(crate) fn bind_unix(path: &Path, config: &Config) -> Result<(UnixListener, SocketFile)> {
+pub(crate) fn bind_unix(path: &Path, backlog: u32) -> Result<(UnixListener, SocketFile)> {
     let fail = |cause| Error::Bind { proto: "unix", addr: path.display().to_string(), cause };
     let refuse = |reason: &str| Error::UnixPath { path: path.to_owned(), reason: reason.into() };
     match std::fs::symlink_metadata(path) {
@@ -89,7 +89,7 @@ pub(crate) fn bind_unix(path: &Path, config: &Config) -> Result<(UnixListener, S
     socket.bind(&socket2::SockAddr::unix(path).map_err(fail)?).map_err(fail)?;
     let meta = std::fs::symlink_metadata(path).map_err(fail)?;
     let file = SocketFile { path: path.to_owned(), dev: meta.dev(), ino: meta.ino() };
-    if let Err(e) = socket.listen(config.backlog as i32) {
+    if let Err(e) = socket.listen(backlog as i32) {
         file.remove();
         return Err(fail(e));
     }

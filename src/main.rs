@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use ricochet::cli::{Args, Settings};
-use ricochet::{output, Server};
+use ricochet::{output, ControlSocket, Server};
 
 fn main() -> ExitCode {
     let settings = match Settings::try_from(Args::parse()) {
@@ -26,6 +26,14 @@ fn main() -> ExitCode {
 fn run(settings: Settings) -> anyhow::Result<()> {
     use anyhow::Context;
     let server = Server::bind(settings.config)?;
+    // Bound before the ready line, so a script may use it as soon as it reads that line; the
+    // socket file goes when this is dropped, at exit.
+    let _control = match &settings.control {
+        Some(path) => Some(
+            ControlSocket::bind(path, server.controller()).context("opening the control socket")?,
+        ),
+        None => None,
+    };
     let ready = server.ready_json();
     if let Some(path) = &settings.ready_file {
         ricochet::ready::write_atomic(path, &ready)

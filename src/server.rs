@@ -10,7 +10,9 @@ use std::thread::JoinHandle;
 use mio::Waker;
 
 use crate::config::{Config, ListenSpec};
+use crate::control::Controller;
 use crate::error::{Error, Result};
+use crate::faults::Faults;
 use crate::reactor::{Reactor, CMD_DRAIN, CMD_STOP};
 use crate::stats::{SharedStats, Stats};
 
@@ -61,6 +63,17 @@ impl Server {
     /// Live counters, readable while the server runs.
     pub fn stats_source(&self) -> Arc<SharedStats> {
         self.reactor.shared_stats()
+    }
+
+    /// A controller that changes this server's fault plans from another thread once it runs
+    /// (a change sent before [`Server::run`] is applied when it starts).
+    pub fn controller(&self) -> Controller {
+        Controller::new(
+            self.reactor.inbox(),
+            Arc::clone(&self.waker),
+            self.addrs.iter().map(ListenSpec::proto).collect(),
+            self.reactor.shared_stats(),
+        )
     }
 
     /// Serves until a graceful shutdown completes (a signal, if the config handles them, or a
@@ -130,11 +143,12 @@ pub fn spawn(config: Config) -> Result<Handle> {
     let addrs = server.addrs.clone();
     let shared = server.stats_source();
     let stopper = server.stopper();
+    let controller = server.controller();
     let thread = std::thread::Builder::new()
         .name("ricochet".into())
         .spawn(move || server.run())
         .map_err(Error::io("starting the server thread"))?;
-    Ok(Handle { addrs, shared, stopper, thread: Some(thread) })
+    Ok(Handle { addrs, shared, stopper, controller, thread: Some(thread) })
 }
 
 /// A server running on its own thread (see [`spawn`]).
@@ -143,6 +157,7 @@ pub struct Handle {
     addrs: Vec<ListenSpec>,
     shared: Arc<SharedStats>,
     stopper: Stopper,
+    controller: Controller,
     thread: Option<JoinHandle<Result<Stats>>>,
 }
 
@@ -189,6 +204,25 @@ impl Handle {
     /// counters show it: in tests, wait for the expected value rather than reading it once.
     pub fn stats(&self) -> Stats {
         self.shared.load()
+    }
+
+    /// Sets (`Some`) or removes (`None`) the fault plan of listener `index` (its place in
+    /// [`Handle::local_addrs`] and in the ready line), for its existing and new connections, and
+    /// returns once it applies: see [`Controller::set_faults`].
+    ///
+    /// ```no_run
+    /// let server = ricochet::spawn(ricochet::Config::ephemeral())?;
+    /// server.set_faults(0, Some("stall-after=0".parse()?))?; // every connection goes silent
+    /// server.set_faults(0, None)?; // and resumes
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_faults(&self, index: usize, plan: Option<Faults>) -> Result<()> {
+        self.controller.set_faults(index, plan)
+    }
+
+    /// A controller for this server (usable from other threads).
+    pub fn controller(&self) -> Controller {
+        self.controller.clone()
     }
 
     /// A stopper for this server (usable from other threads).

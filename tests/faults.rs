@@ -422,3 +422,172 @@ fn udp_latency_and_jitter_delay_and_reorder() {
     assert_ne!(order, sorted, "jitter reorders");
     assert_eq!(server.stats().faults_delayed, 200);
 }
+
+fn clean(listeners: Vec<ListenSpec>) -> ricochet::Handle {
+    let faults = vec![None; listeners.len()];
+    ricochet::spawn(Config { listeners, faults, seed: Some(1), ..Config::default() }).unwrap()
+}
+
+/// Nothing arrives within `wait` (the absence of an echo can only be checked by waiting).
+fn assert_silent(s: &mut std::net::TcpStream, wait: Duration) {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("expected silence, got {other:?}"),
+    }
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+}
+
+/// Handle::set_faults on a running server: an open plain connection takes the new plan at once,
+/// its byte count running from its start (10 echoed before, close-after=15 lets 5 more out);
+/// a new connection gets it too; removing it makes new connections clean again.
+#[test]
+fn set_faults_reaches_open_and_new_connections() {
+    let server = clean(vec![tcp()]);
+    let mut s = connect(server.tcp_addr().unwrap());
+    util::ping(&mut s, b"0123456789");
+    server.set_faults(0, Some("close-after=15".parse().unwrap())).unwrap();
+    s.write_all(b"abcdefghij").unwrap();
+    assert_eq!(util::read_to_eof(&s), b"abcde", "15 bytes from the start, then FIN");
+    let (got, end) = send_and_collect(&server, 100);
+    assert_eq!((got, end), (pattern(15), "eof"), "a new connection");
+    server.set_faults(0, None).unwrap();
+    let mut s = connect(server.tcp_addr().unwrap());
+    let data = util::payload(100_000, 5);
+    assert!(util::echo_concurrently(&s, &data, 4096) == data, "clean again");
+    util::ping(&mut s, b"still");
+    assert_eq!(server.shutdown().unwrap().faults_closed_after, 2);
+}
+
+/// A stall set at run time silences an open connection at once (it had echoed more than
+/// stall-after); removing the plan resumes it, and the input it sent while stalled comes back.
+#[test]
+fn a_stall_set_and_removed_at_run_time() {
+    let server = clean(vec![tcp()]);
+    let mut s = connect(server.tcp_addr().unwrap());
+    util::ping(&mut s, b"before");
+    server.set_faults(0, Some("stall-after=0".parse().unwrap())).unwrap();
+    wait_for("the stall counted", || server.stats().faults_stalled == 1);
+    s.write_all(b"while stalled").unwrap();
+    assert_silent(&mut s, Duration::from_millis(200));
+    server.set_faults(0, None).unwrap();
+    let mut back = [0u8; 13];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"while stalled");
+    util::ping(&mut s, b"after");
+    let stats = server.shutdown().unwrap();
+    assert_eq!(stats.bytes_in, stats.bytes_out, "{stats:?}");
+}
+
+/// A plan replaced on a faulty connection: latency then a rate, then removed; every byte comes
+/// back in order throughout, and a plan on one listener leaves its neighbour clean.
+#[test]
+fn plans_replaced_while_bytes_are_held_keep_order() {
+    let server = clean(vec![tcp(), tcp()]);
+    let addrs: Vec<_> = server.local_addrs().to_vec();
+    let ListenSpec::Tcp(neighbour) = addrs[1] else { unreachable!() };
+    server.set_faults(0, Some("latency=30ms".parse().unwrap())).unwrap();
+    let mut s = connect(server.tcp_addr().unwrap());
+    let mut other = connect(neighbour);
+    let mut expected = Vec::new();
+    for (i, plan) in ["rate=1MiB&slice=1..100", "latency=5ms&jitter=5ms", "off"].iter().enumerate()
+    {
+        let chunk = util::payload(20_000, i as u64);
+        s.write_all(&chunk).unwrap();
+        expected.extend_from_slice(&chunk);
+        let plan = (*plan != "off").then(|| plan.parse().unwrap());
+        server.set_faults(0, plan).unwrap();
+        util::ping(&mut other, b"neighbour");
+    }
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(util::read_to_eof(&s) == expected, "exact and in order across three changes");
+    let start = std::time::Instant::now();
+    util::ping(&mut other, b"clean");
+    assert!(start.elapsed() < Duration::from_millis(30) + TIMEOUT);
+}
+
+/// UDP: drop=1 set at run time drops every datagram (counted); removed, echo resumes.
+#[test]
+fn udp_plan_set_and_removed_at_run_time() {
+    let server = clean(vec![udp()]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(server.udp_addr().unwrap()).unwrap();
+    sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut buf = [0u8; 16];
+    sock.send(b"one").unwrap();
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"one");
+    server.set_faults(0, Some("drop=1".parse().unwrap())).unwrap();
+    sock.send(b"two").unwrap();
+    wait_for("the drop", || server.stats().faults_dropped == 1);
+    server.set_faults(0, None).unwrap();
+    sock.send(b"three").unwrap();
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"three", "nothing of `two` came back");
+}
+
+/// Refused changes name why and change nothing.
+#[test]
+fn set_faults_refuses_what_does_not_fit() {
+    let mut config = Config::ephemeral();
+    config.listeners.push(ListenSpec::Chat("127.0.0.1:0".parse().unwrap()));
+    let server = ricochet::spawn(config).unwrap();
+    let err = |i, plan: &str| server.set_faults(i, Some(plan.parse().unwrap())).unwrap_err();
+    assert!(err(0, "drop=0.1").to_string().contains("`drop` is a datagram fault"));
+    assert!(err(1, "latency=1ms").to_string().contains("chat"));
+    assert!(err(2, "latency=1ms").to_string().contains("no listener 2"));
+    let mut s = connect(server.tcp_addr().unwrap());
+    util::ping(&mut s, b"unchanged");
+    let controller = server.controller();
+    server.shutdown().unwrap();
+    let stopped = controller.set_faults(0, None).unwrap_err().to_string();
+    assert!(stopped.contains("stopped"), "{stopped}");
+}
+
+/// --control: the socket exists when the ready line is out; `faults` changes a listener at
+/// once (ok), bad commands get `error: ...` and change nothing, `stats` answers with the stats
+/// line; the socket file is gone after exit.
+#[test]
+fn control_socket_changes_plans_of_a_running_process() {
+    let path = std::env::temp_dir().join(format!("ricochet-control-{}.sock", std::process::id()));
+    let server = ServerProcess::start(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--control",
+        path.to_str().unwrap(),
+        "--seed",
+        "9",
+    ]);
+    let control = std::os::unix::net::UnixStream::connect(&path).expect("bound before ready");
+    let mut replies = std::io::BufReader::new(control.try_clone().unwrap());
+    let mut ask = |command: &str| {
+        use std::io::BufRead;
+        (&control).write_all(format!("{command}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        replies.read_line(&mut line).unwrap();
+        line.trim_end().to_owned()
+    };
+    assert_eq!(ask("faults 0 close-after=4"), "ok");
+    let mut s = connect(server.addr(0));
+    s.write_all(b"123456").unwrap();
+    assert_eq!(util::read_to_eof(&s), b"1234");
+    assert!(ask("faults 0 drop=0.5").starts_with("error: fault `drop` is a datagram fault"));
+    assert!(ask("faults 1 off").starts_with("error: there is no listener 1"));
+    assert!(ask("faults 0 latency=soon").starts_with("error: fault `latency`"));
+    assert!(ask("reboot").starts_with("error: unknown command `reboot`"));
+    let mut s = connect(server.addr(0));
+    s.write_all(b"abcdef").unwrap();
+    assert_eq!(util::read_to_eof(&s), b"abcd", "the refused commands changed nothing");
+    assert_eq!(ask("faults 0 off"), "ok");
+    let mut s = connect(server.addr(0));
+    util::ping(&mut s, b"clean again");
+    drop(s);
+    let stats: serde_json::Value = serde_json::from_str(&ask("stats")).unwrap();
+    assert_eq!(stats["event"], "stats");
+    assert_eq!(stats["faults"]["closed_after"], 2);
+    server.signal(libc::SIGTERM);
+    let (code, _, _) = server.wait();
+    assert_eq!(code, 0);
+    assert!(!path.exists(), "the control socket is removed at exit");
+}

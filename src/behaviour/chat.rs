@@ -469,7 +469,7 @@ mod tests {
         let io = Plain::new(Stream::Unix(mio::net::UnixStream::from_std(ours)));
         let member = Member {
             io,
-            life: Life::new(0, Instant::now()),
+            life: Life::new(0, Instant::now(), 0),
             key: 0,
             room: 0,
             state: State::Open,

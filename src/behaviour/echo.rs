@@ -55,6 +55,9 @@ pub(crate) struct Echo<T> {
     write_blocked: bool,
     /// The peer's FIN or a hang-up was reported: read to EOF, never stop at a short read.
     read_closed: bool,
+    /// Bytes the transport took, from the connection's start (a fault plan set later counts
+    /// from there).
+    sent: u64,
 }
 
 impl<T: Transport> Echo<T> {
@@ -66,7 +69,29 @@ impl<T: Transport> Echo<T> {
             life,
             write_blocked: false,
             read_closed: false,
+            sent: 0,
         }
+    }
+
+    /// The same connection over another transport made from this one's (a fault plan set or
+    /// removed at run time).
+    pub(crate) fn map_io<U>(self, f: impl FnOnce(T, u64) -> U) -> Echo<U> {
+        Echo {
+            io: f(self.io, self.sent),
+            out: self.out,
+            state: self.state,
+            life: self.life,
+            write_blocked: self.write_blocked,
+            read_closed: self.read_closed,
+            sent: self.sent,
+        }
+    }
+
+    /// The transport took `n` bytes.
+    #[inline(always)]
+    fn wrote(&mut self, n: usize, ctx: &mut Ctx) {
+        ctx.stats.bytes_out += n as u64;
+        self.sent += n as u64;
     }
 
     pub(crate) fn state(&self) -> State {
@@ -115,9 +140,9 @@ impl<T: Transport> Echo<T> {
             }
         };
         match sent {
-            Ok(written) if written == n => ctx.stats.bytes_out += n as u64,
+            Ok(written) if written == n => self.wrote(n, ctx),
             Ok(written) => {
-                ctx.stats.bytes_out += written as u64;
+                self.wrote(written, ctx);
                 self.keep_unsent(0, written, n, ctx);
             }
             // Refused: the kernel's buffer is full, so a writable edge will follow.
@@ -225,7 +250,7 @@ impl<T: Transport> Echo<T> {
             Err(EAGAIN) => 0,
             Err(_) => return Err(CloseReason::Reset),
         };
-        ctx.stats.bytes_out += written as u64;
+        self.wrote(written, ctx);
         if written == pending + n {
             // The common case: everything went; with nothing pending, no buffer is touched.
             if pending > 0 {
@@ -257,7 +282,7 @@ impl<T: Transport> Echo<T> {
         while !self.out.is_empty() {
             match self.io.send(self.out.pending()) {
                 Ok(n) => {
-                    ctx.stats.bytes_out += n as u64;
+                    self.wrote(n, ctx);
                     self.life.last_active = ctx.now;
                     let all = n == self.out.len();
                     self.out.consume(n, &mut ctx.pool);

@@ -75,11 +75,13 @@ pub(crate) struct Life {
     pub timer_seq: u32,
     /// Already in the reactor's ready queue.
     pub queued: bool,
+    /// The index of the listener that accepted it (its plan changes reach it).
+    pub listener: u16,
 }
 
 impl Life {
-    pub(crate) fn new(id: u64, now: Instant) -> Self {
-        Life { id, last_active: now, timer_seq: 0, queued: false }
+    pub(crate) fn new(id: u64, now: Instant, listener: u16) -> Self {
+        Life { id, last_active: now, timer_seq: 0, queued: false, listener }
     }
 }
 

@@ -146,7 +146,7 @@ impl Reactor {
         listener::configure_accepted(&stream, &self.config);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        let life = Life::new(self.next_id, now);
+        let life = Life::new(self.next_id, now, index as u16);
         self.next_id += 1;
         let mut io = Plain::new(stream);
         let registered = self.poll.registry().register(
@@ -164,7 +164,7 @@ impl Reactor {
                 // One draw per connection decides whether `p` makes it faulty: reproducible from
                 // the seed, the listener and the connection's number.
                 let rng = Rng::new(plan.seed_or(self.config.seed), index, life.id);
-                let faulty = Faulty::new(io, plan, rng, self.config.max_pending, now);
+                let faulty = Faulty::new(io, plan, rng, self.config.max_pending, now, 0);
                 Conn::faulty(Echo::new(faulty, life))
             }
             (Behaviour::Chat { room }, _) => {
@@ -180,7 +180,7 @@ impl Reactor {
     }
 
     /// Arms a deadline for UDP listener `index`'s next delayed reply.
-    fn arm_release(&mut self, index: usize, at: Instant) {
+    pub(super) fn arm_release(&mut self, index: usize, at: Instant) {
         let kind = crate::timer::Kind::Release;
         self.timers.arm(crate::timer::Deadline { at, key: index, id: 0, seq: 0, kind });
     }

@@ -14,13 +14,14 @@
 //! the drain and the stop in `lifecycle.rs`; chat delivery in `fanout.rs`.
 
 mod accept;
+mod control;
 mod fanout;
 mod lifecycle;
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -31,6 +32,7 @@ use crate::behaviour::echo::Echo;
 use crate::behaviour::{Behaviour, CloseReason, Conn, Ctx, Other, Outcome};
 use crate::buffer::BufferPool;
 use crate::config::{Config, ListenSpec};
+use crate::control::Inbox;
 use crate::error::{Error, Result};
 use crate::faults::Rng;
 use crate::listener::{self, AcceptBackoff};
@@ -76,6 +78,8 @@ pub(crate) struct Reactor {
     udp_batch: Option<Box<Batch>>,
     shared: Arc<SharedStats>,
     control: Arc<AtomicU8>,
+    /// Fault plan changes from other threads, applied at the waker's event.
+    inbox: Inbox,
     signals: Option<Signals>,
     ready: VecDeque<Token>,
     closed: Vec<usize>,
@@ -137,7 +141,7 @@ impl Reactor {
                     )
                 }
                 ListenSpec::Unix(path) => {
-                    let (l, file) = listener::bind_unix(path, &config)?;
+                    let (l, file) = listener::bind_unix(path, config.backlog)?;
                     let plan = config.plan(i).cloned().map(Arc::new);
                     let listener =
                         Listener::stream(StreamListener::Unix(l, file), Behaviour::Echo, plan);
@@ -180,6 +184,7 @@ impl Reactor {
             udp_batch,
             shared: Arc::new(SharedStats::default()),
             control: Arc::new(AtomicU8::new(CMD_NONE)),
+            inbox: Arc::new(Mutex::new(Some(Vec::new()))),
             signals,
             ready: VecDeque::new(),
             closed: Vec::new(),
@@ -199,6 +204,10 @@ impl Reactor {
 
     pub(crate) fn control(&self) -> Arc<AtomicU8> {
         Arc::clone(&self.control)
+    }
+
+    pub(crate) fn inbox(&self) -> Inbox {
+        Arc::clone(&self.inbox)
     }
 
     /// Runs until a shutdown completes; returns the final counters.
@@ -252,6 +261,7 @@ impl Reactor {
             self.shared.publish(&self.ctx.stats);
         }
         self.close_listeners();
+        self.close_inbox();
         self.shared.publish(&self.ctx.stats);
         Ok(self.ctx.stats)
     }
@@ -280,11 +290,14 @@ impl Reactor {
 
     fn dispatch(&mut self, event: &mio::event::Event, now: Instant) {
         match event.token() {
-            WAKER => match self.control.swap(CMD_NONE, Ordering::AcqRel) {
-                CMD_DRAIN => self.begin_drain(),
-                CMD_STOP => self.stop_now(),
-                _ => {}
-            },
+            WAKER => {
+                self.run_commands();
+                match self.control.swap(CMD_NONE, Ordering::AcqRel) {
+                    CMD_DRAIN => self.begin_drain(),
+                    CMD_STOP => self.stop_now(),
+                    _ => {}
+                }
+            }
             SIGNALS => self.on_signals(),
             Token(t) if t >= CONN_BASE => {
                 let read_closed = event.is_read_closed();

@@ -56,7 +56,9 @@ enum End {
 pub(crate) struct Faulty<T> {
     inner: T,
     plan: Arc<Faults>,
-    /// This connection drew below the plan's `p`.
+    /// This connection's draw at accept, uniform in 0..1: it is faulty while below the plan's `p`.
+    draw: f64,
+    /// This connection drew below the plan's `p` (and the plan was not removed).
     active: bool,
     /// Bytes of echo that went out.
     echoed: u64,
@@ -117,12 +119,22 @@ struct Happened {
 impl<T: Transport> Faulty<T> {
     /// Wraps `inner`; `rng` is the connection's own generator, whose first draw decides `p`
     /// (see [`Faults::applies`]); `cap` bounds the bytes held for latency.
-    pub(crate) fn new(inner: T, plan: Arc<Faults>, mut rng: Rng, cap: usize, now: Instant) -> Self {
-        Faulty {
-            active: plan.applies(rng.unit()),
+    /// `echoed`: bytes the connection echoed before it got the plan (0 at accept).
+    pub(crate) fn new(
+        inner: T,
+        plan: Arc<Faults>,
+        mut rng: Rng,
+        cap: usize,
+        now: Instant,
+        echoed: u64,
+    ) -> Self {
+        let draw = rng.unit();
+        let mut faulty = Faulty {
+            draw,
+            active: plan.applies(draw),
             inner,
             plan,
-            echoed: 0,
+            echoed,
             end: End::Open,
             corrupted: false,
             happened: Happened::default(),
@@ -139,7 +151,51 @@ impl<T: Transport> Faulty<T> {
             piece_left: 0,
             next_piece_at: None,
             owes_edge: false,
+        };
+        faulty.catch_up();
+        faulty
+    }
+
+    /// An end the plan puts at or behind what was already echoed happens now, not at the next
+    /// write (`stall-after=0`; a plan set at run time on a connection that echoed more).
+    fn catch_up(&mut self) {
+        if self.held.is_empty() {
+            let _ = self.write_now(&[]);
         }
+    }
+
+    /// Replaces the plan (`None`: removes it), at once. Byte counts still run from the
+    /// connection's start; a stalled connection that the new plan does not stall resumes, and an
+    /// end the new plan puts behind what was already echoed happens now. A FIN or a reset
+    /// already on its way stays. Held output goes out in order, at the times it was given.
+    pub(crate) fn set_plan(&mut self, plan: Option<Arc<Faults>>) {
+        match plan {
+            Some(plan) => {
+                self.active = plan.applies(self.draw);
+                self.plan = plan;
+            }
+            None => self.active = false,
+        }
+        self.tokens = 0.0;
+        self.refilled = self.now;
+        self.throttled_until = None;
+        self.next_piece_at = None;
+        self.piece_left = 0;
+        let stalls = self.active && self.plan.stall_after.is_some_and(|n| n <= self.echoed);
+        if self.end == End::Stalled && !stalls {
+            self.end = End::Open;
+        }
+        self.catch_up();
+    }
+
+    /// Whether the plan is gone and left nothing behind: the connection can be plain again.
+    pub(crate) fn is_spent(&self) -> bool {
+        !self.active && self.held.is_empty() && self.end == End::Open
+    }
+
+    /// The transport under the plan.
+    pub(crate) fn into_inner(self) -> T {
+        self.inner
     }
 
     /// Slice: the size of the next write of at most `rest` bytes (`rest` when not slicing).
@@ -159,7 +215,7 @@ impl<T: Transport> Faulty<T> {
 
     /// Rate: how many of `want` bytes may go out now; if fewer, when to look again.
     fn allowance(&mut self, want: usize) -> usize {
-        let Some(rate) = self.plan.rate else { return want };
+        let Some(rate) = self.plan.rate.filter(|_| self.active) else { return want };
         let burst = self.burst(rate);
         let elapsed = self.now.saturating_duration_since(self.refilled).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate as f64).min(burst);
@@ -285,12 +341,13 @@ impl<T: Transport> Faulty<T> {
             return Err(EAGAIN);
         }
         let bytes: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).take(room).collect();
-        let delay = self.plan.delay(&mut self.rng);
+        // Without a plan (removed while output was held) new bytes only queue behind the rest.
+        let delay = if self.active { self.plan.delay(&mut self.rng) } else { Duration::ZERO };
         let at = self.held.back().map_or(self.now + delay, |last| (self.now + delay).max(last.at));
         self.held_bytes += bytes.len();
         let n = bytes.len();
         self.held.push_back(Held { at, bytes, sent: 0, cut: false });
-        if self.plan.delays() {
+        if self.active && self.plan.delays() {
             self.happened.delayed += 1;
         }
         Ok(n)
@@ -339,7 +396,8 @@ impl<T: Transport> Faulty<T> {
 
     /// Writes `parts` (in order) as the plan allows: held for later under latency, else at once.
     fn write(&mut self, parts: &[&[u8]]) -> Result<usize, Errno> {
-        if self.timed() && self.end == End::Open {
+        // Behind held output, even when the plan no longer holds any: order is kept.
+        if (self.timed() || !self.held.is_empty()) && self.end == End::Open {
             return self.hold(parts);
         }
         self.write_now(parts)

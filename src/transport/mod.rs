@@ -76,7 +76,8 @@ pub(crate) trait Transport {
 /// The accepted socket, with direct syscalls.
 #[derive(Debug)]
 pub(crate) struct Plain {
-    stream: Stream,
+    /// `None` only in a husk left for a moment where a connection is rebuilt around its socket.
+    stream: Option<Stream>,
     /// The stream's descriptor, for the hot path's direct syscalls.
     fd: RawFd,
     shut: bool,
@@ -84,7 +85,13 @@ pub(crate) struct Plain {
 
 impl Plain {
     pub(crate) fn new(stream: Stream) -> Self {
-        Plain { fd: stream.raw_fd(), stream, shut: false }
+        Plain { fd: stream.raw_fd(), stream: Some(stream), shut: false }
+    }
+
+    /// A transport with no socket, standing in for a moment while a connection is rebuilt
+    /// around its socket (`std::mem::replace`); never served or registered.
+    pub(crate) fn husk() -> Self {
+        Plain { fd: -1, stream: None, shut: true }
     }
 }
 
@@ -111,7 +118,9 @@ impl Transport for Plain {
     fn shutdown_write(&mut self) {
         if !self.shut {
             self.shut = true;
-            self.stream.shutdown_write();
+            if let Some(stream) = &self.stream {
+                stream.shutdown_write();
+            }
         }
     }
 
@@ -128,11 +137,13 @@ impl Transport for Plain {
 
     fn reset_on_close(&mut self) {
         self.shut = true; // no FIN: it would reach the peer before the reset
-        let _ = self.stream.sock().set_linger(Some(std::time::Duration::ZERO));
+        if let Some(stream) = &self.stream {
+            let _ = stream.sock().set_linger(Some(std::time::Duration::ZERO));
+        }
     }
 
     fn source(&mut self) -> &mut dyn mio::event::Source {
-        match &mut self.stream {
+        match self.stream.as_mut().expect("a husk is never registered") {
             Stream::Tcp(s) => s,
             Stream::Unix(s) => s,
         }

@@ -1,0 +1,218 @@
+//! Changing a running server: a [`Controller`] sets or removes a listener's fault plan while the
+//! server runs (behind [`crate::Handle::set_faults`]), and a [`ControlSocket`] serves the same
+//! over a Unix socket with a line protocol, for scripts (`ricochet --control PATH`):
+//!
+//! ```text
+//! faults INDEX PLAN     -> ok | error: ...     (INDEX: the listener's place in the ready line)
+//! faults INDEX off      -> ok | error: ...
+//! stats                 -> {"event":"stats",...}
+//! ```
+//!
+//! One reply line per command, several commands per connection. A command that fails changes
+//! nothing. A change has taken effect, for existing and new connections, when its `ok` arrives:
+//! the controller waits for the reactor to apply it.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex};
+
+use mio::Waker;
+
+use crate::error::{Error, Result};
+use crate::faults::Faults;
+use crate::listener::SocketFile;
+use crate::stats::{SharedStats, Stats};
+
+/// Control connections served at once; more are told so and closed.
+const MAX_CLIENTS: usize = 16;
+/// The longest command line taken.
+const MAX_LINE: u64 = 64 * 1024;
+
+/// A change for the reactor, with where to say how it went.
+#[derive(Debug)]
+pub(crate) struct Command {
+    pub listener: usize,
+    pub plan: Option<Faults>,
+    pub done: SyncSender<Result<(), String>>,
+}
+
+/// The reactor's inbox: `None` once the reactor has stopped (a command would wait forever).
+pub(crate) type Inbox = Arc<Mutex<Option<Vec<Command>>>>;
+
+/// Changes a running server's fault plans; cheap to clone, usable from any thread.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    inbox: Inbox,
+    waker: Arc<Waker>,
+    /// Each listener's protocol, in the ready line's order.
+    protos: Arc<[&'static str]>,
+    shared: Arc<SharedStats>,
+}
+
+impl Controller {
+    pub(crate) fn new(
+        inbox: Inbox,
+        waker: Arc<Waker>,
+        protos: Vec<&'static str>,
+        shared: Arc<SharedStats>,
+    ) -> Self {
+        Controller { inbox, waker, protos: protos.into(), shared }
+    }
+
+    /// Sets (`Some`) or removes (`None`) the fault plan of listener `index` (its place in the
+    /// ready line's `listeners`), for its existing and new connections; returns once the reactor
+    /// has applied it. Byte counts of `*-after` faults run from each connection's start; a
+    /// stalled connection that the new plan does not stall resumes. Errors (nothing changed): no
+    /// such listener, a plan that does not suit it, a chat room, or a server that has stopped.
+    pub fn set_faults(&self, index: usize, plan: Option<Faults>) -> Result<()> {
+        let fail = |msg: String| Error::Control(msg);
+        let Some(proto) = self.protos.get(index) else {
+            return Err(fail(format!(
+                "there is no listener {index} (the ready line lists {}, counted from 0)",
+                self.protos.len()
+            )));
+        };
+        if let Some(plan) = &plan {
+            plan.check_for(proto).map_err(fail)?;
+        }
+        let (done, reply) = sync_channel(1);
+        {
+            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(commands) = inbox.as_mut() else {
+                return Err(fail("the server has stopped".into()));
+            };
+            commands.push(Command { listener: index, plan, done });
+        }
+        let _ = self.waker.wake();
+        match reply.recv() {
+            Ok(result) => result.map_err(fail),
+            Err(_) => Err(fail("the server stopped before applying the change".into())),
+        }
+    }
+
+    /// The counters as of the server's last completed turn.
+    pub fn stats(&self) -> Stats {
+        self.shared.load()
+    }
+
+    /// Runs one line of the control protocol; returns the reply line (without its newline), or
+    /// `None` for a blank line.
+    pub fn command(&self, line: &str) -> Option<String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let reply = match words.as_slice() {
+            [] => return None,
+            ["stats"] => return Some(self.stats().to_event_json("stats")),
+            ["faults", index, plan] => {
+                let Ok(index) = index.parse::<usize>() else {
+                    return Some(format!("error: `{index}` is not a listener index"));
+                };
+                let plan = match *plan {
+                    "off" => None,
+                    text => match Faults::parse(text) {
+                        Ok(plan) => Some(plan),
+                        Err(e) => return Some(format!("error: {e}")),
+                    },
+                };
+                self.set_faults(index, plan)
+            }
+            _ => {
+                return Some(format!(
+                    "error: unknown command `{}` (commands: faults INDEX PLAN, faults INDEX off, \
+                     stats)",
+                    line.trim()
+                ))
+            }
+        };
+        Some(match reply {
+            Ok(()) => "ok".into(),
+            Err(e) => format!("error: {e}"),
+        })
+    }
+}
+
+/// The `--control` socket: a Unix socket served by a thread of its own (one more per client),
+/// speaking [`Controller::command`]'s protocol. Dropping it stops accepting and removes the file.
+#[derive(Debug)]
+pub struct ControlSocket {
+    path: PathBuf,
+    file: SocketFile,
+    stop: Arc<AtomicBool>,
+}
+
+impl ControlSocket {
+    /// Binds `path` (a stale socket file is replaced; another file, or a socket someone
+    /// accepts on, is an error) and serves it until dropped. The socket exists when this returns.
+    pub fn bind(path: &Path, controller: Controller) -> Result<ControlSocket> {
+        let (listener, file) = crate::listener::bind_unix(path, 16)?;
+        let listener = UnixListener::from(std::os::fd::OwnedFd::from(listener));
+        listener.set_nonblocking(false).map_err(Error::io("setting up the control socket"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("ricochet-control".into())
+            .spawn(move || accept_loop(listener, controller, flag))
+            .map_err(Error::io("starting the control thread"))?;
+        Ok(ControlSocket { path: path.to_owned(), file, stop })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = UnixStream::connect(&self.path); // wakes the accept so the thread sees the flag
+        self.file.remove();
+    }
+}
+
+fn accept_loop(listener: UnixListener, controller: Controller, stop: Arc<AtomicBool>) {
+    let clients = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming() {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(mut stream) = stream else { continue };
+        if clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+            clients.fetch_sub(1, Ordering::AcqRel);
+            let _ = writeln!(stream, "error: {MAX_CLIENTS} control connections are open already");
+            continue;
+        }
+        let (controller, count) = (controller.clone(), Arc::clone(&clients));
+        let spawned =
+            std::thread::Builder::new().name("ricochet-control-client".into()).spawn(move || {
+                let _ = serve_client(stream, &controller);
+                count.fetch_sub(1, Ordering::AcqRel);
+            });
+        if spawned.is_err() {
+            clients.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Answers each line of one control connection until it closes.
+fn serve_client(stream: UnixStream, controller: &Controller) -> io::Result<()> {
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = (&mut reader).take(MAX_LINE).read_line(&mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if !line.ends_with('\n') && n as u64 == MAX_LINE {
+            writeln!(writer, "error: a command line longer than {MAX_LINE} bytes")?;
+            return Ok(());
+        }
+        if let Some(reply) = controller.command(&line) {
+            writer.write_all(format!("{reply}\n").as_bytes())?;
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Commands from other threads ([`crate::Controller`]): a listener's fault plan set or removed
+//! at run time, for its new connections and, at once, for its existing ones.
+//!
+//! An existing plain echo connection is rebuilt around its socket as a faulty one (its byte
+//! count carried over, its `p` draw the one it would have drawn at accept); a faulty one takes
+//! the new plan, and becomes plain again when the plan is removed and left nothing behind (held
+//! output, a stall, a FIN or reset on its way). Each changed connection is then served as if
+//! readable and writable: a connection that resumes finds the input waiting for it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::accept::Listener;
+use super::Reactor;
+use crate::behaviour::echo::Echo;
+use crate::behaviour::{Behaviour, Conn, Other, Outcome};
+use crate::faults::{Faults, Rng};
+use crate::transport::faulty::Faulty;
+use crate::transport::Plain;
+
+impl Reactor {
+    /// Applies the commands waiting in the inbox, answering each.
+    #[inline(never)]
+    pub(super) fn run_commands(&mut self) {
+        let commands = match self.inbox.lock() {
+            Ok(mut inbox) => inbox.as_mut().map(std::mem::take).unwrap_or_default(),
+            Err(poisoned) => poisoned.into_inner().as_mut().map(std::mem::take).unwrap_or_default(),
+        };
+        for command in commands {
+            let result = self.set_faults(command.listener, command.plan);
+            let _ = command.done.send(result);
+        }
+    }
+
+    /// Closes the inbox: later commands fail at once, and waiting ones are answered (dropped).
+    pub(super) fn close_inbox(&mut self) {
+        match self.inbox.lock() {
+            Ok(mut inbox) => *inbox = None,
+            Err(poisoned) => *poisoned.into_inner() = None,
+        }
+    }
+
+    fn set_faults(&mut self, index: usize, plan: Option<Faults>) -> Result<(), String> {
+        let seed = self.config.seed;
+        match self.listeners.get_mut(index) {
+            Some(Some(Listener::Udp(udp))) => {
+                let rng = Rng::new(plan.as_ref().map_or(0, |p| p.seed_or(seed)), index, 0);
+                udp.set_faults(plan, rng, &mut self.ctx.stats);
+                if let Some(at) = udp.arm_at() {
+                    self.arm_release(index, at);
+                }
+                Ok(())
+            }
+            Some(Some(Listener::Stream { behaviour: Behaviour::Echo, plan: slot, .. })) => {
+                *slot = plan.map(Arc::new);
+                let plan = slot.clone();
+                let keys: Vec<usize> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| usize::from(c.life().listener) == index && !c.is_closed())
+                    .map(|(key, _)| key)
+                    .collect();
+                for key in keys {
+                    self.refault(key, index, plan.clone());
+                }
+                Ok(())
+            }
+            Some(Some(Listener::Stream { .. })) => {
+                Err(format!("listener {index} is a chat room; chat rooms take no fault plan"))
+            }
+            Some(None) => Err(format!("listener {index} is closed: the server is shutting down")),
+            None => Err(format!("there is no listener {index}")),
+        }
+    }
+
+    /// Gives connection `key` of listener `index` its listener's new plan, then serves it.
+    fn refault(&mut self, key: usize, index: usize, plan: Option<Arc<Faults>>) {
+        let now = Instant::now();
+        self.ctx.now = now;
+        let (seed, cap) = (self.config.seed, self.config.max_pending);
+        let slot = &mut self.conns[key];
+        let life = *slot.life();
+        let husk = || Conn::Echo(Echo::new(Plain::husk(), life));
+        match (&mut *slot, plan) {
+            (Conn::Echo(_), None) => return, // plain already
+            (Conn::Echo(_), Some(plan)) => {
+                let Conn::Echo(echo) = std::mem::replace(slot, husk()) else { unreachable!() };
+                // The generator and draw it would have had at accept (see `admit`).
+                let rng = Rng::new(plan.seed_or(seed), index, life.id);
+                *slot = Conn::faulty(
+                    echo.map_io(|plain, sent| Faulty::new(plain, plan, rng, cap, now, sent)),
+                );
+            }
+            (Conn::Other(other), plan) => {
+                let Other::FaultyEcho(echo) = &mut **other else { return };
+                echo.io.set_now(now);
+                echo.io.set_plan(plan);
+                if echo.io.is_spent() {
+                    let Conn::Other(other) = std::mem::replace(slot, husk()) else {
+                        unreachable!()
+                    };
+                    let Other::FaultyEcho(echo) = *other else { unreachable!() };
+                    *slot = Conn::Echo(echo.map_io(|faulty, _| faulty.into_inner()));
+                }
+            }
+        }
+        // Not through `serve_conn`: a second inlined copy of the plain echo's event path costs
+        // that path its inlining, and instructions per message (callgrind).
+        let outcome = match &mut self.conns[key] {
+            Conn::Echo(echo) => match echo.on_writable(&mut self.ctx) {
+                Outcome::Idle => echo.on_readable(&mut self.ctx, 0),
+                other => other,
+            },
+            Conn::Other(_) => return self.serve_faulty(key, true, true, false),
+        };
+        self.apply(key, outcome);
+    }
+}
