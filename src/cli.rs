@@ -92,6 +92,43 @@ pub struct Args {
     #[arg(long = "chat", value_name = "ADDR", env = "RICOCHET_CHAT", value_delimiter = ',', value_parser = parse_addr)]
     pub chat: Vec<SocketAddr>,
 
+    /// Serve TLS echo (TLS 1.3 and 1.2) on TCP ADDR, optionally with a fault plan after `?`
+    /// (applied to the plaintext). Without --tls-cert, a self-signed certificate is generated at
+    /// start; the ready line names its file and SHA-256 fingerprint. Repeatable.
+    #[arg(long = "tls", value_name = "ADDR", env = "RICOCHET_TLS", value_delimiter = ',', value_parser = parse_listen)]
+    pub tls: Vec<ListenAddr>,
+
+    /// Serve a chat room over TLS on TCP ADDR. Repeatable.
+    #[arg(long = "tls-chat", value_name = "ADDR", env = "RICOCHET_TLS_CHAT", value_delimiter = ',', value_parser = parse_addr)]
+    pub tls_chat: Vec<SocketAddr>,
+
+    /// The TLS certificate chain (PEM, leaf first), with --tls-key. Default: a self-signed
+    /// certificate generated at start for localhost, 127.0.0.1, ::1 and every --tls-name.
+    #[arg(long, value_name = "PEM", env = "RICOCHET_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The TLS private key (PEM: PKCS#8, PKCS#1 or SEC1), with --tls-cert.
+    #[arg(long, value_name = "PEM", env = "RICOCHET_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Another name (DNS name or IP address) for the generated certificate. Repeatable.
+    #[arg(
+        long = "tls-name",
+        value_name = "NAME",
+        env = "RICOCHET_TLS_NAME",
+        value_delimiter = ','
+    )]
+    pub tls_names: Vec<String>,
+
+    /// Write the generated certificate (never the key) to PATH, kept after exit. Default: a file
+    /// in the temp directory, removed at exit.
+    #[arg(long, value_name = "PATH", env = "RICOCHET_TLS_CERT_OUT", conflicts_with = "tls_cert")]
+    pub tls_cert_out: Option<PathBuf>,
+
+    /// Close a TLS connection that has not finished its handshake this long after accept.
+    #[arg(long, value_name = "DUR", env = "RICOCHET_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+
     /// A fault plan for every echo listener given without one: `key=value&key=value`. Stream
     /// faults: rate (BYTES per second), slice (N or MIN..MAX bytes per write), slice-delay (DUR),
     /// close-after, reset-after, stall-after, corrupt-after (BYTES), p (the share of connections
@@ -217,7 +254,11 @@ impl TryFrom<Args> for Settings {
             listeners.push(ListenSpec::Unix(l.path));
             faults.push(l.plan);
         }
-        if listeners.is_empty() && args.chat.is_empty() {
+        for l in args.tls {
+            listeners.push(ListenSpec::Tls(l.addr));
+            faults.push(l.plan);
+        }
+        if listeners.is_empty() && args.chat.is_empty() && args.tls_chat.is_empty() {
             listeners = Config::default().listeners;
             faults.push(None);
         }
@@ -228,6 +269,7 @@ impl TryFrom<Args> for Settings {
             }
         }
         listeners.extend(args.chat.into_iter().map(ListenSpec::Chat));
+        listeners.extend(args.tls_chat.into_iter().map(ListenSpec::TlsChat));
         let size = |name: &str, value: u64| {
             usize::try_from(value).map_err(|_| format!("{name} {value} is too large"))
         };
@@ -235,6 +277,13 @@ impl TryFrom<Args> for Settings {
             listeners,
             faults,
             seed: args.seed,
+            tls: crate::tls::TlsSettings {
+                cert: args.tls_cert,
+                key: args.tls_key,
+                names: args.tls_names,
+                cert_out: args.tls_cert_out,
+            },
+            tls_handshake_timeout: args.tls_handshake_timeout,
             backlog: args.backlog,
             max_conns: args.max_conns,
             max_pending: size("max-pending", args.max_pending)?,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::faults::Faults;
+use crate::tls::TlsSettings;
 
 /// One socket to serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,23 +21,38 @@ pub enum ListenSpec {
     /// A TCP listener whose connections are the members of one chat room (one room per
     /// listener): each line a member sends goes to every other member.
     Chat(SocketAddr),
+    /// A TCP listener speaking TLS (1.3 and 1.2), echoing the decrypted bytes.
+    Tls(SocketAddr),
+    /// A chat room over TLS.
+    TlsChat(SocketAddr),
 }
 
 impl ListenSpec {
-    /// `tcp`, `udp`, `unix` or `chat`.
+    /// `tcp`, `udp`, `unix`, `chat`, `tls` or `tls-chat`.
     pub fn proto(&self) -> &'static str {
         match self {
             ListenSpec::Tcp(_) => "tcp",
             ListenSpec::Udp(_) => "udp",
             ListenSpec::Unix(_) => "unix",
             ListenSpec::Chat(_) => "chat",
+            ListenSpec::Tls(_) => "tls",
+            ListenSpec::TlsChat(_) => "tls-chat",
         }
+    }
+
+    /// Whether its connections speak TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ListenSpec::Tls(_) | ListenSpec::TlsChat(_))
     }
 
     /// The address as people write it: `127.0.0.1:7007`, `[::1]:7007`, `/run/echo.sock`.
     pub fn display_addr(&self) -> String {
         match self {
-            ListenSpec::Tcp(a) | ListenSpec::Udp(a) | ListenSpec::Chat(a) => a.to_string(),
+            ListenSpec::Tcp(a)
+            | ListenSpec::Udp(a)
+            | ListenSpec::Chat(a)
+            | ListenSpec::Tls(a)
+            | ListenSpec::TlsChat(a) => a.to_string(),
             ListenSpec::Unix(p) => p.display().to_string(),
         }
     }
@@ -53,6 +69,10 @@ pub struct Config {
     pub faults: Vec<Option<Faults>>,
     /// Seed for every random fault decision; `None`: a random one, reported in the ready line.
     pub seed: Option<u64>,
+    /// The TLS listeners' certificate: loaded from files, or generated at start.
+    pub tls: TlsSettings,
+    /// A TLS connection that has not finished its handshake this long after accept is closed.
+    pub tls_handshake_timeout: Duration,
     /// listen(2) backlog for stream listeners.
     pub backlog: u32,
     /// Connections served at once; accepted connections over this are closed at once and counted
@@ -110,6 +130,8 @@ impl Default for Config {
             listeners: vec![ListenSpec::Tcp(SocketAddr::from(([127, 0, 0, 1], 7007)))],
             faults: Vec::new(),
             seed: None,
+            tls: TlsSettings::default(),
+            tls_handshake_timeout: Duration::from_secs(10),
             backlog: 1024,
             max_conns: None,
             max_pending: 256 * 1024,
@@ -163,6 +185,9 @@ impl Config {
         }
         if self.backlog == 0 || self.backlog > i32::MAX as u32 {
             return bad(format!("backlog {} must be between 1 and {}", self.backlog, i32::MAX));
+        }
+        if self.tls_handshake_timeout.is_zero() {
+            return bad("tls-handshake-timeout must be more than 0".into());
         }
         if self.max_conns == Some(0) {
             return bad("max-conns 0 would refuse every connection; omit it for no limit".into());

@@ -31,6 +31,10 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// The TLS identity could not be loaded or made (a missing or bad PEM file, a key that does
+    /// not fit the certificate).
+    #[error("{0}")]
+    Tls(String),
     /// A change to a running server was refused (see [`crate::Controller`]); nothing changed.
     #[error("{0}")]
     Control(String),

@@ -144,13 +144,14 @@ impl Faults {
         &self.text
     }
 
-    /// Checks that every key of the plan suits a listener of `proto` (`tcp`, `unix`, `udp`).
+    /// Checks that every key of the plan suits a listener of `proto` (`tcp`, `unix`, `tls`,
+    /// `udp`).
     pub fn check_for(&self, proto: &str) -> Result<(), String> {
         let keys: Vec<&str> =
             self.text.split('&').filter_map(|i| i.split_once('=')).map(|(k, _)| k).collect();
         let (wrong, kind) = match proto {
             "udp" => (STREAM_KEYS, "a stream fault"),
-            "tcp" | "unix" => (DATAGRAM_KEYS, "a datagram fault"),
+            "tcp" | "unix" | "tls" => (DATAGRAM_KEYS, "a datagram fault"),
             other => return Err(format!("{other} listeners take no fault plan")),
         };
         match keys.iter().find(|k| wrong.contains(k)) {

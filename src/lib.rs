@@ -24,7 +24,9 @@
 //! - [`faults`]: fault plans (`ADDR?close-after=1KiB`, `--faults`) and their seeded generator;
 //!   `transport/faulty.rs` applies a stream plan to a connection's output, `udp.rs` a datagram
 //!   plan.
-//! - `transport`: the byte stream under a behaviour (`Plain`: the socket's raw syscalls).
+//! - `transport`: the byte stream under a behaviour (`Plain`: the socket's raw syscalls;
+//!   `transport/tls.rs`: rustls on it, in the same reactor; `Wire`: either, for the behaviours
+//!   other than the plain echo). [`tls`]: the certificate, loaded or generated.
 //! - [`buffer`]: the capped per-connection output buffer and its pool; `outbox`: a chat member's
 //!   queue of shared line segments.
 //! - `listener`: TCP and Unix listener setup, accepted-socket options, accept backoff.
@@ -61,6 +63,7 @@ pub mod stats;
 #[doc(hidden)]
 pub mod sys;
 mod timer;
+pub mod tls;
 mod transport;
 mod udp;
 pub mod units;
@@ -71,3 +74,4 @@ pub use error::{Error, Result};
 pub use faults::Faults;
 pub use server::{spawn, Handle, Server, Stopper};
 pub use stats::Stats;
+pub use tls::TlsSettings;

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::faults::Faults;
 use crate::reactor::{Reactor, CMD_DRAIN, CMD_STOP};
 use crate::stats::{SharedStats, Stats};
+use crate::tls::Identity;
 
 /// A bound server, not yet running. Every listener is bound and listening once this exists, so
 /// clients may connect (they wait in the backlog until [`Server::run`]).
@@ -26,6 +27,8 @@ pub struct Server {
     plans: Vec<Option<String>>,
     seed: u64,
     waker: Arc<Waker>,
+    /// The TLS listeners' certificate (a generated one's file goes with the server).
+    identity: Option<Identity>,
 }
 
 impl Server {
@@ -35,8 +38,20 @@ impl Server {
         let plans = (0..config.listeners.len())
             .map(|i| config.plan(i).map(|p| p.text().to_owned()))
             .collect();
-        let (reactor, addrs, waker) = Reactor::bind(config)?;
-        Ok(Server { reactor, addrs, plans, seed, waker })
+        config.check()?;
+        let identity = match config.listeners.iter().any(ListenSpec::is_tls) {
+            true => Some(Identity::new(&config.tls)?),
+            false => None,
+        };
+        let tls = identity.as_ref().map(|i| Arc::clone(&i.config));
+        let (reactor, addrs, waker) = Reactor::bind(config, tls)?;
+        Ok(Server { reactor, addrs, plans, seed, waker, identity })
+    }
+
+    /// The certificate file TLS clients can trust and its SHA-256 fingerprint (lowercase hex of
+    /// the leaf's DER), if the server has TLS listeners.
+    pub fn tls_cert(&self) -> Option<(&Path, &str)> {
+        self.identity.as_ref().map(|i| (i.cert_path.as_path(), i.sha256.as_str()))
     }
 
     /// The seed of every random fault decision (given, or chosen at random).
@@ -52,7 +67,7 @@ impl Server {
     /// The `{"event":"ready",...}` line: pid, the fault seed, and every listener's concrete
     /// address (with its fault plan, if it has one).
     pub fn ready_json(&self) -> String {
-        ready_json(&self.addrs, &self.plans, self.seed)
+        ready_json(&self.addrs, &self.plans, self.seed, self.tls_cert())
     }
 
     /// A handle that stops this server from another thread once it runs.
@@ -80,6 +95,7 @@ impl Server {
     /// [`Stopper`]); returns the final counters.
     pub fn run(mut self) -> Result<Stats> {
         self.reactor.run()
+        // `self` goes now: a generated certificate's temp file with it.
     }
 }
 
@@ -107,8 +123,14 @@ impl Stopper {
     }
 }
 
-/// Builds the ready line for these listeners.
-pub(crate) fn ready_json(addrs: &[ListenSpec], plans: &[Option<String>], seed: u64) -> String {
+/// Builds the ready line for these listeners (`tls`: the certificate file and fingerprint that
+/// TLS listeners name).
+pub(crate) fn ready_json(
+    addrs: &[ListenSpec],
+    plans: &[Option<String>],
+    seed: u64,
+    tls: Option<(&Path, &str)>,
+) -> String {
     #[derive(serde::Serialize)]
     struct Ready {
         event: &'static str,
@@ -121,15 +143,24 @@ pub(crate) fn ready_json(addrs: &[ListenSpec], plans: &[Option<String>], seed: u
         proto: &'static str,
         addr: String,
         #[serde(skip_serializing_if = "Option::is_none")]
+        cert: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         faults: Option<String>,
     }
     let listeners = addrs
         .iter()
         .enumerate()
-        .map(|(i, spec)| Listening {
-            proto: spec.proto(),
-            addr: spec.display_addr(),
-            faults: plans.get(i).cloned().flatten(),
+        .map(|(i, spec)| {
+            let tls = tls.filter(|_| spec.is_tls());
+            Listening {
+                proto: spec.proto(),
+                addr: spec.display_addr(),
+                cert: tls.map(|(path, _)| path.display().to_string()),
+                sha256: tls.map(|(_, sha)| sha.to_owned()),
+                faults: plans.get(i).cloned().flatten(),
+            }
         })
         .collect();
     let ready = Ready { event: "ready", pid: std::process::id(), seed, listeners };
@@ -144,11 +175,12 @@ pub fn spawn(config: Config) -> Result<Handle> {
     let shared = server.stats_source();
     let stopper = server.stopper();
     let controller = server.controller();
+    let tls_cert = server.tls_cert().map(|(path, sha)| (path.to_owned(), sha.to_owned()));
     let thread = std::thread::Builder::new()
         .name("ricochet".into())
         .spawn(move || server.run())
         .map_err(Error::io("starting the server thread"))?;
-    Ok(Handle { addrs, shared, stopper, controller, thread: Some(thread) })
+    Ok(Handle { addrs, shared, stopper, controller, tls_cert, thread: Some(thread) })
 }
 
 /// A server running on its own thread (see [`spawn`]).
@@ -158,6 +190,7 @@ pub struct Handle {
     shared: Arc<SharedStats>,
     stopper: Stopper,
     controller: Controller,
+    tls_cert: Option<(std::path::PathBuf, String)>,
     thread: Option<JoinHandle<Result<Stats>>>,
 }
 
@@ -189,6 +222,20 @@ impl Handle {
             ListenSpec::Chat(addr) => Some(*addr),
             _ => None,
         })
+    }
+
+    /// The first TLS echo listener's address.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.addrs.iter().find_map(|a| match a {
+            ListenSpec::Tls(addr) => Some(*addr),
+            _ => None,
+        })
+    }
+
+    /// The certificate file TLS clients can trust, and its SHA-256 fingerprint (lowercase hex of
+    /// the leaf's DER); a generated one lasts as long as the server.
+    pub fn tls_cert(&self) -> Option<(&Path, &str)> {
+        self.tls_cert.as_ref().map(|(path, sha)| (path.as_path(), sha.as_str()))
     }
 
     /// The first Unix listener's path.
@@ -267,6 +314,7 @@ mod tests {
             ],
             &[None, Some("close-after=10".into())],
             42,
+            Some((Path::new("/tmp/c.pem"), "ab")),
         );
         assert!(line.starts_with(r#"{"event":"ready","#), "{line}");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -277,5 +325,16 @@ mod tests {
         assert_eq!(v["seed"], 42);
         assert!(v["listeners"][0].get("faults").is_none(), "no plan, no key");
         assert_eq!(v["listeners"][1]["faults"], "close-after=10");
+        assert!(v["listeners"][0].get("cert").is_none(), "not a TLS listener");
+        let tls = ready_json(
+            &[ListenSpec::Tls("127.0.0.1:4001".parse().unwrap())],
+            &[None],
+            1,
+            Some((Path::new("/tmp/c.pem"), "ab")),
+        );
+        let v: serde_json::Value = serde_json::from_str(&tls).unwrap();
+        let expected =
+            r#"{"proto":"tls","addr":"127.0.0.1:4001","cert":"/tmp/c.pem","sha256":"ab"}"#;
+        assert_eq!(v["listeners"][0], serde_json::from_str::<serde_json::Value>(expected).unwrap());
     }
 }

@@ -82,6 +82,12 @@ counters! {
     chat_deliveries,
     /// Chat members disconnected because their undelivered output would have passed the cap.
     slow_members,
+    /// TLS handshakes completed.
+    tls_handshakes,
+    /// Of those, resumed sessions.
+    tls_resumed,
+    /// TLS handshakes that failed (a handshake error, plain bytes, a timeout).
+    tls_failures,
     /// Faults: chunks of stream output held back by latency (JSON: `faults.delayed`).
     faults_delayed,
     /// Faults: times a connection's output waited for its rate.
@@ -145,7 +151,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["closed"], 2);
         assert_eq!(v["bytes_out"], 0);
-        assert_eq!(v.as_object().unwrap().len(), 20, "event, 18 counters, faults");
+        assert_eq!(v.as_object().unwrap().len(), 23, "event, 21 counters, faults");
         assert_eq!(v["faults"]["dropped"], 3);
         assert_eq!(v["faults"].as_object().unwrap().len(), 9);
         assert_eq!(v["faults"]["sliced"], 0);

@@ -21,6 +21,8 @@ pub enum Kind {
     Quiet,
     /// A fault plan needs the connection served again (a reset waiting for acknowledgements).
     Resume,
+    /// A TLS connection must have finished its handshake by now.
+    Handshake,
     /// A UDP listener's delayed replies come due: `key` is the listener's index, not a slab key.
     Release,
 }

@@ -176,7 +176,7 @@ impl<T: Transport> Member<T> {
             }
             used += n;
             // A short read on a stream socket means its receive queue was empty (epoll(7)).
-            if n < ctx.buf.len() && !self.read_closed {
+            if n < ctx.buf.len() && !self.read_closed && self.io.short_read_drains() {
                 break;
             }
             if used >= ctx.budget {

@@ -112,6 +112,12 @@ impl<T: Transport> Echo<T> {
         self.out.len()
     }
 
+    /// Half-closed and everything echoed, down to the transport's own buffers: time to close.
+    /// (After a writable edge that only the transport used.)
+    pub(crate) fn is_finished(&self) -> bool {
+        self.state == State::Flushing && self.out.is_empty() && !self.io.has_buffered()
+    }
+
     /// The common readable event, kept small: the connection is open, owes nothing, and no EOF
     /// was reported. One recv into the shared buffer, one send of all of it, done if the read was
     /// short (the socket is drained). `Err(used)` hands over to [`Echo::on_readable`] with `used`
@@ -122,7 +128,7 @@ impl<T: Transport> Echo<T> {
         if self.state != State::Open || !self.out.is_empty() || self.read_closed {
             return Err(0);
         }
-        let room = ctx.cap.min(ctx.buf.len());
+        let room = ctx.cap.saturating_sub(self.io.reserve()).min(ctx.buf.len());
         let n = match self.io.recv(&mut ctx.buf[..room]) {
             Ok(0) | Err(EINTR) => return Err(0),
             Ok(n) => n,
@@ -149,7 +155,7 @@ impl<T: Transport> Echo<T> {
             Err(EAGAIN) => self.keep_unsent(0, 0, n, ctx),
             Err(_) => return Ok(Outcome::Close(CloseReason::Reset)),
         }
-        if n < room {
+        if n < room && self.io.short_read_drains() {
             Ok(Outcome::Idle)
         } else {
             Err(n)
@@ -160,7 +166,7 @@ impl<T: Transport> Echo<T> {
     /// was, this turn) or the cap is reached.
     pub(crate) fn on_readable(&mut self, ctx: &mut Ctx, mut used: usize) -> Outcome {
         while self.state == State::Open {
-            let room = self.out.room(ctx.cap).min(ctx.buf.len());
+            let room = self.out.room(ctx.cap.saturating_sub(self.io.reserve())).min(ctx.buf.len());
             if room == 0 {
                 self.set_state(State::Backpressured);
                 break;
@@ -180,7 +186,7 @@ impl<T: Transport> Echo<T> {
             used += n;
             // A short read on a stream socket means its receive queue was empty (epoll(7));
             // new data makes a new edge. Unless EOF was reported: then read on until it shows.
-            if n < room && !self.read_closed {
+            if n < room && !self.read_closed && self.io.short_read_drains() {
                 break;
             }
             if used >= ctx.budget {

@@ -19,7 +19,7 @@ use std::time::Instant;
 use crate::buffer::BufferPool;
 use crate::stats::Stats;
 use crate::transport::faulty::Faulty;
-use crate::transport::Plain;
+use crate::transport::{Plain, Wire};
 use chat::{ChatCtx, Member};
 use echo::Echo;
 
@@ -51,6 +51,8 @@ pub(crate) enum CloseReason {
     Slow,
     /// A chat member sent a line longer than `--max-line` (it was told why first).
     LineTooLong,
+    /// A TLS handshake failed or timed out (counted as `tls_failures`).
+    TlsFailure,
 }
 
 /// What the reactor does next with a connection it just served.
@@ -117,41 +119,62 @@ pub(crate) enum Conn {
     Other(Box<Other>),
 }
 
-/// The behaviours other than the plain echo.
+/// The behaviours other than the plain echo, over a [`Wire`] (the plain socket or TLS on it).
 #[derive(Debug)]
 pub(crate) enum Other {
+    /// Echo over TLS.
+    Echo(Echo<Wire>),
     /// Echo through a fault plan.
-    FaultyEcho(Echo<Faulty<Plain>>),
+    FaultyEcho(Echo<Faulty<Wire>>),
     /// A chat room member.
-    Chat(Member<Plain>),
+    Chat(Member<Wire>),
+}
+
+/// Applies `$e` to the connection inside an `Other`, whatever its behaviour (`$c` names it).
+macro_rules! each_other {
+    ($other:expr, $c:ident => $e:expr) => {
+        match $other {
+            Other::Echo($c) => $e,
+            Other::FaultyEcho($c) => $e,
+            Other::Chat($c) => $e,
+        }
+    };
 }
 
 impl Conn {
-    pub(crate) fn chat(member: Member<Plain>) -> Conn {
-        Conn::Other(Box::new(Other::Chat(member)))
-    }
-
-    pub(crate) fn faulty(echo: Echo<Faulty<Plain>>) -> Conn {
-        Conn::Other(Box::new(Other::FaultyEcho(echo)))
+    pub(crate) fn other(other: Other) -> Conn {
+        Conn::Other(Box::new(other))
     }
 
     /// The chat member, if this connection is one.
-    pub(crate) fn member_mut(&mut self) -> Option<&mut Member<Plain>> {
+    pub(crate) fn member_mut(&mut self) -> Option<&mut Member<Wire>> {
         match self {
             Conn::Other(other) => match &mut **other {
                 Other::Chat(member) => Some(member),
-                Other::FaultyEcho(_) => None,
+                _ => None,
             },
             Conn::Echo(_) => None,
         }
     }
 
     /// The echo connection with a fault plan, if this is one.
-    pub(crate) fn faulty_mut(&mut self) -> Option<&mut Echo<Faulty<Plain>>> {
+    pub(crate) fn faulty_mut(&mut self) -> Option<&mut Echo<Faulty<Wire>>> {
         match self {
             Conn::Other(other) => match &mut **other {
                 Other::FaultyEcho(echo) => Some(echo),
-                Other::Chat(_) => None,
+                _ => None,
+            },
+            Conn::Echo(_) => None,
+        }
+    }
+
+    /// The TLS session under this connection, if it has one.
+    pub(crate) fn tls_mut(&mut self) -> Option<&mut crate::transport::tls::Tls> {
+        match self {
+            Conn::Other(other) => match &mut **other {
+                Other::Echo(c) => c.io.tls_mut(),
+                Other::FaultyEcho(c) => c.io.inner_mut().tls_mut(),
+                Other::Chat(m) => m.io.tls_mut(),
             },
             Conn::Echo(_) => None,
         }
@@ -161,10 +184,7 @@ impl Conn {
     pub(crate) fn life(&self) -> &Life {
         match self {
             Conn::Echo(c) => &c.life,
-            Conn::Other(other) => match &**other {
-                Other::FaultyEcho(c) => &c.life,
-                Other::Chat(m) => &m.life,
-            },
+            Conn::Other(other) => each_other!(&**other, c => &c.life),
         }
     }
 
@@ -172,10 +192,7 @@ impl Conn {
     pub(crate) fn life_mut(&mut self) -> &mut Life {
         match self {
             Conn::Echo(c) => &mut c.life,
-            Conn::Other(other) => match &mut **other {
-                Other::FaultyEcho(c) => &mut c.life,
-                Other::Chat(m) => &mut m.life,
-            },
+            Conn::Other(other) => each_other!(&mut **other, c => &mut c.life),
         }
     }
 
@@ -183,6 +200,7 @@ impl Conn {
         match self {
             Conn::Echo(c) => c.state() == echo::State::Closed,
             Conn::Other(other) => match &**other {
+                Other::Echo(c) => c.state() == echo::State::Closed,
                 Other::FaultyEcho(c) => c.state() == echo::State::Closed,
                 Other::Chat(m) => m.is_closed(),
             },
@@ -195,10 +213,9 @@ impl Conn {
         use crate::transport::Transport;
         match self {
             Conn::Echo(c) => c.pending() > 0 || c.io.has_buffered(),
-            Conn::Other(other) => match &**other {
-                Other::FaultyEcho(c) => c.pending() > 0 || c.io.has_buffered(),
-                Other::Chat(m) => m.pending() > 0 || m.io.has_buffered(),
-            },
+            Conn::Other(other) => {
+                each_other!(&**other, c => c.pending() > 0 || c.io.has_buffered())
+            }
         }
     }
 
@@ -206,10 +223,7 @@ impl Conn {
         use crate::transport::Transport;
         match self {
             Conn::Echo(c) => c.io.source(),
-            Conn::Other(other) => match &mut **other {
-                Other::FaultyEcho(c) => c.io.source(),
-                Other::Chat(m) => m.io.source(),
-            },
+            Conn::Other(other) => each_other!(&mut **other, c => c.io.source()),
         }
     }
 
@@ -218,6 +232,7 @@ impl Conn {
         match self {
             Conn::Echo(c) => c.on_readable(ctx, 0),
             Conn::Other(other) => match &mut **other {
+                Other::Echo(c) => c.on_readable(ctx, 0),
                 Other::FaultyEcho(c) => {
                     let outcome = c.on_readable(ctx, 0);
                     c.io.count(&mut ctx.stats);
@@ -233,12 +248,16 @@ impl Conn {
         match self {
             Conn::Echo(c) => c.close(&mut ctx.pool),
             Conn::Other(other) => match &mut **other {
+                Other::Echo(c) => c.close(&mut ctx.pool),
                 Other::FaultyEcho(c) => {
                     c.close(&mut ctx.pool);
                     c.io.count(&mut ctx.stats);
                 }
                 Other::Chat(m) => m.close(ctx),
             },
+        }
+        if let Some(tls) = self.tls_mut() {
+            tls.count(&mut ctx.stats);
         }
     }
 }

@@ -10,11 +10,12 @@ use mio::{Interest, Token};
 use super::{Reactor, CONN_BASE};
 use crate::behaviour::chat::Member;
 use crate::behaviour::echo::Echo;
-use crate::behaviour::{Behaviour, Conn, Life};
+use crate::behaviour::{Behaviour, Conn, Life, Other};
 use crate::faults::{Faults, Rng};
 use crate::listener::{self, AcceptBackoff, SocketFile};
 use crate::transport::faulty::Faulty;
-use crate::transport::{Plain, Stream};
+use crate::transport::tls::Tls;
+use crate::transport::{Plain, Stream, Wire};
 use crate::udp::UdpEcho;
 
 /// A listening stream socket.
@@ -28,11 +29,13 @@ pub(super) enum StreamListener {
 /// listen address.
 #[derive(Debug)]
 pub(super) enum Listener {
-    /// `plan`: the fault plan its echo connections get, shared by all of them.
+    /// `plan`: the fault plan its echo connections get, shared by all of them; `tls`: the
+    /// server config its connections speak TLS with.
     Stream {
         socket: StreamListener,
         behaviour: Behaviour,
         plan: Option<Arc<Faults>>,
+        tls: Option<Arc<rustls::ServerConfig>>,
     },
     Udp(UdpEcho),
 }
@@ -42,8 +45,9 @@ impl Listener {
         socket: StreamListener,
         behaviour: Behaviour,
         plan: Option<Arc<Faults>>,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Self {
-        Listener::Stream { socket, behaviour, plan }
+        Listener::Stream { socket, behaviour, plan, tls }
     }
 
     pub(super) fn source(&mut self) -> &mut dyn mio::event::Source {
@@ -100,16 +104,16 @@ impl Reactor {
             return; // retried for every listener when the pause ends
         }
         for _ in 0..self.config.accept_batch {
-            let Some(Some(Listener::Stream { socket, behaviour, plan })) =
+            let Some(Some(Listener::Stream { socket, behaviour, plan, tls })) =
                 self.listeners.get(index)
             else {
                 return;
             };
-            let (behaviour, plan) = (*behaviour, plan.clone());
+            let (behaviour, plan, tls) = (*behaviour, plan.clone(), tls.clone());
             match socket.accept() {
                 Ok(stream) => {
                     self.backoff.succeed();
-                    self.admit(stream, behaviour, plan, index, now);
+                    self.admit(stream, behaviour, plan, tls, index, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -135,6 +139,7 @@ impl Reactor {
         stream: Stream,
         behaviour: Behaviour,
         plan: Option<Arc<Faults>>,
+        tls: Option<Arc<rustls::ServerConfig>>,
         index: usize,
         now: Instant,
     ) {
@@ -158,17 +163,30 @@ impl Reactor {
             self.ctx.stats.accept_errors += 1;
             return;
         }
-        let conn = match (behaviour, plan) {
-            (Behaviour::Echo, None) => Conn::Echo(Echo::new(io, life)),
-            (Behaviour::Echo, Some(plan)) => {
+        let secure = tls.is_some();
+        let wire = match tls {
+            None => Wire::Plain(io),
+            // The TLS records it may hold unsent: a quarter of the cap, the rest for the echo.
+            Some(config) => match Tls::new(io, config, self.config.max_pending / 4) {
+                Ok(tls) => Wire::Tls(Box::new(tls)),
+                Err(_) => {
+                    self.ctx.stats.tls_failures += 1;
+                    return;
+                }
+            },
+        };
+        let conn = match (behaviour, plan, wire) {
+            (Behaviour::Echo, None, Wire::Plain(io)) => Conn::Echo(Echo::new(io, life)),
+            (Behaviour::Echo, None, wire) => Conn::other(Other::Echo(Echo::new(wire, life))),
+            (Behaviour::Echo, Some(plan), wire) => {
                 // One draw per connection decides whether `p` makes it faulty: reproducible from
                 // the seed, the listener and the connection's number.
                 let rng = Rng::new(plan.seed_or(self.config.seed), index, life.id);
-                let faulty = Faulty::new(io, plan, rng, self.config.max_pending, now, 0);
-                Conn::faulty(Echo::new(faulty, life))
+                let faulty = Faulty::new(wire, plan, rng, self.config.max_pending, now, 0);
+                Conn::other(Other::FaultyEcho(Echo::new(faulty, life)))
             }
-            (Behaviour::Chat { room }, _) => {
-                Conn::chat(Member::join(io, life, key, room, &mut self.ctx))
+            (Behaviour::Chat { room }, _, wire) => {
+                Conn::other(Other::Chat(Member::join(wire, life, key, room, &mut self.ctx)))
             }
         };
         entry.insert(conn);
@@ -176,6 +194,9 @@ impl Reactor {
         self.ctx.stats.active += 1;
         if let Some(idle) = self.config.idle_timeout {
             self.arm(key, now + idle, crate::timer::Kind::Idle);
+        }
+        if secure {
+            self.arm(key, now + self.config.tls_handshake_timeout, crate::timer::Kind::Handshake);
         }
     }
 

@@ -16,7 +16,7 @@ use crate::behaviour::echo::Echo;
 use crate::behaviour::{Behaviour, Conn, Other, Outcome};
 use crate::faults::{Faults, Rng};
 use crate::transport::faulty::Faulty;
-use crate::transport::Plain;
+use crate::transport::{Plain, Wire};
 
 impl Reactor {
     /// Applies the commands waiting in the inbox, answering each.
@@ -81,28 +81,43 @@ impl Reactor {
         let slot = &mut self.conns[key];
         let life = *slot.life();
         let husk = || Conn::Echo(Echo::new(Plain::husk(), life));
+        // The generator and draw it would have had at accept (see `admit`).
+        let faulty = |wire, sent, plan: Arc<Faults>| {
+            let rng = Rng::new(plan.seed_or(seed), index, life.id);
+            Faulty::new(wire, plan, rng, cap, now, sent)
+        };
         match (&mut *slot, plan) {
             (Conn::Echo(_), None) => return, // plain already
             (Conn::Echo(_), Some(plan)) => {
                 let Conn::Echo(echo) = std::mem::replace(slot, husk()) else { unreachable!() };
-                // The generator and draw it would have had at accept (see `admit`).
-                let rng = Rng::new(plan.seed_or(seed), index, life.id);
-                *slot = Conn::faulty(
-                    echo.map_io(|plain, sent| Faulty::new(plain, plan, rng, cap, now, sent)),
-                );
+                let echo = echo.map_io(|plain, sent| faulty(Wire::Plain(plain), sent, plan));
+                *slot = Conn::other(Other::FaultyEcho(echo));
             }
-            (Conn::Other(other), plan) => {
-                let Other::FaultyEcho(echo) = &mut **other else { return };
-                echo.io.set_now(now);
-                echo.io.set_plan(plan);
-                if echo.io.is_spent() {
-                    let Conn::Other(other) = std::mem::replace(slot, husk()) else {
-                        unreachable!()
-                    };
-                    let Other::FaultyEcho(echo) = *other else { unreachable!() };
-                    *slot = Conn::Echo(echo.map_io(|faulty, _| faulty.into_inner()));
+            (Conn::Other(other), plan) => match (&mut **other, plan) {
+                (Other::Echo(_), Some(plan)) => {
+                    let Some(Other::Echo(echo)) = take_other(slot, husk()) else { unreachable!() };
+                    let echo = echo.map_io(|wire, sent| faulty(wire, sent, plan));
+                    *slot = Conn::other(Other::FaultyEcho(echo));
                 }
-            }
+                (Other::FaultyEcho(echo), plan) => {
+                    echo.io.set_now(now);
+                    echo.io.set_plan(plan);
+                    if echo.io.is_spent() {
+                        let Some(Other::FaultyEcho(echo)) = take_other(slot, husk()) else {
+                            unreachable!()
+                        };
+                        let echo = echo.map_io(|faulty, _| faulty.into_inner());
+                        *slot = match echo.io {
+                            Wire::Plain(_) => Conn::Echo(echo.map_io(|wire, _| match wire {
+                                Wire::Plain(plain) => plain,
+                                Wire::Tls(_) => unreachable!("matched above"),
+                            })),
+                            Wire::Tls(_) => Conn::other(Other::Echo(echo)),
+                        };
+                    }
+                }
+                (Other::Echo(_), None) | (Other::Chat(_), _) => return,
+            },
         }
         // Not through `serve_conn`: a second inlined copy of the plain echo's event path costs
         // that path its inlining, and instructions per message (callgrind).
@@ -111,8 +126,19 @@ impl Reactor {
                 Outcome::Idle => echo.on_readable(&mut self.ctx, 0),
                 other => other,
             },
-            Conn::Other(_) => return self.serve_faulty(key, true, true, false),
+            Conn::Other(other) => match **other {
+                Other::FaultyEcho(_) => return self.serve_faulty(key, true, true, false),
+                _ => return self.serve_other(key, true, true, false),
+            },
         };
         self.apply(key, outcome);
+    }
+}
+
+/// Takes the `Other` out of `slot`, leaving `husk` there for the caller to replace.
+fn take_other(slot: &mut Conn, husk: Conn) -> Option<Other> {
+    match std::mem::replace(slot, husk) {
+        Conn::Other(other) => Some(*other),
+        Conn::Echo(_) => None,
     }
 }

@@ -52,6 +52,14 @@ impl Reactor {
                     }
                 }
                 Kind::Resume => self.resume_faulty(d.key, now),
+                Kind::Handshake => {
+                    let Some(tls) = self.conns[d.key].tls_mut() else { continue };
+                    if tls.is_handshaking() {
+                        tls.time_out();
+                        tls.count(&mut self.ctx.stats);
+                        self.close(d.key, CloseReason::TlsFailure);
+                    }
+                }
                 Kind::Release => unreachable!("handled above"),
                 Kind::Quiet => {
                     let grace = self.config.drain_grace;

@@ -40,7 +40,7 @@ use crate::signals::Signals;
 use crate::stats::{SharedStats, Stats};
 use crate::timer::{Deadline, Kind, Timers};
 use crate::transport::faulty::Faulty;
-use crate::transport::Plain;
+use crate::transport::Wire;
 use crate::udp::{Batch, UdpEcho};
 use accept::{Listener, StreamListener};
 
@@ -92,7 +92,7 @@ pub(crate) struct Reactor {
 
 /// After the echo of a connection with a fault plan ran: what it just wrote may be due at once
 /// (a rate or slices without latency).
-fn release_written(conn: &mut Echo<Faulty<Plain>>, outcome: Outcome) -> Outcome {
+fn release_written(conn: &mut Echo<Faulty<Wire>>, outcome: Outcome) -> Outcome {
     match outcome {
         Outcome::Idle if conn.io.release().is_err() => Outcome::Close(CloseReason::Reset),
         other => other,
@@ -101,7 +101,11 @@ fn release_written(conn: &mut Echo<Faulty<Plain>>, outcome: Outcome) -> Outcome 
 
 impl Reactor {
     /// Binds every listener (concrete addresses come back in the same order as the config's).
-    pub(crate) fn bind(config: Config) -> Result<(Reactor, Vec<ListenSpec>, Arc<Waker>)> {
+    /// `tls`: the TLS listeners' server config (present when there is one).
+    pub(crate) fn bind(
+        config: Config,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<(Reactor, Vec<ListenSpec>, Arc<Waker>)> {
         config.check()?;
         let poll = Poll::new().map_err(Error::io("creating the poll instance"))?;
         let waker =
@@ -111,19 +115,26 @@ impl Reactor {
         let mut rooms = Vec::new();
         for (i, spec) in config.listeners.iter().enumerate() {
             let (mut listener, addr) = match spec {
-                ListenSpec::Tcp(addr) | ListenSpec::Chat(addr) => {
+                ListenSpec::Tcp(addr)
+                | ListenSpec::Chat(addr)
+                | ListenSpec::Tls(addr)
+                | ListenSpec::TlsChat(addr) => {
                     let l = listener::bind_tcp(*addr, spec.proto(), &config)?;
                     let local =
                         l.local_addr().map_err(Error::io("reading a TCP listener's address"))?;
+                    let mut room = || {
+                        rooms.push(Room::default());
+                        Behaviour::Chat { room: rooms.len() - 1 }
+                    };
                     let (behaviour, addr) = match spec {
-                        ListenSpec::Chat(_) => {
-                            rooms.push(Room::default());
-                            (Behaviour::Chat { room: rooms.len() - 1 }, ListenSpec::Chat(local))
-                        }
+                        ListenSpec::Chat(_) => (room(), ListenSpec::Chat(local)),
+                        ListenSpec::TlsChat(_) => (room(), ListenSpec::TlsChat(local)),
+                        ListenSpec::Tls(_) => (Behaviour::Echo, ListenSpec::Tls(local)),
                         _ => (Behaviour::Echo, ListenSpec::Tcp(local)),
                     };
                     let plan = config.plan(i).cloned().map(Arc::new);
-                    (Listener::stream(StreamListener::Tcp(l), behaviour, plan), addr)
+                    let tls = spec.is_tls().then(|| tls.clone()).flatten();
+                    (Listener::stream(StreamListener::Tcp(l), behaviour, plan, tls), addr)
                 }
                 ListenSpec::Udp(addr) => {
                     let socket = crate::udp::bind(*addr, &config)?;
@@ -143,8 +154,12 @@ impl Reactor {
                 ListenSpec::Unix(path) => {
                     let (l, file) = listener::bind_unix(path, config.backlog)?;
                     let plan = config.plan(i).cloned().map(Arc::new);
-                    let listener =
-                        Listener::stream(StreamListener::Unix(l, file), Behaviour::Echo, plan);
+                    let listener = Listener::stream(
+                        StreamListener::Unix(l, file),
+                        Behaviour::Echo,
+                        plan,
+                        None,
+                    );
                     (listener, ListenSpec::Unix(path.clone()))
                 }
             };
@@ -350,17 +365,70 @@ impl Reactor {
                 Some(outcome) => outcome,
                 None => return, // a stale event for a connection closed earlier in this batch
             },
-            Conn::Other(other) => match &mut **other {
-                Other::Chat(member) => {
-                    if member.is_closed() {
-                        return;
-                    }
-                    member.on_event(ctx, readable, writable, read_closed)
-                }
+            Conn::Other(other) => match **other {
                 Other::FaultyEcho(_) => {
                     return self.serve_faulty(key, readable, writable, read_closed)
                 }
+                _ => return self.serve_other(key, readable, writable, read_closed),
             },
+        };
+        self.apply(key, outcome);
+    }
+
+    /// Serves a TLS echo connection or a chat member (over either wire). A writable edge first
+    /// goes to the wire (TLS records it could not write before).
+    #[inline(never)]
+    pub(super) fn serve_other(
+        &mut self,
+        key: usize,
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+    ) {
+        let Some(Conn::Other(other)) = self.conns.get_mut(key) else { return };
+        let ctx = &mut self.ctx;
+        let outcome = match &mut **other {
+            Other::Echo(echo) => {
+                if writable && echo.io.on_writable_edge().is_err() {
+                    Some(Outcome::Close(CloseReason::Reset))
+                } else {
+                    match echo.on_event(ctx, readable, writable, read_closed) {
+                        Some(Outcome::Idle) if echo.is_finished() => {
+                            Some(Outcome::Close(CloseReason::Eof))
+                        }
+                        outcome => outcome,
+                    }
+                }
+            }
+            Other::Chat(member) if member.is_closed() => None,
+            Other::Chat(member) => {
+                if writable && member.io.on_writable_edge().is_err() {
+                    Some(Outcome::Close(CloseReason::Reset))
+                } else {
+                    Some(member.on_event(ctx, readable, writable, read_closed))
+                }
+            }
+            Other::FaultyEcho(_) => None,
+        };
+        if let Some(outcome) = outcome {
+            self.after_tls(key, outcome);
+        }
+    }
+
+    /// Counts what a connection's TLS session did, tells a failed handshake from a peer's
+    /// reset, and applies the outcome.
+    fn after_tls(&mut self, key: usize, outcome: Outcome) {
+        let outcome = match self.conns.get_mut(key).and_then(Conn::tls_mut) {
+            Some(tls) => {
+                tls.count(&mut self.ctx.stats);
+                match outcome {
+                    Outcome::Close(CloseReason::Reset) if tls.failed() => {
+                        Outcome::Close(CloseReason::TlsFailure)
+                    }
+                    other => other,
+                }
+            }
+            None => outcome,
         };
         self.apply(key, outcome);
     }
@@ -373,13 +441,19 @@ impl Reactor {
         conn.io.set_now(Instant::now());
         if writable {
             conn.io.writable();
+            if conn.io.inner_mut().on_writable_edge().is_err() {
+                return self.after_fault(key, Outcome::Close(CloseReason::Reset));
+            }
         }
         let outcome = match conn.io.release() {
             Err(_) => Some(Outcome::Close(CloseReason::Reset)),
             Ok(()) => conn.on_event(&mut self.ctx, readable, writable, read_closed),
         };
         let Some(outcome) = outcome else { return };
-        let outcome = release_written(conn, outcome);
+        let outcome = match release_written(conn, outcome) {
+            Outcome::Idle if conn.is_finished() => Outcome::Close(CloseReason::Eof),
+            outcome => outcome,
+        };
         self.after_fault(key, outcome);
     }
 
@@ -397,7 +471,7 @@ impl Reactor {
         if let Some(at) = conn.io.arm_at() {
             self.arm(key, at, Kind::Resume);
         }
-        self.apply(key, outcome);
+        self.after_tls(key, outcome);
     }
 
     /// A `Resume` deadline of a connection with a fault plan: reset it if its reset is due,
@@ -452,6 +526,7 @@ impl Reactor {
             CloseReason::DrainAborted => stats.drain_aborted += 1,
             CloseReason::Slow => stats.slow_members += 1,
             CloseReason::FaultReset
+            | CloseReason::TlsFailure
             | CloseReason::Eof
             | CloseReason::Drained
             | CloseReason::LineTooLong => {}

@@ -270,6 +270,11 @@ impl<T: Transport> Faulty<T> {
         self.blocked = false;
     }
 
+    /// The transport under the plan.
+    pub(crate) fn inner_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
     /// Sends the held chunks that are due, in order, piece by piece, until the socket refuses,
     /// the rate's tokens run out or a slice delay begins.
     pub(crate) fn release(&mut self) -> Result<(), Errno> {
@@ -508,7 +513,15 @@ impl<T: Transport> Transport for Faulty<T> {
     }
 
     fn has_buffered(&self) -> bool {
-        !self.held.is_empty()
+        !self.held.is_empty() || self.inner.has_buffered()
+    }
+
+    fn short_read_drains(&self) -> bool {
+        self.inner.short_read_drains()
+    }
+
+    fn reserve(&self) -> usize {
+        self.inner.reserve()
     }
 
     fn shutdown_write(&mut self) {

@@ -12,6 +12,7 @@
 //! with a stream fault plan.
 
 pub(crate) mod faulty;
+pub(crate) mod tls;
 
 use std::io::IoSlice;
 use std::net::Shutdown;
@@ -65,6 +66,18 @@ pub(crate) trait Transport {
     fn has_buffered(&self) -> bool {
         false
     }
+    /// Whether a read shorter than asked means the socket is drained (a new edge will come). A
+    /// transport that read the peer's end of stream along with data says no: read again.
+    #[inline(always)]
+    fn short_read_drains(&self) -> bool {
+        true
+    }
+    /// Bytes of its own the transport may hold unsent (TLS records): the behaviour keeps that
+    /// much of its cap free for them.
+    #[inline(always)]
+    fn reserve(&self) -> usize {
+        0
+    }
     /// Bytes written but not yet acknowledged by the peer (the kernel's send queue).
     fn unacked(&self) -> usize;
     /// Makes the coming close a reset (TCP: RST instead of FIN).
@@ -73,13 +86,94 @@ pub(crate) trait Transport {
     fn source(&mut self) -> &mut dyn mio::event::Source;
 }
 
+/// The socket under a behaviour other than the plain echo: the plain socket, or TLS on it
+/// (boxed: a session is large, and idle plain connections must stay small).
+#[derive(Debug)]
+pub(crate) enum Wire {
+    Plain(Plain),
+    Tls(Box<tls::Tls>),
+}
+
+impl Wire {
+    /// The TLS session, if this wire has one.
+    pub(crate) fn tls_mut(&mut self) -> Option<&mut tls::Tls> {
+        match self {
+            Wire::Tls(tls) => Some(tls),
+            Wire::Plain(_) => None,
+        }
+    }
+
+    /// A writable edge: write what the transport itself holds (TLS records).
+    pub(crate) fn on_writable_edge(&mut self) -> Result<(), Errno> {
+        match self {
+            Wire::Tls(tls) => tls.on_writable_edge(),
+            Wire::Plain(_) => Ok(()),
+        }
+    }
+}
+
+macro_rules! wire {
+    ($self:ident, $io:ident => $e:expr) => {
+        match $self {
+            Wire::Plain($io) => $e,
+            Wire::Tls($io) => $e,
+        }
+    };
+}
+
+impl Transport for Wire {
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize, Errno> {
+        wire!(self, io => io.recv(buf))
+    }
+
+    fn send(&mut self, buf: &[u8]) -> Result<usize, Errno> {
+        wire!(self, io => io.send(buf))
+    }
+
+    fn send2(&mut self, first: &[u8], second: &[u8]) -> Result<usize, Errno> {
+        wire!(self, io => io.send2(first, second))
+    }
+
+    fn send_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
+        wire!(self, io => io.send_vectored(bufs))
+    }
+
+    fn shutdown_write(&mut self) {
+        wire!(self, io => io.shutdown_write())
+    }
+
+    fn has_buffered(&self) -> bool {
+        wire!(self, io => io.has_buffered())
+    }
+
+    fn short_read_drains(&self) -> bool {
+        wire!(self, io => io.short_read_drains())
+    }
+
+    fn reserve(&self) -> usize {
+        wire!(self, io => io.reserve())
+    }
+
+    fn unacked(&self) -> usize {
+        wire!(self, io => io.unacked())
+    }
+
+    fn reset_on_close(&mut self) {
+        wire!(self, io => io.reset_on_close())
+    }
+
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        wire!(self, io => io.source())
+    }
+}
+
 /// The accepted socket, with direct syscalls.
 #[derive(Debug)]
 pub(crate) struct Plain {
     /// `None` only in a husk left for a moment where a connection is rebuilt around its socket.
     stream: Option<Stream>,
     /// The stream's descriptor, for the hot path's direct syscalls.
-    fd: RawFd,
+    pub(super) fd: RawFd,
     shut: bool,
 }
 
