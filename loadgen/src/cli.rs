@@ -34,6 +34,7 @@ loadgen 127.0.0.1:7007 -c 100 -d 4 -t 30s   # closed loop, 100 conns × 4 in fli
 loadgen 127.0.0.1:7007 -r 50000 --json      # open loop at 50k msgs/s, JSON report\n  \
 loadgen udp://127.0.0.1:7007 -s 512         # UDP, loss counted\n  \
 loadgen chat://127.0.0.1:7008 -c 100 --publishers 1   # fan-out: 1 publisher, 99 readers\n  \
+loadgen tls://localhost:7443 --tls-ca cert.pem --reconnect-every 1   # TLS handshakes per second\n  \
 loadgen probe unix:/tmp/echo.sock            # health check"
 )]
 pub struct Args {
@@ -41,8 +42,8 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT, unix:PATH or chat://HOST:PORT. Omit it to
-    /// benchmark an embedded ricochet.
+    /// HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT, unix:PATH, tls://HOST:PORT or
+    /// chat://HOST:PORT. Omit it to benchmark an embedded ricochet.
     #[arg(value_name = "TARGET")]
     pub target: Option<String>,
 
@@ -108,6 +109,62 @@ pub struct Args {
     /// missing.
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    /// Without a TARGET: benchmark an embedded ricochet TLS listener (its generated certificate
+    /// trusted).
+    #[arg(long, conflicts_with_all = ["target", "chat"])]
+    pub tls: bool,
+
+    /// How a tls:// target is trusted.
+    #[command(flatten)]
+    pub trust: TlsArgs,
+
+    /// Resume TLS sessions when reconnecting (without it every connect is a full handshake).
+    #[arg(long)]
+    pub tls_resume: bool,
+
+    /// Close each connection after N messages and open it again (plain TCP: connection churn;
+    /// TLS: a handshake each time). The report adds connects and their latency.
+    #[arg(long, value_name = "N")]
+    pub reconnect_every: Option<u64>,
+}
+
+/// How a `tls://` target is trusted (benchmark and probe).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsArgs {
+    /// Trust the certificates in this PEM file (the server's own certificate, or its CA).
+    /// Default: the system's bundle (/etc/ssl/certs/ca-certificates.crt).
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Do not verify the server's certificate (the traffic is still encrypted). Marked in the
+    /// report.
+    #[arg(long, conflicts_with = "tls_ca")]
+    pub insecure: bool,
+
+    /// The server name to ask for and verify [default: the target's host].
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
+}
+
+impl TlsArgs {
+    /// The TLS client for a target whose host is `host`.
+    pub fn client(&self, host: &str, resume: bool) -> Result<crate::tls::TlsClient, String> {
+        let name = self.sni.as_deref().unwrap_or(host);
+        crate::tls::TlsClient::new(self.tls_ca.as_deref(), self.insecure, name, resume)
+    }
+
+    fn given(&self) -> Option<&'static str> {
+        if self.tls_ca.is_some() {
+            Some("--tls-ca")
+        } else if self.insecure {
+            Some("--insecure")
+        } else if self.sni.is_some() {
+            Some("--sni")
+        } else {
+            None
+        }
+    }
 }
 
 /// Subcommands.
@@ -115,7 +172,7 @@ pub struct Args {
 pub enum Command {
     /// Send one message, print its echo and round-trip time; exit 0 only on an exact echo.
     Probe {
-        /// HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT or unix:PATH.
+        /// HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT, tls://HOST:PORT or unix:PATH.
         #[arg(value_name = "TARGET")]
         target: String,
         /// The message to send.
@@ -124,6 +181,9 @@ pub enum Command {
         /// Give up after DUR (connect, and again waiting for the echo).
         #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
         timeout: Duration,
+        /// For tls:// targets.
+        #[command(flatten)]
+        trust: TlsArgs,
     },
 }
 
@@ -205,6 +265,20 @@ impl TryFrom<&Args> for Settings {
         if args.timeout.is_zero() {
             return Err("--timeout must be longer than 0".into());
         }
+        let tls = args.tls || matches!(target, Some(Target::Tls(_)));
+        if !tls {
+            if let Some(flag) = args.trust.given().or(args.tls_resume.then_some("--tls-resume")) {
+                return Err(format!("{flag} is for tls:// targets (or --tls)"));
+            }
+        }
+        if let Some(n) = args.reconnect_every {
+            if n == 0 {
+                return Err("--reconnect-every must be at least 1".into());
+            }
+            if udp || chat {
+                return Err("--reconnect-every is for stream echo targets (tcp, unix, tls)".into());
+            }
+        }
         let duration = match args.messages {
             Some(_) => None,
             None => Some(args.duration.unwrap_or(Duration::from_secs(10))),
@@ -226,6 +300,10 @@ impl TryFrom<&Args> for Settings {
             timeout: args.timeout,
             hlog: args.hlog.clone(),
             progress: !args.json && crate::run::stderr_is_terminal(),
+            tls: args.tls,
+            trust: args.trust.clone(),
+            tls_resume: args.tls_resume,
+            reconnect_every: args.reconnect_every,
         })
     }
 }
@@ -304,7 +382,7 @@ mod tests {
         let args =
             Args::try_parse_from(["loadgen", "probe", "unix:/tmp/x", "--message", "hi"]).unwrap();
         match args.command {
-            Some(Command::Probe { target, message, timeout }) => {
+            Some(Command::Probe { target, message, timeout, .. }) => {
                 assert_eq!((target.as_str(), message.as_str()), ("unix:/tmp/x", "hi"));
                 assert_eq!(timeout, Duration::from_secs(2));
             }

@@ -1,4 +1,9 @@
-//! One load connection: a TCP or Unix stream, or a connected UDP socket.
+//! One load connection: a TCP or Unix stream (TCP with TLS on it for `tls://`), or a connected
+//! UDP socket.
+//!
+//! Over TLS the ring holds plaintext: `written` counts what rustls took (at most
+//! [`tls::BUFFER_LIMIT`] ahead of the socket), the handshake belongs to connecting (so no message
+//! is issued and timed before it completes), and the server's close_notify reads as its EOF.
 //!
 //! Streams keep every byte they sent in a ring until its echo arrives, and compare the echo with
 //! it: the same buffer is the send queue (`written..len`) and the reference (`acked..written`).
@@ -26,6 +31,7 @@ use ricochet::sys;
 use crate::payload;
 use crate::tally::{Cause, Tally};
 use crate::target::Endpoint;
+use crate::tls::{self, TlsClient};
 
 /// What the rest of the worker needs to know after serving a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +127,13 @@ pub struct Conn {
     pub dirty: bool,
     write_blocked: bool,
     read_closed: bool,
+    /// The TLS session, on a `tls://` connection (boxed: large, and most runs have none).
+    tls: Option<Box<rustls::ClientConnection>>,
+    /// When the current connect began (connect latency runs to the end of the handshake).
+    connect_started: Instant,
+    /// Messages issued and completed in this connection's life (`--reconnect-every`).
+    life_issued: u64,
+    life_completed: u64,
 }
 
 impl Conn {
@@ -147,7 +160,21 @@ impl Conn {
             dirty: false,
             write_blocked: false,
             read_closed: false,
+            tls: None,
+            connect_started: Instant::now(),
+            life_issued: 0,
+            life_completed: 0,
         }
+    }
+
+    /// Messages this connection may still take before it is recycled after `every`.
+    pub fn life_left(&self, every: Option<u64>) -> usize {
+        every.map_or(usize::MAX, |n| n.saturating_sub(self.life_issued) as usize)
+    }
+
+    /// Whether the connection has completed its `every` messages and owes nothing.
+    pub fn life_done(&self, every: Option<u64>) -> bool {
+        every.is_some_and(|n| self.life_completed >= n && self.outstanding == 0)
     }
 
     /// Messages in flight.
@@ -155,17 +182,28 @@ impl Conn {
         self.outstanding
     }
 
-    /// Starts a non-blocking connect and registers the socket under `token`.
+    /// Starts a non-blocking connect and registers the socket under `token`; over TLS, a session
+    /// from `tls` (its handshake runs as part of connecting).
     pub fn connect(
         &mut self,
         endpoint: &Endpoint,
+        tls: Option<&TlsClient>,
         registry: &Registry,
         token: Token,
     ) -> io::Result<()> {
+        self.connect_started = Instant::now();
+        self.life_issued = 0;
+        self.life_completed = 0;
+        self.tls = None;
         let mut sock = match endpoint {
             Endpoint::Tcp(addr) | Endpoint::Chat(addr) => {
                 let s = TcpStream::connect(*addr)?;
                 Sock::Tcp(s)
+            }
+            Endpoint::Tls(addr) => {
+                let tls = tls.ok_or_else(|| io::Error::other("a tls:// target without TLS"))?;
+                self.tls = Some(Box::new(tls.session()?));
+                Sock::Tcp(TcpStream::connect(*addr)?)
             }
             Endpoint::Unix(path) => Sock::Unix(UnixStream::connect(path)?),
             Endpoint::Udp(addr) => {
@@ -188,7 +226,7 @@ impl Conn {
         Ok(())
     }
 
-    /// A writable event while connecting: did the connect work?
+    /// An event while connecting: did the connect work (and, over TLS, the handshake finish)?
     pub fn check_connected(&mut self) -> Status {
         let result = match &self.sock {
             Some(Sock::Tcp(s)) => match s.take_error() {
@@ -207,6 +245,13 @@ impl Conn {
                 Ok(None) => Ok(true),
             },
             _ => Ok(true),
+        };
+        let result = match (result, self.stream_fd()) {
+            (Ok(true), Some(fd)) => match self.tls.as_deref_mut() {
+                Some(session) => tls::handshake(session, fd),
+                None => Ok(true),
+            },
+            (result, _) => result,
         };
         match result {
             Ok(true) => {
@@ -227,6 +272,7 @@ impl Conn {
         if let Some(mut sock) = self.sock.take() {
             let _ = registry.deregister(sock.source());
         }
+        self.tls = None;
         for run in self.runs.drain(..) {
             if run.msg.record {
                 tally.recorded_inflight -= run.count as u64;
@@ -248,6 +294,22 @@ impl Conn {
         self.generation = self.generation.wrapping_add(1);
     }
 
+    /// `--reconnect-every`: the connection completed its messages and owes nothing; close it
+    /// politely (close_notify over TLS, then FIN) and let it reconnect at once, with no backoff
+    /// and no error counted.
+    pub fn recycle(&mut self, registry: &Registry, now: Instant, tally: &mut Tally) {
+        self.begin_close();
+        let backoff = self.backoff;
+        self.drop_connection(registry, now, tally);
+        self.backoff = backoff;
+        self.phase = Phase::Down(now);
+    }
+
+    /// How long the connect (and handshake) that just finished took.
+    pub fn connect_time(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.connect_started)
+    }
+
     /// Hands `n` messages to the connection, all like `msg`: queued for this turn's write
     /// (streams) or sent at once (datagrams). Open loop passes the intended time (`stamped`);
     /// closed loop passes the turn's time and the messages are stamped again when their write
@@ -265,6 +327,7 @@ impl Conn {
             return self.send_datagrams(msg, n, size, tally, scratch);
         }
         let seq = self.hand_over(n, msg.record, tally);
+        self.life_issued += n as u64;
         if !stamped {
             if self.unstamped == 0 {
                 self.unstamped_at = self.ring.len();
@@ -333,13 +396,23 @@ impl Conn {
     }
 
     /// Writes everything queued, in one syscall (unless the socket is full). Closed-loop
-    /// messages get their start time here: when their first byte goes to the socket.
+    /// messages get their start time here: when their first byte goes to the socket (over TLS:
+    /// to rustls, which holds at most [`tls::BUFFER_LIMIT`] ahead of the socket).
     pub fn flush(&mut self, now: u64) -> Status {
         self.dirty = false;
         if self.write_blocked || self.written == self.ring.len() {
             return Status::Ok;
         }
         let Some(fd) = self.stream_fd() else { return Status::Ok };
+        if let Some(session) = self.tls.as_deref_mut() {
+            let result = write_tls(session, fd, &self.ring, &mut self.written);
+            match result {
+                Ok(blocked) => self.write_blocked = blocked,
+                Err(e) => return Status::Failed(Cause::of(&e)),
+            }
+            self.stamp_sent(now);
+            return Status::Ok;
+        }
         loop {
             match sys::send(fd, &self.ring[self.written..]) {
                 Ok(n) => {
@@ -381,12 +454,30 @@ impl Conn {
     /// The socket can take bytes again.
     pub fn on_writable(&mut self, now: u64) -> Status {
         self.write_blocked = false;
+        let fd = self.stream_fd();
+        if let (Some(session), Some(fd)) = (self.tls.as_deref_mut(), fd) {
+            match tls::write_records(session, fd) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.write_blocked = true;
+                    return Status::Ok;
+                }
+                Err(e) => return Status::Failed(Cause::of(&e)),
+            }
+        }
         self.flush(now)
     }
 
     /// End of the run: half-closes a stream so the server can finish echoing and close cleanly.
     /// Returns whether there is anything to wait for (a stream that is up).
     pub fn begin_close(&mut self) -> bool {
+        let (fd, up) = (self.stream_fd(), self.phase == Phase::Up);
+        if let (Some(session), Some(fd)) = (self.tls.as_deref_mut(), fd) {
+            if up {
+                session.send_close_notify();
+                let _ = tls::write_records(session, fd);
+            }
+        }
         match &self.sock {
             Some(Sock::Tcp(s)) if self.phase == Phase::Up => {
                 s.shutdown(std::net::Shutdown::Write).is_ok()
@@ -407,10 +498,18 @@ impl Conn {
         }
     }
 
-    /// One read from a stream socket (the server's direct syscall: see `ricochet::sys`); `None`
-    /// when the connection has none.
-    fn stream_read(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+    /// One read from a stream socket (the server's direct syscall: see `ricochet::sys`; over
+    /// TLS, the plaintext of as many records as the socket has); `None` when the connection has
+    /// none.
+    fn stream_read(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
         let fd = self.stream_fd()?;
+        if let Some(session) = self.tls.as_deref_mut() {
+            let mut eof = false;
+            let result = tls::read_plain(session, fd, buf, &mut eof);
+            // The end came with the data: read again rather than wait for an edge.
+            self.read_closed |= eof;
+            return Some(result);
+        }
         Some(sys::recv(fd, buf).map_err(io::Error::from_raw_os_error))
     }
 
@@ -481,6 +580,7 @@ impl Conn {
                 }
             }
             self.outstanding -= done;
+            self.life_completed += done as u64;
             completed += done;
             self.compact(size);
             if n < scratch.len() && !self.read_closed {
@@ -587,6 +687,30 @@ impl Conn {
         }
         self.trim_answered();
         (Status::Ok, lost)
+    }
+}
+
+/// Hands `ring[*written..]` to the TLS session and writes its records, until everything went or
+/// the socket refused (`Ok(true)`: blocked, a writable edge follows).
+fn write_tls(
+    session: &mut rustls::ClientConnection,
+    fd: RawFd,
+    ring: &[u8],
+    written: &mut usize,
+) -> io::Result<bool> {
+    use std::io::Write;
+    loop {
+        if !tls::write_records(session, fd)? {
+            return Ok(true);
+        }
+        if *written == ring.len() {
+            return Ok(false);
+        }
+        let n = session.writer().write(&ring[*written..])?;
+        if n == 0 {
+            return Ok(false); // cannot happen with the records written: nothing is held
+        }
+        *written += n;
     }
 }
 

@@ -5,8 +5,8 @@
 //! # Layout
 //!
 //! - [`cli`]: the command line and its conversion into checked [`run::Settings`].
-//! - [`target`]: `HOST:PORT`, `tcp://`, `udp://`, `unix:`, `chat://` targets and their
-//!   resolution.
+//! - [`target`]: `HOST:PORT`, `tcp://`, `udp://`, `unix:`, `tls://`, `chat://` targets and their
+//!   resolution; [`tls`]: the TLS client side (trust, server name, record pumping).
 //! - [`run`]: one benchmark: embedded server or preflight, threads, progress, hlog, merge.
 //! - [`reactor`]: one load thread's mio loop.
 //! - [`chat`]: the chat room's fan-out load (`chat://`): members, publishers, per-delivery checks.
@@ -30,6 +30,7 @@ pub mod run;
 pub mod schedule;
 pub mod tally;
 pub mod target;
+pub mod tls;
 
 /// What went wrong, said in one line for a person.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,9 +17,19 @@ fn main() -> ExitCode {
     let usage = |msg: String| -> ! {
         Args::command().error(clap::error::ErrorKind::ValueValidation, msg).exit()
     };
-    if let Some(Command::Probe { target, message, timeout }) = &args.command {
+    if let Some(Command::Probe { target, message, timeout, trust }) = &args.command {
         let target = Target::parse(target).unwrap_or_else(|e| usage(e));
-        return probe(&target, message.as_bytes(), *timeout);
+        let tls = match &target {
+            Target::Tls(_) => match trust.client(target.host().unwrap_or("localhost"), false) {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    eprintln!("loadgen probe: {e}");
+                    return ExitCode::from(1);
+                }
+            },
+            _ => None,
+        };
+        return probe(&target, message.as_bytes(), *timeout, tls.as_ref());
     }
     let settings = Settings::try_from(&args).unwrap_or_else(|e| usage(e));
     let stop = Arc::new(AtomicBool::new(false));
@@ -54,8 +64,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn probe(target: &Target, message: &[u8], timeout: std::time::Duration) -> ExitCode {
-    match ricochet_loadgen::probe::probe(target, message, timeout) {
+fn probe(
+    target: &Target,
+    message: &[u8],
+    timeout: std::time::Duration,
+    tls: Option<&ricochet_loadgen::tls::TlsClient>,
+) -> ExitCode {
+    match ricochet_loadgen::probe::probe(target, message, timeout, tls) {
         Ok(p) if p.echo == message => {
             println!(
                 "echo from {}: {:?} ({} bytes) in {:.1} µs",

@@ -7,6 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use crate::target::{Endpoint, Target};
+use crate::tls::TlsClient;
 use crate::Error;
 
 /// What a probe saw.
@@ -21,12 +22,17 @@ pub struct Probe {
 }
 
 /// Sends `message` to the first endpoint of `target` that answers and reads its echo, waiting at
-/// most `timeout` for each step.
-pub fn probe(target: &Target, message: &[u8], timeout: Duration) -> Result<Probe, Error> {
+/// most `timeout` for each step (`tls`: how a `tls://` target is trusted).
+pub fn probe(
+    target: &Target,
+    message: &[u8],
+    timeout: Duration,
+    tls: Option<&TlsClient>,
+) -> Result<Probe, Error> {
     let endpoints = target.resolve().map_err(Error::new)?;
     let mut last = None;
     for endpoint in endpoints {
-        match probe_one(&endpoint, message, timeout) {
+        match probe_one(&endpoint, message, timeout, tls) {
             Ok(p) => return Ok(p),
             Err(e) => last = Some(e),
         }
@@ -34,7 +40,29 @@ pub fn probe(target: &Target, message: &[u8], timeout: Duration) -> Result<Probe
     Err(last.unwrap_or_else(|| Error::new("no endpoint to probe")))
 }
 
-fn probe_one(endpoint: &Endpoint, message: &[u8], timeout: Duration) -> Result<Probe, Error> {
+/// A blocking TLS session with `addr`, its handshake done (within `timeout`).
+pub fn handshake(
+    addr: std::net::SocketAddr,
+    tls: &TlsClient,
+    timeout: Duration,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let s = TcpStream::connect_timeout(&addr, timeout)?;
+    let _ = s.set_nodelay(true);
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut stream = rustls::StreamOwned::new(tls.session()?, s);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(stream)
+}
+
+fn probe_one(
+    endpoint: &Endpoint,
+    message: &[u8],
+    timeout: Duration,
+    tls: Option<&TlsClient>,
+) -> Result<Probe, Error> {
     let fail = |what: &str, e: std::io::Error| {
         let e = if e.kind() == std::io::ErrorKind::WouldBlock {
             "timed out".to_string()
@@ -54,6 +82,11 @@ fn probe_one(endpoint: &Endpoint, message: &[u8], timeout: Duration) -> Result<P
             let _ = s.set_nodelay(true);
             s.set_read_timeout(Some(timeout)).map_err(|e| fail("socket", e))?;
             s.set_write_timeout(Some(timeout)).map_err(|e| fail("socket", e))?;
+            stream_round_trip(endpoint, s, message).map_err(|e| fail("no echo from", e))
+        }
+        Endpoint::Tls(addr) => {
+            let tls = tls.ok_or_else(|| Error::new("a tls:// probe needs its TLS settings"))?;
+            let s = handshake(*addr, tls, timeout).map_err(|e| fail("no TLS session with", e))?;
             stream_round_trip(endpoint, s, message).map_err(|e| fail("no echo from", e))
         }
         Endpoint::Unix(path) => {

@@ -90,6 +90,10 @@ pub struct Plan {
     pub reports: Sender<Report>,
     /// Chat: how many of the connections publish (the first ones).
     pub publishers: usize,
+    /// `tls://`: how connections speak TLS.
+    pub tls: Option<Arc<crate::tls::TlsClient>>,
+    /// Close and reopen each connection after this many messages.
+    pub reconnect_every: Option<u64>,
 }
 
 /// A timerfd with nanosecond precision, for open-loop pacing.
@@ -334,13 +338,16 @@ impl Worker {
         match conn.phase {
             Phase::Down(_) => {}
             Phase::Connecting => {
-                if event.is_writable() || event.is_error() || event.is_write_closed() {
-                    let status = conn.check_connected();
-                    let up = conn.phase == Phase::Up;
-                    self.handle(i, status, now);
-                    if up {
-                        self.refill(i, now, self.plan.depth);
-                    }
+                // Any event: a TLS handshake goes on with readable ones too.
+                let status = conn.check_connected();
+                let up = conn.phase == Phase::Up;
+                if up {
+                    let took = conn.connect_time(now);
+                    self.tally.connected(self.tally.ns(now), took);
+                }
+                self.handle(i, status, now);
+                if up {
+                    self.refill(i, now, self.plan.depth);
                 }
             }
             Phase::Up => {
@@ -363,6 +370,10 @@ impl Worker {
                     if status != Status::Ok {
                         return self.handle(i, status, now);
                     }
+                    if self.conns[i].life_done(self.plan.reconnect_every) {
+                        self.conns[i].recycle(self.poll.registry(), now, &mut self.tally);
+                        return self.reconnect(i, now);
+                    }
                     if completed > 0 {
                         self.refill(i, now, completed);
                     }
@@ -384,7 +395,8 @@ impl Worker {
             return;
         }
         let (size, depth) = (self.plan.size, self.plan.depth);
-        let want = depth.saturating_sub(self.conns[i].in_flight());
+        let left = self.conns[i].life_left(self.plan.reconnect_every);
+        let want = depth.saturating_sub(self.conns[i].in_flight()).min(left);
         let mut status = Status::Ok;
         if want > 0 && self.may_issue(now) {
             let (record, n) = self.flags(now, want);
@@ -413,6 +425,9 @@ impl Worker {
             let conn = &self.conns[i];
             if conn.generation != generation || conn.phase != Phase::Up {
                 continue; // a slot of a connection that has since dropped
+            }
+            if conn.life_left(self.plan.reconnect_every) == 0 {
+                continue; // it is done for this life: its slots come back when it reconnects
             }
             let Some(schedule) = &mut self.schedule else { return };
             let Some((_, intended)) = schedule.take_due(now) else { return };
@@ -450,7 +465,8 @@ impl Worker {
     fn reconnect(&mut self, i: usize, now: Instant) {
         let token = Token(i);
         let conn = &mut self.conns[i];
-        if let Err(e) = conn.connect(&self.plan.endpoint, self.poll.registry(), token) {
+        let tls = self.plan.tls.as_deref();
+        if let Err(e) = conn.connect(&self.plan.endpoint, tls, self.poll.registry(), token) {
             let cause = if e.kind() == io::ErrorKind::ConnectionRefused {
                 Cause::Refused
             } else {

@@ -105,6 +105,14 @@ pub struct Report {
     /// Chat only: deliveries per second.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deliveries_per_sec: Option<f64>,
+    /// Connections established in the measured period (connect, and the TLS handshake; with
+    /// `--reconnect-every`, every reconnect).
+    pub connects: u64,
+    /// How long those took, from connect(2) to the end of the handshake.
+    pub connect_latency_us: Latency,
+    /// TLS only: certificates were not verified (`--insecure`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
 }
 
 /// Errors by cause, as the JSON reports them (their sum is `errors`).
@@ -183,6 +191,8 @@ pub struct RunInfo {
     pub warmup: Duration,
     /// Chat: how many members publish (`None` for echo runs).
     pub publishers: Option<usize>,
+    /// TLS certificates are not verified (`--insecure`).
+    pub insecure: bool,
 }
 
 /// Merges thread tallies into the report for a measured period of `measured`.
@@ -191,8 +201,12 @@ pub fn merge(info: &RunInfo, tallies: Vec<Tally>, measured: Duration, interrupte
     let (mut messages, mut mismatches, mut lost, mut duplicates, mut reordered) = (0, 0, 0, 0, 0);
     let mut deliveries = 0;
     let mut errors: Vec<(Cause, u64)> = Vec::new();
+    let mut connects = 0;
+    let mut connect_hist = crate::tally::new_histogram();
     for t in &tallies {
         hist.add(&t.hist).expect("histograms with the same bounds add");
+        connect_hist.add(&t.connect_hist).expect("histograms with the same bounds add");
+        connects += t.connects;
         messages += t.messages;
         deliveries += t.deliveries;
         mismatches += t.mismatches;
@@ -229,6 +243,9 @@ pub fn merge(info: &RunInfo, tallies: Vec<Tally>, measured: Duration, interrupte
         publishers: info.publishers,
         deliveries: info.publishers.map(|_| deliveries),
         deliveries_per_sec: info.publishers.map(|_| per_sec(deliveries)),
+        connects,
+        connect_latency_us: Latency::of(&connect_hist),
+        insecure: info.insecure,
     };
     Merged { hist, report, errors, duplicates, reordered, run: info.clone(), interrupted }
 }
@@ -249,6 +266,10 @@ impl Merged {
         };
         let embedded = if self.run.embedded { ", embedded ricochet" } else { "" };
         let _ = writeln!(out, "target      {} ({mode}{embedded})", r.target);
+        if r.insecure {
+            let _ =
+                writeln!(out, "INSECURE    the server's certificate was not verified (--insecure)");
+        }
         match r.publishers {
             Some(publishers) => {
                 let _ = writeln!(
@@ -340,6 +361,19 @@ impl Merged {
             ("100", l.max),
         ] {
             let _ = writeln!(out, "  {label:>9} %  {:>10} µs", us(value));
+        }
+        // Connection churn (or a TLS run) is worth a line; steady plain connections are not.
+        if r.proto == "tls" || r.connects > u64::from(r.connections) {
+            let c = &r.connect_latency_us;
+            let _ = writeln!(
+                out,
+                "connects    {} in the measured period; connect{} µs  p50 {}  p99 {}  max {}",
+                group(r.connects),
+                if r.proto == "tls" { " + handshake" } else { "" },
+                us(c.p50),
+                us(c.p99),
+                us(c.max)
+            );
         }
         out
     }
@@ -470,6 +504,7 @@ mod tests {
             threads: 2,
             warmup: Duration::from_secs(1),
             publishers: None,
+            insecure: false,
         }
     }
 

@@ -48,26 +48,56 @@ pub struct Settings {
     pub hlog: Option<PathBuf>,
     /// Show a progress line on stderr.
     pub progress: bool,
+    /// Without a target: an embedded TLS listener.
+    pub tls: bool,
+    /// How a `tls://` target is trusted.
+    pub trust: crate::cli::TlsArgs,
+    /// Resume TLS sessions when reconnecting.
+    pub tls_resume: bool,
+    /// Close and reopen each connection after this many messages.
+    pub reconnect_every: Option<u64>,
 }
 
 /// Runs the benchmark; `stop` ends it early (the report still covers what was measured).
 pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> {
-    let (endpoint, server) = match &settings.target {
+    let (endpoint, server, tls) = match &settings.target {
         None => {
             let mut config = ricochet::Config::ephemeral();
+            let localhost = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
             if settings.chat {
-                config.listeners = vec![ricochet::ListenSpec::Chat(([127, 0, 0, 1], 0).into())];
+                config.listeners = vec![ricochet::ListenSpec::Chat(localhost)];
+            } else if settings.tls {
+                config.listeners = vec![ricochet::ListenSpec::Tls(localhost)];
             }
             let server = ricochet::spawn(config)
                 .map_err(|e| Error::new(format!("starting the embedded ricochet: {e}")))?;
-            let endpoint = match server.chat_addr() {
-                Some(addr) => Endpoint::Chat(addr),
-                None => Endpoint::Tcp(server.tcp_addr().expect("the ephemeral config has TCP")),
+            let (endpoint, tls) = match (server.chat_addr(), server.tls_addr()) {
+                (Some(addr), _) => (Endpoint::Chat(addr), None),
+                (None, Some(addr)) => {
+                    let mut trust = settings.trust.clone();
+                    trust.tls_ca = server.tls_cert().map(|(path, _)| path.to_owned());
+                    (Endpoint::Tls(addr), Some(trust.client("localhost", settings.tls_resume)))
+                }
+                (None, None) => {
+                    (Endpoint::Tcp(server.tcp_addr().expect("the ephemeral config has TCP")), None)
+                }
             };
-            (endpoint, Some(server))
+            (endpoint, Some(server), tls)
         }
-        Some(target) => (reachable(target, settings.timeout)?, None),
+        Some(target) => {
+            let tls = match target {
+                Target::Tls(_) => Some(
+                    settings
+                        .trust
+                        .client(target.host().unwrap_or("localhost"), settings.tls_resume),
+                ),
+                _ => None,
+            };
+            let tls = tls.transpose().map_err(Error::new)?;
+            (reachable(target, settings.timeout, tls.as_ref())?, None, tls.map(Ok))
+        }
     };
+    let tls = tls.transpose().map_err(Error::new)?.map(Arc::new);
     let info = RunInfo {
         target: endpoint.to_string(),
         embedded: server.is_some(),
@@ -79,6 +109,7 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
         threads: settings.threads,
         warmup: settings.warmup,
         publishers: settings.chat.then_some(settings.publishers),
+        insecure: tls.as_ref().is_some_and(|t| t.insecure),
     };
     let start = Instant::now();
     let wall_start = SystemTime::now();
@@ -122,6 +153,8 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
             reports: reports_tx.clone(),
             conn_ids,
             publishers: settings.publishers,
+            tls: tls.clone(),
+            reconnect_every: settings.reconnect_every,
         };
         let thread = std::thread::Builder::new()
             .name(format!("loadgen-{t}"))
@@ -201,12 +234,17 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
 }
 
 /// The first endpoint of `target` that is there: one that accepts a connection (streams: a
-/// server that accepts but never echoes is for the run to measure), or that echoes a datagram
+/// server that accepts but never echoes is for the run to measure; TLS: one that completes a
+/// handshake, so an untrusted certificate is said once, up front), or that echoes a datagram
 /// (UDP has no handshake). Fails quickly, saying why, when none is.
-fn reachable(target: &Target, timeout: Duration) -> Result<Endpoint, Error> {
+fn reachable(
+    target: &Target,
+    timeout: Duration,
+    tls: Option<&crate::tls::TlsClient>,
+) -> Result<Endpoint, Error> {
     let wait = timeout.min(Duration::from_secs(2));
     if let Target::Udp(_) = target {
-        return Ok(probe::probe(target, b"loadgen preflight", wait)?.endpoint);
+        return Ok(probe::probe(target, b"loadgen preflight", wait, None)?.endpoint);
     }
     let mut last = String::from("no address");
     for endpoint in target.resolve().map_err(Error::new)? {
@@ -215,6 +253,10 @@ fn reachable(target: &Target, timeout: Duration) -> Result<Endpoint, Error> {
                 std::net::TcpStream::connect_timeout(addr, wait).map(drop)
             }
             Endpoint::Unix(path) => std::os::unix::net::UnixStream::connect(path).map(drop),
+            Endpoint::Tls(addr) => match tls {
+                Some(tls) => probe::handshake(*addr, tls, wait).map(drop),
+                None => Err(std::io::Error::other("no TLS settings")),
+            },
             Endpoint::Udp(_) => unreachable!("handled above"),
         };
         match result {

@@ -69,6 +69,10 @@ pub struct Tally {
     pub reordered: u64,
     /// Errors by cause.
     pub errors: Vec<(Cause, u64)>,
+    /// Connections established (connect, and the TLS handshake) in the measured period.
+    pub connects: u64,
+    /// How long each of those took, in nanoseconds.
+    pub connect_hist: Histogram<u64>,
     /// When the last recorded message completed.
     pub last_completion: Option<u64>,
     /// Messages flagged for recording that are in flight now.
@@ -108,6 +112,8 @@ impl Tally {
             duplicates: 0,
             reordered: 0,
             errors: Vec::new(),
+            connects: 0,
+            connect_hist: new_histogram(),
             last_completion: None,
             recorded_inflight: 0,
             record_from: record_from.saturating_duration_since(base).as_nanos() as u64,
@@ -142,6 +148,15 @@ impl Tally {
     /// Counts `n` errors of `cause`.
     pub fn error_n(&mut self, cause: Cause, n: u64) {
         add_errors(&mut self.errors, cause, n);
+    }
+
+    /// A connection came up at `now` after `took` (connect and handshake); counted in the
+    /// measured period only.
+    pub(crate) fn connected(&mut self, now: u64, took: std::time::Duration) {
+        if now >= self.record_from {
+            self.connects += 1;
+            self.connect_hist.saturating_record((took.as_nanos() as u64).max(1));
+        }
     }
 
     /// Chat: one recorded delivery that took `ns`.

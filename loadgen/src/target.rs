@@ -1,5 +1,6 @@
-//! What loadgen talks to: `HOST:PORT` or `tcp://HOST:PORT`, `udp://HOST:PORT`, `unix:PATH`, and
-//! `chat://HOST:PORT` (a chat room: fan-out load instead of echo).
+//! What loadgen talks to: `HOST:PORT` or `tcp://HOST:PORT`, `udp://HOST:PORT`, `unix:PATH`,
+//! `tls://HOST:PORT` (echo over TLS), and `chat://HOST:PORT` (a chat room: fan-out load instead
+//! of echo).
 //! Host names are resolved once, up front; [`Target::resolve`] returns every address so the
 //! caller can use the first one that answers (`localhost` may resolve to `::1` first while the
 //! server listens on 127.0.0.1 only).
@@ -19,6 +20,8 @@ pub enum Target {
     Unix(PathBuf),
     /// A chat room over TCP.
     Chat(String),
+    /// Stream echo over TLS.
+    Tls(String),
 }
 
 /// A target with its address resolved.
@@ -32,6 +35,8 @@ pub enum Endpoint {
     Unix(PathBuf),
     /// A chat room over TCP.
     Chat(SocketAddr),
+    /// A TLS echo server.
+    Tls(SocketAddr),
 }
 
 impl Target {
@@ -40,7 +45,7 @@ impl Target {
         let bad = || {
             format!(
                 "`{text}` is not a target: expected HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT, \
-                 unix:PATH or chat://HOST:PORT"
+                 unix:PATH, tls://HOST:PORT or chat://HOST:PORT"
             )
         };
         if let Some(path) = text.strip_prefix("unix:") {
@@ -53,6 +58,8 @@ impl Target {
             ("udp", rest)
         } else if let Some(rest) = text.strip_prefix("chat://") {
             ("chat", rest)
+        } else if let Some(rest) = text.strip_prefix("tls://") {
+            ("tls", rest)
         } else if text.contains("://") {
             return Err(bad());
         } else {
@@ -65,17 +72,29 @@ impl Target {
         Ok(match kind {
             "udp" => Target::Udp(hostport.to_owned()),
             "chat" => Target::Chat(hostport.to_owned()),
+            "tls" => Target::Tls(hostport.to_owned()),
             _ => Target::Tcp(hostport.to_owned()),
         })
     }
 
-    /// `tcp`, `udp`, `unix` or `chat`.
+    /// `tcp`, `udp`, `unix`, `chat` or `tls`.
     pub fn proto(&self) -> &'static str {
         match self {
             Target::Tcp(_) => "tcp",
             Target::Udp(_) => "udp",
             Target::Unix(_) => "unix",
             Target::Chat(_) => "chat",
+            Target::Tls(_) => "tls",
+        }
+    }
+
+    /// The host part (`localhost`, `127.0.0.1`, `[::1]`), if the target has one.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            Target::Tcp(h) | Target::Udp(h) | Target::Chat(h) | Target::Tls(h) => {
+                h.rsplit_once(':').map(|(host, _)| host)
+            }
+            Target::Unix(_) => None,
         }
     }
 
@@ -96,18 +115,20 @@ impl Target {
             Target::Udp(h) => lookup(h)?.into_iter().map(Endpoint::Udp).collect(),
             Target::Unix(p) => vec![Endpoint::Unix(p.clone())],
             Target::Chat(h) => lookup(h)?.into_iter().map(Endpoint::Chat).collect(),
+            Target::Tls(h) => lookup(h)?.into_iter().map(Endpoint::Tls).collect(),
         })
     }
 }
 
 impl Endpoint {
-    /// `tcp`, `udp`, `unix` or `chat`.
+    /// `tcp`, `udp`, `unix`, `chat` or `tls`.
     pub fn proto(&self) -> &'static str {
         match self {
             Endpoint::Tcp(_) => "tcp",
             Endpoint::Udp(_) => "udp",
             Endpoint::Unix(_) => "unix",
             Endpoint::Chat(_) => "chat",
+            Endpoint::Tls(_) => "tls",
         }
     }
 }
@@ -119,6 +140,7 @@ impl fmt::Display for Endpoint {
             Endpoint::Udp(a) => write!(f, "udp://{a}"),
             Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
             Endpoint::Chat(a) => write!(f, "chat://{a}"),
+            Endpoint::Tls(a) => write!(f, "tls://{a}"),
         }
     }
 }
@@ -137,6 +159,9 @@ mod tests {
             Target::parse("chat://127.0.0.1:7008"),
             Ok(Target::Chat("127.0.0.1:7008".into()))
         );
+        let tls = Target::parse("tls://localhost:7443").unwrap();
+        assert_eq!(tls, Target::Tls("localhost:7443".into()));
+        assert_eq!((tls.proto(), tls.host()), ("tls", Some("localhost")));
         for bad in ["", "7007", "host", "http://x:1", "tcp://x", "x:99999", "unix:", ":80"] {
             assert!(Target::parse(bad).is_err(), "{bad:?} accepted");
         }

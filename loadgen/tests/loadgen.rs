@@ -28,6 +28,10 @@ fn settings(target: Option<Target>) -> Settings {
         timeout: Duration::from_secs(5),
         hlog: None,
         progress: false,
+        tls: false,
+        trust: ricochet_loadgen::cli::TlsArgs { tls_ca: None, insecure: false, sni: None },
+        tls_resume: false,
+        reconnect_every: None,
     }
 }
 
@@ -411,7 +415,9 @@ fn json_and_hlog_outputs() {
         [
             "bytes",
             "bytes_per_sec",
+            "connect_latency_us",
             "connections",
+            "connects",
             "depth",
             "duplicated",
             "duration_s",
@@ -643,4 +649,118 @@ fn progress_line_on_a_terminal_only() {
     assert!(!json.contains("msgs/s,") && !json.contains("warming up"), "{json}");
     let object = json.trim();
     assert!(object.starts_with('{') && object.ends_with('}'), "only the JSON object: {json:?}");
+}
+
+fn tls_target(server: &ricochet::Handle) -> (String, String) {
+    let addr = server.tls_addr().unwrap();
+    (format!("tls://localhost:{}", addr.port()), server.tls_cert().unwrap().0.display().to_string())
+}
+
+fn tls_server() -> ricochet::Handle {
+    let config = Config {
+        listeners: vec![ListenSpec::Tls("127.0.0.1:0".parse().unwrap())],
+        ..Config::default()
+    };
+    ricochet::spawn(config).unwrap()
+}
+
+/// tls:// with --tls-ca trusting exactly the server's certificate: every byte verified, the
+/// JSON's proto is "tls", and the server counted the handshakes (two load connections and the
+/// preflight) and no failure.
+#[test]
+fn tls_target_with_its_certificate() {
+    let server = tls_server();
+    let (target, ca) = tls_target(&server);
+    let out = loadgen(&[&target, "--tls-ca", &ca, "-c", "2", "-n", "2000", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    assert_eq!((v["proto"].as_str(), v["messages"].as_u64()), (Some("tls"), Some(2000)));
+    assert_eq!((v["errors"].as_u64(), v["mismatches"].as_u64()), (Some(0), Some(0)));
+    assert!(v.get("insecure").is_none());
+    let stats = server.shutdown().unwrap();
+    assert_eq!((stats.tls_handshakes, stats.tls_failures, stats.resets), (3, 0, 0));
+    assert_eq!(stats.bytes_in, stats.bytes_out);
+}
+
+/// --reconnect-every 1: a full handshake per message, each counted as a connect with its
+/// latency; the server saw exactly as many handshakes, none resumed.
+#[test]
+fn reconnect_every_message_over_tls() {
+    let server = tls_server();
+    let (target, ca) = tls_target(&server);
+    let out = loadgen(&[
+        &target,
+        "--tls-ca",
+        &ca,
+        "-c",
+        "2",
+        "-n",
+        "50",
+        "--reconnect-every",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["messages"], 50);
+    let connects = v["connects"].as_u64().unwrap();
+    assert!((50..=52).contains(&connects), "{connects} connects for 50 messages on 2 connections");
+    assert!(v["connect_latency_us"]["p50"].as_f64().unwrap() > 0.0);
+    let stats = server.shutdown().unwrap();
+    // Every connect is a handshake, plus the preflight's; none resumed without --tls-resume.
+    assert_eq!(stats.tls_handshakes, connects + 1, "{stats:?}");
+    assert_eq!((stats.tls_resumed, stats.tls_failures), (0, 0));
+}
+
+/// --tls-resume: reconnects resume their session.
+#[test]
+fn tls_resume_resumes() {
+    let server = tls_server();
+    let (target, ca) = tls_target(&server);
+    let out = loadgen(&[
+        &target,
+        "--tls-ca",
+        &ca,
+        "-c",
+        "1",
+        "-n",
+        "20",
+        "--reconnect-every",
+        "1",
+        "--tls-resume",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats = server.shutdown().unwrap();
+    assert!(stats.tls_resumed >= 18, "{stats:?}");
+}
+
+/// An untrusted certificate stops the run up front with the reason; --insecure runs, marked.
+#[test]
+fn untrusted_certificates_fail_fast_and_insecure_is_marked() {
+    let server = tls_server();
+    let (target, _) = tls_target(&server);
+    let other = tls_server();
+    let (_, wrong_ca) = tls_target(&other);
+    let out = loadgen(&[&target, "--tls-ca", &wrong_ca, "-n", "10"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certificate"), "{err}");
+    let out = loadgen(&[&target, "--insecure", "-c", "1", "-n", "10", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(json(&out)["insecure"], true);
+    let text = loadgen(&[&target, "--insecure", "-c", "1", "-n", "10"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("INSECURE"));
+    let probe = loadgen(&["probe", &target, "--tls-ca", &tls_target(&server).1]);
+    assert_eq!(probe.status.code(), Some(0), "{}", String::from_utf8_lossy(&probe.stderr));
+}
+
+/// TLS flags without a TLS target are usage errors.
+#[test]
+fn tls_flags_need_a_tls_target() {
+    let out = loadgen(&["127.0.0.1:9", "--tls-ca", "/tmp/x.pem"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-ca is for tls:// targets"));
+    let out = loadgen(&["udp://127.0.0.1:9", "--reconnect-every", "5"]);
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -1,0 +1,227 @@
+//! loadgen's TLS client side (rustls, the `ring` provider): which certificates to trust
+//! (`--tls-ca`, the system's bundle, or none at all with `--insecure`), the name to ask for
+//! (`--sni`, else the target's host), and whether to resume sessions (`--tls-resume`; off by
+//! default, so `--reconnect-every` measures full handshakes).
+//!
+//! The non-blocking record pumping used by the load connections is here too ([`read_plain`],
+//! [`write_records`]): read records until the socket would block, decrypt into the caller's
+//! buffer; write records until none is left or the socket refuses.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
+
+/// Bytes of plaintext a connection hands rustls ahead of the socket, at most: what it accepted
+/// is nearly what went out, so closed-loop start times stay honest.
+pub const BUFFER_LIMIT: usize = 64 * 1024;
+
+/// Where Debian (and most Linux distributions) keep the system's trusted CAs.
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// How load connections speak TLS.
+#[derive(Debug, Clone)]
+pub struct TlsClient {
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+    /// Certificates are not verified (`--insecure`): said loudly in the report.
+    pub insecure: bool,
+}
+
+impl TlsClient {
+    /// Trusts `ca` (a PEM file of certificates), or the system bundle when `None`, or nothing
+    /// (`insecure`); asks for `name`.
+    pub fn new(
+        ca: Option<&Path>,
+        insecure: bool,
+        name: &str,
+        resume: bool,
+    ) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?;
+        let mut config = if insecure {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+                .with_no_client_auth()
+        } else {
+            let path = ca.unwrap_or(Path::new(SYSTEM_BUNDLE));
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
+                let hint = if ca.is_none() { " (give --tls-ca PEM, or --insecure)" } else { "" };
+                format!("cannot read the CA certificates {}: {e}{hint}", path.display())
+            })?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("{}: no CA certificate in the file", path.display()));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        };
+        if !resume {
+            config.resumption = rustls::client::Resumption::disabled();
+        }
+        let name = ServerName::try_from(name.trim_start_matches('[').trim_end_matches(']'))
+            .map_err(|e| format!("`{name}` is not a TLS server name: {e}"))?
+            .to_owned();
+        Ok(TlsClient { config: Arc::new(config), name, insecure })
+    }
+
+    /// A new session (its ClientHello waiting to be written).
+    pub fn session(&self) -> io::Result<ClientConnection> {
+        let mut conn = ClientConnection::new(Arc::clone(&self.config), self.name.clone())
+            .map_err(io::Error::other)?;
+        conn.set_buffer_limit(Some(BUFFER_LIMIT));
+        Ok(conn)
+    }
+}
+
+/// `--insecure`: accepts any certificate (the handshake's signatures are still checked, so the
+/// session is encrypted, just not authenticated).
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A socket descriptor as `io::Read`/`io::Write`, through ricochet's direct syscalls.
+#[derive(Debug)]
+pub struct Fd(pub RawFd);
+
+impl Read for Fd {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        ricochet::sys::recv(self.0, buf).map_err(io::Error::from_raw_os_error)
+    }
+}
+
+impl Write for Fd {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        ricochet::sys::send(self.0, buf).map_err(io::Error::from_raw_os_error)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        ricochet::sys::send_vectored(self.0, bufs).map_err(io::Error::from_raw_os_error)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes records until none is left (`Ok(true)`) or the socket refuses (`Ok(false)`).
+pub fn write_records(tls: &mut ClientConnection, fd: RawFd) -> io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_tls(&mut Fd(fd)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Moves the handshake on; `Ok(true)` once it is complete.
+pub fn handshake(tls: &mut ClientConnection, fd: RawFd) -> io::Result<bool> {
+    loop {
+        write_records(tls, fd)?;
+        if !tls.is_handshaking() {
+            return Ok(true);
+        }
+        match tls.read_tls(&mut Fd(fd)) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {
+                tls.process_new_packets().map_err(io::Error::other)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads plaintext into `buf`, as much as the socket's records allow: `Ok(n)` with `n` short of
+/// `buf.len()` means the socket is drained, unless `eof` was set (the server's close_notify or
+/// FIN came with it: the next call returns 0). `WouldBlock` when there is nothing at all.
+pub fn read_plain(
+    tls: &mut ClientConnection,
+    fd: RawFd,
+    buf: &mut [u8],
+    eof: &mut bool,
+) -> io::Result<usize> {
+    let mut filled = 0;
+    loop {
+        while filled < buf.len() {
+            match tls.reader().read(&mut buf[filled..]) {
+                Ok(0) => {
+                    *eof = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    *eof = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == buf.len() || *eof {
+            return Ok(filled);
+        }
+        match tls.read_tls(&mut Fd(fd)) {
+            Ok(_) => {} // 0 (FIN): the reader reports it next
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return if filled > 0 { Ok(filled) } else { Err(e) };
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::Other => {} // plaintext buffer full: read it
+            Err(e) => return Err(e),
+        }
+        tls.process_new_packets().map_err(io::Error::other)?;
+        write_records(tls, fd)?; // alerts, key updates
+    }
+}
