@@ -57,6 +57,17 @@ pub fn handshake(
     Ok(stream)
 }
 
+/// Ends a TLS session the way a polite client does: close_notify, FIN, then read to the
+/// server's end (within the socket's timeout). Dropping it with the server's session tickets
+/// unread would make the kernel reset it.
+pub fn close_politely(mut stream: rustls::StreamOwned<rustls::ClientConnection, TcpStream>) {
+    stream.conn.send_close_notify();
+    let _ = stream.conn.complete_io(&mut stream.sock);
+    let _ = stream.sock.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+}
+
 fn probe_one(
     endpoint: &Endpoint,
     message: &[u8],
@@ -86,8 +97,12 @@ fn probe_one(
         }
         Endpoint::Tls(addr) => {
             let tls = tls.ok_or_else(|| Error::new("a tls:// probe needs its TLS settings"))?;
-            let s = handshake(*addr, tls, timeout).map_err(|e| fail("no TLS session with", e))?;
-            stream_round_trip(endpoint, s, message).map_err(|e| fail("no echo from", e))
+            let mut s =
+                handshake(*addr, tls, timeout).map_err(|e| fail("no TLS session with", e))?;
+            let probe =
+                stream_round_trip(endpoint, &mut s, message).map_err(|e| fail("no echo from", e));
+            close_politely(s);
+            probe
         }
         Endpoint::Unix(path) => {
             let s = UnixStream::connect(path).map_err(|e| fail("cannot connect to", e))?;

@@ -562,6 +562,8 @@ mod tests {
             "error_causes",
             "duplicated",
             "reordered",
+            "connects",
+            "connect_latency_us",
         ];
         expected.sort();
         assert_eq!(keys, expected);

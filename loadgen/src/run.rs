@@ -254,7 +254,7 @@ fn reachable(
             }
             Endpoint::Unix(path) => std::os::unix::net::UnixStream::connect(path).map(drop),
             Endpoint::Tls(addr) => match tls {
-                Some(tls) => probe::handshake(*addr, tls, wait).map(drop),
+                Some(tls) => probe::handshake(*addr, tls, wait).map(probe::close_politely),
                 None => Err(std::io::Error::other("no TLS settings")),
             },
             Endpoint::Udp(_) => unreachable!("handled above"),
