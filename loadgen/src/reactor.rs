@@ -307,6 +307,16 @@ impl Worker {
         !self.issuing_done && self.plan.end.is_none_or(|end| now < end)
     }
 
+    /// Whether messages may still be issued and, in message-count mode, any are left to issue
+    /// (when none is, issuing is done: the run ends once the last ones complete).
+    fn more_to_issue(&mut self, now: Instant) -> bool {
+        let left = self.plan.tickets.as_ref().is_none_or(|t| t.load(Ordering::Relaxed) > 0);
+        if !left {
+            self.issuing_done = true;
+        }
+        left && self.may_issue(now)
+    }
+
     /// Whether a message issued at `at` is flagged for recording (`None`: no more may be issued).
     fn flag(&mut self, at: Instant) -> Option<bool> {
         match self.flags(at, 1) {
@@ -372,7 +382,12 @@ impl Worker {
                     }
                     if self.conns[i].life_done(self.plan.reconnect_every) {
                         self.conns[i].recycle(self.poll.registry(), now, &mut self.tally);
-                        return self.reconnect(i, now);
+                        // Not when nothing is left to send: a connection opened only to be
+                        // dropped mid-handshake at the end would make the server count a reset.
+                        if self.more_to_issue(now) {
+                            self.reconnect(i, now);
+                        }
+                        return;
                     }
                     if completed > 0 {
                         self.refill(i, now, completed);
@@ -494,7 +509,7 @@ impl Worker {
                 }
                 Phase::Connecting => {}
                 Phase::Down(at) => {
-                    if at <= now && self.may_issue(now) {
+                    if at <= now && self.more_to_issue(now) {
                         self.reconnect(i, now);
                     }
                 }

@@ -173,7 +173,20 @@ impl ServerProcess {
 }
 
 impl Drop for ServerProcess {
+    /// SIGTERM first, so the server cleans up after itself (a generated certificate's file, a
+    /// Unix socket); SIGKILL if it has not gone within two seconds.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(2) {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
