@@ -64,6 +64,8 @@ pub mod stats;
 pub mod sys;
 mod timer;
 pub mod tls;
+#[doc(hidden)]
+pub mod tls_io;
 mod transport;
 mod udp;
 pub mod units;

@@ -129,6 +129,8 @@ pub struct Conn {
     read_closed: bool,
     /// The TLS session, on a `tls://` connection (boxed: large, and most runs have none).
     tls: Option<Box<rustls::ClientConnection>>,
+    /// Ciphertext read ahead of the session, and the server's end of stream.
+    inbound: ricochet::tls_io::Inbound,
     /// When the current connect began (connect latency runs to the end of the handshake).
     connect_started: Instant,
     /// Messages issued and completed in this connection's life (`--reconnect-every`).
@@ -161,6 +163,7 @@ impl Conn {
             write_blocked: false,
             read_closed: false,
             tls: None,
+            inbound: ricochet::tls_io::Inbound::default(),
             connect_started: Instant::now(),
             life_issued: 0,
             life_completed: 0,
@@ -195,6 +198,7 @@ impl Conn {
         self.life_issued = 0;
         self.life_completed = 0;
         self.tls = None;
+        self.inbound = ricochet::tls_io::Inbound::default();
         let mut sock = match endpoint {
             Endpoint::Tcp(addr) | Endpoint::Chat(addr) => {
                 let s = TcpStream::connect(*addr)?;
@@ -504,10 +508,9 @@ impl Conn {
     fn stream_read(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
         let fd = self.stream_fd()?;
         if let Some(session) = self.tls.as_deref_mut() {
-            let mut eof = false;
-            let result = tls::read_plain(session, fd, buf, &mut eof);
+            let result = tls::read_plain(session, fd, buf, &mut self.inbound);
             // The end came with the data: read again rather than wait for an edge.
-            self.read_closed |= eof;
+            self.read_closed |= self.inbound.eof;
             return Some(result);
         }
         Some(sys::recv(fd, buf).map_err(io::Error::from_raw_os_error))

@@ -3,15 +3,16 @@
 //! (`--sni`, else the target's host), and whether to resume sessions (`--tls-resume`; off by
 //! default, so `--reconnect-every` measures full handshakes).
 //!
-//! The non-blocking record pumping used by the load connections is here too ([`read_plain`],
-//! [`write_records`]): read records until the socket would block, decrypt into the caller's
-//! buffer; write records until none is left or the socket refuses.
+//! The load connections' record pumping ([`read_plain`], [`write_records`]) is ricochet's own
+//! (`ricochet::tls_io`): the socket read in 64 KiB gulps, records written until the socket
+//! refuses.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io;
 use std::os::fd::RawFd;
 use std::path::Path;
 use std::sync::Arc;
 
+use ricochet::tls_io;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -127,41 +128,9 @@ impl ServerCertVerifier for NoVerification {
     }
 }
 
-/// A socket descriptor as `io::Read`/`io::Write`, through ricochet's direct syscalls.
-#[derive(Debug)]
-pub struct Fd(pub RawFd);
-
-impl Read for Fd {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        ricochet::sys::recv(self.0, buf).map_err(io::Error::from_raw_os_error)
-    }
-}
-
-impl Write for Fd {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        ricochet::sys::send(self.0, buf).map_err(io::Error::from_raw_os_error)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        ricochet::sys::send_vectored(self.0, bufs).map_err(io::Error::from_raw_os_error)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Writes records until none is left (`Ok(true)`) or the socket refuses (`Ok(false)`).
 pub fn write_records(tls: &mut ClientConnection, fd: RawFd) -> io::Result<bool> {
-    while tls.wants_write() {
-        match tls.write_tls(&mut Fd(fd)) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
+    tls_io::write_records(tls, fd).map_err(io::Error::from_raw_os_error)
 }
 
 /// Moves the handshake on; `Ok(true)` once it is complete.
@@ -171,7 +140,7 @@ pub fn handshake(tls: &mut ClientConnection, fd: RawFd) -> io::Result<bool> {
         if !tls.is_handshaking() {
             return Ok(true);
         }
-        match tls.read_tls(&mut Fd(fd)) {
+        match tls.read_tls(&mut tls_io::Fd(fd)) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(_) => {
                 tls.process_new_packets().map_err(io::Error::other)?;
@@ -183,45 +152,16 @@ pub fn handshake(tls: &mut ClientConnection, fd: RawFd) -> io::Result<bool> {
     }
 }
 
-/// Reads plaintext into `buf`, as much as the socket's records allow: `Ok(n)` with `n` short of
-/// `buf.len()` means the socket is drained, unless `eof` was set (the server's close_notify or
-/// FIN came with it: the next call returns 0). `WouldBlock` when there is nothing at all.
+/// Reads plaintext into `buf` (see `ricochet::tls_io::read_plain`: short only when the socket
+/// is drained or at the server's end, which `inbound.eof` says).
 pub fn read_plain(
     tls: &mut ClientConnection,
     fd: RawFd,
     buf: &mut [u8],
-    eof: &mut bool,
+    inbound: &mut tls_io::Inbound,
 ) -> io::Result<usize> {
-    let mut filled = 0;
-    loop {
-        while filled < buf.len() {
-            match tls.reader().read(&mut buf[filled..]) {
-                Ok(0) => {
-                    *eof = true;
-                    break;
-                }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    *eof = true;
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if filled == buf.len() || *eof {
-            return Ok(filled);
-        }
-        match tls.read_tls(&mut Fd(fd)) {
-            Ok(_) => {} // 0 (FIN): the reader reports it next
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return if filled > 0 { Ok(filled) } else { Err(e) };
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::Other => {} // plaintext buffer full: read it
-            Err(e) => return Err(e),
-        }
-        tls.process_new_packets().map_err(io::Error::other)?;
-        write_records(tls, fd)?; // alerts, key updates
-    }
+    tls_io::read_plain(tls, fd, buf, inbound).map_err(|e| match e {
+        tls_io::TLS_FAILED => io::Error::new(io::ErrorKind::InvalidData, "TLS protocol error"),
+        e => io::Error::from_raw_os_error(e),
+    })
 }

@@ -15,15 +15,16 @@
 //! - A handshake error (plain bytes, no shared cipher) sends rustls's alert and reads as a reset;
 //!   [`Tls::failed`] tells the reactor to count it as a TLS failure.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 
-use libc::{EAGAIN, EINTR, EIO};
+use libc::{EAGAIN, EIO};
 use rustls::{HandshakeKind, ServerConfig, ServerConnection};
 
 use super::{Plain, Transport};
 use crate::stats::Stats;
-use crate::sys::{self, Errno};
+use crate::sys::Errno;
+use crate::tls_io;
 
 /// A TLS session on a socket.
 pub(crate) struct Tls {
@@ -31,8 +32,8 @@ pub(crate) struct Tls {
     conn: ServerConnection,
     /// Bytes of TLS records rustls may hold unsent.
     limit: usize,
-    /// The peer's end of stream was read (close_notify or FIN): recv returns 0 from now on.
-    eof: bool,
+    /// Ciphertext read but not yet taken by rustls, and the peer's end of stream.
+    inbound: tls_io::Inbound,
     /// The session failed (a bad handshake, a corrupt record).
     failed: bool,
     /// The handshake completed (counted once).
@@ -52,37 +53,10 @@ impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls")
             .field("handshaking", &self.conn.is_handshaking())
-            .field("eof", &self.eof)
+            .field("eof", &self.inbound.eof)
             .field("failed", &self.failed)
             .finish()
     }
-}
-
-/// The socket as `io::Read`/`io::Write` for rustls, through the raw syscalls.
-struct Fd(i32);
-
-impl Read for Fd {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        sys::recv(self.0, buf).map_err(io::Error::from_raw_os_error)
-    }
-}
-
-impl Write for Fd {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        sys::send(self.0, buf).map_err(io::Error::from_raw_os_error)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        sys::send_vectored(self.0, bufs).map_err(io::Error::from_raw_os_error)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-fn errno(e: &io::Error) -> Errno {
-    e.raw_os_error().unwrap_or(EIO)
 }
 
 impl Tls {
@@ -95,7 +69,7 @@ impl Tls {
             inner,
             conn,
             limit,
-            eof: false,
+            inbound: tls_io::Inbound::default(),
             failed: false,
             established: false,
             happened: Happened::default(),
@@ -130,57 +104,16 @@ impl Tls {
 
     /// Writes TLS records until none is left (true) or the socket refuses (false).
     fn write_records(&mut self) -> Result<bool, Errno> {
-        while self.conn.wants_write() {
-            match self.conn.write_tls(&mut Fd(self.inner.fd)) {
-                Ok(_) => {}
-                Err(e) if errno(&e) == EAGAIN => return Ok(false),
-                Err(e) if errno(&e) == EINTR => {}
-                Err(e) => return Err(errno(&e)),
-            }
-        }
-        Ok(true)
+        tls_io::write_records(&mut self.conn, self.inner.fd)
     }
 
-    /// Reads what the socket has into the session and processes it; false once the socket is
-    /// drained (would block).
-    fn read_records(&mut self) -> Result<bool, Errno> {
-        loop {
-            match self.conn.read_tls(&mut Fd(self.inner.fd)) {
-                Ok(0) => {
-                    // TCP FIN. Whatever it left unsaid reads as end of stream (unclean, or after
-                    // close_notify); what was already decrypted is still delivered first.
-                    self.eof = true;
-                    break;
-                }
-                Ok(_) => break,
-                Err(e) if errno(&e) == EAGAIN => return Ok(false),
-                Err(e) if errno(&e) == EINTR => {}
-                Err(e) if e.kind() == io::ErrorKind::Other => break, // plaintext buffer full
-                Err(e) => return Err(errno(&e)),
-            }
-        }
-        match self.conn.process_new_packets() {
-            Ok(state) => {
-                if state.peer_has_closed() {
-                    self.eof = true;
-                }
-            }
-            Err(_) => {
-                // rustls queued an alert for the peer: send it, then the session is over.
-                self.failed = true;
-                self.happened.failure = !self.established;
-                let _ = self.write_records();
-                return Err(libc::ECONNRESET);
-            }
-        }
+    /// Notes a completed handshake, once (and whether it resumed a session).
+    fn note_handshake(&mut self) {
         if !self.established && !self.conn.is_handshaking() {
             self.established = true;
             self.happened.handshake = true;
             self.happened.resumed = self.conn.handshake_kind() == Some(HandshakeKind::Resumed);
         }
-        // Handshake messages (and key updates) go out as soon as they exist.
-        self.write_records()?;
-        Ok(true)
     }
 
     /// A writable edge: write the records the socket refused before.
@@ -199,7 +132,11 @@ impl Tls {
         'parts: for part in parts {
             let mut at = 0;
             while at < part.len() {
-                let n = self.conn.writer().write(&part[at..]).map_err(|e| errno(&e))?;
+                let n = self
+                    .conn
+                    .writer()
+                    .write(&part[at..])
+                    .map_err(|e| e.raw_os_error().unwrap_or(EIO))?;
                 at += n;
                 taken += n;
                 if !self.write_records()? {
@@ -219,30 +156,15 @@ impl Transport for Tls {
         if self.failed {
             return Err(libc::ECONNRESET);
         }
-        let mut filled = 0;
-        loop {
-            while filled < buf.len() {
-                match self.conn.reader().read(&mut buf[filled..]) {
-                    Ok(0) => {
-                        self.eof = true; // close_notify
-                        break;
-                    }
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    // A FIN without close_notify: the end, as far as the echo is concerned.
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        self.eof = true;
-                        break;
-                    }
-                    Err(e) => return Err(errno(&e)),
-                }
+        let result = tls_io::read_plain(&mut self.conn, self.inner.fd, buf, &mut self.inbound);
+        self.note_handshake();
+        match result {
+            Err(tls_io::TLS_FAILED) => {
+                self.failed = true;
+                self.happened.failure = !self.established;
+                Err(libc::ECONNRESET)
             }
-            if filled == buf.len() || self.eof {
-                return Ok(filled);
-            }
-            if !self.read_records()? {
-                return if filled > 0 { Ok(filled) } else { Err(EAGAIN) };
-            }
+            other => other,
         }
     }
 
@@ -272,7 +194,7 @@ impl Transport for Tls {
     }
 
     fn short_read_drains(&self) -> bool {
-        !self.eof
+        !self.inbound.eof
     }
 
     fn reserve(&self) -> usize {

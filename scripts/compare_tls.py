@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""TLS side by side: ricochet --tls against what people put in front of an echo server today,
+stunnel (in front of ricochet's plain echo) and `socat OPENSSL-LISTEN,fork EXEC:cat`, all with
+the same ECDSA P-256 certificate, driven by the same loadgen (tls://, rustls client). Servers run
+on CPU 0 (stunnel and its backend share it), loadgen on CPU 1. Writes docs/BENCHMARKS-TLS.md.
+
+Run through scripts/compare-tls.sh, which builds the binaries and installs stunnel4 if missing.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compare  # noqa: E402  (Server, machine)
+
+SHAPES = [
+    # name, loadgen flags, what the figure counts
+    ("50 conns ping-pong", ["-c", "50", "-s", "64"], "msgs/s"),
+    ("4 × 4 × 64 KiB bulk", ["-c", "4", "-d", "4", "-s", "64KiB"], "MB/s"),
+    ("handshakes", ["-c", "50", "-s", "64", "--reconnect-every", "1"], "handshakes/s"),
+]
+
+
+def make_cert(workdir):
+    cert, key = os.path.join(workdir, "cert.pem"), os.path.join(workdir, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         # A self-signed leaf must not claim to be a CA: rustls (webpki) refuses that.
+         "-addext", "basicConstraints=critical,CA:FALSE",
+         "-keyout", key, "-out", cert],
+        check=True, capture_output=True)
+    return cert, key
+
+
+def servers(bins, cert, key, workdir):
+    """Each entry: name, a function starting it on CPU 0 and returning (port, [servers])."""
+    def ricochet():
+        s = compare.Server("ricochet", [bins["ricochet"], "--tls", "127.0.0.1:0",
+                                        "--tls-cert", cert, "--tls-key", key], "ready-json")
+        return s.start(0).port, [s]
+
+    def stunnel():
+        backend = compare.Server("backend", [bins["ricochet"], "--tcp", "127.0.0.1:0"],
+                                 "ready-json").start(0)
+        port = compare.free_port()
+        conf = os.path.join(workdir, f"stunnel-{port}.conf")
+        with open(conf, "w") as f:
+            f.write(f"foreground = yes\npid =\nsocket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n"
+                    f"[echo]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{backend.port}\n"
+                    f"cert = {cert}\nkey = {key}\n")
+        s = compare.Server("stunnel", [bins["stunnel"], conf], "fixed")
+        return start_given(s, port), [s, backend]
+
+    def socat():
+        port = compare.free_port()
+        s = compare.Server("socat", [
+            bins["socat"],
+            f"OPENSSL-LISTEN:{port},reuseaddr,fork,nodelay,cert={cert},key={key},verify=0",
+            "EXEC:cat"], "fixed")
+        return start_given(s, port), [s]
+
+    table = [("ricochet", ricochet), ("stunnel", stunnel)]
+    if bins.get("socat"):
+        table.append(("socat", socat))
+    return table
+
+
+def start_given(server, port):
+    """Starts a "fixed"-port server on `port`, already written into its arguments or config
+    (compare.Server would pick a free port of its own); waits until it accepts."""
+    original = compare.free_port
+    compare.free_port = lambda: port
+    try:
+        server.start(0)
+    finally:
+        compare.free_port = original
+    return port
+
+
+def run_loadgen(bins, port, cert, flags, duration, warmup, tls=True):
+    target = f"tls://localhost:{port}" if tls else f"127.0.0.1:{port}"
+    argv = ["taskset", "-c", "1", bins["loadgen"], target, "--json", "-t", duration,
+            "--warmup", warmup] + (["--tls-ca", cert] if tls else []) + flags
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    if not out.stdout.strip():
+        raise RuntimeError(f"loadgen failed: {out.stderr.strip()}")
+    return json.loads(out.stdout)
+
+
+def figure(report, unit):
+    if unit == "MB/s":
+        return report["bytes_per_sec"] / 1e6
+    if unit == "handshakes/s":
+        return report["connects"] / report["duration_s"]
+    return report["msgs_per_sec"]
+
+
+def negotiated(port, cert):
+    """The protocol and cipher an OpenSSL client (Python's ssl) gets from the server."""
+    import socket
+    import ssl
+    ctx = ssl.create_default_context(cafile=cert)
+    with socket.create_connection(("127.0.0.1", port)) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            return f"{s.version()} {s.cipher()[0]}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--bins", required=True, help="JSON: name -> path")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", default="3s")
+    ap.add_argument("--warmup", default="1s")
+    ap.add_argument("--out", default="docs/BENCHMARKS-TLS.md")
+    args = ap.parse_args()
+    bins = json.loads(args.bins)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    workdir = tempfile.mkdtemp(prefix="ricochet-tls-compare-")
+    cert, key = make_cert(workdir)
+    table = servers(bins, cert, key, workdir)
+    results = {}  # (shape, server) -> [(figure, p50, p99, errors)]
+    ciphers = {}
+    for rnd in range(args.rounds):
+        for shape, flags, unit in SHAPES:
+            for name, start in table:
+                port, procs = start()
+                try:
+                    if name not in ciphers:
+                        ciphers[name] = negotiated(port, cert)
+                    r = run_loadgen(bins, port, cert, flags, args.duration, args.warmup)
+                    lat = r["connect_latency_us"] if unit == "handshakes/s" else r["latency_us"]
+                    results.setdefault((shape, name), []).append(
+                        (figure(r, unit), lat["p50"], lat["p99"], r["errors"]))
+                    print(f"round {rnd + 1} {shape:22} {name:9} {figure(r, unit):12.1f} {unit}"
+                          f"  p50 {lat['p50']:.0f} µs  p99 {lat['p99']:.0f} µs  errors {r['errors']}",
+                          flush=True)
+                finally:
+                    for p in procs:
+                        p.stop()
+    # Plain bulk through ricochet's TCP echo, for the "TLS bulk ≥ half of plain" target.
+    plain = []
+    for _ in range(args.rounds):
+        s = compare.Server("plain", [bins["ricochet"], "--tcp", "127.0.0.1:0"], "ready-json").start(0)
+        try:
+            r = run_loadgen(bins, s.port, cert, SHAPES[1][1], args.duration, args.warmup, tls=False)
+            plain.append(r["bytes_per_sec"] / 1e6)
+        finally:
+            s.stop()
+    write(args, started, results, ciphers, statistics.median(plain), [n for n, _ in table])
+
+
+def write(args, started, results, ciphers, plain_bulk, names):
+    med = lambda xs: statistics.median(xs)  # noqa: E731
+    lines = [
+        "# TLS benchmarks",
+        "",
+        f"Generated by `scripts/compare-tls.sh` on {started:%Y-%m-%d %H:%M} UTC; "
+        f"{compare.machine()}. {args.rounds} rounds of {args.duration} (after {args.warmup} "
+        "of warm-up) per server and shape, medians; servers on CPU 0 (stunnel and the ricochet "
+        "it forwards to share it), loadgen (`tls://`, rustls client, certificate verified) on "
+        "CPU 1.",
+        "",
+        "The same ECDSA P-256 certificate everywhere. ricochet: rustls 0.23 with the `ring` "
+        "provider; stunnel and socat: OpenSSL. Negotiated with an OpenSSL client: "
+        + "; ".join(f"{n}: {c}" for n, c in ciphers.items()) + ".",
+        "",
+        "| shape | server | figure | p50 µs | p99 µs | errors | vs stunnel |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    targets = []
+    for shape, _, unit in SHAPES:
+        base = med([r[0] for r in results[(shape, "stunnel")]])
+        for name in names:
+            rows = results[(shape, name)]
+            fig = med([r[0] for r in rows])
+            lines.append(
+                f"| {shape} | {name} | {fig:,.1f} {unit} | {med([r[1] for r in rows]):,.0f} | "
+                f"{med([r[2] for r in rows]):,.0f} | {sum(r[3] for r in rows)} | "
+                f"{fig / base:.2f} |")
+        ours = med([r[0] for r in results[(shape, "ricochet")]])
+        goal = 1.0 if unit == "handshakes/s" else 1.5
+        targets.append((f"{shape}: ricochet vs stunnel", ours / base, goal))
+    tls_bulk = med([r[0] for r in results[(SHAPES[1][0], "ricochet")]])
+    targets.append(("TLS bulk vs ricochet's plain bulk", tls_bulk / plain_bulk, 0.5))
+    lines += ["", "(Handshake rows: the figure is connects per second with `--reconnect-every 1`, "
+              "full handshakes, no resumption; p50/p99 are connect + handshake times.)", "",
+              f"Plain bulk through ricochet's TCP echo, same shape: {plain_bulk:,.1f} MB/s.", "",
+              "## Targets", "", "| target | measured | goal | status |", "|---|---:|---:|---|"]
+    for what, value, goal in targets:
+        status = "met" if value >= goal else "**not met**"
+        lines.append(f"| {what} | {value:.2f} | ≥ {goal} | {status} |")
+    lines += ["", "## Reproduce", "", "```sh", "bash scripts/compare-tls.sh            "
+              "# installs stunnel4 if missing; about 3 minutes", "```", ""]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
