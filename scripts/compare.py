@@ -552,6 +552,9 @@ def write_report(args, shapes, servers, results, idle, client, perf_ok, started,
         lines.append("|---|---:|---:|---|---:|")
         for what, value, limit, status, spread in rows:
             lines.append(f"| {what} | {value} | {limit} | {status} | {spread} |")
+    lines.append("\n## TLS\n")
+    lines.append("TLS runs against stunnel and socat, their targets and an assessment are in "
+                 "[BENCHMARKS-TLS.md](BENCHMARKS-TLS.md) (`bash scripts/compare-tls.sh`).\n")
     lines.append("\n## Reproduce\n")
     lines.append("```sh\nbash scripts/compare.sh                 # all shapes, 5 rounds (~20 minutes on 2 cores)\n"
                  "bash scripts/compare.sh --rounds 3 --shapes ping-pong,bulk\n"

@@ -113,6 +113,38 @@ def negotiated(port, cert):
             return f"{s.version()} {s.cipher()[0]}"
 
 
+def idle_tls(bins, cert, key, conns=2000):
+    """User memory (RSS growth) per idle TLS connection: handshake done, one echo, then quiet."""
+    import resource
+    import socket
+    import ssl
+    import time
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, conns + 1000), hard))
+    server = compare.Server("ricochet", [bins["ricochet"], "--tls", "127.0.0.1:0", "--tls-cert",
+                                         cert, "--tls-key", key], "ready-json").start(0)
+    ctx = ssl.create_default_context(cafile=cert)
+    socks = []
+    try:
+        def connect():
+            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", server.port)),
+                                server_hostname="localhost")
+            s.sendall(b"hello")
+            s.recv(5)
+            return s
+        socks.append(connect())  # warm-up: the shared read buffer, the session cache
+        time.sleep(0.3)
+        before = server.rss_kib()
+        for _ in range(conns):
+            socks.append(connect())
+        time.sleep(0.5)
+        return (server.rss_kib() - before) * 1024 / conns
+    finally:
+        for s in socks:
+            s.close()
+        server.stop()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bins", required=True, help="JSON: name -> path")
@@ -154,10 +186,11 @@ def main():
             plain.append(r["bytes_per_sec"] / 1e6)
         finally:
             s.stop()
-    write(args, started, results, ciphers, statistics.median(plain), [n for n, _ in table])
+    idle = idle_tls(bins, cert, key)
+    write(args, started, results, ciphers, statistics.median(plain), [n for n, _ in table], idle)
 
 
-def write(args, started, results, ciphers, plain_bulk, names):
+def write(args, started, results, ciphers, plain_bulk, names, idle):
     med = lambda xs: statistics.median(xs)  # noqa: E731
     lines = [
         "# TLS benchmarks",
@@ -193,6 +226,8 @@ def write(args, started, results, ciphers, plain_bulk, names):
     lines += ["", "(Handshake rows: the figure is connects per second with `--reconnect-every 1`, "
               "full handshakes, no resumption; p50/p99 are connect + handshake times.)", "",
               f"Plain bulk through ricochet's TCP echo, same shape: {plain_bulk:,.1f} MB/s.", "",
+              f"Memory per idle TLS connection (2000 connections, each after its handshake and "
+              f"one echo; RSS growth of the ricochet process): {idle:,.0f} bytes.", "",
               "## Targets", "", "| target | measured | goal | status |", "|---|---:|---:|---|"]
     for what, value, goal in targets:
         status = "met" if value >= goal else "**not met**"

@@ -156,6 +156,9 @@ pub fn read_plain<D>(
         if !inbound.pending.is_empty() {
             let taken = feed(conn, fd, &inbound.pending)?;
             inbound.pending.drain(..taken);
+            if inbound.pending.is_empty() {
+                inbound.pending = Vec::new(); // idle connections keep no buffer
+            }
             if taken > 0 {
                 continue;
             }
