@@ -129,6 +129,13 @@ pub struct Args {
     #[arg(long, value_name = "DUR", env = "RICOCHET_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub tls_handshake_timeout: Duration,
 
+    /// Reactors: N share-nothing threads, each with its own poll, buffers and timers. Stream
+    /// connections go to the least loaded reactor at accept; each UDP listener gets a SO_REUSEPORT
+    /// socket per reactor; chat rooms stay on the first reactor. 0: one per CPU this process may
+    /// run on.
+    #[arg(long, value_name = "N", env = "RICOCHET_THREADS", default_value_t = 1)]
+    pub threads: usize,
+
     /// A fault plan for every echo listener given without one: `key=value&key=value`. Stream
     /// faults: rate (BYTES per second), slice (N or MIN..MAX bytes per write), slice-delay (DUR),
     /// close-after, reset-after, stall-after, corrupt-after (BYTES), p (the share of connections
@@ -284,6 +291,7 @@ impl TryFrom<Args> for Settings {
                 cert_out: args.tls_cert_out,
             },
             tls_handshake_timeout: args.tls_handshake_timeout,
+            threads: args.threads,
             backlog: args.backlog,
             max_conns: args.max_conns,
             max_pending: size("max-pending", args.max_pending)?,

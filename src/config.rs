@@ -73,6 +73,10 @@ pub struct Config {
     pub tls: TlsSettings,
     /// A TLS connection that has not finished its handshake this long after accept is closed.
     pub tls_handshake_timeout: Duration,
+    /// Reactors, each a thread of its own (1: today's single reactor; 0: one per CPU this process
+    /// may run on). Stream connections are handed to the least loaded reactor at accept; each UDP
+    /// listener gets a SO_REUSEPORT socket per reactor.
+    pub threads: usize,
     /// listen(2) backlog for stream listeners.
     pub backlog: u32,
     /// Connections served at once; accepted connections over this are closed at once and counted
@@ -132,6 +136,7 @@ impl Default for Config {
             seed: None,
             tls: TlsSettings::default(),
             tls_handshake_timeout: Duration::from_secs(10),
+            threads: 1,
             backlog: 1024,
             max_conns: None,
             max_pending: 256 * 1024,
@@ -155,12 +160,24 @@ impl Default for Config {
     }
 }
 
+/// The most reactors one server runs.
+pub const MAX_THREADS: usize = 1024;
+
 /// The largest `max_pending` accepted: a per-connection cap above this is surely a typo.
 pub const MAX_PENDING_LIMIT: usize = 1 << 30;
 /// Socket buffer sizes above this are rejected (the kernel takes an `int` and doubles it).
 pub const SOCKET_BUFFER_LIMIT: usize = 1 << 30;
 
 impl Config {
+    /// The number of reactors to run: `threads`, with 0 meaning one per CPU in this process's
+    /// affinity mask (sched_getaffinity).
+    pub fn reactors(&self) -> usize {
+        match self.threads {
+            0 => crate::sys::cpus_available().clamp(1, MAX_THREADS),
+            n => n,
+        }
+    }
+
     /// The fault plan of listener `index`, if it has one.
     pub fn plan(&self, index: usize) -> Option<&Faults> {
         self.faults.get(index).and_then(Option::as_ref)
@@ -185,6 +202,9 @@ impl Config {
         }
         if self.backlog == 0 || self.backlog > i32::MAX as u32 {
             return bad(format!("backlog {} must be between 1 and {}", self.backlog, i32::MAX));
+        }
+        if self.threads > MAX_THREADS {
+            return bad(format!("threads {} is more than {MAX_THREADS}", self.threads));
         }
         if self.tls_handshake_timeout.is_zero() {
             return bad("tls-handshake-timeout must be more than 0".into());

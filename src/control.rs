@@ -45,21 +45,27 @@ pub(crate) type Inbox = Arc<Mutex<Option<Vec<Command>>>>;
 /// Changes a running server's fault plans; cheap to clone, usable from any thread.
 #[derive(Debug, Clone)]
 pub struct Controller {
-    inbox: Inbox,
-    waker: Arc<Waker>,
+    /// Each reactor's inbox and waker: a change goes to all of them.
+    inboxes: Arc<[Inbox]>,
+    wakers: Arc<[Arc<Waker>]>,
     /// Each listener's protocol, in the ready line's order.
     protos: Arc<[&'static str]>,
-    shared: Arc<SharedStats>,
+    shared: Arc<[Arc<SharedStats>]>,
 }
 
 impl Controller {
     pub(crate) fn new(
-        inbox: Inbox,
-        waker: Arc<Waker>,
+        inboxes: Vec<Inbox>,
+        wakers: Vec<Arc<Waker>>,
         protos: Vec<&'static str>,
-        shared: Arc<SharedStats>,
+        shared: Vec<Arc<SharedStats>>,
     ) -> Self {
-        Controller { inbox, waker, protos: protos.into(), shared }
+        Controller {
+            inboxes: inboxes.into(),
+            wakers: wakers.into(),
+            protos: protos.into(),
+            shared: shared.into(),
+        }
     }
 
     /// Sets (`Some`) or removes (`None`) the fault plan of listener `index` (its place in the
@@ -78,24 +84,39 @@ impl Controller {
         if let Some(plan) = &plan {
             plan.check_for(proto).map_err(fail)?;
         }
-        let (done, reply) = sync_channel(1);
-        {
-            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(commands) = inbox.as_mut() else {
-                return Err(fail("the server has stopped".into()));
-            };
-            commands.push(Command { listener: index, plan, done });
+        let (done, reply) = sync_channel(self.inboxes.len());
+        for (inbox, waker) in self.inboxes.iter().zip(self.wakers.iter()) {
+            {
+                let mut inbox = inbox.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(commands) = inbox.as_mut() else {
+                    return Err(fail("the server has stopped".into()));
+                };
+                let plan = plan.clone();
+                commands.push(Command { listener: index, plan, done: done.clone() });
+            }
+            let _ = waker.wake();
         }
-        let _ = self.waker.wake();
-        match reply.recv() {
-            Ok(result) => result.map_err(fail),
-            Err(_) => Err(fail("the server stopped before applying the change".into())),
+        drop(done);
+        // Every reactor answers (the same way: they hold the same listeners).
+        let mut result = Ok(());
+        for _ in 0..self.inboxes.len() {
+            match reply.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(fail(e)),
+                Err(_) => return Err(fail("the server stopped before applying the change".into())),
+            }
         }
+        result
     }
 
-    /// The counters as of the server's last completed turn.
+    /// The counters as of the server's last completed turn (every reactor's, summed).
     pub fn stats(&self) -> Stats {
-        self.shared.load()
+        Stats::total(&self.reactor_stats())
+    }
+
+    /// Each reactor's counters, in order.
+    pub fn reactor_stats(&self) -> Vec<Stats> {
+        self.shared.iter().map(|s| s.load()).collect()
     }
 
     /// Runs one line of the control protocol; returns the reply line (without its newline), or
@@ -104,7 +125,7 @@ impl Controller {
         let words: Vec<&str> = line.split_whitespace().collect();
         let reply = match words.as_slice() {
             [] => return None,
-            ["stats"] => return Some(self.stats().to_event_json("stats")),
+            ["stats"] => return Some(crate::stats::event_json("stats", &self.reactor_stats())),
             ["faults", index, plan] => {
                 let Ok(index) = index.parse::<usize>() else {
                     return Some(format!("error: `{index}` is not a listener index"));

@@ -47,7 +47,9 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             spec.display_addr()
         ));
     }
-    let stats = server.run()?;
-    output::stdout_line(&stats.to_event_json("stopped"));
+    let reactors = server.stats_sources();
+    server.run()?;
+    let each: Vec<_> = reactors.iter().map(|r| r.load()).collect();
+    output::stdout_line(&ricochet::stats::event_json("stopped", &each));
     Ok(())
 }

@@ -13,6 +13,7 @@ use crate::config::{Config, ListenSpec};
 use crate::control::Controller;
 use crate::error::{Error, Result};
 use crate::faults::Faults;
+use crate::reactor::peers::Peers;
 use crate::reactor::{Reactor, CMD_DRAIN, CMD_STOP};
 use crate::stats::{SharedStats, Stats};
 use crate::tls::Identity;
@@ -21,12 +22,13 @@ use crate::tls::Identity;
 /// clients may connect (they wait in the backlog until [`Server::run`]).
 #[derive(Debug)]
 pub struct Server {
-    reactor: Reactor,
+    /// The reactors: the first accepts every stream connection and hands them out.
+    reactors: Vec<Reactor>,
     addrs: Vec<ListenSpec>,
     /// Each listener's fault plan as given.
     plans: Vec<Option<String>>,
     seed: u64,
-    waker: Arc<Waker>,
+    wakers: Vec<Arc<Waker>>,
     /// The TLS listeners' certificate (a generated one's file goes with the server).
     identity: Option<Identity>,
 }
@@ -44,8 +46,30 @@ impl Server {
             false => None,
         };
         let tls = identity.as_ref().map(|i| Arc::clone(&i.config));
-        let (reactor, addrs, waker) = Reactor::bind(config, tls)?;
-        Ok(Server { reactor, addrs, plans, seed, waker, identity })
+        let count = config.reactors();
+        let (first, addrs, waker) = Reactor::bind(config.clone(), tls.clone())?;
+        let (mut reactors, mut wakers) = (vec![first], vec![waker]);
+        for index in 1..count {
+            let (reactor, waker) = Reactor::follower(config.clone(), tls.clone(), &addrs, index)?;
+            reactors.push(reactor);
+            wakers.push(waker);
+        }
+        if count > 1 {
+            let peers = Arc::new(Peers::new(
+                wakers.clone(),
+                reactors.iter().map(Reactor::control).collect(),
+                reactors.iter().map(Reactor::shared_stats).collect(),
+            ));
+            for reactor in &mut reactors {
+                reactor.join(Arc::clone(&peers));
+            }
+        }
+        Ok(Server { reactors, addrs, plans, seed, wakers, identity })
+    }
+
+    /// How many reactors (threads) serve.
+    pub fn reactor_count(&self) -> usize {
+        self.reactors.len()
     }
 
     /// The certificate file TLS clients can trust and its SHA-256 fingerprint (lowercase hex of
@@ -72,38 +96,84 @@ impl Server {
 
     /// A handle that stops this server from another thread once it runs.
     pub fn stopper(&self) -> Stopper {
-        Stopper { control: self.reactor.control(), waker: Arc::clone(&self.waker) }
+        let controls = self.reactors.iter().map(Reactor::control);
+        Stopper { reactors: controls.zip(self.wakers.iter().cloned()).collect() }
     }
 
-    /// Live counters, readable while the server runs.
+    /// Live counters of the first reactor, readable while the server runs (with several
+    /// reactors, see [`Server::stats_sources`]).
     pub fn stats_source(&self) -> Arc<SharedStats> {
-        self.reactor.shared_stats()
+        self.reactors[0].shared_stats()
+    }
+
+    /// Live counters of every reactor, in order; their sum is the server's.
+    pub fn stats_sources(&self) -> Vec<Arc<SharedStats>> {
+        self.reactors.iter().map(Reactor::shared_stats).collect()
     }
 
     /// A controller that changes this server's fault plans from another thread once it runs
     /// (a change sent before [`Server::run`] is applied when it starts).
     pub fn controller(&self) -> Controller {
         Controller::new(
-            self.reactor.inbox(),
-            Arc::clone(&self.waker),
+            self.reactors.iter().map(Reactor::inbox).collect(),
+            self.wakers.clone(),
             self.addrs.iter().map(ListenSpec::proto).collect(),
-            self.reactor.shared_stats(),
+            self.stats_sources(),
         )
     }
 
     /// Serves until a graceful shutdown completes (a signal, if the config handles them, or a
     /// [`Stopper`]); returns the final counters.
-    pub fn run(mut self) -> Result<Stats> {
-        self.reactor.run()
-        // `self` goes now: a generated certificate's temp file with it.
+    /// With several reactors, the others run on threads of their own and the returned counters
+    /// are their sum (each reactor's final counters stay readable in [`Server::stats_sources`]).
+    pub fn run(self) -> Result<Stats> {
+        let Server { mut reactors, wakers, identity, .. } = self;
+        let mut first = reactors.remove(0);
+        let mut threads = Vec::with_capacity(reactors.len());
+        for (i, mut reactor) in reactors.into_iter().enumerate() {
+            let spawned = std::thread::Builder::new()
+                .name(format!("ricochet-{}", i + 1))
+                .spawn(move || reactor.run());
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    stop_all(&wakers, &first);
+                    return Err(Error::Io { context: "starting a reactor thread", cause: e });
+                }
+            }
+        }
+        let mut result = first.run();
+        for thread in threads {
+            let outcome = thread.join().unwrap_or_else(|_| {
+                Err(Error::Io {
+                    context: "a reactor thread",
+                    cause: std::io::Error::other("panicked"),
+                })
+            });
+            match (&mut result, outcome) {
+                (Ok(total), Ok(stats)) => total.add(&stats),
+                (Ok(_), Err(e)) => result = Err(e),
+                (Err(_), _) => {}
+            }
+        }
+        drop(identity); // a generated certificate's temp file goes with the server
+        result
+    }
+}
+
+/// Stops every reactor of a server whose first reactor failed to get the others going.
+fn stop_all(wakers: &[Arc<Waker>], first: &Reactor) {
+    first.control().fetch_max(CMD_STOP, Ordering::AcqRel);
+    for waker in wakers {
+        let _ = waker.wake();
     }
 }
 
 /// Asks a running server to stop, from any thread.
 #[derive(Debug, Clone)]
 pub struct Stopper {
-    control: Arc<AtomicU8>,
-    waker: Arc<Waker>,
+    /// Each reactor's command word and waker.
+    reactors: Vec<(Arc<AtomicU8>, Arc<Waker>)>,
 }
 
 impl Stopper {
@@ -118,8 +188,10 @@ impl Stopper {
     }
 
     fn send(&self, command: u8) {
-        self.control.fetch_max(command, Ordering::AcqRel);
-        let _ = self.waker.wake();
+        for (control, waker) in &self.reactors {
+            control.fetch_max(command, Ordering::AcqRel);
+            let _ = waker.wake();
+        }
     }
 }
 
@@ -172,7 +244,7 @@ pub(crate) fn ready_json(
 pub fn spawn(config: Config) -> Result<Handle> {
     let server = Server::bind(config)?;
     let addrs = server.addrs.clone();
-    let shared = server.stats_source();
+    let shared = server.stats_sources();
     let stopper = server.stopper();
     let controller = server.controller();
     let tls_cert = server.tls_cert().map(|(path, sha)| (path.to_owned(), sha.to_owned()));
@@ -187,7 +259,8 @@ pub fn spawn(config: Config) -> Result<Handle> {
 #[derive(Debug)]
 pub struct Handle {
     addrs: Vec<ListenSpec>,
-    shared: Arc<SharedStats>,
+    /// Each reactor's published counters.
+    shared: Vec<Arc<SharedStats>>,
     stopper: Stopper,
     controller: Controller,
     tls_cert: Option<(std::path::PathBuf, String)>,
@@ -250,7 +323,12 @@ impl Handle {
     /// end of each turn, so a client may see an effect (an echo, an EOF) a moment before the
     /// counters show it: in tests, wait for the expected value rather than reading it once.
     pub fn stats(&self) -> Stats {
-        self.shared.load()
+        Stats::total(&self.reactor_stats())
+    }
+
+    /// Each reactor's counters, in order (one entry with one reactor).
+    pub fn reactor_stats(&self) -> Vec<Stats> {
+        self.shared.iter().map(|s| s.load()).collect()
     }
 
     /// Sets (`Some`) or removes (`None`) the fault plan of listener `index` (its place in

@@ -39,6 +39,11 @@ macro_rules! counters {
             pub fn fields(&self) -> Vec<(&'static str, u64)> {
                 vec![ $( (stringify!($name), self.$name), )* ]
             }
+
+            /// Adds another reactor's counters to these.
+            pub fn add(&mut self, other: &Stats) {
+                $( self.$name += other.$name; )*
+            }
         }
     };
 }
@@ -109,25 +114,50 @@ counters! {
 }
 
 impl Stats {
-    /// The counters as a JSON event line: `{"event":NAME,...counters,"faults":{...}}`; the
-    /// `faults_*` counters go into the `faults` object without their prefix.
-    pub fn to_event_json(&self, event: &str) -> String {
-        use std::fmt::Write;
-        let mut line = String::with_capacity(640);
-        let _ = write!(line, "{{\"event\":{}", serde_json::Value::from(event));
-        let (faults, plain): (Vec<_>, Vec<_>) =
-            self.fields().into_iter().partition(|(name, _)| name.starts_with("faults_"));
-        for (name, value) in plain {
-            let _ = write!(line, ",\"{name}\":{value}");
+    /// The totals of several reactors' counters.
+    pub fn total(reactors: &[Stats]) -> Stats {
+        let mut total = Stats::default();
+        for r in reactors {
+            total.add(r);
         }
-        line.push_str(",\"faults\":{");
-        for (i, (name, value)) in faults.into_iter().enumerate() {
-            let comma = if i == 0 { "" } else { "," };
-            let _ = write!(line, "{comma}\"{}\":{value}", &name["faults_".len()..]);
-        }
-        line.push_str("}}");
-        line
+        total
     }
+
+    /// The counters of a one-reactor server as a JSON event line (see [`event_json`]).
+    pub fn to_event_json(&self, event: &str) -> String {
+        event_json(event, std::slice::from_ref(self))
+    }
+}
+
+/// The counters as a JSON event line: `{"event":NAME,...totals,"faults":{...},"reactors":[...]}`.
+/// The `faults_*` counters go into the `faults` object without their prefix; `reactors` has one
+/// entry per reactor (`active`, `accepted`: the connections it was given, `bytes_in`).
+pub fn event_json(event: &str, reactors: &[Stats]) -> String {
+    use std::fmt::Write;
+    let total = Stats::total(reactors);
+    let mut line = String::with_capacity(640 + 64 * reactors.len());
+    let _ = write!(line, "{{\"event\":{}", serde_json::Value::from(event));
+    let (faults, plain): (Vec<_>, Vec<_>) =
+        total.fields().into_iter().partition(|(name, _)| name.starts_with("faults_"));
+    for (name, value) in plain {
+        let _ = write!(line, ",\"{name}\":{value}");
+    }
+    line.push_str(",\"faults\":{");
+    for (i, (name, value)) in faults.into_iter().enumerate() {
+        let comma = if i == 0 { "" } else { "," };
+        let _ = write!(line, "{comma}\"{}\":{value}", &name["faults_".len()..]);
+    }
+    line.push_str("},\"reactors\":[");
+    for (i, r) in reactors.iter().enumerate() {
+        let comma = if i == 0 { "" } else { "," };
+        let _ = write!(
+            line,
+            "{comma}{{\"active\":{},\"accepted\":{},\"bytes_in\":{}}}",
+            r.active, r.accepted, r.bytes_in
+        );
+    }
+    line.push_str("]}");
+    line
 }
 
 #[cfg(test)]
@@ -151,7 +181,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["closed"], 2);
         assert_eq!(v["bytes_out"], 0);
-        assert_eq!(v.as_object().unwrap().len(), 23, "event, 21 counters, faults");
+        assert_eq!(v.as_object().unwrap().len(), 24, "event, 21 counters, faults, reactors");
+        assert_eq!(v["reactors"], serde_json::json!([{"active":0,"accepted":0,"bytes_in":0}]));
         assert_eq!(v["faults"]["dropped"], 3);
         assert_eq!(v["faults"].as_object().unwrap().len(), 9);
         assert_eq!(v["faults"]["sliced"], 0);

@@ -140,6 +140,18 @@ pub fn send_datagrams(fd: RawFd, datagrams: &[&[u8]]) -> Result<usize, Errno> {
     unsafe { syscall6(libc::SYS_sendmmsg, args) }
 }
 
+/// CPUs this process may run on (its affinity mask), at least 1.
+pub fn cpus_available() -> usize {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it for pid 0 (us).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            return (libc::CPU_COUNT(&set) as usize).max(1);
+        }
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -182,14 +182,15 @@ fn to_socket_addr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// A bound, non-blocking UDP socket for `addr`, with the configured buffer sizes.
-pub(crate) fn bind(addr: SocketAddr, config: &Config) -> Result<UdpSocket> {
+/// A bound, non-blocking UDP socket for `addr`, with the configured buffer sizes (`reuseport`:
+/// shared with other sockets on the same port, one per reactor).
+pub(crate) fn bind(addr: SocketAddr, config: &Config, reuseport: bool) -> Result<UdpSocket> {
     let fail = |cause| Error::Bind { proto: "udp", addr: addr.to_string(), cause };
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None).map_err(fail)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true).map_err(fail)?;
     }
-    if config.reuseport {
+    if reuseport {
         socket.set_reuse_port(true).map_err(fail)?;
     }
     if let Some(size) = config.recv_buffer {

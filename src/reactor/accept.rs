@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use mio::{Interest, Token};
 
+use super::peers::Handoff;
 use super::{Reactor, CONN_BASE};
 use crate::behaviour::chat::Member;
 use crate::behaviour::echo::Echo;
@@ -30,9 +31,10 @@ pub(super) enum StreamListener {
 #[derive(Debug)]
 pub(super) enum Listener {
     /// `plan`: the fault plan its echo connections get, shared by all of them; `tls`: the
-    /// server config its connections speak TLS with.
+    /// server config its connections speak TLS with. `socket` is `None` on the reactors that do
+    /// not accept (they serve what the first reactor hands them).
     Stream {
-        socket: StreamListener,
+        socket: Option<StreamListener>,
         behaviour: Behaviour,
         plan: Option<Arc<Faults>>,
         tls: Option<Arc<rustls::ServerConfig>>,
@@ -42,7 +44,7 @@ pub(super) enum Listener {
 
 impl Listener {
     pub(super) fn stream(
-        socket: StreamListener,
+        socket: Option<StreamListener>,
         behaviour: Behaviour,
         plan: Option<Arc<Faults>>,
         tls: Option<Arc<rustls::ServerConfig>>,
@@ -50,11 +52,13 @@ impl Listener {
         Listener::Stream { socket, behaviour, plan, tls }
     }
 
-    pub(super) fn source(&mut self) -> &mut dyn mio::event::Source {
+    /// The socket to register with the poll, if this reactor has one.
+    pub(super) fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
         match self {
-            Listener::Stream { socket: StreamListener::Tcp(l), .. } => l,
-            Listener::Stream { socket: StreamListener::Unix(l, _), .. } => l,
-            Listener::Udp(u) => &mut u.socket,
+            Listener::Stream { socket: Some(StreamListener::Tcp(l)), .. } => Some(l),
+            Listener::Stream { socket: Some(StreamListener::Unix(l, _)), .. } => Some(l),
+            Listener::Stream { socket: None, .. } => None,
+            Listener::Udp(u) => Some(&mut u.socket),
         }
     }
 }
@@ -104,16 +108,16 @@ impl Reactor {
             return; // retried for every listener when the pause ends
         }
         for _ in 0..self.config.accept_batch {
-            let Some(Some(Listener::Stream { socket, behaviour, plan, tls })) =
+            let Some(Some(Listener::Stream { socket: Some(socket), behaviour, .. })) =
                 self.listeners.get(index)
             else {
                 return;
             };
-            let (behaviour, plan, tls) = (*behaviour, plan.clone(), tls.clone());
+            let chat = matches!(behaviour, Behaviour::Chat { .. });
             match socket.accept() {
                 Ok(stream) => {
                     self.backoff.succeed();
-                    self.admit(stream, behaviour, plan, tls, index, now);
+                    self.admit(stream, index, chat, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -134,25 +138,54 @@ impl Reactor {
         self.requeue_listener(index);
     }
 
-    fn admit(
-        &mut self,
-        stream: Stream,
-        behaviour: Behaviour,
-        plan: Option<Arc<Faults>>,
-        tls: Option<Arc<rustls::ServerConfig>>,
-        index: usize,
-        now: Instant,
-    ) {
-        if self.config.max_conns.is_some_and(|max| self.conns.len() >= max) {
+    /// A connection accepted on listener `index`: refused over `max_conns` (process-wide), else
+    /// given to the least loaded reactor (chat members stay here: a room lives on one reactor).
+    fn admit(&mut self, stream: Stream, index: usize, chat: bool, now: Instant) {
+        let load = match &self.peers {
+            Some(peers) => peers.total_load(),
+            None => self.conns.len(),
+        };
+        if self.config.max_conns.is_some_and(|max| load >= max) {
             self.ctx.stats.rejected += 1;
             stream.shutdown_write();
             return; // dropped: closed at once
         }
+        let id = self.next_id;
+        self.next_id += 1;
+        let Some(peers) = self.peers.clone() else {
+            return self.adopt(stream, index, id, now);
+        };
+        let to = if chat { peers.take_one(self.index) } else { peers.take_least_loaded() };
+        if to == self.index {
+            self.adopt(stream, index, id, now);
+        } else {
+            peers.hand_over(to, Handoff { stream, listener: index, id });
+        }
+    }
+
+    /// Serves the connections the first reactor handed this one.
+    #[inline(never)]
+    pub(super) fn adopt_handoffs(&mut self) {
+        let Some(peers) = self.peers.clone() else { return };
+        let now = Instant::now();
+        self.ctx.now = now;
+        for handoff in peers.take_handoffs(self.index) {
+            self.adopt(handoff.stream, handoff.listener, handoff.id, now);
+        }
+    }
+
+    /// Makes `stream`, accepted on listener `index` as connection number `id`, one of this
+    /// reactor's connections, with the listener's behaviour, fault plan and TLS.
+    fn adopt(&mut self, stream: Stream, index: usize, id: u64, now: Instant) {
+        let Some(Some(Listener::Stream { behaviour, plan, tls, .. })) = self.listeners.get(index)
+        else {
+            return self.refuse(stream); // closed for a drain since
+        };
+        let (behaviour, plan, tls) = (*behaviour, plan.clone(), tls.clone());
         listener::configure_accepted(&stream, &self.config);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        let life = Life::new(self.next_id, now, index as u16);
-        self.next_id += 1;
+        let life = Life::new(id, now, index as u16);
         let mut io = Plain::new(stream);
         let registered = self.poll.registry().register(
             crate::transport::Transport::source(&mut io),
@@ -161,7 +194,7 @@ impl Reactor {
         );
         if registered.is_err() {
             self.ctx.stats.accept_errors += 1;
-            return;
+            return self.release_load();
         }
         let secure = tls.is_some();
         let wire = match tls {
@@ -171,7 +204,7 @@ impl Reactor {
                 Ok(tls) => Wire::Tls(Box::new(tls)),
                 Err(_) => {
                     self.ctx.stats.tls_failures += 1;
-                    return;
+                    return self.release_load();
                 }
             },
         };
@@ -200,6 +233,19 @@ impl Reactor {
         }
     }
 
+    /// A handed-over connection this reactor cannot serve: closed at once.
+    fn refuse(&mut self, stream: Stream) {
+        stream.shutdown_write();
+        self.release_load();
+    }
+
+    /// One connection fewer on this reactor (for the hand-off's least-loaded choice).
+    pub(super) fn release_load(&self) {
+        if let Some(peers) = &self.peers {
+            peers.release(self.index);
+        }
+    }
+
     /// Arms a deadline for UDP listener `index`'s next delayed reply.
     pub(super) fn arm_release(&mut self, index: usize, at: Instant) {
         let kind = crate::timer::Kind::Release;
@@ -218,8 +264,12 @@ impl Reactor {
     pub(super) fn close_listeners(&mut self) {
         for slot in &mut self.listeners {
             if let Some(mut listener) = slot.take() {
-                let _ = self.poll.registry().deregister(listener.source());
-                if let Listener::Stream { socket: StreamListener::Unix(_, file), .. } = &listener {
+                if let Some(source) = listener.source() {
+                    let _ = self.poll.registry().deregister(source);
+                }
+                if let Listener::Stream { socket: Some(StreamListener::Unix(_, file)), .. } =
+                    &listener
+                {
                     file.remove();
                 }
             }

@@ -20,7 +20,16 @@ impl Reactor {
         }
         if let Some(at) = self.next_stats {
             if now >= at {
-                crate::output::stdout_line(&self.ctx.stats.to_event_json("stats"));
+                let line = match &self.peers {
+                    Some(peers) => {
+                        // The others' last published counters, and this reactor's own now.
+                        let mut all = peers.snapshot();
+                        all[self.index] = self.ctx.stats;
+                        crate::stats::event_json("stats", &all)
+                    }
+                    None => self.ctx.stats.to_event_json("stats"),
+                };
+                crate::output::stdout_line(&line);
                 let every = self.config.stats_interval.unwrap_or(Duration::from_secs(1));
                 self.next_stats = Some((at + every).max(now));
             }
@@ -82,6 +91,9 @@ impl Reactor {
         if self.phase != Phase::Running {
             return;
         }
+        if let Some(peers) = &self.peers {
+            peers.command_all(super::CMD_DRAIN); // every reactor drains (idempotent)
+        }
         let now = Instant::now();
         // Connections served later in this turn must be stamped with this time, not an old one.
         self.ctx.now = now;
@@ -109,6 +121,11 @@ impl Reactor {
 
     /// Closes every connection now and ends the loop.
     pub(super) fn stop_now(&mut self) {
+        if let Some(peers) = &self.peers {
+            if self.phase != Phase::Stopped {
+                peers.command_all(super::CMD_STOP);
+            }
+        }
         self.close_listeners();
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {

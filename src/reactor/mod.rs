@@ -17,6 +17,7 @@ mod accept;
 mod control;
 mod fanout;
 mod lifecycle;
+pub(crate) mod peers;
 
 use std::collections::VecDeque;
 use std::io;
@@ -43,6 +44,7 @@ use crate::transport::faulty::Faulty;
 use crate::transport::Wire;
 use crate::udp::{Batch, UdpEcho};
 use accept::{Listener, StreamListener};
+use peers::Peers;
 
 pub(crate) const WAKER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -88,6 +90,10 @@ pub(crate) struct Reactor {
     phase: Phase,
     next_id: u64,
     next_stats: Option<Instant>,
+    /// This reactor's place among its server's reactors (0: the one that accepts).
+    index: usize,
+    /// The other reactors, when there are several.
+    peers: Option<Arc<Peers>>,
 }
 
 /// After the echo of a connection with a fault plan ran: what it just wrote may be due at once
@@ -100,28 +106,62 @@ fn release_written(conn: &mut Echo<Faulty<Wire>>, outcome: Outcome) -> Outcome {
 }
 
 impl Reactor {
-    /// Binds every listener (concrete addresses come back in the same order as the config's).
-    /// `tls`: the TLS listeners' server config (present when there is one).
+    /// The first (or only) reactor: binds every listener (concrete addresses come back in the same
+    /// order as the config's) and accepts every stream connection. `tls`: the TLS listeners'
+    /// server config (present when there is one).
     pub(crate) fn bind(
         config: Config,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<(Reactor, Vec<ListenSpec>, Arc<Waker>)> {
         config.check()?;
+        let specs = config.listeners.clone();
+        Reactor::build(config, tls, &specs, 0)
+    }
+
+    /// Reactor `index` (> 0) of several: given the listeners' concrete addresses, it opens its
+    /// own SO_REUSEPORT socket for each UDP listener and serves the stream connections the first
+    /// reactor hands it.
+    pub(crate) fn follower(
+        mut config: Config,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        addrs: &[ListenSpec],
+        index: usize,
+    ) -> Result<(Reactor, Arc<Waker>)> {
+        config.handle_signals = false; // the first reactor takes the signals for all
+        let (reactor, _, waker) = Reactor::build(config, tls, addrs, index)?;
+        Ok((reactor, waker))
+    }
+
+    fn build(
+        config: Config,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        specs: &[ListenSpec],
+        index: usize,
+    ) -> Result<(Reactor, Vec<ListenSpec>, Arc<Waker>)> {
         let poll = Poll::new().map_err(Error::io("creating the poll instance"))?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(Error::io("creating the waker"))?);
-        let mut listeners = Vec::with_capacity(config.listeners.len());
-        let mut addrs = Vec::with_capacity(config.listeners.len());
+        let leader = index == 0;
+        // Several reactors share each UDP port, one socket each.
+        let udp_reuseport = config.reuseport || config.reactors() > 1;
+        let mut listeners = Vec::with_capacity(specs.len());
+        let mut addrs = Vec::with_capacity(specs.len());
         let mut rooms = Vec::new();
-        for (i, spec) in config.listeners.iter().enumerate() {
+        for (i, spec) in specs.iter().enumerate() {
             let (mut listener, addr) = match spec {
                 ListenSpec::Tcp(addr)
                 | ListenSpec::Chat(addr)
                 | ListenSpec::Tls(addr)
                 | ListenSpec::TlsChat(addr) => {
-                    let l = listener::bind_tcp(*addr, spec.proto(), &config)?;
-                    let local =
-                        l.local_addr().map_err(Error::io("reading a TCP listener's address"))?;
+                    let (socket, local) = if leader {
+                        let l = listener::bind_tcp(*addr, spec.proto(), &config)?;
+                        let local = l
+                            .local_addr()
+                            .map_err(Error::io("reading a TCP listener's address"))?;
+                        (Some(StreamListener::Tcp(l)), local)
+                    } else {
+                        (None, *addr)
+                    };
                     let mut room = || {
                         rooms.push(Room::default());
                         Behaviour::Chat { room: rooms.len() - 1 }
@@ -134,10 +174,10 @@ impl Reactor {
                     };
                     let plan = config.plan(i).cloned().map(Arc::new);
                     let tls = spec.is_tls().then(|| tls.clone()).flatten();
-                    (Listener::stream(StreamListener::Tcp(l), behaviour, plan, tls), addr)
+                    (Listener::stream(socket, behaviour, plan, tls), addr)
                 }
                 ListenSpec::Udp(addr) => {
-                    let socket = crate::udp::bind(*addr, &config)?;
+                    let socket = crate::udp::bind(*addr, &config, udp_reuseport)?;
                     let local =
                         socket.local_addr().map_err(Error::io("reading a UDP socket's address"))?;
                     (
@@ -145,21 +185,23 @@ impl Reactor {
                             socket,
                             config.udp_allow_low_ports,
                             config.plan(i).map(|plan| {
-                                (plan.clone(), Rng::new(plan.seed_or(config.seed), i, 0))
+                                let rng = Rng::new(plan.seed_or(config.seed), i, index as u64);
+                                (plan.clone(), rng)
                             }),
                         )),
                         ListenSpec::Udp(local),
                     )
                 }
                 ListenSpec::Unix(path) => {
-                    let (l, file) = listener::bind_unix(path, config.backlog)?;
+                    let socket = match leader {
+                        true => {
+                            let (l, file) = listener::bind_unix(path, config.backlog)?;
+                            Some(StreamListener::Unix(l, file))
+                        }
+                        false => None,
+                    };
                     let plan = config.plan(i).cloned().map(Arc::new);
-                    let listener = Listener::stream(
-                        StreamListener::Unix(l, file),
-                        Behaviour::Echo,
-                        plan,
-                        None,
-                    );
+                    let listener = Listener::stream(socket, Behaviour::Echo, plan, None);
                     (listener, ListenSpec::Unix(path.clone()))
                 }
             };
@@ -167,9 +209,11 @@ impl Reactor {
                 Listener::Udp(_) => Interest::READABLE | Interest::WRITABLE,
                 _ => Interest::READABLE,
             };
-            poll.registry()
-                .register(listener.source(), Token(LISTENER_BASE + i), interest)
-                .map_err(Error::io("registering a listener"))?;
+            if let Some(source) = listener.source() {
+                poll.registry()
+                    .register(source, Token(LISTENER_BASE + i), interest)
+                    .map_err(Error::io("registering a listener"))?;
+            }
             listeners.push(Some(listener));
             addrs.push(addr);
         }
@@ -208,9 +252,16 @@ impl Reactor {
             phase: Phase::Running,
             next_id: 0,
             next_stats: None,
+            index,
+            peers: None,
             config,
         };
         Ok((reactor, addrs, waker))
+    }
+
+    /// Joins this reactor to the others of its server.
+    pub(crate) fn join(&mut self, peers: Arc<Peers>) {
+        self.peers = Some(peers);
     }
 
     pub(crate) fn shared_stats(&self) -> Arc<SharedStats> {
@@ -278,6 +329,12 @@ impl Reactor {
         self.close_listeners();
         self.close_inbox();
         self.shared.publish(&self.ctx.stats);
+        if let Some(peers) = &self.peers {
+            // Whatever was handed over after this reactor stopped is closed, not leaked.
+            for handoff in peers.take_handoffs(self.index) {
+                handoff.stream.shutdown_write();
+            }
+        }
         Ok(self.ctx.stats)
     }
 
@@ -306,6 +363,7 @@ impl Reactor {
     fn dispatch(&mut self, event: &mio::event::Event, now: Instant) {
         match event.token() {
             WAKER => {
+                self.adopt_handoffs();
                 self.run_commands();
                 match self.control.swap(CMD_NONE, Ordering::AcqRel) {
                     CMD_DRAIN => self.begin_drain(),
@@ -541,6 +599,9 @@ impl Reactor {
             let _ = self.poll.registry().deregister(self.conns[key].source());
             self.conns.remove(key);
             self.ctx.stats.active -= 1;
+            if let Some(peers) = &self.peers {
+                peers.release(self.index);
+            }
         }
     }
 
