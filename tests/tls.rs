@@ -331,3 +331,13 @@ fn a_chat_room_over_tls() {
     assert_eq!(server.ready["listeners"][0]["proto"], "tls-chat");
     python("chat", server.addr(0), &[&ca]);
 }
+
+/// TLS with two reactors: 60 clients at once, spread over both, each echoed exactly.
+#[test]
+fn tls_with_several_reactors() {
+    let server = tls_server(|c| c.threads = 2);
+    python("many", server.tls_addr().unwrap(), &[&ca(&server), "60"]);
+    wait_for("60 handshakes", || server.stats().tls_handshakes == 60);
+    let reactors = server.reactor_stats();
+    assert!(reactors.iter().all(|r| r.accepted >= 20), "{reactors:?}");
+}

@@ -92,7 +92,8 @@ pub struct Args {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub warmup: Option<Duration>,
 
-    /// Load threads, each with its own reactor and its share of the connections.
+    /// Load threads, each with its own reactor and its share of the connections (0: one per CPU
+    /// loadgen may run on, at most one per connection).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub threads: u32,
 
@@ -223,7 +224,7 @@ impl TryFrom<&Args> for Settings {
                     "chat needs --connections 2 or more: lines go to the other members".into()
                 );
             }
-            if args.threads != 1 {
+            if args.threads > 1 {
                 return Err("chat runs its members on one thread: leave --threads at 1".into());
             }
             if args.publishers.is_some_and(|p| p == 0 || p > args.connections) {
@@ -242,7 +243,12 @@ impl TryFrom<&Args> for Settings {
         if args.depth == 0 || args.depth > 65536 {
             return Err(format!("--depth {} must be between 1 and 65536", args.depth));
         }
-        if args.threads == 0 || args.threads > 256 || args.threads > args.connections {
+        let threads = match args.threads {
+            0 if chat => 1,
+            0 => (ricochet::sys::cpus_available() as u32).clamp(1, args.connections.min(256)),
+            n => n,
+        };
+        if threads > 256 || threads > args.connections || (chat && threads != 1) {
             return Err(format!(
                 "--threads {} must be between 1 and min(256, --connections)",
                 args.threads
@@ -296,7 +302,7 @@ impl TryFrom<&Args> for Settings {
             messages: args.messages,
             rate: args.rate,
             warmup: args.warmup.unwrap_or(default_warmup),
-            threads: args.threads as usize,
+            threads: threads as usize,
             timeout: args.timeout,
             hlog: args.hlog.clone(),
             progress: !args.json && crate::run::stderr_is_terminal(),
@@ -348,6 +354,13 @@ mod tests {
     }
 
     #[test]
+    fn threads_0_is_one_per_cpu_at_most_one_per_connection() {
+        let s = settings(&["--threads", "0"]).unwrap();
+        assert_eq!(s.threads, ricochet::sys::cpus_available().min(50));
+        assert_eq!(settings(&["-c", "1", "--threads", "0"]).unwrap().threads, 1);
+    }
+
+    #[test]
     fn rejects_nonsense() {
         for argv in [
             &["-c", "0"][..],
@@ -356,7 +369,6 @@ mod tests {
             &["udp://127.0.0.1:1", "-s", "4"],
             &["udp://127.0.0.1:1", "-s", "65508"],
             &["-d", "0"],
-            &["--threads", "0"],
             &["-c", "2", "--threads", "3"],
             &["-r", "0"],
             &["-r", "-5"],
