@@ -130,8 +130,10 @@ class Server:
 
 def loadgen(bins, port, flags, duration, warmup, cpu, chat=False):
     target = f"chat://127.0.0.1:{port}" if chat else f"127.0.0.1:{port}"
+    # A load thread per client CPU (chat runs on one), unless the shape sets its own.
+    threads = [] if chat or "--threads" in flags else ["--threads", "0"]
     argv = ["taskset", "-c", str(cpu), bins["loadgen"], target, "--json",
-            "-t", duration, "--warmup", warmup] + flags
+            "-t", duration, "--warmup", warmup] + threads + flags
     out = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     if not out.stdout.strip():
         raise RuntimeError(f"loadgen failed: {out.stderr.strip()}")
@@ -294,8 +296,14 @@ def main():
     ap.add_argument("--duration", default="3s", help="measured loadgen run per server and round")
     ap.add_argument("--warmup", default="1s", help="unmeasured loadgen run before each measured one")
     ap.add_argument("--shapes", default=",".join(s[0] for s in SHAPES))
-    ap.add_argument("--server-cpu", type=int, default=0)
-    ap.add_argument("--load-cpu", type=int, default=1)
+    ap.add_argument("--server-cpus", "--server-cpu", dest="server_cpu", default="0",
+                    help="CPUs for the server under test (a taskset list: 0, 0-7, 0,2)")
+    ap.add_argument("--client-cpus", "--load-cpu", dest="load_cpu", default="1",
+                    help="CPUs for loadgen (a taskset list); loadgen runs a thread per CPU")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="server threads: ricochet --threads N, tokio's multi-thread runtime with "
+                         "N workers, N C epoll processes on SO_REUSEPORT (1: the single-threaded "
+                         "servers)")
     ap.add_argument("--idle-conns", type=int, default=10000)
     ap.add_argument("--perf-rounds", type=int, default=5,
                     help="profiled rounds per shape and server (syscalls, sampled user CPU)")
@@ -307,10 +315,15 @@ def main():
     args = ap.parse_args()
     bins = json.loads(args.bins)
 
+    n = args.threads
     servers = [
-        Server("ricochet", [bins["ricochet"], "--tcp", "127.0.0.1:0", "--max-pending", "1MiB"], "ready-json"),
-        Server("C epoll", [bins["c_echo"], "0"], "stdout"),
-        Server("tokio", [bins["tokio_echo"], "0"], "stdout"),
+        Server("ricochet", [bins["ricochet"], "--tcp", "127.0.0.1:0", "--max-pending", "1MiB",
+                            "--threads", str(n)], "ready-json"),
+        # N processes sharing the port through SO_REUSEPORT: the C way to use N cores.
+        Server("C epoll", [bins["c_echo"], "0"], "stdout") if n == 1 else
+        Server("C epoll", ["sh", "-c", f'for i in $(seq {n}); do "$0" {{port}} reuseport & done; wait',
+                           bins["c_echo"]], "fixed"),
+        Server("tokio", [bins["tokio_echo"], "0"] + ([] if n == 1 else [str(n)]), "stdout"),
     ]
     if bins.get("socat"):
         servers.append(Server("socat", [bins["socat"], "TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr", "EXEC:cat"], "fixed"))
@@ -467,7 +480,7 @@ def write_report(args, shapes, servers, results, idle, client, perf_ok, started,
     lines.append("# Benchmarks\n")
     lines.append(f"Measured {started} on {machine()} by `scripts/compare.sh` "
                  f"({args.rounds} rounds, {args.duration} measured after a {args.warmup} unmeasured warm-up run "
-                 f"per server and round; server pinned to CPU {args.server_cpu}, loadgen to CPU {args.load_cpu}; "
+                 f"per server and round; server pinned to CPU {args.server_cpu} ({args.threads} thread(s)), loadgen to CPU {args.load_cpu}; "
                  "servers alternate within each round). Every figure is a median over the rounds.\n")
     lines.append("Columns: echoed messages per second and payload MB/s; loadgen's p50/p99 latency; the server's "
                  "own CPU time per message in user space and in the kernel from /proc/PID/stat (10 ms ticks: "
