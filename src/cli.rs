@@ -130,9 +130,9 @@ pub struct Args {
     pub tls_handshake_timeout: Duration,
 
     /// Reactors: N share-nothing threads, each with its own poll, buffers and timers. Stream
-    /// connections go to the least loaded reactor at accept; each UDP listener gets a SO_REUSEPORT
-    /// socket per reactor; chat rooms stay on the first reactor. 0: one per CPU this process may
-    /// run on.
+    /// connections (chat members too) go to the least loaded reactor at accept; each UDP listener
+    /// gets a SO_REUSEPORT socket per reactor; chat lines are relayed between reactors once per
+    /// turn. 0: one per CPU this process may run on.
     #[arg(long, value_name = "N", env = "RICOCHET_THREADS", default_value_t = 1)]
     pub threads: usize,
 

@@ -60,8 +60,9 @@ impl Server {
                 reactors.iter().map(Reactor::control).collect(),
                 reactors.iter().map(Reactor::shared_stats).collect(),
             ));
+            let rooms = reactors[0].room_directories();
             for reactor in &mut reactors {
-                reactor.join(Arc::clone(&peers));
+                reactor.join(Arc::clone(&peers), &rooms);
             }
         }
         Ok(Server { reactors, addrs, plans, seed, wakers, identity })

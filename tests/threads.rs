@@ -207,19 +207,41 @@ fn fault_changes_reach_every_reactor() {
     }
 }
 
-/// A chat room with several reactors: its members are served by one reactor, and a line reaches
-/// every other member.
+/// A chat room spans reactors: members are spread over them like any connection, a line reaches
+/// every other member whichever reactor serves it, and names are one directory for the room.
 #[test]
-fn a_chat_room_with_several_reactors() {
+fn a_chat_room_spans_reactors() {
     let server = threaded(2, vec![ListenSpec::Chat("127.0.0.1:0".parse().unwrap())]);
     let addr = server.chat_addr().unwrap();
-    let mut members: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
-    wait_for("three members", || server.stats().chat_members == 3);
+    let mut members: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
+    wait_for("four members", || server.stats().chat_members == 4);
+    let per: Vec<u64> = server.reactor_stats().iter().map(|s| s.chat_members).collect();
+    assert_eq!(per, [2, 2], "members on both reactors");
+    let read_line = |s: &mut TcpStream| {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while byte[0] != b'\n' {
+            s.read_exact(&mut byte).unwrap();
+            line.push(byte[0]);
+        }
+        String::from_utf8(line).unwrap()
+    };
+    // Member 0 (first reactor) takes a name; member 1 (second reactor) hears of it, then finds
+    // it taken room-wide and takes another.
+    members[0].write_all(b"/nick ann\n").unwrap();
+    assert_eq!(read_line(&mut members[1]), "* ann joined\n");
+    members[1].write_all(b"/nick ann\n/nick bo\n").unwrap();
+    assert_eq!(read_line(&mut members[1]), "* error: the name ann is taken\n");
+    assert_eq!(read_line(&mut members[0]), "* bo joined\n");
+    for m in &mut members[2..] {
+        assert_eq!(read_line(m), "* ann joined\n");
+        assert_eq!(read_line(m), "* bo joined\n");
+    }
+    members[3].write_all(b"/who\n").unwrap();
+    assert_eq!(read_line(&mut members[3]), "* members: ann, bo (+2 unnamed)\n");
     members[0].write_all(b"hello room\n").unwrap();
     for m in &mut members[1..] {
-        let mut line = [0u8; 11];
-        m.read_exact(&mut line).unwrap();
-        assert_eq!(&line, b"hello room\n");
+        assert_eq!(read_line(m), "ann: hello room\n");
     }
 }
 

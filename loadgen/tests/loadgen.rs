@@ -664,6 +664,30 @@ fn tls_server() -> ricochet::Handle {
     ricochet::spawn(config).unwrap()
 }
 
+/// A room served by three reactors (its members spread over them): loadgen's fan-out check
+/// finds every line delivered to every other member exactly once, in order, byte for byte.
+#[test]
+fn chat_fan_out_over_several_reactors_loses_nothing() {
+    let server = ricochet::spawn(Config {
+        listeners: vec![ListenSpec::Chat("127.0.0.1:0".parse().unwrap())],
+        threads: 3,
+        ..Config::default()
+    })
+    .unwrap();
+    let target = format!("chat://{}", server.chat_addr().unwrap());
+    let out =
+        loadgen(&[&target, "-c", "12", "--publishers", "4", "-d", "4", "-n", "4000", "--json"]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(
+        (v["errors"].as_u64(), v["mismatches"].as_u64(), v["lost"].as_u64()),
+        (Some(0), Some(0), Some(0))
+    );
+    assert_eq!(v["deliveries"], 4000 * 11);
+    let members: Vec<u64> = server.reactor_stats().iter().map(|s| s.accepted).collect();
+    assert!(members.iter().all(|&n| n >= 4), "members on every reactor: {members:?}");
+}
+
 /// tls:// with --tls-ca trusting exactly the server's certificate: every byte verified, the
 /// JSON's proto is "tls", and the server counted the handshakes (two load connections and the
 /// preflight) and no failure.

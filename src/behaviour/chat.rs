@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::IoSlice;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use libc::{EAGAIN, EINTR};
@@ -38,19 +38,34 @@ use crate::transport::Transport;
 /// The longest name.
 pub(crate) const MAX_NAME: usize = 32;
 
-/// One room: its members (slab keys) and their names.
+/// One room as one reactor sees it: its members there (slab keys), and the room's directory.
 #[derive(Debug, Default)]
 pub(crate) struct Room {
-    /// Slab keys of the members, in joining order.
+    /// Slab keys of this reactor's members, in joining order.
     pub members: Vec<usize>,
+    /// Names and the unnamed count of the whole room, shared by every reactor serving members
+    /// of it (locked on join, `/nick`, leave and `/who` only, never per line).
+    pub dir: Arc<Mutex<Directory>>,
+}
+
+/// Who is in a room: its names and how many members have none.
+#[derive(Debug, Default)]
+pub(crate) struct Directory {
     names: BTreeSet<Box<str>>,
     unnamed: usize,
+}
+
+impl Room {
+    fn dir(&self) -> std::sync::MutexGuard<'_, Directory> {
+        self.dir.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// What a member posted for the others of its room.
 #[derive(Debug)]
 pub(crate) struct Mail {
-    /// The sender's slab key: it does not get its own mail.
+    /// The sender's slab key: it does not get its own mail (`usize::MAX`: relayed from another
+    /// reactor).
     pub from: usize,
     pub room: usize,
     pub seg: Segment,
@@ -104,7 +119,7 @@ impl<T: Transport> Member<T> {
     pub(crate) fn join(io: T, life: Life, key: usize, room: usize, ctx: &mut Ctx) -> Self {
         let r = &mut ctx.chat.rooms[room];
         r.members.push(key);
-        r.unnamed += 1;
+        r.dir().unnamed += 1;
         ctx.stats.chat_members += 1;
         Member {
             io,
@@ -264,22 +279,24 @@ impl<T: Transport> Member<T> {
         if self.name.as_deref() == Some(name) {
             return; // already so named: nothing changes, nobody is told
         }
-        let room = &mut chat.rooms[self.room];
-        if room.names.contains(name) {
+        let mut dir = chat.rooms[self.room].dir();
+        if dir.names.contains(name) {
+            drop(dir);
             let answer = format!("* error: the name {name} is taken\n");
             return self.reply(answer.as_bytes(), chat);
         }
         let notice = match self.name.take() {
             None => {
-                room.unnamed -= 1;
+                dir.unnamed -= 1;
                 format!("* {name} joined\n")
             }
             Some(old) => {
-                room.names.remove(&old);
+                dir.names.remove(&old);
                 format!("* {old} is now {name}\n")
             }
         };
-        room.names.insert(name.into());
+        dir.names.insert(name.into());
+        drop(dir);
         self.name = Some(name.into());
         chat.mail.push_back(Mail {
             from: self.key,
@@ -307,9 +324,9 @@ impl<T: Transport> Member<T> {
             room.members.remove(i);
         }
         match &self.name {
-            None => room.unnamed -= 1,
+            None => room.dir().unnamed -= 1,
             Some(name) => {
-                room.names.remove(name);
+                room.dir().names.remove(name);
                 let notice = format!("* {name} left\n");
                 chat.mail.push_back(Mail {
                     from: self.key,
@@ -444,13 +461,14 @@ fn valid_name(name: &str) -> bool {
 
 /// The answer to `/who`: names in order, then the count of unnamed members.
 fn who(room: &Room) -> String {
-    let names: Vec<&str> = room.names.iter().map(|n| &**n).collect();
+    let dir = room.dir();
+    let names: Vec<&str> = dir.names.iter().map(|n| &**n).collect();
     let mut answer = format!("* members: {}", names.join(", "));
-    if room.unnamed > 0 {
+    if dir.unnamed > 0 {
         if !names.is_empty() {
             answer.push(' ');
         }
-        answer.push_str(&format!("(+{} unnamed)", room.unnamed));
+        answer.push_str(&format!("(+{} unnamed)", dir.unnamed));
     }
     answer.push('\n');
     answer
@@ -534,15 +552,15 @@ mod tests {
 
     #[test]
     fn who_lists_names_then_the_unnamed() {
-        let mut room = Room::default();
-        room.names.insert("bob".into());
-        room.names.insert("alice".into());
-        room.unnamed = 3;
+        let room = Room::default();
+        room.dir().names.insert("bob".into());
+        room.dir().names.insert("alice".into());
+        room.dir().unnamed = 3;
         assert_eq!(who(&room), "* members: alice, bob (+3 unnamed)\n");
-        room.unnamed = 0;
+        room.dir().unnamed = 0;
         assert_eq!(who(&room), "* members: alice, bob\n");
-        room.names.clear();
-        room.unnamed = 2;
+        room.dir().names.clear();
+        room.dir().unnamed = 2;
         assert_eq!(who(&room), "* members: (+2 unnamed)\n");
     }
 }

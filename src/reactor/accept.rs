@@ -108,16 +108,15 @@ impl Reactor {
             return; // retried for every listener when the pause ends
         }
         for _ in 0..self.config.accept_batch {
-            let Some(Some(Listener::Stream { socket: Some(socket), behaviour, .. })) =
+            let Some(Some(Listener::Stream { socket: Some(socket), .. })) =
                 self.listeners.get(index)
             else {
                 return;
             };
-            let chat = matches!(behaviour, Behaviour::Chat { .. });
             match socket.accept() {
                 Ok(stream) => {
                     self.backoff.succeed();
-                    self.admit(stream, index, chat, now);
+                    self.admit(stream, index, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -139,8 +138,8 @@ impl Reactor {
     }
 
     /// A connection accepted on listener `index`: refused over `max_conns` (process-wide), else
-    /// given to the least loaded reactor (chat members stay here: a room lives on one reactor).
-    fn admit(&mut self, stream: Stream, index: usize, chat: bool, now: Instant) {
+    /// given to the least loaded reactor (chat members too: rooms span reactors).
+    fn admit(&mut self, stream: Stream, index: usize, now: Instant) {
         let load = match &self.peers {
             Some(peers) => peers.total_load(),
             None => self.conns.len(),
@@ -155,7 +154,7 @@ impl Reactor {
         let Some(peers) = self.peers.clone() else {
             return self.adopt(stream, index, id, now);
         };
-        let to = if chat { peers.take_one(self.index) } else { peers.take_least_loaded() };
+        let to = peers.take_least_loaded();
         if to == self.index {
             self.adopt(stream, index, id, now);
         } else {

@@ -12,9 +12,11 @@
 //! members that owe nothing (one `send` each, nothing queued): with one sender, the common case,
 //! a member costs one touch and one syscall per turn.
 
+use super::peers::Relayed;
 use super::Reactor;
-use crate::behaviour::chat::ChatCtx;
+use crate::behaviour::chat::{ChatCtx, Mail};
 use crate::behaviour::{CloseReason, Conn, Ctx, Outcome};
+use crate::outbox::Segment;
 
 impl Reactor {
     /// Whether chat mail or member output waits for [`Reactor::flush_chat`].
@@ -50,10 +52,19 @@ impl Reactor {
         }
     }
 
-    /// Queues each posted mail, in order, to every member of its room but the sender.
+    /// Queues each posted mail, in order, to every member of its room but the sender; mail posted
+    /// here goes to the other reactors too (their members deliver it the same way).
     fn deliver_mail(&mut self) {
         let mut cut = Vec::new();
+        let mut relay = Vec::new();
         while let Some(mail) = self.ctx.chat.mail.pop_front() {
+            if self.peers.is_some() && mail.from != REMOTE {
+                relay.push(Relayed {
+                    room: mail.room,
+                    seg: Segment::clone(&mail.seg),
+                    lines: mail.lines,
+                });
+            }
             let Ctx { chat, stats, cap, now, .. } = &mut self.ctx;
             let last = chat.mail.is_empty();
             let ChatCtx { rooms, dirty, .. } = chat;
@@ -89,5 +100,26 @@ impl Reactor {
                 self.close(key, reason);
             }
         }
+        if let (Some(peers), false) = (&self.peers, relay.is_empty()) {
+            peers.relay(self.index, &relay);
+        }
+    }
+
+    /// Chat mail relayed from the other reactors: delivered to this reactor's members at the end
+    /// of this turn, in the order each sender posted it.
+    #[inline(never)]
+    pub(super) fn adopt_relayed(&mut self) {
+        let Some(peers) = &self.peers else { return };
+        for r in peers.take_relayed(self.index) {
+            self.ctx.chat.mail.push_back(Mail {
+                from: REMOTE,
+                room: r.room,
+                seg: r.seg,
+                lines: r.lines,
+            });
+        }
     }
 }
+
+/// The sender of mail relayed from another reactor: no member here.
+const REMOTE: usize = usize::MAX;

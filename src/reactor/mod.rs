@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::behaviour::chat::{ChatCtx, Room};
+use crate::behaviour::chat::{ChatCtx, Directory, Room};
 use crate::behaviour::echo::Echo;
 use crate::behaviour::{Behaviour, CloseReason, Conn, Ctx, Other, Outcome};
 use crate::buffer::BufferPool;
@@ -259,9 +259,18 @@ impl Reactor {
         Ok((reactor, addrs, waker))
     }
 
-    /// Joins this reactor to the others of its server.
-    pub(crate) fn join(&mut self, peers: Arc<Peers>) {
+    /// Joins this reactor to the others of its server: their hand-offs, relays and commands,
+    /// and the first reactor's room directories (a room's names are the same everywhere).
+    pub(crate) fn join(&mut self, peers: Arc<Peers>, rooms: &[Arc<Mutex<Directory>>]) {
         self.peers = Some(peers);
+        for (room, dir) in self.ctx.chat.rooms.iter_mut().zip(rooms) {
+            room.dir = Arc::clone(dir);
+        }
+    }
+
+    /// Each room's directory.
+    pub(crate) fn room_directories(&self) -> Vec<Arc<Mutex<Directory>>> {
+        self.ctx.chat.rooms.iter().map(|room| Arc::clone(&room.dir)).collect()
     }
 
     pub(crate) fn shared_stats(&self) -> Arc<SharedStats> {
@@ -364,6 +373,7 @@ impl Reactor {
         match event.token() {
             WAKER => {
                 self.adopt_handoffs();
+                self.adopt_relayed();
                 self.run_commands();
                 match self.control.swap(CMD_NONE, Ordering::AcqRel) {
                     CMD_DRAIN => self.begin_drain(),

@@ -1,7 +1,8 @@
 //! What the reactors of one server share when there are several (`--threads N`): each one's load,
-//! its hand-off queue, waker, command word and published counters. Nothing here is touched per
-//! message: only at accept (the first reactor picks the least loaded one and hands it the
-//! connection), at close (a reactor counts its load down), and for commands and shutdown.
+//! its hand-off queue, chat relay queue, waker, command word and published counters. Nothing here
+//! is touched per echoed message: only at accept (the first reactor picks the least loaded one and
+//! hands it the connection), at close (a reactor counts its load down), once per turn that posted
+//! chat mail (relayed to the other reactors' members), and for commands and shutdown.
 //!
 //! Why hand-offs and not SO_REUSEPORT for streams: the kernel's reuseport hash spreads many
 //! connections well but a few badly (with 4 connections on 4 reactors, some reactors often get
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use mio::Waker;
 
+use crate::outbox::Segment;
 use crate::stats::{SharedStats, Stats};
 use crate::transport::Stream;
 
@@ -27,12 +29,22 @@ pub(crate) struct Handoff {
     pub id: u64,
 }
 
+/// Chat mail relayed from the reactor where its sender is to every other one.
+#[derive(Debug)]
+pub(crate) struct Relayed {
+    pub room: usize,
+    pub seg: Segment,
+    pub lines: u64,
+}
+
 /// One server's reactors, as seen by each of them.
 #[derive(Debug)]
 pub(crate) struct Peers {
     /// Stream connections each reactor serves, or is being handed.
     loads: Vec<AtomicUsize>,
     handoffs: Vec<Mutex<Vec<Handoff>>>,
+    /// Chat mail for each reactor's members, from the other reactors, in each sender's order.
+    relays: Vec<Mutex<Vec<Relayed>>>,
     wakers: Vec<Arc<Waker>>,
     controls: Vec<Arc<AtomicU8>>,
     stats: Vec<Arc<SharedStats>>,
@@ -48,6 +60,7 @@ impl Peers {
         Peers {
             loads: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             handoffs: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
+            relays: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
             wakers,
             controls,
             stats,
@@ -63,12 +76,6 @@ impl Peers {
             .enumerate()
             .min_by_key(|(i, load)| (load.load(Ordering::Relaxed), *i))
             .expect("at least one reactor");
-        self.loads[index].fetch_add(1, Ordering::Relaxed);
-        index
-    }
-
-    /// Reactor `index`, counted up by one for a connection it keeps (a chat member).
-    pub(crate) fn take_one(&self, index: usize) -> usize {
         self.loads[index].fetch_add(1, Ordering::Relaxed);
         index
     }
@@ -92,6 +99,29 @@ impl Peers {
     /// The connections handed to reactor `index` since it last looked.
     pub(crate) fn take_handoffs(&self, index: usize) -> Vec<Handoff> {
         std::mem::take(&mut *self.handoffs[index].lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Relays a turn's chat mail from reactor `from` to every other reactor (one lock and one
+    /// wake-up per reactor per turn, whatever the number of lines).
+    pub(crate) fn relay(&self, from: usize, mail: &[Relayed]) {
+        for (to, (queue, waker)) in self.relays.iter().zip(&self.wakers).enumerate() {
+            if to == from {
+                continue;
+            }
+            let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.extend(mail.iter().map(|m| Relayed {
+                room: m.room,
+                seg: Segment::clone(&m.seg),
+                lines: m.lines,
+            }));
+            drop(queue);
+            let _ = waker.wake();
+        }
+    }
+
+    /// The chat mail relayed to reactor `index` since it last looked.
+    pub(crate) fn take_relayed(&self, index: usize) -> Vec<Relayed> {
+        std::mem::take(&mut *self.relays[index].lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Sends a command (drain, stop) to every reactor.
