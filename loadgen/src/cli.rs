@@ -35,7 +35,9 @@ loadgen 127.0.0.1:7007 -r 50000 --json      # open loop at 50k msgs/s, JSON repo
 loadgen udp://127.0.0.1:7007 -s 512         # UDP, loss counted\n  \
 loadgen chat://127.0.0.1:7008 -c 100 --publishers 1   # fan-out: 1 publisher, 99 readers\n  \
 loadgen tls://localhost:7443 --tls-ca cert.pem --reconnect-every 1   # TLS handshakes per second\n  \
-loadgen probe unix:/tmp/echo.sock            # health check"
+loadgen probe unix:/tmp/echo.sock            # health check\n  \
+loadgen sweep 127.0.0.1:7007 --slo p99=1ms   # the highest rate with p99 within 1 ms\n  \
+loadgen 127.0.0.1:7007 --out a.json --plot a.svg; loadgen compare a.json b.json"
 )]
 pub struct Args {
     /// A subcommand (probe); without one, a benchmark runs.
@@ -101,6 +103,15 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 
+    /// Also write the JSON result (with the whole histogram and the per-second intervals) to PATH,
+    /// besides the normal report.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+
+    /// Also draw the run to PATH.svg: the percentile spectrum and the rate and latency over time.
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
+
     /// Also write an HdrHistogram interval log (one interval per second) to PATH.
     #[arg(long, value_name = "PATH")]
     pub hlog: Option<PathBuf>,
@@ -123,6 +134,23 @@ pub struct Args {
     /// Resume TLS sessions when reconnecting (without it every connect is a full handshake).
     #[arg(long)]
     pub tls_resume: bool,
+
+    /// Sweep: a latency objective every step must meet: p50=DUR, p99=DUR, p999=DUR or max=DUR.
+    /// Repeat for several. (`loadgen sweep TARGET --slo p99=1ms`)
+    #[arg(long, value_name = "FIGURE=DUR")]
+    pub slo: Vec<String>,
+
+    /// Sweep: measured time per step (each after a 1 s warm-up).
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    pub step_time: Duration,
+
+    /// Sweep: the first step's rate [default: a tenth of a 2 s closed-loop probe's throughput].
+    #[arg(long, value_name = "N")]
+    pub start_rate: Option<f64>,
+
+    /// Sweep: stop when the highest passing and lowest failing rates are this close (a fraction).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.05)]
+    pub precision: f64,
 
     /// Close each connection after N messages and open it again (plain TCP: connection churn;
     /// TLS: a handshake each time). The report adds connects and their latency.
@@ -185,6 +213,25 @@ pub enum Command {
         /// For tls:// targets.
         #[command(flatten)]
         trust: TlsArgs,
+    },
+    /// Draw results (JSON from --json/--out, or --hlog logs) into one SVG: the percentile
+    /// spectrum with every run overlaid, and rate and latency over time.
+    Plot {
+        /// Result files: loadgen JSON or hlog.
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+        /// Where to write the SVG.
+        #[arg(short = 'o', long = "out", value_name = "PATH.svg")]
+        out: PathBuf,
+    },
+    /// A table of each figure of every result (JSON), with its ratio to the first one's.
+    Compare {
+        /// loadgen JSON results; the first is the reference.
+        #[arg(value_name = "FILE", required = true, num_args = 2..)]
+        files: Vec<PathBuf>,
+        /// Also draw them overlaid into this SVG.
+        #[arg(long, value_name = "PATH.svg")]
+        plot: Option<PathBuf>,
     },
 }
 

@@ -12,9 +12,10 @@
 //! - [`chat`]: the chat room's fan-out load (`chat://`): members, publishers, per-delivery checks.
 //! - [`client`]: one connection: send queue, echo verification, completions.
 //! - [`tally`]: a thread's results: latency histogram and counts by cause.
-//! - [`schedule`]: open-loop intended send times.
+//! - [`schedule`]: open-loop intended send times; [`sweep`]: the highest rate within latency
+//!   objectives.
 //! - [`payload`]: the payload pattern and datagram checks.
-//! - [`report`]: merged results as text, JSON and hlog.
+//! - [`report`]: merged results as text, JSON and hlog; [`plot`]: results drawn as SVG.
 //! - [`probe`]: `loadgen probe`.
 
 #![deny(missing_docs)]
@@ -23,11 +24,13 @@ pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod payload;
+pub mod plot;
 pub mod probe;
 pub mod reactor;
 pub mod report;
 pub mod run;
 pub mod schedule;
+pub mod sweep;
 pub mod tally;
 pub mod target;
 pub mod tls;

@@ -13,7 +13,14 @@ use ricochet_loadgen::run::{self, Settings};
 use ricochet_loadgen::target::Target;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    // `loadgen sweep TARGET ...` takes every load option, so it is the main command in sweep
+    // mode rather than a subcommand of its own.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let sweeping = argv.get(1).is_some_and(|a| a == "sweep");
+    if sweeping {
+        argv.remove(1);
+    }
+    let args = Args::parse_from(argv);
     let usage = |msg: String| -> ! {
         Args::command().error(clap::error::ErrorKind::ValueValidation, msg).exit()
     };
@@ -31,15 +38,31 @@ fn main() -> ExitCode {
         };
         return probe(&target, message.as_bytes(), *timeout, tls.as_ref());
     }
+    match &args.command {
+        Some(Command::Plot { files, out }) => return plot(files, out),
+        Some(Command::Compare { files, plot: svg }) => return compare(files, svg.as_deref()),
+        _ => {}
+    }
     let settings = Settings::try_from(&args).unwrap_or_else(|e| usage(e));
+    let sweep_flags = !args.slo.is_empty() || args.start_rate.is_some();
+    if sweep_flags && !sweeping {
+        usage("--slo and --start-rate are for `loadgen sweep`".into());
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
             eprintln!("loadgen: cannot handle signal {signal}: {e}");
         }
     }
+    if sweeping {
+        return sweep(&args, &settings, stop).unwrap_or_else(|e| usage(e));
+    }
     match run::run(&settings, stop) {
         Ok(merged) => {
+            if let Err(e) = save(&args, &merged) {
+                eprintln!("loadgen: {e}");
+                return ExitCode::from(1);
+            }
             // A reader that went away (`loadgen ... | head -n1`) is not a failure of the run.
             if args.json {
                 output::stdout_line(&merged.json());
@@ -62,6 +85,151 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `loadgen sweep`: a row per step as it completes, then the answer (exit 0), or exit 1 when
+/// even the first step failed. A usage error comes back as `Err`.
+fn sweep(args: &Args, settings: &Settings, stop: Arc<AtomicBool>) -> Result<ExitCode, String> {
+    use ricochet_loadgen::sweep::{Slo, SweepSettings};
+    if args.slo.is_empty() {
+        return Err("sweep needs at least one --slo (p50=DUR, p99=DUR, p999=DUR or max=DUR)".into());
+    }
+    if args.rate.is_some() || args.messages.is_some() || args.duration.is_some() {
+        return Err("sweep chooses its rates and step times: drop -r, -n and -t".into());
+    }
+    if !(args.precision > 0.0 && args.precision < 1.0) {
+        return Err(format!("--precision {} must be between 0 and 1", args.precision));
+    }
+    if args.step_time.is_zero() {
+        return Err("--step-time must be longer than 0".into());
+    }
+    if let Some(rate) = args.start_rate {
+        if !(rate.is_finite() && (ricochet_loadgen::schedule::MIN_RATE..=1e9).contains(&rate)) {
+            return Err(format!("--start-rate {rate} must be between 0.001 and 1e9"));
+        }
+    }
+    let slos = args.slo.iter().map(|s| Slo::parse(s)).collect::<Result<Vec<_>, _>>()?;
+    let plan = SweepSettings {
+        slos: slos.clone(),
+        step_time: args.step_time,
+        start_rate: args.start_rate,
+        precision: args.precision,
+    };
+    if !args.json {
+        output::stdout_line(&format!(
+            "{:>14} {:>14} {:>10} {:>10} {:>10} {:>10}  result",
+            "requested/s", "achieved/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs"
+        ));
+    }
+    let json = args.json;
+    let outcome = ricochet_loadgen::sweep::sweep(settings, &plan, stop, |step| {
+        if !json {
+            output::stdout_line(&format!(
+                "{:>14.0} {:>14.0} {:>10.1} {:>10.1} {:>10.1} {:>10.1}  {}",
+                step.requested,
+                step.achieved,
+                step.p50_us,
+                step.p99_us,
+                step.p999_us,
+                step.max_us,
+                if step.pass { "pass" } else { "FAIL" }
+            ));
+        }
+    });
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("loadgen sweep: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let objectives: Vec<String> = slos.iter().map(Slo::describe).collect();
+    if json {
+        output::stdout_line(&serde_json::to_string(&outcome).expect("plain values serialize"));
+    } else {
+        match outcome.answer {
+            Some(rate) => output::stdout_line(&format!(
+                "max rate meeting {}: {} msgs/s",
+                objectives.join(" and "),
+                ricochet_loadgen::report::group(rate.round() as u64)
+            )),
+            None => output::stdout_line(&format!(
+                "no step met {} (the first, at {:.0} msgs/s, failed)",
+                objectives.join(" and "),
+                outcome.steps.first().map_or(0.0, |s| s.requested)
+            )),
+        }
+    }
+    if let Some(path) = &args.plot {
+        if let Err(e) = ricochet_loadgen::plot::draw_knee(&outcome.steps, path) {
+            eprintln!("loadgen sweep: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    Ok(if outcome.answer.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `loadgen plot`: every file drawn into one SVG.
+fn plot(files: &[std::path::PathBuf], out: &std::path::Path) -> ExitCode {
+    let series: Result<Vec<_>, String> =
+        files.iter().map(|f| ricochet_loadgen::plot::Series::load(f)).collect();
+    match series.and_then(|s| ricochet_loadgen::plot::draw(&s, out)) {
+        Ok(()) => {
+            println!("wrote {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadgen plot: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `loadgen compare`: the table, and the picture if asked.
+fn compare(files: &[std::path::PathBuf], svg: Option<&std::path::Path>) -> ExitCode {
+    let run = || -> Result<String, String> {
+        let mut results = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| format!("{}: not a JSON result: {e}", file.display()))?;
+            results.push((file.display().to_string(), value));
+        }
+        let table = ricochet_loadgen::report::compare_table(&results)?;
+        if let Some(svg) = svg {
+            let series: Result<Vec<_>, String> =
+                files.iter().map(|f| ricochet_loadgen::plot::Series::load(f)).collect();
+            ricochet_loadgen::plot::draw(&series?, svg)?;
+        }
+        Ok(table)
+    };
+    match run() {
+        Ok(table) => {
+            output::stdout_line(table.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadgen compare: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--out` and `--plot`: the result kept as JSON, and drawn.
+fn save(args: &Args, merged: &ricochet_loadgen::report::Merged) -> Result<(), String> {
+    if let Some(path) = &args.out {
+        std::fs::write(path, merged.json() + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let value: serde_json::Value =
+            serde_json::from_str(&merged.json()).expect("our own JSON reads back");
+        let label = merged.report.target.clone();
+        let series = ricochet_loadgen::plot::Series::from_json(label, &value)?;
+        ricochet_loadgen::plot::draw(&[series], path)?;
+    }
+    Ok(())
 }
 
 fn probe(

@@ -84,7 +84,8 @@ pub struct Plan {
     pub stop: Arc<AtomicBool>,
     /// Recorded messages completed so far, for the progress line.
     pub progress: Arc<AtomicU64>,
-    /// Write an hlog: send an interval every second.
+    /// Send an interval (its latencies) every second of the measured period: for the JSON's
+    /// `intervals`, and the hlog.
     pub hlog: bool,
     /// Where to send intervals and the final [`Report::Finished`].
     pub reports: Sender<Report>,

@@ -113,6 +113,99 @@ pub struct Report {
     /// TLS only: certificates were not verified (`--insecure`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+    /// The whole latency histogram of the measured period, values in ns: HdrHistogram's
+    /// compressed V2 encoding in base64 (as in an hlog line). [`decode_histogram`] reads it.
+    pub histogram: String,
+    /// One entry per second of the measured period.
+    pub intervals: Vec<IntervalSummary>,
+}
+
+/// One second of the measured period.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct IntervalSummary {
+    /// Seconds from the start of the measured period.
+    pub t: f64,
+    /// Messages completed in it.
+    pub messages: u64,
+    /// Its median latency.
+    pub p50_us: f64,
+    /// Its 99th percentile.
+    pub p99_us: f64,
+    /// Its slowest.
+    pub max_us: f64,
+}
+
+/// Encodes a histogram as the JSON's `histogram`: compressed V2, base64.
+pub fn encode_histogram(hist: &Histogram<u64>) -> String {
+    use base64::Engine;
+    use hdrhistogram::serialization::Serializer;
+    let mut bytes = Vec::new();
+    V2DeflateSerializer::new().serialize(hist, &mut bytes).expect("serializing to memory");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// `loadgen compare`: one row per figure, one column per result (file name), each with its
+/// ratio to the first result's.
+pub fn compare_table(results: &[(String, serde_json::Value)]) -> Result<String, String> {
+    type Figure = (&'static str, fn(&serde_json::Value) -> Option<f64>);
+    let figures: [Figure; 6] = [
+        ("msgs/s", |v| v["msgs_per_sec"].as_f64()),
+        ("p50 µs", |v| v["latency_us"]["p50"].as_f64()),
+        ("p99 µs", |v| v["latency_us"]["p99"].as_f64()),
+        ("p99.9 µs", |v| v["latency_us"]["p999"].as_f64()),
+        ("max µs", |v| v["latency_us"]["max"].as_f64()),
+        ("errors", |v| v["errors"].as_f64()),
+    ];
+    for (name, v) in results {
+        if figures.iter().any(|(_, get)| get(v).is_none()) {
+            return Err(format!("{name}: not a loadgen result (run loadgen with --json or --out)"));
+        }
+    }
+    let mut out = String::new();
+    let _ = write!(out, "{:<10}", "");
+    for (name, _) in results {
+        let short = std::path::Path::new(name)
+            .file_name()
+            .map_or(name.clone(), |n| n.to_string_lossy().into_owned());
+        let _ = write!(out, " {:>26}", short);
+    }
+    out.push('\n');
+    for (label, get) in figures {
+        let _ = write!(out, "{label:<10}");
+        let first = get(&results[0].1).unwrap_or(0.0);
+        for (i, (_, v)) in results.iter().enumerate() {
+            let x = get(v).unwrap_or(0.0);
+            let cell = if i == 0 {
+                format!("{} (1.00)", number(x))
+            } else if first == 0.0 {
+                format!("{} (—)", number(x))
+            } else {
+                format!("{} ({:.2})", number(x), x / first)
+            };
+            let _ = write!(out, " {cell:>26}");
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn number(x: f64) -> String {
+    if x >= 1000.0 {
+        group(x.round() as u64)
+    } else {
+        us(x)
+    }
+}
+
+/// Decodes a JSON result's `histogram`.
+pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("the histogram is not base64: {e}"))?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .map_err(|e| format!("the histogram does not decode: {e:?}"))
 }
 
 /// Errors by cause, as the JSON reports them (their sum is `errors`).
@@ -195,8 +288,15 @@ pub struct RunInfo {
     pub insecure: bool,
 }
 
-/// Merges thread tallies into the report for a measured period of `measured`.
-pub fn merge(info: &RunInfo, tallies: Vec<Tally>, measured: Duration, interrupted: bool) -> Merged {
+/// Merges thread tallies into the report for a measured period of `measured`, with the merged
+/// per-second `intervals` (index: seconds from the start of the measured period).
+pub fn merge(
+    info: &RunInfo,
+    tallies: Vec<Tally>,
+    measured: Duration,
+    interrupted: bool,
+    intervals: &[(u64, Histogram<u64>)],
+) -> Merged {
     let mut hist = crate::tally::new_histogram();
     let (mut messages, mut mismatches, mut lost, mut duplicates, mut reordered) = (0, 0, 0, 0, 0);
     let mut deliveries = 0;
@@ -246,6 +346,20 @@ pub fn merge(info: &RunInfo, tallies: Vec<Tally>, measured: Duration, interrupte
         connects,
         connect_latency_us: Latency::of(&connect_hist),
         insecure: info.insecure,
+        histogram: encode_histogram(&hist),
+        intervals: intervals
+            .iter()
+            .map(|(index, h)| {
+                let l = Latency::of(h);
+                IntervalSummary {
+                    t: *index as f64,
+                    messages: h.len(),
+                    p50_us: l.p50,
+                    p99_us: l.p99,
+                    max_us: l.max,
+                }
+            })
+            .collect(),
     };
     Merged { hist, report, errors, duplicates, reordered, run: info.clone(), interrupted }
 }
@@ -349,18 +463,28 @@ impl Merged {
             );
         }
         let l = &r.latency_us;
-        let _ =
-            writeln!(out, "latency µs  min {}  mean {}  max {}", us(l.min), us(l.mean), us(l.max));
-        let _ = writeln!(out, "  percentile     latency");
-        for (label, value) in [
-            ("50", l.p50),
-            ("90", l.p90),
-            ("99", l.p99),
-            ("99.9", l.p999),
-            ("99.99", l.p9999),
-            ("100", l.max),
-        ] {
-            let _ = writeln!(out, "  {label:>9} %  {:>10} µs", us(value));
+        if self.hist.is_empty() {
+            let _ =
+                writeln!(out, "latency     no data: no message completed in the measured period");
+        } else {
+            let _ = writeln!(
+                out,
+                "latency µs  min {}  mean {}  max {}",
+                us(l.min),
+                us(l.mean),
+                us(l.max)
+            );
+            let _ = writeln!(out, "  percentile     latency");
+            for (label, value) in [
+                ("50", l.p50),
+                ("90", l.p90),
+                ("99", l.p99),
+                ("99.9", l.p999),
+                ("99.99", l.p9999),
+                ("100", l.max),
+            ] {
+                let _ = writeln!(out, "  {label:>9} %  {:>10} µs", us(value));
+            }
         }
         // Connection churn (or a TLS run) is worth a line; steady plain connections are not.
         if r.proto == "tls" || r.connects > u64::from(r.connections) {
@@ -388,7 +512,7 @@ fn us(v: f64) -> String {
 }
 
 /// 1234567 → "1,234,567".
-fn group(n: u64) -> String {
+pub fn group(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -524,7 +648,7 @@ mod tests {
     fn merge_adds_histograms_and_counters() {
         let a = tally(&[1_000, 2_000, 3_000], &[(Cause::Reset, 1)]);
         let b = tally(&[4_000, 100_000], &[(Cause::Reset, 2), (Cause::Timeout, 1)]);
-        let m = merge(&info(), vec![a, b], Duration::from_secs(2), false);
+        let m = merge(&info(), vec![a, b], Duration::from_secs(2), false, &[]);
         assert_eq!(m.report.messages, 5);
         assert_eq!(m.report.bytes, 5 * 64);
         assert_eq!(m.report.msgs_per_sec, 2.5);
@@ -539,7 +663,7 @@ mod tests {
 
     #[test]
     fn json_has_exactly_the_contract_keys_in_order() {
-        let m = merge(&info(), vec![tally(&[1500], &[])], Duration::from_secs(1), false);
+        let m = merge(&info(), vec![tally(&[1500], &[])], Duration::from_secs(1), false, &[]);
         let json = m.json();
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
@@ -564,6 +688,8 @@ mod tests {
             "reordered",
             "connects",
             "connect_latency_us",
+            "histogram",
+            "intervals",
         ];
         expected.sort();
         assert_eq!(keys, expected);
@@ -584,7 +710,7 @@ mod tests {
     #[test]
     fn error_causes_add_up_to_errors() {
         let errors = [(Cause::Reset, 3), (Cause::Timeout, 2), (Cause::ClosedByServer, 1)];
-        let m = merge(&info(), vec![tally(&[1500], &errors)], Duration::from_secs(1), false);
+        let m = merge(&info(), vec![tally(&[1500], &errors)], Duration::from_secs(1), false, &[]);
         let c = &m.report.error_causes;
         assert_eq!((c.reset, c.timeout, c.closed, c.refused), (3, 2, 1, 0));
         assert_eq!(m.report.errors, 6);
@@ -594,9 +720,9 @@ mod tests {
     fn text_says_plainly_when_the_rate_was_not_reached() {
         let mut i = info();
         i.rate = Some(1000.0);
-        let m = merge(&i, vec![tally(&[1000; 500], &[])], Duration::from_secs(1), false);
+        let m = merge(&i, vec![tally(&[1000; 500], &[])], Duration::from_secs(1), false, &[]);
         assert!(m.text().contains("RATE NOT REACHED"), "{}", m.text());
-        let m = merge(&i, vec![tally(&[1000; 1000], &[])], Duration::from_secs(1), false);
+        let m = merge(&i, vec![tally(&[1000; 1000], &[])], Duration::from_secs(1), false, &[]);
         assert!(!m.text().contains("NOT REACHED"));
     }
 

@@ -149,7 +149,7 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
             timeout: settings.timeout,
             stop: Arc::clone(&stop),
             progress: Arc::clone(done),
-            hlog: settings.hlog.is_some(),
+            hlog: true, // per-second intervals, for the JSON and the hlog
             reports: reports_tx.clone(),
             conn_ids,
             publishers: settings.publishers,
@@ -166,13 +166,14 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
 
     let bar = settings.progress.then(|| progress_bar(settings));
     let mut pending: BTreeMap<u64, (Histogram<u64>, usize)> = BTreeMap::new();
+    let mut intervals: Vec<(u64, Histogram<u64>)> = Vec::new();
     let mut last = (Instant::now(), 0u64);
     let mut running = threads.len();
     while running > 0 {
         // Sleeps until a thread reports, or 200 ms pass for the progress line.
         match reports.recv_timeout(Duration::from_millis(200)) {
             Ok(Report::Interval(interval)) => {
-                collect(&mut pending, interval, settings.threads, &mut hlog)?
+                collect(&mut pending, interval, settings.threads, &mut hlog, &mut intervals)?
             }
             Ok(Report::Finished) => running -= 1,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -182,12 +183,14 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
             let done: u64 = progress.iter().map(|p| p.load(Ordering::Relaxed)).sum();
             let now = Instant::now();
             let dt = now.duration_since(last.0).as_secs_f64();
-            if now < warmup_end {
-                bar.set_message("warming up (not recorded)");
-            } else if dt >= 0.5 {
-                let rate = (done - last.1) as f64 / dt;
-                bar.set_message(format!("{done} messages, {rate:.0} msgs/s"));
-                last = (now, done);
+            if now >= warmup_end {
+                // The rate is said once half a second of the measured period has passed.
+                let since = now.duration_since(warmup_end);
+                let rate = (dt >= 0.5 && last.0 >= warmup_end).then(|| (done - last.1) as f64 / dt);
+                if dt >= 0.5 || last.0 < warmup_end {
+                    last = (now.max(warmup_end), done);
+                }
+                bar.set_message(progress_message(settings, since, done, rate));
             }
             bar.tick();
         }
@@ -205,7 +208,7 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
     }
     while let Ok(report) = reports.try_recv() {
         if let Report::Interval(interval) = report {
-            collect(&mut pending, interval, settings.threads, &mut hlog)?;
+            collect(&mut pending, interval, settings.threads, &mut hlog, &mut intervals)?;
         }
     }
     let finished = Instant::now();
@@ -223,14 +226,20 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
             last.saturating_duration_since(warmup_end)
         }
     };
-    if let Some(mut writer) = hlog.take() {
-        // Intervals every thread did not report (the last, partial one) are written as they are.
-        for (index, (hist, _)) in std::mem::take(&mut pending) {
-            write_interval(&mut writer, index, &hist)?;
+    // Intervals every thread did not report (the last, partial one) are taken as they are.
+    for (index, (hist, _)) in std::mem::take(&mut pending) {
+        if let Some(writer) = hlog.as_mut() {
+            write_interval(writer, index, &hist)?;
         }
+        intervals.push((index, hist));
+    }
+    if let Some(writer) = hlog.take() {
         writer.finish().map_err(Error::io("writing the hlog"))?;
     }
-    Ok(report::merge(&info, tallies, measured, interrupted))
+    // Only the measured period's seconds (a message-count run ends inside its last second).
+    let seconds = measured.as_secs_f64().ceil().max(1.0) as u64;
+    intervals.retain(|(index, _)| *index < seconds);
+    Ok(report::merge(&info, tallies, measured, interrupted, &intervals))
 }
 
 /// The first endpoint of `target` that is there: one that accepts a connection (streams: a
@@ -272,6 +281,7 @@ fn collect<W: std::io::Write>(
     interval: Interval,
     threads: usize,
     hlog: &mut Option<HlogWriter<W>>,
+    done: &mut Vec<(u64, Histogram<u64>)>,
 ) -> Result<(), Error> {
     let entry = pending.entry(interval.index).or_insert_with(|| (new_histogram(), 0));
     entry.0.add(&interval.hist).expect("same bounds");
@@ -285,6 +295,7 @@ fn collect<W: std::io::Write>(
         if let Some(writer) = hlog.as_mut() {
             write_interval(writer, index, &hist)?;
         }
+        done.push((index, hist));
     }
     Ok(())
 }
@@ -301,18 +312,47 @@ fn write_interval<W: std::io::Write>(
 fn progress_bar(settings: &Settings) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-    let total = match (settings.duration, settings.messages) {
-        (Some(d), _) => format!(" of {}", humantime::format_duration(d + settings.warmup)),
-        (None, Some(n)) => format!(" ({n} messages)"),
-        _ => String::new(),
-    };
-    let style = indicatif::ProgressStyle::with_template(&format!(
-        "{{spinner}} {{elapsed}}{total}  {{msg}}"
-    ))
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    let style = indicatif::ProgressStyle::with_template("{spinner} {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
     bar.set_style(style);
-    bar.set_message("connecting");
+    bar.set_message(match settings.warmup.is_zero() {
+        true => "connecting".to_owned(),
+        false => {
+            format!("warm-up of {} (not recorded)", humantime::format_duration(settings.warmup))
+        }
+    });
     bar
+}
+
+/// The progress line in the measured period: its own clock (the warm-up is not in it), the
+/// messages so far, and the rate over the last half second (said once there is one).
+fn progress_message(
+    settings: &Settings,
+    elapsed: Duration,
+    done: u64,
+    rate: Option<f64>,
+) -> String {
+    let secs = elapsed.as_secs_f64();
+    let of = match (settings.duration, settings.messages) {
+        (Some(d), _) => format!("{secs:.1} s of {:.1} s", d.as_secs_f64()),
+        (None, Some(n)) => format!(
+            "{secs:.1} s, {} of {} messages",
+            crate::report::group(done),
+            crate::report::group(n)
+        ),
+        _ => format!("{secs:.1} s"),
+    };
+    let counted = match settings.messages {
+        Some(_) => String::new(),
+        None => format!(", {} messages", crate::report::group(done)),
+    };
+    match rate {
+        Some(rate) => format!(
+            "measuring: {of}{counted}, {} msgs/s",
+            crate::report::group(rate.round() as u64)
+        ),
+        None => format!("measuring: {of}{counted}"),
+    }
 }
 
 /// Whether a progress line makes sense: stderr is a terminal.

@@ -423,6 +423,8 @@ fn json_and_hlog_outputs() {
             "duration_s",
             "error_causes",
             "errors",
+            "histogram",
+            "intervals",
             "latency_us",
             "lost",
             "messages",
@@ -620,7 +622,8 @@ fn probe_over_udp_and_unix() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// On a terminal, a progress line (elapsed, messages, current rate) is drawn on stderr; with
+/// On a terminal, a progress line (the phase, its own clock, messages, current rate) is drawn on
+/// stderr; with
 /// `--json` nothing but the JSON object is printed. Uses `script` for a pseudo-terminal.
 #[test]
 fn progress_line_on_a_terminal_only() {
@@ -642,11 +645,14 @@ fn progress_line_on_a_terminal_only() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let text = run("");
-    assert!(text.contains("warming up"), "{text}");
-    assert!(text.contains(" messages, ") && text.contains(" msgs/s"), "{text}");
+    assert!(text.contains("warm-up of 300ms (not recorded)"), "{text}");
+    // The measured period has its own clock: "of 1.5 s", not warm-up plus measurement.
+    assert!(text.contains("measuring: ") && text.contains(" s of 1.5 s"), "{text}");
+    assert!(text.contains(" msgs/s"), "{text}");
+    assert!(!text.contains("measuring: 0.0 s of 1.5 s, 0 messages, 0 msgs/s"), "{text}");
     assert!(text.contains("percentile"), "the report follows: {text}");
     let json = run("--json");
-    assert!(!json.contains("msgs/s,") && !json.contains("warming up"), "{json}");
+    assert!(!json.contains("measuring") && !json.contains("warm-up of"), "{json}");
     let object = json.trim();
     assert!(object.starts_with('{') && object.ends_with('}'), "only the JSON object: {json:?}");
 }
@@ -787,4 +793,196 @@ fn tls_flags_need_a_tls_target() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-ca is for tls:// targets"));
     let out = loadgen(&["udp://127.0.0.1:9", "--reconnect-every", "5"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// The JSON keeps everything: its `histogram` decodes to the same percentiles as the report, and
+/// `intervals` has one entry per measured second, summing to the messages; `--out` writes the
+/// same JSON beside the text report.
+#[test]
+fn json_histogram_round_trips_and_intervals_cover_the_run() {
+    let server = ricochet::spawn(Config::ephemeral()).unwrap();
+    let out_path = std::env::temp_dir().join(format!("loadgen-out-{}.json", std::process::id()));
+    let target = server.tcp_addr().unwrap().to_string();
+    let out = loadgen(&[
+        &target,
+        "-c",
+        "4",
+        "-t",
+        "2s",
+        "--warmup",
+        "200ms",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("percentile"), "the text report still");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    std::fs::remove_file(&out_path).unwrap();
+    let hist =
+        ricochet_loadgen::report::decode_histogram(v["histogram"].as_str().unwrap()).unwrap();
+    assert_eq!(hist.len(), v["messages"].as_u64().unwrap());
+    let l = ricochet_loadgen::report::Latency::of(&hist);
+    assert_eq!(l.p50, v["latency_us"]["p50"].as_f64().unwrap());
+    assert_eq!(l.p99, v["latency_us"]["p99"].as_f64().unwrap());
+    assert_eq!(l.max, v["latency_us"]["max"].as_f64().unwrap());
+    let intervals = v["intervals"].as_array().unwrap();
+    assert_eq!(intervals.len(), 2, "{intervals:?}");
+    assert_eq!(intervals[1]["t"], 1.0);
+    let sum: u64 = intervals.iter().map(|i| i["messages"].as_u64().unwrap()).sum();
+    assert_eq!(sum, v["messages"].as_u64().unwrap());
+}
+
+/// `plot` of two results draws both, labelled by file name, with the axes named; `compare` gives
+/// each figure's ratio to the first result's.
+#[test]
+fn plot_and_compare_two_results() {
+    let dir = std::env::temp_dir().join(format!("loadgen-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = ricochet::spawn(Config::ephemeral()).unwrap();
+    let target = server.tcp_addr().unwrap().to_string();
+    let (a, b, svg) = (dir.join("fast.json"), dir.join("paced.json"), dir.join("both.svg"));
+    loadgen(&[&target, "-c", "2", "-n", "2000", "--out", a.to_str().unwrap()]);
+    loadgen(&[&target, "-c", "2", "-n", "500", "-r", "1000", "--out", b.to_str().unwrap()]);
+    let out =
+        loadgen(&["plot", a.to_str().unwrap(), b.to_str().unwrap(), "-o", svg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg"), "an SVG");
+    for needle in ["fast.json", "paced.json", "percentile", "latency (µs)", "99.9%", "messages/s"]
+    {
+        assert!(text.contains(needle), "the SVG lacks {needle:?}");
+    }
+    // Each result in its own colour: its spectrum, its legend mark, its rate, p50 and p99 lines.
+    let mut colours = std::collections::BTreeMap::new();
+    for line in text.split("<polyline").skip(1) {
+        let stroke = line.split("stroke=\"").nth(1).unwrap().split('"').next().unwrap();
+        if stroke != "#000000" {
+            *colours.entry(stroke.to_owned()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(colours.values().copied().collect::<Vec<_>>(), [5, 5], "{colours:?}");
+    let out = loadgen(&["compare", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(table.contains("msgs/s") && table.contains("(1.00)"), "{table}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// compare's ratios on known inputs.
+#[test]
+fn compare_ratios_are_computed_right() {
+    let result = |rate: f64, p99: f64| {
+        serde_json::json!({"msgs_per_sec": rate, "errors": 0,
+            "latency_us": {"p50": 10.0, "p99": p99, "p999": 300.0, "max": 400.0}})
+    };
+    let table = ricochet_loadgen::report::compare_table(&[
+        ("a.json".into(), result(1000.0, 100.0)),
+        ("b.json".into(), result(2500.0, 50.0)),
+    ])
+    .unwrap();
+    let rate = table.lines().find(|l| l.starts_with("msgs/s")).unwrap();
+    assert!(rate.contains("1,000 (1.00)") && rate.contains("2,500 (2.50)"), "{table}");
+    let p99 = table.lines().find(|l| l.starts_with("p99 µs")).unwrap();
+    assert!(p99.contains("100 (1.00)") && p99.contains("50.0 (0.50)"), "{table}");
+    let err = ricochet_loadgen::report::compare_table(&[("x".into(), serde_json::json!({}))]);
+    assert!(err.unwrap_err().contains("not a loadgen result"));
+}
+
+/// sweep against a server that serves one message per millisecond: the answer is that capacity,
+/// within the precision asked; every step is a row; `--json` has the steps and the answer.
+#[test]
+fn sweep_finds_a_known_capacity() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while s.read_exact(&mut buf).is_ok() {
+                    std::thread::sleep(Duration::from_millis(1)); // the service time
+                    if s.write_all(&buf).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let out = loadgen(&[
+        "sweep",
+        &addr.to_string(),
+        "-c",
+        "1",
+        "--slo",
+        "p99=50ms",
+        "--start-rate",
+        "250",
+        "--step-time",
+        "2s",
+        "--precision",
+        "0.1",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    let steps = v["steps"].as_array().unwrap();
+    assert!(steps.len() >= 4, "{steps:?}");
+    assert_eq!(
+        (steps[0]["requested"].as_f64(), steps[0]["pass"].as_bool()),
+        (Some(250.0), Some(true))
+    );
+    assert!(steps.iter().any(|s| s["pass"] == false), "a step broke the objective: {steps:?}");
+    // Capacity: at most 1000 messages/s (a little less: sleeping 1 ms takes a bit more).
+    let answer = v["answer"].as_f64().unwrap();
+    assert!(
+        (700.0..=1000.0).contains(&answer),
+        "answer {answer} for a 1000 msgs/s server: {steps:?}"
+    );
+}
+
+/// sweep against an embedded ricochet finds a rate; bad objectives and bad files are refused
+/// with a message.
+#[test]
+fn sweep_embedded_and_bad_inputs() {
+    let out = loadgen(&[
+        "sweep",
+        "--slo",
+        "p99=100ms",
+        "--start-rate",
+        "2000",
+        "--step-time",
+        "1s",
+        "--precision",
+        "0.9",
+        "-c",
+        "4",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("max rate meeting p99 ≤ 100 ms:"), "{text}");
+    for (args, needle) in [
+        (&["sweep", "--slo", "p99=fast"][..], "--slo p99=fast"),
+        (&["sweep", "--slo", "p42=1ms"], "expected p50=DUR"),
+        (&["sweep"], "at least one --slo"),
+        (&["--slo", "p99=1ms"], "for `loadgen sweep`"),
+        (&["sweep", "--slo", "p99=1ms", "-r", "100"], "drop -r"),
+    ] {
+        let out = loadgen(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = loadgen(&["plot", "/nonexistent/run.json", "-o", "/tmp/x.svg"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/run.json"));
+    let not_result = std::env::temp_dir().join(format!("not-a-result-{}.json", std::process::id()));
+    std::fs::write(&not_result, "{\"hello\": 1}").unwrap();
+    let out = loadgen(&["plot", not_result.to_str().unwrap(), "-o", "/tmp/x.svg"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loadgen result"));
+    std::fs::remove_file(not_result).unwrap();
 }
