@@ -192,6 +192,8 @@ pub fn compare_table(results: &[(String, serde_json::Value)]) -> Result<String, 
 fn number(x: f64) -> String {
     if x >= 1000.0 {
         group(x.round() as u64)
+    } else if x.fract() == 0.0 {
+        format!("{x:.0}") // a count (errors)
     } else {
         us(x)
     }
