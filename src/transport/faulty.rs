@@ -499,18 +499,7 @@ impl<T: Transport> Transport for Faulty<T> {
         }
     }
 
-    fn send(&mut self, buf: &[u8]) -> Result<usize, Errno> {
-        self.write(&[buf])
-    }
-
-    fn send2(&mut self, first: &[u8], second: &[u8]) -> Result<usize, Errno> {
-        self.write(&[first, second])
-    }
-
-    fn send_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
-        let parts: Vec<&[u8]> = bufs.iter().map(|b| &**b).collect();
-        self.write(&parts)
-    }
+    write_by_parts!(write);
 
     fn has_buffered(&self) -> bool {
         !self.held.is_empty() || self.inner.has_buffered()

@@ -11,6 +11,25 @@
 //! fast path costs what it cost before the layer existed. [`faulty::Faulty`] wraps a transport
 //! with a stream fault plan.
 
+/// The three write methods of a transport that writes a list of parts at once, through its
+/// method `$write(&mut self, &[&[u8]])`.
+macro_rules! write_by_parts {
+    ($write:ident) => {
+        fn send(&mut self, buf: &[u8]) -> Result<usize, Errno> {
+            self.$write(&[buf])
+        }
+
+        fn send2(&mut self, first: &[u8], second: &[u8]) -> Result<usize, Errno> {
+            self.$write(&[first, second])
+        }
+
+        fn send_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
+            let parts: Vec<&[u8]> = bufs.iter().map(|b| &**b).collect();
+            self.$write(&parts)
+        }
+    };
+}
+
 pub(crate) mod faulty;
 pub(crate) mod tls;
 

@@ -168,18 +168,7 @@ impl Transport for Tls {
         }
     }
 
-    fn send(&mut self, buf: &[u8]) -> Result<usize, Errno> {
-        self.write_parts(&[buf])
-    }
-
-    fn send2(&mut self, first: &[u8], second: &[u8]) -> Result<usize, Errno> {
-        self.write_parts(&[first, second])
-    }
-
-    fn send_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
-        let parts: Vec<&[u8]> = bufs.iter().map(|b| &**b).collect();
-        self.write_parts(&parts)
-    }
+    write_by_parts!(write_parts);
 
     fn shutdown_write(&mut self) {
         if !self.failed {
