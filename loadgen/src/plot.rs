@@ -165,9 +165,9 @@ pub fn draw(series: &[Series], out: &Path) -> Result<(), String> {
         .draw()
         .map_err(|e| fail(&e))?;
     let lat_max =
-        series.iter().flat_map(|s| s.intervals.iter().map(|i| i.p99_us)).fold(1.0, f64::max);
+        series.iter().flat_map(|s| s.intervals.iter().map(|i| i.max_us)).fold(1.0, f64::max);
     let mut latency = ChartBuilder::on(&latency_area)
-        .caption("p50 (thin) and p99 (thick) per second", ("sans-serif", 18))
+        .caption("p50 (thin), p99 (thick) and max (faint) per second", ("sans-serif", 18))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -195,6 +195,10 @@ pub fn draw(series: &[Series], out: &Path) -> Result<(), String> {
             .map_err(|e| fail(&e))?;
         latency
             .draw_series(LineSeries::new(p99, colour(i).stroke_width(3)))
+            .map_err(|e| fail(&e))?;
+        let max: Vec<(f64, f64)> = s.intervals.iter().map(|iv| (at(iv), iv.max_us)).collect();
+        latency
+            .draw_series(LineSeries::new(max, colour(i).mix(0.35).stroke_width(1)))
             .map_err(|e| fail(&e))?;
     }
     root.present().map_err(|e| fail(&e))?;

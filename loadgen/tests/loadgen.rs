@@ -852,7 +852,7 @@ fn plot_and_compare_two_results() {
     {
         assert!(text.contains(needle), "the SVG lacks {needle:?}");
     }
-    // Each result in its own colour: its spectrum, its legend mark, its rate, p50 and p99 lines.
+    // Each result in its own colour: its spectrum, its legend mark, its rate, p50, p99 and max.
     let mut colours = std::collections::BTreeMap::new();
     for line in text.split("<polyline").skip(1) {
         let stroke = line.split("stroke=\"").nth(1).unwrap().split('"').next().unwrap();
@@ -860,7 +860,7 @@ fn plot_and_compare_two_results() {
             *colours.entry(stroke.to_owned()).or_insert(0) += 1;
         }
     }
-    assert_eq!(colours.values().copied().collect::<Vec<_>>(), [5, 5], "{colours:?}");
+    assert_eq!(colours.values().copied().collect::<Vec<_>>(), [6, 6], "{colours:?}");
     let out = loadgen(&["compare", a.to_str().unwrap(), b.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
