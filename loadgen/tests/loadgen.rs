@@ -933,12 +933,17 @@ fn sweep_finds_a_known_capacity() {
         (Some(250.0), Some(true))
     );
     assert!(steps.iter().any(|s| s["pass"] == false), "a step broke the objective: {steps:?}");
-    // Capacity: at most 1000 messages/s (a little less: sleeping 1 ms takes a bit more).
+    // The server's capacity: at most 1000 messages/s (sleeping 1 ms takes a little more, and on
+    // a loaded machine more still), which is what a saturated step achieves.
+    let saturated = steps
+        .iter()
+        .filter(|s| s["achieved"].as_f64().unwrap() < 0.95 * s["requested"].as_f64().unwrap());
+    let capacity = saturated.map(|s| s["achieved"].as_f64().unwrap()).fold(0.0, f64::max);
+    assert!((300.0..=1000.0).contains(&capacity), "capacity {capacity}: {steps:?}");
+    // The answer is within the sweep's precision (10 %) of it, and a little more for noise.
     let answer = v["answer"].as_f64().unwrap();
-    assert!(
-        (700.0..=1000.0).contains(&answer),
-        "answer {answer} for a 1000 msgs/s server: {steps:?}"
-    );
+    assert!(answer <= capacity * 1.02, "answer {answer} above the capacity {capacity}");
+    assert!(answer >= capacity * 0.8, "answer {answer} for a capacity of {capacity}: {steps:?}");
 }
 
 /// sweep against an embedded ricochet finds a rate; bad objectives and bad files are refused
