@@ -54,7 +54,7 @@ pub fn parse_listen_path(text: &str) -> Result<ListenPath, String> {
     name = "ricochet",
     version,
     allow_negative_numbers = true,
-    about = "A fast, bounded echo server: TCP (IPv4/IPv6), UDP and Unix-domain streams, and chat rooms.",
+    about = "A fast, bounded echo server: TCP (IPv4/IPv6), UDP, Unix-domain streams and TLS, and chat rooms.",
     long_about = "A fast, bounded echo server: TCP (IPv4/IPv6), UDP and Unix-domain streams, on one \
 single-threaded edge-triggered reactor. Every byte received is sent back, in order, nothing added. \
 --chat serves a chat room instead: each line a member sends goes to every other member.\n\n\
@@ -230,6 +230,31 @@ pub struct Args {
     /// counted), which breaks echo/chargen reflection loops.
     #[arg(long, env = "RICOCHET_UDP_ALLOW_LOW_PORTS")]
     pub udp_allow_low_ports: bool,
+
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit:
+    /// `ricochet --completions bash > /etc/bash_completion.d/ricochet`.
+    #[arg(long, value_name = "SHELL")]
+    pub completions: Option<clap_complete::Shell>,
+
+    /// Print the man page (roff) and exit (scripts/man.sh writes it to a file).
+    #[arg(long, hide = true)]
+    pub man_page: bool,
+}
+
+impl Args {
+    /// `--completions` and `--man-page`: what to print instead of serving, if asked.
+    pub fn generated(&self) -> Option<Vec<u8>> {
+        use clap::CommandFactory;
+        let mut out = Vec::new();
+        if let Some(shell) = self.completions {
+            clap_complete::generate(shell, &mut Args::command(), "ricochet", &mut out);
+        } else if self.man_page {
+            clap_mangen::Man::new(Args::command()).render(&mut out).ok()?;
+        } else {
+            return None;
+        }
+        Some(out)
+    }
 }
 
 /// What the binary runs: the checked server config plus what only the binary does.

@@ -8,7 +8,14 @@ use ricochet::cli::{Args, Settings};
 use ricochet::{output, ControlSocket, Server};
 
 fn main() -> ExitCode {
-    let settings = match Settings::try_from(Args::parse()) {
+    let args = Args::parse();
+    if let Some(text) = args.generated() {
+        use std::io::Write;
+        // A reader that goes away early is not an error here either.
+        let _ = std::io::stdout().write_all(&text);
+        return ExitCode::SUCCESS;
+    }
+    let settings = match Settings::try_from(args) {
         Ok(settings) => settings,
         Err(msg) => {
             Args::command().error(clap::error::ErrorKind::ValueValidation, msg).exit();

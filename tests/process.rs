@@ -366,3 +366,25 @@ fn socket_option_flags_work_together() {
     let data = payload(1 << 20, 5);
     assert!(echo_concurrently(&c, &data, 4096) == data);
 }
+
+/// `--completions SHELL` prints a completion script naming the flags, and `--man-page` a man page,
+/// both from the same definitions as `--help`; neither starts a server.
+#[test]
+fn completions_and_man_page_come_from_the_flags() {
+    let run = |args: &[&str]| {
+        let out =
+            std::process::Command::new(env!("CARGO_BIN_EXE_ricochet")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let bash = run(&["--completions", "bash"]);
+    assert!(
+        bash.contains("_ricochet()") && bash.contains("--tls-cert") && bash.contains("--threads")
+    );
+    let zsh = run(&["--completions", "zsh"]);
+    assert!(zsh.starts_with("#compdef ricochet"), "{zsh}");
+    let man = run(&["--man-page"]);
+    assert!(man.contains(".TH ricochet 1") && man.contains("tls\\-handshake\\-timeout"), "{man}");
+    let (code, err) = run_to_exit(&["--completions", "tcsh"]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -224,6 +224,15 @@ pub enum Command {
         #[arg(short = 'o', long = "out", value_name = "PATH.svg")]
         out: PathBuf,
     },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff); scripts/man.sh writes it to a file.
+    #[command(hide = true)]
+    ManPage,
     /// A table of each figure of every result (JSON), with its ratio to the first one's.
     Compare {
         /// loadgen JSON results; the first is the reference.

@@ -39,6 +39,20 @@ fn main() -> ExitCode {
         return probe(&target, message.as_bytes(), *timeout, tls.as_ref());
     }
     match &args.command {
+        Some(Command::Completions { shell }) => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut Args::command(), "loadgen", &mut out);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::ManPage) => {
+            let mut out = Vec::new();
+            if clap_mangen::Man::new(Args::command()).render(&mut out).is_err() {
+                return ExitCode::from(1);
+            }
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
+            return ExitCode::SUCCESS;
+        }
         Some(Command::Plot { files, out }) => return plot(files, out),
         Some(Command::Compare { files, plot: svg }) => return compare(files, svg.as_deref()),
         _ => {}

@@ -991,3 +991,18 @@ fn sweep_embedded_and_bad_inputs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a loadgen result"));
     std::fs::remove_file(not_result).unwrap();
 }
+
+/// `loadgen completions SHELL` and the man page come from the same definitions as `--help`.
+#[test]
+fn completions_and_man_page() {
+    let bash = loadgen(&["completions", "bash"]);
+    assert_eq!(bash.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&bash.stdout);
+    assert!(
+        text.contains("_loadgen()") && text.contains("--reconnect-every") && text.contains("--slo"),
+        "{text}"
+    );
+    let man = loadgen(&["man-page"]);
+    assert_eq!(man.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH loadgen 1"));
+}
