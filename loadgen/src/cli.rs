@@ -135,6 +135,12 @@ pub struct Args {
     #[arg(long)]
     pub tls_resume: bool,
 
+    /// Start the warm-up at TIME (RFC 3339, e.g. 2026-11-22T10:00:00Z, or Unix seconds with
+    /// fractions), so that loadgens on several machines load the target together. A time in the
+    /// past is an error.
+    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    pub start_at: Option<std::time::SystemTime>,
+
     /// Sweep: a latency objective every step must meet: p50=DUR, p99=DUR, p999=DUR or max=DUR.
     /// Repeat for several. (`loadgen sweep TARGET --slo p99=1ms`)
     #[arg(long, value_name = "FIGURE=DUR")]
@@ -224,6 +230,22 @@ pub enum Command {
         #[arg(short = 'o', long = "out", value_name = "PATH.svg")]
         out: PathBuf,
     },
+    /// One report from several results (JSON, or hlog): counts summed, histograms merged exactly,
+    /// rates over the union of the measured periods.
+    Merge {
+        /// Result files (loadgen --json/--out, or --hlog logs).
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+        /// Print the merged result as JSON (the keys of a result).
+        #[arg(long)]
+        json: bool,
+        /// Also write the merged JSON to PATH.
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Merge results whose proto, size or depth differ.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -242,6 +264,22 @@ pub enum Command {
         #[arg(long, value_name = "PATH.svg")]
         plot: Option<PathBuf>,
     },
+}
+
+/// Parses `--start-at`: RFC 3339 or Unix seconds; it must lie in the future.
+pub fn parse_start_at(text: &str) -> Result<std::time::SystemTime, String> {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let at = match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => UNIX_EPOCH + Duration::from_secs_f64(secs),
+        Ok(_) => return Err(format!("`{text}` is not a time")),
+        Err(_) => humantime::parse_rfc3339_weak(text).map_err(|e| {
+            format!("`{text}` is not RFC 3339 (2026-11-22T10:00:00Z) or Unix seconds: {e}")
+        })?,
+    };
+    if at <= SystemTime::now() {
+        return Err(format!("`{text}` is in the past"));
+    }
+    Ok(at)
 }
 
 /// Largest message accepted on a stream (each connection keeps depth × size bytes).
@@ -366,6 +404,7 @@ impl TryFrom<&Args> for Settings {
             trust: args.trust.clone(),
             tls_resume: args.tls_resume,
             reconnect_every: args.reconnect_every,
+            start_at: args.start_at,
         })
     }
 }

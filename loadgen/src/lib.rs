@@ -16,13 +16,14 @@
 //!   objectives.
 //! - [`payload`]: the payload pattern and datagram checks.
 //! - [`report`]: merged results as text, JSON and hlog; [`plot`]: results drawn as SVG.
-//! - [`probe`]: `loadgen probe`.
+//! - [`probe`]: `loadgen probe`; [`merge`]: `loadgen merge` (results of several hosts).
 
 #![deny(missing_docs)]
 
 pub mod chat;
 pub mod cli;
 pub mod client;
+pub mod merge;
 pub mod payload;
 pub mod plot;
 pub mod probe;

@@ -54,6 +54,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Command::Plot { files, out }) => return plot(files, out),
+        Some(Command::Merge { files, json, out, force }) => {
+            return merge(files, *json, out.as_deref(), *force)
+        }
         Some(Command::Compare { files, plot: svg }) => return compare(files, svg.as_deref()),
         _ => {}
     }
@@ -181,6 +184,39 @@ fn sweep(args: &Args, settings: &Settings, stop: Arc<AtomicBool>) -> Result<Exit
         }
     }
     Ok(if outcome.answer.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `loadgen merge`: one report from many results.
+fn merge(
+    files: &[std::path::PathBuf],
+    json: bool,
+    out: Option<&std::path::Path>,
+    force: bool,
+) -> ExitCode {
+    use ricochet_loadgen::merge;
+    let run = || -> Result<serde_json::Value, String> {
+        let inputs: Vec<_> =
+            files.iter().map(|f| merge::Input::load(f)).collect::<Result<_, _>>()?;
+        let merged = merge::merge(&inputs, force)?;
+        if let Some(path) = out {
+            std::fs::write(path, merged.to_string() + "\n")
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        Ok(merged)
+    };
+    match run() {
+        Ok(merged) => {
+            match json {
+                true => output::stdout_line(&merged.to_string()),
+                false => output::stdout_line(merge::text(&merged).trim_end()),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadgen merge: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `loadgen plot`: every file drawn into one SVG.

@@ -118,6 +118,9 @@ pub struct Report {
     pub histogram: String,
     /// One entry per second of the measured period.
     pub intervals: Vec<IntervalSummary>,
+    /// When the measured period began, Unix seconds (with fractions): results of loadgens on
+    /// several hosts line up by it (`--start-at`, `loadgen merge`).
+    pub start_unix: f64,
 }
 
 /// One second of the measured period.
@@ -288,6 +291,8 @@ pub struct RunInfo {
     pub publishers: Option<usize>,
     /// TLS certificates are not verified (`--insecure`).
     pub insecure: bool,
+    /// When the measured period began, Unix seconds.
+    pub start_unix: f64,
 }
 
 /// Merges thread tallies into the report for a measured period of `measured`, with the merged
@@ -362,6 +367,7 @@ pub fn merge(
                 }
             })
             .collect(),
+        start_unix: info.start_unix,
     };
     Merged { hist, report, errors, duplicates, reordered, run: info.clone(), interrupted }
 }
@@ -631,6 +637,7 @@ mod tests {
             warmup: Duration::from_secs(1),
             publishers: None,
             insecure: false,
+            start_unix: 0.0,
         }
     }
 
@@ -692,6 +699,7 @@ mod tests {
             "connect_latency_us",
             "histogram",
             "intervals",
+            "start_unix",
         ];
         expected.sort();
         assert_eq!(keys, expected);

@@ -56,6 +56,31 @@ pub struct Settings {
     pub tls_resume: bool,
     /// Close and reopen each connection after this many messages.
     pub reconnect_every: Option<u64>,
+    /// Start the warm-up at this instant (several loadgens together).
+    pub start_at: Option<SystemTime>,
+}
+
+/// Waits until `at` (a countdown on the progress line when there is one); Ctrl-C ends the wait.
+fn wait_until(at: SystemTime, progress: bool, stop: &AtomicBool) -> Result<(), Error> {
+    let bar = progress.then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        bar
+    });
+    while let Ok(left) = at.duration_since(SystemTime::now()) {
+        if stop.load(Ordering::Relaxed) {
+            return Err(Error::new("interrupted while waiting for --start-at"));
+        }
+        if let Some(bar) = &bar {
+            bar.set_message(format!("starting in {:.1} s (--start-at)", left.as_secs_f64()));
+            bar.tick();
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(())
 }
 
 /// Runs the benchmark; `stop` ends it early (the report still covers what was measured).
@@ -110,9 +135,18 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
         warmup: settings.warmup,
         publishers: settings.chat.then_some(settings.publishers),
         insecure: tls.as_ref().is_some_and(|t| t.insecure),
+        start_unix: 0.0,
     };
+    if let Some(at) = settings.start_at {
+        wait_until(at, settings.progress, &stop)?;
+    }
     let start = Instant::now();
     let wall_start = SystemTime::now();
+    let mut info = info;
+    info.start_unix = (wall_start + settings.warmup)
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
     let warmup_end = start + settings.warmup;
     let end = settings.duration.map(|d| warmup_end + d);
     let tickets = settings.messages.map(|n| Arc::new(AtomicI64::new(n as i64)));

@@ -32,6 +32,7 @@ fn settings(target: Option<Target>) -> Settings {
         trust: ricochet_loadgen::cli::TlsArgs { tls_ca: None, insecure: false, sni: None },
         tls_resume: false,
         reconnect_every: None,
+        start_at: None,
     }
 }
 
@@ -434,6 +435,7 @@ fn json_and_hlog_outputs() {
             "rate",
             "reordered",
             "size",
+            "start_unix",
             "target"
         ]
     );
@@ -1005,4 +1007,85 @@ fn completions_and_man_page() {
     let man = loadgen(&["man-page"]);
     assert_eq!(man.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&man.stdout).contains(".TH loadgen 1"));
+}
+
+/// Three loadgen processes started together (`--start-at`) against one server, merged: counts are
+/// the sums, percentiles are those of every sample together, the periods line up, and results
+/// that differ in size are refused unless forced.
+#[test]
+fn three_loadgens_started_together_merge_exactly() {
+    let server = ricochet::spawn(Config::ephemeral()).unwrap();
+    let target = server.tcp_addr().unwrap().to_string();
+    let dir = std::env::temp_dir().join(format!("loadgen-merge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let at = std::time::SystemTime::now() + Duration::from_millis(1500);
+    let at = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64().to_string();
+    let files: Vec<String> =
+        (0..3).map(|i| dir.join(format!("host{i}.json")).display().to_string()).collect();
+    let runs: Vec<_> = files
+        .iter()
+        .map(|f| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+                .args([
+                    &target,
+                    "-c",
+                    "2",
+                    "-t",
+                    "1s",
+                    "--warmup",
+                    "200ms",
+                    "--start-at",
+                    &at,
+                    "--out",
+                    f,
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut run in runs {
+        assert!(run.wait().unwrap().success());
+    }
+    let results: Vec<serde_json::Value> =
+        files.iter().map(|f| serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap()).collect();
+    let starts: Vec<f64> = results.iter().map(|r| r["start_unix"].as_f64().unwrap()).collect();
+    let spread = starts.iter().copied().fold(f64::MIN, f64::max)
+        - starts.iter().copied().fold(f64::MAX, f64::min);
+    assert!(spread < 0.5, "started together: {starts:?}");
+    let mut args: Vec<&str> = vec!["merge", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let out = loadgen(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let merged = json(&out);
+    let total = |key: &str| results.iter().map(|r| r[key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(merged["messages"].as_u64().unwrap(), total("messages"));
+    assert_eq!(merged["bytes"].as_u64().unwrap(), total("bytes"));
+    assert_eq!(merged["connections"].as_u64().unwrap(), 6);
+    let mut all = ricochet_loadgen::tally::new_histogram();
+    for r in &results {
+        all.add(
+            ricochet_loadgen::report::decode_histogram(r["histogram"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+    }
+    let exact = ricochet_loadgen::report::Latency::of(&all);
+    assert_eq!(merged["latency_us"]["p50"].as_f64().unwrap(), exact.p50);
+    assert_eq!(merged["latency_us"]["p99"].as_f64().unwrap(), exact.p99);
+    assert_eq!(merged["latency_us"]["max"].as_f64().unwrap(), exact.max);
+    let duration = merged["duration_s"].as_f64().unwrap();
+    assert!((1.0..1.6).contains(&duration), "the union of three 1 s periods: {duration}");
+    // A result of another size is refused, naming the field, unless forced.
+    let other = dir.join("other.json");
+    loadgen(&[&target, "-c", "1", "-s", "128", "-n", "100", "--out", other.to_str().unwrap()]);
+    let out = loadgen(&["merge", &files[0], other.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`size` differs"));
+    let out = loadgen(&["merge", "--force", &files[0], other.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    // --start-at in the past is a usage error.
+    let out = loadgen(&[&target, "--start-at", "100"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in the past"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
