@@ -565,6 +565,9 @@ def write_report(args, shapes, servers, results, idle, client, perf_ok, started,
         lines.append("|---|---:|---:|---|---:|")
         for what, value, limit, status, spread in rows:
             lines.append(f"| {what} | {value} | {limit} | {status} | {spread} |")
+    lines.append("\n## Container image\n")
+    lines.append("`bash scripts/image.sh` and `bash scripts/image-test.sh` measure the image's size and its time "
+                 "from `podman run` to the ready line (see the README's container section).\n")
     lines.append("\n## TLS\n")
     lines.append("TLS runs against stunnel and socat, their targets and an assessment are in "
                  "[BENCHMARKS-TLS.md](BENCHMARKS-TLS.md) (`bash scripts/compare-tls.sh`).\n")
