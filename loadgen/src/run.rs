@@ -285,19 +285,29 @@ fn reachable(
     timeout: Duration,
     tls: Option<&crate::tls::TlsClient>,
 ) -> Result<Endpoint, Error> {
-    let wait = timeout.min(Duration::from_secs(2));
-    if let Target::Udp(_) = target {
-        return Ok(probe::probe(target, b"loadgen preflight", wait, None)?.endpoint);
-    }
+    // On a path that loses packets a first datagram or SYN may be lost: the checks retry until
+    // `--timeout` has passed (the kernel resends SYNs itself), and give up at once only on a
+    // refusal (nothing listens).
+    let deadline = Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     let mut last = String::from("no address");
+    if let Target::Udp(_) = target {
+        for endpoint in target.resolve().map_err(Error::new)? {
+            match udp_preflight(&endpoint, deadline) {
+                Ok(()) => return Ok(endpoint),
+                Err(e) => last = format!("no echo from {endpoint}: {e}"),
+            }
+        }
+        return Err(Error::new(last));
+    }
     for endpoint in target.resolve().map_err(Error::new)? {
         let result = match &endpoint {
             Endpoint::Tcp(addr) | Endpoint::Chat(addr) => {
-                std::net::TcpStream::connect_timeout(addr, wait).map(drop)
+                std::net::TcpStream::connect_timeout(addr, left()).map(drop)
             }
             Endpoint::Unix(path) => std::os::unix::net::UnixStream::connect(path).map(drop),
             Endpoint::Tls(addr) => match tls {
-                Some(tls) => probe::handshake(*addr, tls, wait).map(probe::close_politely),
+                Some(tls) => probe::handshake(*addr, tls, left()).map(probe::close_politely),
                 None => Err(std::io::Error::other("no TLS settings")),
             },
             Endpoint::Udp(_) => unreachable!("handled above"),
@@ -308,6 +318,33 @@ fn reachable(
         }
     }
     Err(Error::new(last))
+}
+
+/// Sends a datagram every half second until one comes back (`Ok`), nothing listens (an ICMP
+/// refusal), or `deadline` passes.
+fn udp_preflight(endpoint: &Endpoint, deadline: Instant) -> std::io::Result<()> {
+    let Endpoint::Udp(addr) = endpoint else { return Ok(()) };
+    let local = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+    let sock = std::net::UdpSocket::bind(local)?;
+    sock.connect(addr)?;
+    let mut buf = [0u8; 64];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"));
+        }
+        sock.set_read_timeout(Some(left.min(Duration::from_millis(500))))?;
+        sock.send(b"loadgen preflight")?;
+        match sock.recv(&mut buf) {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e), // refused: nothing listens
+        }
+    }
 }
 
 fn collect<W: std::io::Write>(

@@ -82,8 +82,9 @@ fn open_loop_reaches_a_modest_rate() {
     let r = &m.report;
     assert_eq!((r.errors, r.mismatches), (0, 0));
     assert_eq!(r.rate, Some(2000.0));
-    // Messages intended in the measured second: 2000 (± the few in flight at the end).
-    assert!((1900..=2001).contains(&r.messages), "{} messages", r.messages);
+    // Messages completing in the measured second: 2000, give or take the few in flight at either
+    // end (on a loaded machine a stall at the warm-up's end moves a few of its messages in).
+    assert!((1900..=2100).contains(&r.messages), "{} messages", r.messages);
     assert_eq!(m.hist.len(), r.messages);
 }
 
@@ -1088,4 +1089,25 @@ fn three_loadgens_started_together_merge_exactly() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("in the past"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// On a lossy path the start-up check must not give up at the first loss: a UDP server that
+/// ignores the first datagram it gets (as if the path lost it) is still found, and the run goes on.
+#[test]
+fn udp_preflight_retries_a_lost_datagram() {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let mut first = true;
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            if std::mem::take(&mut first) {
+                continue; // lost
+            }
+            let _ = sock.send_to(&buf[..n], from);
+        }
+    });
+    let out = loadgen(&[&format!("udp://{addr}"), "-c", "1", "-n", "100", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json(&out)["messages"], 100);
 }
