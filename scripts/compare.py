@@ -565,6 +565,9 @@ def write_report(args, shapes, servers, results, idle, client, perf_ok, started,
         lines.append("|---|---:|---:|---|---:|")
         for what, value, limit, status, spread in rows:
             lines.append(f"| {what} | {value} | {limit} | {status} | {spread} |")
+    lines.append("\n## Soak\n")
+    lines.append("`bash scripts/soak.sh 2m` runs mixed load against one server and samples its memory and "
+                 "descriptors (see the README).\n")
     lines.append("\n## Container image\n")
     lines.append("`bash scripts/image.sh` and `bash scripts/image-test.sh` measure the image's size and its time "
                  "from `podman run` to the ready line (see the README's container section).\n")
