@@ -387,7 +387,7 @@ def main():
     client = {}
     c_server = next(s for s in servers if s.name == "C epoll")
     for shape, _, flags in shapes if not args.no_client else []:
-        if shape not in ("50 conns", "pipelined", "1000 conns"):
+        if shape not in ("ping-pong", "50 conns", "pipelined", "1000 conns"):
             continue
         conns, depth, size = flags[1], flags[3], flags[5]
         for rnd in range(args.rounds):
@@ -397,17 +397,19 @@ def main():
                     secs = float(args.duration.rstrip("s"))
                     t0 = os.times()
                     if which == "loadgen":
-                        rate = loadgen(bins, c_server.port, flags, args.duration, "0s", args.load_cpu)["msgs_per_sec"]
+                        report = loadgen(bins, c_server.port, flags, args.duration, "0s", args.load_cpu)
+                        rate, p50 = report["msgs_per_sec"], report["latency_us"]["p50"]
                     else:
                         out = subprocess.run(["taskset", "-c", str(args.load_cpu), bins["c_client"], "127.0.0.1",
                                               str(c_server.port), conns, depth, size, str(secs)],
                                              capture_output=True, text=True, timeout=300)
-                        rate = json.loads(out.stdout)["msgs_per_sec"]
+                        report = json.loads(out.stdout)
+                        rate, p50 = report["msgs_per_sec"], report.get("p50_us")
                     t1 = os.times()
                     cpu = (t1.children_user - t0.children_user + t1.children_system - t0.children_system)
                 finally:
                     c_server.stop()
-                client.setdefault((shape, which), []).append((rate, cpu / max(rate * secs, 1) * 1e6))
+                client.setdefault((shape, which), []).append((rate, cpu / max(rate * secs, 1) * 1e6, p50))
 
     write_report(args, shapes, servers, results, idle, client, perf_ok, started, instructions)
 
@@ -470,8 +472,8 @@ def target_rows(shapes, results, idle, client, perf_ok):
     for shape, _, _ in shapes:
         lg, cc = client.get((shape, "loadgen")), client.get((shape, "C client"))
         if lg and cc:
-            check(f"{shape}: loadgen vs C client", median([r for r, _ in lg]) / median([r for r, _ in cc]),
-                  0.97, True, spread=paired([r for r, _ in lg], [r for r, _ in cc]))
+            check(f"{shape}: loadgen vs C client", median([r for r, *_ in lg]) / median([r for r, *_ in cc]),
+                  0.97, True, spread=paired([r for r, *_ in lg], [r for r, *_ in cc]))
     return rows
 
 
@@ -543,15 +545,20 @@ def write_report(args, shapes, servers, results, idle, client, perf_ok, started,
         lines.append("loadgen (verifying every byte, recording every latency) against a minimal C epoll client "
                      "(no verification, no histogram), both driving the C epoll server with the same closed-loop "
                      "load, alternating; client CPU time per message is user + system of the client process.\n")
-        lines.append("| shape | loadgen msgs/s | C client msgs/s | loadgen / C client | loadgen CPU µs/msg | C client CPU µs/msg |")
-        lines.append("|---|---:|---:|---:|---:|---:|")
+        lines.append("At depth 1 (ping-pong) both also time every round trip, so the p50 columns show loadgen's own "
+                     "overhead per message.\n")
+        lines.append("| shape | loadgen msgs/s | C client msgs/s | loadgen / C client | loadgen CPU µs/msg | "
+                     "C client CPU µs/msg | loadgen p50 µs | C client p50 µs |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         for shape, _, _ in shapes:
             lg, cc = client.get((shape, "loadgen")), client.get((shape, "C client"))
             if not lg or not cc:
                 continue
-            lr, cr = median([r for r, _ in lg]), median([r for r, _ in cc])
+            lr, cr = median([r for r, *_ in lg]), median([r for r, *_ in cc])
+            cc_p50 = median([p for *_, p in cc])
             lines.append(f"| {shape} | {fmt(lr, 0)} | {fmt(cr, 0)} | {lr / cr:.3f} | "
-                         f"{fmt(median([c for _, c in lg]), 2)} | {fmt(median([c for _, c in cc]), 2)} |")
+                         f"{fmt(median([c for _, c, _ in lg]), 2)} | {fmt(median([c for _, c, _ in cc]), 2)} | "
+                         f"{fmt(median([p for *_, p in lg]), 1) if cc_p50 else 'n/a'} | {fmt(cc_p50, 1)} |")
     rows = target_rows(shapes, results, idle, client, perf_ok)
     if rows:
         lines.append("\n## Targets\n")

@@ -3,10 +3,11 @@
  * yardstick for loadgen's own efficiency in scripts/compare.sh. Each connection keeps DEPTH
  * messages of SIZE bytes in flight; each completed message (SIZE bytes back) sends the next, all
  * sends of one connection in a turn go out in one write. No verification, no histogram: the
- * least work a client can do.
+ * least work a client can do. At depth 1 it also times each round trip (one clock read per
+ * message, as loadgen makes) and reports the median, so loadgen's own overhead at ping-pong shows.
  *
  *   epoll_client HOST PORT CONNS DEPTH SIZE SECONDS
- * prints {"messages":N,"msgs_per_sec":R,"seconds":S}
+ * prints {"messages":N,"msgs_per_sec":R,"seconds":S,"p50_us":P} (P null unless DEPTH is 1)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -26,7 +27,13 @@ struct conn {
     int fd;
     long received;  /* bytes of the current message received */
     long owed;      /* bytes queued to send but not yet written */
+    double sent_at; /* depth 1: when the message in flight was sent */
 };
+
+static int by_value(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
 
 static double now(void) {
     struct timespec ts;
@@ -65,6 +72,9 @@ int main(int argc, char **argv) {
     }
     long messages = 0;
     double start = now(), end = start + seconds;
+    long rtt_n = 0, rtt_cap = 1 << 20;
+    double *rtts = depth == 1 ? malloc(rtt_cap * sizeof *rtts) : NULL;
+    for (int i = 0; i < conns; i++) cs[i].sent_at = start;
     struct epoll_event events[1024];
     while (now() < end) {
         int n = epoll_wait(ep, events, 1024, 100);
@@ -79,6 +89,12 @@ int main(int argc, char **argv) {
                     c->received %= size;
                     messages += done;
                     c->owed += done * size;
+                    if (rtts && done > 0) {
+                        double t = now();
+                        if (rtt_n == rtt_cap) rtts = realloc(rtts, (rtt_cap *= 2) * sizeof *rtts);
+                        rtts[rtt_n++] = t - c->sent_at;
+                        c->sent_at = t; /* the next message goes out now */
+                    }
                     if (r < bufsize) break;
                 }
             }
@@ -92,6 +108,12 @@ int main(int argc, char **argv) {
         }
     }
     double took = now() - start;
-    printf("{\"messages\":%ld,\"msgs_per_sec\":%.1f,\"seconds\":%.3f}\n", messages, messages / took, took);
+    char p50[32] = "null";
+    if (rtt_n > 0) {
+        qsort(rtts, rtt_n, sizeof *rtts, by_value);
+        snprintf(p50, sizeof p50, "%.3f", rtts[rtt_n / 2] * 1e6);
+    }
+    printf("{\"messages\":%ld,\"msgs_per_sec\":%.1f,\"seconds\":%.3f,\"p50_us\":%s}\n",
+           messages, messages / took, took, p50);
     return 0;
 }
