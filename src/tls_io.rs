@@ -39,13 +39,6 @@ pub struct Inbound {
     pub eof: bool,
 }
 
-impl Inbound {
-    /// Bytes held for rustls.
-    pub fn held(&self) -> usize {
-        self.pending.len()
-    }
-}
-
 /// The socket as `io::Write` for rustls's `write_tls`, through the direct syscalls.
 #[derive(Debug)]
 pub struct Fd(pub RawFd);

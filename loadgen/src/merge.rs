@@ -137,11 +137,10 @@ pub fn merge(inputs: &[Input], force: bool) -> Result<Value, String> {
             json!({"t": t as f64, "messages": m, "p50_us": p50, "p99_us": p99, "max_us": max})
         })
         .collect();
-    let targets: Vec<&str> = inputs.iter().filter_map(|i| i.value["target"].as_str()).collect();
-    let mut targets_seen = targets.clone();
-    targets_seen.dedup();
+    let mut targets: Vec<&str> = inputs.iter().filter_map(|i| i.value["target"].as_str()).collect();
+    targets.dedup();
     let mut out = json!({
-        "target": targets_seen.join(","),
+        "target": targets.join(","),
         "proto": first.value["proto"],
         "connections": sum("connections") as u64,
         "size": first.value["size"],

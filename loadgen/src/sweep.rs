@@ -205,9 +205,7 @@ pub fn sweep(
     let answer = steps
         .iter()
         .filter(|s| s.pass)
-        .map(|s| s.requested)
-        .fold(None, |best, r| Some(best.map_or(r, |b: f64| b.max(r))));
-    let answer = answer
-        .and_then(|best| steps.iter().find(|s| s.pass && s.requested == best).map(|s| s.achieved));
+        .max_by(|a, b| a.requested.total_cmp(&b.requested))
+        .map(|s| s.achieved);
     Ok(Outcome { steps, answer })
 }

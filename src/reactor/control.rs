@@ -22,10 +22,7 @@ impl Reactor {
     /// Applies the commands waiting in the inbox, answering each.
     #[inline(never)]
     pub(super) fn run_commands(&mut self) {
-        let commands = match self.inbox.lock() {
-            Ok(mut inbox) => inbox.as_mut().map(std::mem::take).unwrap_or_default(),
-            Err(poisoned) => poisoned.into_inner().as_mut().map(std::mem::take).unwrap_or_default(),
-        };
+        let commands = self.inbox_lock().as_mut().map(std::mem::take).unwrap_or_default();
         for command in commands {
             let result = self.set_faults(command.listener, command.plan);
             let _ = command.done.send(result);
@@ -34,10 +31,12 @@ impl Reactor {
 
     /// Closes the inbox: later commands fail at once, and waiting ones are answered (dropped).
     pub(super) fn close_inbox(&mut self) {
-        match self.inbox.lock() {
-            Ok(mut inbox) => *inbox = None,
-            Err(poisoned) => *poisoned.into_inner() = None,
-        }
+        *self.inbox_lock() = None;
+    }
+
+    /// The inbox, locked (a poisoned lock is taken as it is: its contents are still whole).
+    fn inbox_lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<crate::control::Command>>> {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn set_faults(&mut self, index: usize, plan: Option<Faults>) -> Result<(), String> {

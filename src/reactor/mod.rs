@@ -113,7 +113,7 @@ impl Reactor {
         config: Config,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<(Reactor, Vec<ListenSpec>, Arc<Waker>)> {
-        config.check()?;
+        // `Server::bind`, the only caller, has checked the config.
         let specs = config.listeners.clone();
         Reactor::build(config, tls, &specs, 0)
     }
