@@ -31,6 +31,16 @@ fn payload_and_verify(c: &mut Criterion) {
             })
         });
     }
+    // A pipelined refill: 16 messages of 64 B in one append.
+    let mut ring = Vec::with_capacity(16 * 64);
+    group.throughput(Throughput::Bytes(16 * 64));
+    group.bench_function("append 16 x 64 to ring", |b| {
+        b.iter(|| {
+            ring.clear();
+            payload::append(black_box(&mut ring), 16, 64, 7, 11);
+            black_box(&ring);
+        })
+    });
     group.finish();
 }
 

@@ -185,7 +185,7 @@ impl Worker {
                 if !self.issuing_done {
                     let due = schedule.next_due();
                     if due > now {
-                        tick.arm(due, now)?;
+                        tick.arm(due, &self.tally)?;
                     } else {
                         wake = now;
                     }
@@ -204,7 +204,7 @@ impl Worker {
                             tick.fired();
                         }
                     }
-                    Token(i) => self.serve(i, event, now),
+                    Token(i) => self.serve(i, event),
                 }
             }
             match self.stage {
@@ -281,7 +281,7 @@ impl Worker {
         }
     }
 
-    fn serve(&mut self, m: usize, event: &mio::event::Event, now: Instant) {
+    fn serve(&mut self, m: usize, event: &mio::event::Event) {
         let Some(member) = self.members.get_mut(m) else { return };
         match member.phase {
             Phase::Dead => {}
@@ -317,14 +317,14 @@ impl Worker {
                     self.flush(m);
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    self.on_readable(m, now);
+                    self.on_readable(m);
                 }
             }
         }
     }
 
     /// Reads every line waiting for member `m`.
-    fn on_readable(&mut self, m: usize, now: Instant) {
+    fn on_readable(&mut self, m: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
         loop {
             if self.members[m].phase != Phase::Up {
@@ -344,7 +344,7 @@ impl Worker {
                     break;
                 }
             };
-            let at = self.tally.ns(now);
+            let at = self.tally.now_ns(); // when this member read it
             let mut data = &scratch[..n];
             let mut carry = std::mem::take(&mut self.members[m].carry);
             if !carry.is_empty() {

@@ -108,6 +108,8 @@ pub struct Conn {
     backoff: Duration,
     ring: Vec<u8>,
     acked: usize,
+    /// Bytes echoed of the oldest message not yet complete (`acked` modulo the message size).
+    partial: usize,
     written: usize,
     runs: VecDeque<Run>,
     datagrams: VecDeque<Option<InFlight>>,
@@ -148,6 +150,7 @@ impl Conn {
             backoff: FIRST_BACKOFF,
             ring: Vec::new(),
             acked: 0,
+            partial: 0,
             written: 0,
             runs: VecDeque::new(),
             datagrams: VecDeque::new(),
@@ -289,6 +292,7 @@ impl Conn {
         }
         self.ring.clear();
         self.acked = 0;
+        self.partial = 0;
         self.written = 0;
         self.outstanding = 0;
         self.unstamped = 0;
@@ -316,8 +320,8 @@ impl Conn {
 
     /// Hands `n` messages to the connection, all like `msg`: queued for this turn's write
     /// (streams) or sent at once (datagrams). Open loop passes the intended time (`stamped`);
-    /// closed loop passes the turn's time and the messages are stamped again when their write
-    /// happens. Batches (a closed-loop refill) cost one ring resize and one queue extension.
+    /// closed-loop messages are stamped when their bytes go out (datagrams here, streams in
+    /// [`Conn::flush`]). Batches (a closed-loop refill) cost one ring resize and one queue extension.
     pub fn issue(
         &mut self,
         msg: InFlight,
@@ -328,6 +332,11 @@ impl Conn {
         scratch: &mut [u8],
     ) -> Status {
         if matches!(self.sock, Some(Sock::Udp(_))) {
+            let mut msg = msg;
+            if !stamped {
+                let now = tally.now_ns(); // they go out now
+                (msg.start, msg.sent) = (now, now);
+            }
             return self.send_datagrams(msg, n, size, tally, scratch);
         }
         let seq = self.hand_over(n, msg.record, tally);
@@ -400,14 +409,16 @@ impl Conn {
     }
 
     /// Writes everything queued, in one syscall (unless the socket is full). Closed-loop
-    /// messages get their start time here: when their first byte goes to the socket (over TLS:
-    /// to rustls, which holds at most [`tls::BUFFER_LIMIT`] ahead of the socket).
-    pub fn flush(&mut self, now: u64) -> Status {
+    /// messages start when their first byte goes to the socket (over TLS: to rustls, which holds
+    /// at most [`tls::BUFFER_LIMIT`] ahead of the socket): `clock` is read just before the write,
+    /// and only when there are such messages.
+    pub fn flush(&mut self, clock: impl FnOnce() -> u64) -> Status {
         self.dirty = false;
         if self.write_blocked || self.written == self.ring.len() {
             return Status::Ok;
         }
         let Some(fd) = self.stream_fd() else { return Status::Ok };
+        let now = if self.unstamped > 0 { clock() } else { 0 };
         if let Some(session) = self.tls.as_deref_mut() {
             let result = write_tls(session, fd, &self.ring, &mut self.written);
             match result {
@@ -439,24 +450,28 @@ impl Conn {
         while self.unstamped > 0 && self.unstamped_at < self.written {
             let i = self.runs.len() - self.unstamped;
             let run = &mut self.runs[i];
-            let went = (self.written - self.unstamped_at).div_ceil(self.size);
             let unsent = run.msg;
             run.msg.start = now;
             run.msg.sent = now;
-            if went < run.count {
-                let rest = Run { msg: unsent, count: run.count - went };
-                run.count = went;
-                self.runs.insert(i + 1, rest);
-                self.unstamped_at += went * self.size;
-                return; // the rest of that run, and everything behind it, is still unsent
+            let bytes = run.count * self.size;
+            let out = self.written - self.unstamped_at;
+            if out < bytes {
+                let went = out.div_ceil(self.size);
+                if went < run.count {
+                    let rest = Run { msg: unsent, count: run.count - went };
+                    run.count = went;
+                    self.runs.insert(i + 1, rest);
+                    self.unstamped_at += went * self.size;
+                    return; // the rest of that run, and everything behind it, is still unsent
+                }
             }
-            self.unstamped_at += run.count * self.size;
+            self.unstamped_at += bytes;
             self.unstamped -= 1;
         }
     }
 
     /// The socket can take bytes again.
-    pub fn on_writable(&mut self, now: u64) -> Status {
+    pub fn on_writable(&mut self, clock: impl FnOnce() -> u64) -> Status {
         self.write_blocked = false;
         let fd = self.stream_fd();
         if let (Some(session), Some(fd)) = (self.tls.as_deref_mut(), fd) {
@@ -469,7 +484,7 @@ impl Conn {
                 Err(e) => return Status::Failed(Cause::of(&e)),
             }
         }
-        self.flush(now)
+        self.flush(clock)
     }
 
     /// End of the run: half-closes a stream so the server can finish echoing and close cleanly.
@@ -567,10 +582,16 @@ impl Conn {
                 tally.mismatches += 1;
                 return (Status::Mismatch, completed);
             }
-            let before = self.acked;
             self.acked += n;
-            // Messages are `size` bytes each, back to back from ring offset 0 of each message.
-            let done = (self.acked / size) - (before / size);
+            // Messages are `size` bytes each, back to back; most reads complete none or one (no
+            // division then).
+            let got = self.partial + n;
+            let done = match got {
+                _ if got < size => 0,
+                _ if got < 2 * size => 1,
+                _ => got / size,
+            };
+            self.partial = got - done * size;
             let mut left = done;
             while left > 0 {
                 let Some(run) = self.runs.front_mut() else { break };
@@ -585,7 +606,7 @@ impl Conn {
             self.outstanding -= done;
             self.life_completed += done as u64;
             completed += done;
-            self.compact(size);
+            self.compact();
             if n < scratch.len() && !self.read_closed {
                 // A short read: the socket's receive queue is empty (epoll(7)).
                 return (Status::Ok, completed);
@@ -594,9 +615,9 @@ impl Conn {
     }
 
     /// Drops echoed bytes from the ring once they are a good share of it, keeping message
-    /// boundaries at multiples of `size`.
-    fn compact(&mut self, size: usize) {
-        let whole = self.acked - self.acked % size;
+    /// boundaries at multiples of the message size.
+    fn compact(&mut self) {
+        let whole = self.acked - self.partial;
         if whole == self.ring.len() {
             self.ring.clear();
             self.acked = 0;
@@ -743,21 +764,21 @@ mod tests {
         let (size, count) = (1000, 1000);
         let msg = InFlight { start: 1, sent: 1, record: false };
         assert_eq!(conn.issue(msg, count, false, size, &mut tally, &mut scratch), Status::Ok);
-        assert_eq!(conn.flush(50), Status::Ok);
+        assert_eq!(conn.flush(|| 50), Status::Ok);
         let first = conn.written;
         assert!(first > 0 && first < size * count, "a partial write: {first}");
         assert_eq!(stamped_at(&conn, 50), first.div_ceil(size));
         assert_eq!(stamped_at(&conn, 1), count - first.div_ceil(size), "the rest wait");
 
         conn.write_blocked = false; // as if a writable edge came, but the socket is still full
-        assert_eq!(conn.flush(60), Status::Ok);
+        assert_eq!(conn.flush(|| 60), Status::Ok);
         assert_eq!(conn.written, first);
         assert_eq!(stamped_at(&conn, 60), 0, "a refused write stamps nothing");
 
         let mut sink = vec![0; 1 << 20];
         while b.read(&mut sink).is_ok() {}
         conn.write_blocked = false;
-        assert_eq!(conn.flush(70), Status::Ok);
+        assert_eq!(conn.flush(|| 70), Status::Ok);
         let more = conn.written.div_ceil(size) - first.div_ceil(size);
         assert!(more > 0);
         assert_eq!(stamped_at(&conn, 70), more);

@@ -122,22 +122,29 @@ impl Tick {
         Ok(Tick { fd, armed: None })
     }
 
-    /// Fires at `at` (relative to `now`) unless already armed for that time.
-    pub(crate) fn arm(&mut self, at: Instant, now: Instant) -> io::Result<()> {
+    /// Fires at `at` (an absolute time on `clock`) unless already armed for that time. Absolute,
+    /// so a turn's time read before its work does not delay the wake-up by that work.
+    pub(crate) fn arm(&mut self, at: Instant, clock: &Tally) -> io::Result<()> {
         if self.armed == Some(at) {
             return Ok(());
         }
-        let wait = at.saturating_duration_since(now).max(Duration::from_nanos(1));
+        let raw = clock.clock.raw_at(clock.ns(at)).max(1);
         let spec = libc::itimerspec {
             it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
             it_value: libc::timespec {
-                tv_sec: wait.as_secs() as libc::time_t,
-                tv_nsec: wait.subsec_nanos() as libc::c_long,
+                tv_sec: (raw / 1_000_000_000) as libc::time_t,
+                tv_nsec: (raw % 1_000_000_000) as libc::c_long,
             },
         };
         // SAFETY: a valid timerfd and a valid itimerspec.
-        let ret =
-            unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        let ret = unsafe {
+            libc::timerfd_settime(
+                self.fd.as_raw_fd(),
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            )
+        };
         if ret != 0 {
             // Unarmed, the open loop would wait for the next maintenance tick: a wrong latency.
             return Err(io::Error::last_os_error());
@@ -219,8 +226,10 @@ impl Worker {
         for i in 0..self.conns.len() {
             self.reconnect(i, Instant::now());
         }
+        // The turn's time, read once after each poll: the next turn plans its wait from it, late
+        // by that turn's work (microseconds; the open loop's timer is absolute).
+        let mut now = Instant::now();
         loop {
-            let now = Instant::now();
             let mut wake = next_maintenance;
             if let Some(end) = self.plan.end {
                 wake = wake.min(end);
@@ -231,7 +240,7 @@ impl Worker {
             {
                 let due = schedule.next_due();
                 if due > now {
-                    tick.arm(due, now)?;
+                    tick.arm(due, &self.tally)?;
                 } else {
                     wake = now;
                 }
@@ -242,7 +251,7 @@ impl Worker {
                     return Err(e);
                 }
             }
-            let now = Instant::now();
+            now = Instant::now();
             for event in events.iter() {
                 match event.token() {
                     TICK => {
@@ -257,7 +266,8 @@ impl Worker {
             for k in 0..self.dirty.len() {
                 let i = self.dirty[k];
                 self.listed[i] = false;
-                let status = self.conns[i].flush(self.tally.ns(now));
+                let clock = self.tally.clock;
+                let status = self.conns[i].flush(|| clock.now());
                 self.handle(i, status, now);
             }
             self.dirty.clear();
@@ -366,7 +376,8 @@ impl Worker {
                     conn.note_read_closed();
                 }
                 if event.is_writable() {
-                    let status = conn.on_writable(self.tally.ns(now));
+                    let clock = self.tally.clock;
+                    let status = conn.on_writable(|| clock.now());
                     if status != Status::Ok {
                         return self.handle(i, status, now);
                     }
@@ -417,8 +428,8 @@ impl Worker {
         if want > 0 && self.may_issue(now) {
             let (record, n) = self.flags(now, want);
             if n > 0 {
-                let at = self.tally.ns(now);
-                let msg = InFlight { start: at, sent: at, record };
+                // Times come when the first byte goes out (Conn::flush).
+                let msg = InFlight { start: 0, sent: 0, record };
                 status =
                     self.conns[i].issue(msg, n, false, size, &mut self.tally, &mut self.scratch);
             }
@@ -557,8 +568,7 @@ pub(crate) fn await_eofs(
 
 /// Sends the current hlog interval (if an hlog is written) and starts the next.
 pub(crate) fn send_interval(reports: &Sender<Report>, tally: &mut Tally, index: u64) {
-    if let Some(hist) = &mut tally.interval {
-        let _ = reports.send(Report::Interval(Interval { index, hist: hist.clone() }));
-        hist.reset();
+    if let Some(hist) = tally.take_interval() {
+        let _ = reports.send(Report::Interval(Interval { index, hist }));
     }
 }
