@@ -18,7 +18,8 @@ pinned to another; each figure is the median over the rounds:
   raw lines, driven by `loadgen chat://`; there a "message" is a delivery (a line received by one
   member), and per-message figures are per delivery.
 
-It writes docs/BENCHMARKS.md (or --out) and prints the tables.
+It writes docs/BENCHMARKS.md (or --out) and prints the tables. The `##` sections of the earlier file
+that it does not write itself (an assessment, the many-cores table, the soak) are kept, after the targets.
 """
 
 import argparse
@@ -474,6 +475,12 @@ def target_rows(shapes, results, idle, client, perf_ok):
         if lg and cc:
             check(f"{shape}: loadgen vs C client", median([r for r, *_ in lg]) / median([r for r, *_ in cc]),
                   0.97, True, spread=paired([r for r, *_ in lg], [r for r, *_ in cc]))
+            p50s = [(a, b) for (*_, a), (*_, b) in zip(lg, cc) if a is not None and b is not None]
+            if p50s:
+                # The overhead loadgen adds to what it reports, against a client that does nothing.
+                diffs = [a - b for a, b in p50s]
+                check(f"{shape}: loadgen p50 − C client p50", median(diffs), 1, False, " µs",
+                      spread=f"{min(diffs):+.1f}–{max(diffs):+.1f} µs")
     return rows
 
 
@@ -572,15 +579,22 @@ def write_report(args, shapes, servers, results, idle, client, perf_ok, started,
         lines.append("|---|---:|---:|---|---:|")
         for what, value, limit, status, spread in rows:
             lines.append(f"| {what} | {value} | {limit} | {status} | {spread} |")
-    lines.append("\n## Soak\n")
-    lines.append("`bash scripts/soak.sh 2m` runs mixed load against one server and samples its memory and "
-                 "descriptors (see the README).\n")
-    lines.append("\n## Container image\n")
-    lines.append("`bash scripts/image.sh` and `bash scripts/image-test.sh` measure the image's size and its time "
-                 "from `podman run` to the ready line (see the README's container section).\n")
-    lines.append("\n## TLS\n")
-    lines.append("TLS runs against stunnel and socat, their targets and an assessment are in "
-                 "[BENCHMARKS-TLS.md](BENCHMARKS-TLS.md) (`bash scripts/compare-tls.sh`).\n")
+    carried = hand_written_sections(args.out)
+    for section in carried:
+        lines.append("\n" + section.rstrip("\n") + "\n")
+    kept = {section.splitlines()[0][3:] for section in carried}
+    placeholders = [
+        ("Soak", "`bash scripts/soak.sh 2m` runs mixed load against one server and samples its memory and "
+                 "descriptors (see the README)."),
+        ("Container image", "`bash scripts/image.sh` and `bash scripts/image-test.sh` measure the image's size "
+                            "and its time from `podman run` to the ready line (see the README's container section)."),
+        ("TLS", "TLS runs against stunnel and socat, their targets and an assessment are in "
+                "[BENCHMARKS-TLS.md](BENCHMARKS-TLS.md) (`bash scripts/compare-tls.sh`)."),
+    ]
+    for title, text in placeholders:
+        if title not in kept:
+            lines.append(f"\n## {title}\n")
+            lines.append(text + "\n")
     lines.append("\n## Reproduce\n")
     lines.append("```sh\nbash scripts/compare.sh                 # all shapes, 5 rounds (~20 minutes on 2 cores)\n"
                  "bash scripts/compare.sh --rounds 3 --shapes ping-pong,bulk\n"
@@ -593,6 +607,33 @@ def write_report(args, shapes, servers, results, idle, client, perf_ok, started,
     with open(args.out, "w") as f:
         f.write(text)
     print(text)
+    if carried:
+        titles = ", ".join(s.splitlines()[0].lstrip("# ") for s in carried)
+        print(f"kept the hand-written sections of the previous {args.out} ({titles}): "
+              "bring their figures up to this run's", file=sys.stderr)
+
+
+GENERATED = ("Memory per idle connection", "User-space instructions per message", "Is loadgen the bottleneck?",
+             "Targets", "Reproduce")
+
+
+def hand_written_sections(path):
+    """The `## ` sections of an earlier report that this script does not write (an assessment, a
+    many-cores table, the soak's and the image's figures): kept, in their order, so that a new run
+    does not erase them."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    sections = []
+    for part in text.split("\n## ")[1:]:
+        title = part.splitlines()[0]
+        shape = title.split(":")[0]
+        if title in GENERATED or any(shape == name for name, _, _ in SHAPES):
+            continue
+        sections.append("## " + part)
+    return sections
 
 
 if __name__ == "__main__":
