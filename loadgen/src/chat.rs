@@ -61,6 +61,10 @@ struct Publisher {
     /// Sequence number of `lines[0]`.
     base: u64,
     lines: VecDeque<Line>,
+    /// Closed loop: the newest lines, not yet written; they start when the write that takes
+    /// them happens (a write that takes only part of them stamps them all: a latency can only be
+    /// overstated by it, never understated).
+    unstamped: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +146,7 @@ pub fn run(plan: Plan) -> io::Result<Tally> {
     let mut worker = Worker {
         members,
         pubs: (0..publishers)
-            .map(|member| Publisher { member, base: 0, lines: VecDeque::new() })
+            .map(|member| Publisher { member, base: 0, lines: VecDeque::new(), unstamped: 0 })
             .collect(),
         tally: Tally::new(plan.hlog, plan.start, record_from),
         scratch: vec![0; 256 * 1024],
@@ -460,8 +464,11 @@ impl Worker {
                 return;
             }
             let Some(record) = self.flag(now) else { return };
+            // The turn's time until the write stamps it (the timeout needs a time meanwhile).
             let at = self.tally.ns(now);
-            self.issue(p, Line { start: at, sent: at, remaining: self.receivers, record });
+            if self.issue(p, Line { start: at, sent: at, remaining: self.receivers, record }) {
+                self.pubs[p].unstamped += 1;
+            }
         }
     }
 
@@ -494,11 +501,12 @@ impl Worker {
         }
     }
 
-    fn issue(&mut self, p: usize, line: Line) {
+    /// Queues `line` on publisher `p`'s connection; false if it is not up.
+    fn issue(&mut self, p: usize, line: Line) -> bool {
         let publisher = &mut self.pubs[p];
         let m = publisher.member;
         if self.members[m].phase != Phase::Up {
-            return;
+            return false;
         }
         let seq = publisher.base + publisher.lines.len() as u64;
         publisher.lines.push_back(line);
@@ -507,6 +515,7 @@ impl Worker {
         out.resize(from + self.plan.size, 0);
         payload::fill_line(&mut out[from..], p as u32, seq);
         self.mark(m);
+        true
     }
 
     fn may_issue(&self, now: Instant) -> bool {
@@ -548,12 +557,22 @@ impl Worker {
             return;
         }
         let fd = member.stream.as_raw_fd();
+        let publisher = member.publisher.filter(|&p| self.pubs[p].unstamped > 0);
+        let now = if publisher.is_some() { self.tally.now_ns() } else { 0 };
         let result = loop {
             match sys::send(fd, &member.out[member.written..]) {
                 Err(libc::EINTR) => continue,
                 other => break other,
             }
         };
+        if let (Some(p), Ok(1..)) = (publisher, result) {
+            let publisher = &mut self.pubs[p];
+            let newest = publisher.lines.len() - publisher.unstamped.min(publisher.lines.len());
+            for line in publisher.lines.range_mut(newest..) {
+                (line.start, line.sent) = (now, now);
+            }
+            publisher.unstamped = 0;
+        }
         match result {
             Ok(n) => {
                 member.written += n;

@@ -235,6 +235,48 @@ fn ricochet_udp_faults_are_lost_and_duplicated() {
     assert_eq!(out.status.code(), Some(0), "UDP loss is measured, not an error");
 }
 
+/// Where a latency starts and stops: against a server that holds every echo for 20 ms, no
+/// message (stream or datagram) takes less, so none is stamped after its bytes went out; and none
+/// takes anywhere near the run's length, so none keeps a placeholder start. A chat line likewise
+/// starts when its write happens.
+#[test]
+fn latency_runs_from_the_write_to_the_echo() {
+    let server = ricochet::spawn(Config {
+        listeners: vec![
+            ListenSpec::Tcp("127.0.0.1:0".parse().unwrap()),
+            ListenSpec::Udp("127.0.0.1:0".parse().unwrap()),
+        ],
+        faults: vec![Some(ricochet::Faults::parse("latency=20ms").unwrap()); 2],
+        ..Config::default()
+    })
+    .unwrap();
+    let tcp = server.tcp_addr().unwrap().to_string();
+    let udp = format!("udp://{}", server.udp_addr().unwrap());
+    for target in [&tcp, &udp] {
+        let out =
+            loadgen(&[target, "-c", "2", "-d", "3", "-t", "1500ms", "--warmup", "0s", "--json"]);
+        let v = json(&out);
+        assert_eq!((v["errors"].as_u64(), v["lost"].as_u64()), (Some(0), Some(0)), "{v}");
+        let (min, max) =
+            (v["latency_us"]["min"].as_f64().unwrap(), v["latency_us"]["max"].as_f64().unwrap());
+        assert!(min >= 20_000.0, "{target}: a message took less than the server held it: {v}");
+        assert!(max < 1_000_000.0, "{target}: a latency counted from before its write: {v}");
+    }
+
+    let room = ricochet::spawn(Config {
+        listeners: vec![ListenSpec::Chat("127.0.0.1:0".parse().unwrap())],
+        ..Config::default()
+    })
+    .unwrap();
+    let target = format!("chat://{}", room.chat_addr().unwrap());
+    let out = loadgen(&[&target, "-c", "4", "-d", "2", "-t", "1500ms", "--warmup", "0s", "--json"]);
+    let v = json(&out);
+    assert_eq!(v["errors"].as_u64(), Some(0), "{v}");
+    let (min, max) =
+        (v["latency_us"]["min"].as_f64().unwrap(), v["latency_us"]["max"].as_f64().unwrap());
+    assert!(min > 0.0 && max < 1_000_000.0, "{v}");
+}
+
 /// A server that corrupts one byte: exactly one mismatch, exit status 1.
 #[test]
 fn a_corrupted_byte_is_a_mismatch() {
