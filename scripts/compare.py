@@ -57,6 +57,14 @@ def is_chat(shape):
     return shape.startswith("fan-out")
 
 
+def size_bytes(text):
+    """A loadgen size ("64", "64KiB") in bytes, for the C client."""
+    for suffix, factor in (("KiB", 1024), ("MiB", 1 << 20)):
+        if text.endswith(suffix):
+            return int(text[: -len(suffix)]) * factor
+    return int(text)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -388,9 +396,9 @@ def main():
     client = {}
     c_server = next(s for s in servers if s.name == "C epoll")
     for shape, _, flags in shapes if not args.no_client else []:
-        if shape not in ("ping-pong", "50 conns", "pipelined", "1000 conns"):
-            continue
-        conns, depth, size = flags[1], flags[3], flags[5]
+        if is_chat(shape):
+            continue  # the C client speaks echo only
+        conns, depth, size = flags[1], flags[3], str(size_bytes(flags[5]))
         for rnd in range(args.rounds):
             for which in (["loadgen", "C client"] if rnd % 2 == 0 else ["C client", "loadgen"]):
                 c_server.start(args.server_cpu)
