@@ -122,13 +122,14 @@ impl Tick {
         Ok(Tick { fd, armed: None })
     }
 
-    /// Fires at `at` (an absolute time on `clock`) unless already armed for that time. Absolute,
-    /// so a turn's time read before its work does not delay the wake-up by that work.
-    pub(crate) fn arm(&mut self, at: Instant, clock: &Tally) -> io::Result<()> {
+    /// Fires at `at` unless already armed for that time. The timer is set to the absolute
+    /// CLOCK_MONOTONIC time (through `tally`'s clock), so a turn's time read before its work
+    /// does not delay the wake-up by that work.
+    pub(crate) fn arm(&mut self, at: Instant, tally: &Tally) -> io::Result<()> {
         if self.armed == Some(at) {
             return Ok(());
         }
-        let raw = clock.clock.raw_at(clock.ns(at)).max(1);
+        let raw = tally.clock.raw_at(tally.ns(at)).max(1);
         let spec = libc::itimerspec {
             it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
             it_value: libc::timespec {
