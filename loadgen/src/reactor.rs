@@ -272,6 +272,7 @@ impl Worker {
                 self.handle(i, status, now);
             }
             self.dirty.clear();
+            self.tally.settle(); // after the writes: recording latencies can wait for them
             if now >= next_maintenance {
                 next_maintenance = now + MAINTENANCE;
                 self.maintain(now);

@@ -5,6 +5,10 @@
 //! histogram, and each interval is added to the run's histogram when it closes
 //! ([`Tally::take_interval`]): one record per message instead of two, and the run's histogram
 //! holds exactly the same counts.
+//!
+//! Echo completions are counted at once but their latencies are recorded later in the turn
+//! ([`Tally::settle`], after the turn's writes): recording is work that can wait, and between an
+//! echo's read and the next message's write it would delay every closed-loop round trip.
 
 use std::cell::Cell;
 use std::io;
@@ -88,6 +92,8 @@ pub struct Tally {
     pub base: Instant,
     /// The thread's clock, read directly (see [`Clock`]).
     pub clock: Clock,
+    /// Latencies of echo completions (ns, count) not yet recorded: see [`Tally::settle`].
+    deferred: Vec<(u64, u64)>,
     /// The last conversion [`Tally::ns`] made: the reactor converts its turn's time many times
     /// per turn, and subtracting `Instant`s costs about 40 instructions.
     last_ns: Cell<(Instant, u64)>,
@@ -186,6 +192,7 @@ impl Tally {
             record_from: record_from.saturating_duration_since(base).as_nanos() as u64,
             base,
             clock: Clock::anchored_at(base),
+            deferred: Vec::new(),
             last_ns: Cell::new((base, 0)),
         }
     }
@@ -222,11 +229,23 @@ impl Tally {
     /// Closes the current interval: adds it to the run's histogram and returns a copy of it (the
     /// next interval starts empty). `None` when intervals are not kept.
     pub fn take_interval(&mut self) -> Option<Histogram<u64>> {
+        self.settle();
         let interval = self.interval.as_mut()?;
         self.hist.add(&*interval).expect("histograms with the same bounds add");
         let closed = interval.clone();
         interval.reset();
         Some(closed)
+    }
+
+    /// Records the latencies of the completions counted since the last call. The reactor calls
+    /// it once a turn, after its writes; closing an interval calls it first.
+    pub fn settle(&mut self) {
+        let mut deferred = std::mem::take(&mut self.deferred);
+        for &(ns, n) in &deferred {
+            self.record(ns, n);
+        }
+        deferred.clear();
+        self.deferred = deferred;
     }
 
     /// Counts one error of `cause`.
@@ -265,7 +284,7 @@ impl Tally {
         }
         self.recorded_inflight -= n;
         if now >= self.record_from {
-            self.record(now.saturating_sub(msg.start), n);
+            self.deferred.push((now.saturating_sub(msg.start), n));
             self.messages += n;
             self.last_completion = Some(now);
         }
@@ -299,6 +318,9 @@ mod tests {
         }
         closed.push(with.take_interval().unwrap());
         assert_eq!(closed.iter().map(|h| h.len()).collect::<Vec<_>>(), [4, 4, 2]);
+        assert_eq!(without.messages, 10, "counted at once");
+        assert_eq!(without.hist.len(), 0, "recorded when the turn settles");
+        without.settle();
         assert_eq!(with.hist, without.hist);
         assert_eq!(with.hist.len(), 10);
         assert_eq!(with.take_interval().unwrap().len(), 0, "a closed interval is not added twice");
