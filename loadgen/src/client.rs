@@ -321,7 +321,8 @@ impl Conn {
     /// Hands `n` messages to the connection, all like `msg`: queued for this turn's write
     /// (streams) or sent at once (datagrams). Open loop passes the intended time (`stamped`);
     /// closed-loop messages are stamped when their bytes go out (datagrams here, streams in
-    /// [`Conn::flush`]). Batches (a closed-loop refill) cost one ring resize and one queue extension.
+    /// [`Conn::flush`]). Batches (a closed-loop refill) cost one ring reservation and one queue
+    /// extension.
     pub fn issue(
         &mut self,
         msg: InFlight,

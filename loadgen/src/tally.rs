@@ -159,6 +159,15 @@ fn raw_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Where latencies go: the open interval when intervals are kept, the run's histogram otherwise.
+#[inline]
+fn recording<'a>(
+    interval: &'a mut Option<Histogram<u64>>,
+    hist: &'a mut Histogram<u64>,
+) -> &'a mut Histogram<u64> {
+    interval.as_mut().unwrap_or(hist)
+}
+
 /// Adds `n` errors of `cause` to a list of counts by cause.
 pub fn add_errors(errors: &mut Vec<(Cause, u64)>, cause: Cause, n: u64) {
     match errors.iter_mut().find(|(c, _)| *c == cause) {
@@ -215,15 +224,10 @@ impl Tally {
         self.clock.now()
     }
 
-    /// Records one latency of `ns` (at least 1), `n` times: into the open interval when
-    /// intervals are kept, into the run's histogram otherwise.
+    /// Records one latency of `ns` (at least 1), `n` times (see [`recording`]).
     #[inline]
     fn record(&mut self, ns: u64, n: u64) {
-        let ns = ns.max(1);
-        match &mut self.interval {
-            Some(interval) => interval.saturating_record_n(ns, n),
-            None => self.hist.saturating_record_n(ns, n),
-        }
+        recording(&mut self.interval, &mut self.hist).saturating_record_n(ns.max(1), n);
     }
 
     /// Closes the current interval: adds it to the run's histogram and returns a copy of it (the
@@ -240,12 +244,10 @@ impl Tally {
     /// Records the latencies of the completions counted since the last call. The reactor calls
     /// it once a turn, after its writes; closing an interval calls it first.
     pub fn settle(&mut self) {
-        let mut deferred = std::mem::take(&mut self.deferred);
-        for &(ns, n) in &deferred {
-            self.record(ns, n);
+        let hist = recording(&mut self.interval, &mut self.hist);
+        for (ns, n) in self.deferred.drain(..) {
+            hist.saturating_record_n(ns.max(1), n);
         }
-        deferred.clear();
-        self.deferred = deferred;
     }
 
     /// Counts one error of `cause`.
