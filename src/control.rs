@@ -8,8 +8,9 @@
 //! stats                 -> {"event":"stats",...}
 //! ```
 //!
-//! One reply line per command, several commands per connection. A command that fails changes
-//! nothing. A change has taken effect, for existing and new connections, when its `ok` arrives:
+//! One reply line per command, several commands per connection; a blank line is ignored, and a
+//! line that is not a command (unknown, longer than 64 KiB, not UTF-8) is answered `error: ...`
+//! and the connection goes on. A command that fails changes nothing. A change has taken effect, for existing and new connections, when its `ok` arrives:
 //! the controller waits for the reactor to apply it.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -217,22 +218,29 @@ fn accept_loop(listener: UnixListener, controller: Controller, stop: Arc<AtomicB
     }
 }
 
-/// Answers each line of one control connection until it closes.
+/// Answers each line of one control connection until it closes: one reply per line but a blank
+/// one, and a line that is not a command (too long, not UTF-8) gets its `error: ...` like any
+/// other, so the lines after it are still answered.
 fn serve_client(stream: UnixStream, controller: &Controller) -> io::Result<()> {
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
-    let mut line = String::new();
+    let mut line = Vec::new();
     loop {
         line.clear();
-        let n = (&mut reader).take(MAX_LINE).read_line(&mut line)?;
+        let n = (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line)?;
         if n == 0 {
             return Ok(());
         }
-        if !line.ends_with('\n') && n as u64 == MAX_LINE {
-            writeln!(writer, "error: a command line longer than {MAX_LINE} bytes")?;
-            return Ok(());
-        }
-        if let Some(reply) = controller.command(&line) {
+        let reply = if line.last() != Some(&b'\n') && n as u64 == MAX_LINE {
+            reader.skip_until(b'\n')?; // the rest of the line, unread and unkept
+            Some(format!("error: a command line longer than {MAX_LINE} bytes"))
+        } else {
+            match std::str::from_utf8(&line) {
+                Ok(text) => controller.command(text),
+                Err(_) => Some("error: a command line must be UTF-8 text".into()),
+            }
+        };
+        if let Some(reply) = reply {
             writer.write_all(format!("{reply}\n").as_bytes())?;
         }
     }

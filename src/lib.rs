@@ -38,6 +38,7 @@
 //! - [`stats`]: counters, published once per turn.
 //! - `server`: [`Server`], [`spawn`] and [`Handle`].
 //! - [`cli`]: the command line of the `ricochet` binary; [`units`]: byte sizes and durations.
+//! - [`files`]: files an operator names (certificates, keys, results), read with a size cap.
 //! - [`ready`]: the atomically written ready file; [`output`]: stdout/stderr lines that never
 //!   stop the server when their reader goes away.
 //!
@@ -52,6 +53,7 @@ pub mod config;
 pub mod control;
 mod error;
 pub mod faults;
+pub mod files;
 mod listener;
 mod outbox;
 pub mod output;

@@ -87,18 +87,24 @@ impl Identity {
     }
 }
 
+/// The most read from a certificate chain or key file (a chain is a few KiB; a bundle of a few
+/// hundred certificates still fits).
+pub const MAX_PEM_FILE: u64 = 1 << 20;
+
 fn load(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let bad = |path: &Path, what: &str, e: &dyn std::fmt::Display| {
         Error::Tls(format!("--tls-{what} {}: {e}", path.display()))
     };
-    let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| bad(cert, "cert", &e))?
+    let cert_pem =
+        crate::files::read_capped(cert, MAX_PEM_FILE, "--tls-cert").map_err(Error::Tls)?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| bad(cert, "cert", &e))?;
     if chain.is_empty() {
         return Err(bad(cert, "cert", &"no CERTIFICATE in the file"));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, "key", &e))?;
+    let key_pem = crate::files::read_capped(key, MAX_PEM_FILE, "--tls-key").map_err(Error::Tls)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| bad(key, "key", &e))?;
     Ok((chain, key))
 }
 

@@ -44,11 +44,20 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     value.ok_or_else(|| format!("`{text}` is too large for a byte size"))
 }
 
-/// Parses a duration such as `500ms`, `2s`, `1m30s`, `1h`. A bare number is rejected: the unit
-/// is never guessed.
+/// The longest duration taken anywhere (flags, fault plans, the control socket): 100 years of
+/// 365.25 days. Longer ones mean "never" in practice, and near 2^63 s they no longer fit in a
+/// clock reading (`Instant + Duration` panics), so they are refused here, once for every user.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// Parses a duration such as `500ms`, `2s`, `1m30s`, `1h`, at most [`MAX_DURATION`]. A bare
+/// number is rejected: the unit is never guessed.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{text}` is not a duration ({e}; examples: 500ms, 2s, 1m)"))
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration ({e}; examples: 500ms, 2s, 1m)"))?;
+    if duration > MAX_DURATION {
+        return Err(format!("`{text}` is longer than the longest duration taken, 100 years"));
+    }
+    Ok(duration)
 }
 
 /// Formats a byte count for humans: `1.5 MiB`, `512 B`.
@@ -100,6 +109,20 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    /// Up to 100 years, and nothing longer: a longer one once panicked where it was added to
+    /// the clock (2^63 s and more).
+    #[test]
+    fn durations_have_a_largest() {
+        assert_eq!(parse_duration("100years"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("3155760000s"), Ok(MAX_DURATION));
+        for long in ["3155760001s", "101years", "9223372036854775807s", "18446744073709551615s"] {
+            let err = parse_duration(long).unwrap_err();
+            assert!(err.contains("100 years"), "{long}: {err}");
+        }
+        // The largest is safe to add to a clock reading.
+        let _ = std::time::Instant::now() + MAX_DURATION + MAX_DURATION;
     }
 
     #[test]

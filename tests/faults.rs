@@ -576,6 +576,10 @@ fn control_socket_changes_plans_of_a_running_process() {
     assert!(ask("faults 1 off").starts_with("error: there is no listener 1"));
     assert!(ask("faults 0 latency=soon").starts_with("error: fault `latency`"));
     assert!(ask("reboot").starts_with("error: unknown command `reboot`"));
+    // A duration past the longest is refused here too (it once answered ok, and the next
+    // connection then killed the server).
+    let reply = ask("faults 0 latency=9223372036854775807s");
+    assert!(reply.starts_with("error: fault `latency`") && reply.contains("100 years"), "{reply}");
     let mut s = connect(server.addr(0));
     s.write_all(b"abcdef").unwrap();
     assert_eq!(util::read_to_eof(&s), b"abcd", "the refused commands changed nothing");
@@ -586,6 +590,21 @@ fn control_socket_changes_plans_of_a_running_process() {
     let stats: serde_json::Value = serde_json::from_str(&ask("stats")).unwrap();
     assert_eq!(stats["event"], "stats");
     assert_eq!(stats["faults"]["closed_after"], 2);
+    // A line that is not UTF-8, or longer than 64 KiB, is answered, and the lines behind it
+    // still are (the first once closed the connection without a word, the second with one).
+    let control = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    control.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    let mut lines = b"faults 0 \xff\xfe\n".to_vec();
+    lines.extend(std::iter::repeat_n(b'x', 70_000));
+    lines.extend_from_slice(b"\n\nstats\n");
+    (&control).write_all(&lines).unwrap();
+    let replies: Vec<String> = {
+        use std::io::BufRead;
+        std::io::BufReader::new(&control).lines().take(3).map(Result::unwrap).collect()
+    };
+    assert_eq!(replies[0], "error: a command line must be UTF-8 text");
+    assert_eq!(replies[1], "error: a command line longer than 65536 bytes");
+    assert!(replies[2].starts_with("{\"event\":\"stats\""), "{}", replies[2]);
     server.signal(libc::SIGTERM);
     let (code, _, _) = server.wait();
     assert_eq!(code, 0);

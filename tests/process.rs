@@ -124,6 +124,16 @@ fn bad_command_lines_exit_2() {
         (&["--nodelay", "--no-nodelay"], "cannot be used with"),
         (&["--chat", "127.0.0.1"], "no port"),
         (&["--max-line", "0"], "max-line"),
+        // Durations past the longest taken (they once panicked when added to the clock).
+        (&["--idle-timeout", "9223372036854775807s"], "longest duration taken, 100 years"),
+        (&["--stats-interval", "9223372036854775807s"], "100 years"),
+        (&["--tls-handshake-timeout", "9223372036854775807s"], "100 years"),
+        (&["--drain-timeout", "101years"], "100 years"),
+        (&["--drain-grace", "9223372036854775807s"], "100 years"),
+        (&["--tcp", "127.0.0.1:0?latency=9223372036854775807s"], "100 years"),
+        (&["--udp", "127.0.0.1:0?latency=9223372036854775807s"], "100 years"),
+        (&["--tcp", "127.0.0.1:0?slice=1&slice-delay=9223372036854775807s"], "100 years"),
+        (&["--udp", "127.0.0.1:0?jitter=9223372036854775807s"], "100 years"),
     ] {
         let (code, err) = run_to_exit(args);
         assert_eq!(code, 2, "{args:?}: {err}");

@@ -163,6 +163,17 @@ fn bad_certificate_paths_exit_1() {
     let (code, err) =
         run_to_exit(&["--tls", "127.0.0.1:0", "--tls-cert", not_pem, "--tls-key", not_pem]);
     assert_eq!(code, 1, "{err}");
+    // Endless files are refused at the cap (/dev/zero once took all memory, /dev/urandom kept
+    // the start waiting forever).
+    for (cert, key, named) in [
+        ("/dev/zero", "/dev/zero", "--tls-cert /dev/zero: larger than 1.00 MiB"),
+        ("/dev/urandom", "/dev/urandom", "--tls-cert /dev/urandom: larger than 1.00 MiB"),
+    ] {
+        let (code, err) =
+            run_to_exit(&["--tls", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(named), "{err}");
+    }
 }
 
 /// The generated certificate's file exists while the server runs and is gone after it;
@@ -185,15 +196,21 @@ fn a_generated_certificate_lives_with_the_server() {
     std::fs::remove_file(out).unwrap();
 }
 
-/// A rustls client that trusts exactly the server's certificate.
-fn rustls_client(
-    server: &ricochet::Handle,
-) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+/// A rustls client of the server's TLS echo listener that trusts exactly its certificate.
+fn rustls_client(server: &ricochet::Handle) -> Client {
+    rustls_client_to(server, server.tls_addr().unwrap())
+}
+
+/// A rustls client of `addr` (a listener of `server`) that trusts exactly its certificate.
+fn rustls_client_to(server: &ricochet::Handle, addr: SocketAddr) -> Client {
+    rustls_client_trusting(server.tls_cert().unwrap().0, addr)
+}
+
+/// A rustls client of `addr` that trusts exactly the certificate in the PEM file `cert`.
+fn rustls_client_trusting(cert: &std::path::Path, addr: SocketAddr) -> Client {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in
-        rustls::pki_types::CertificateDer::pem_file_iter(server.tls_cert().unwrap().0).unwrap()
-    {
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -204,7 +221,7 @@ fn rustls_client(
         .with_no_client_auth();
     let name = "localhost".try_into().unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    rustls::StreamOwned::new(conn, connect(server.tls_addr().unwrap()))
+    rustls::StreamOwned::new(conn, connect(addr))
 }
 
 /// Waits (poll(2)) until the client's socket is readable, or writable when it has records to
@@ -323,6 +340,33 @@ fn faults_apply_to_the_plaintext() {
     wait_for("counted", || server.stats().faults_closed_after == 1);
 }
 
+/// A plan whose end comes at byte 0 acts after the handshake, on the plaintext: `stall-after=0`
+/// completes the handshake and then echoes nothing (it stalled the handshake itself, once), and
+/// `close-after=0` completes it and then sends close_notify.
+#[test]
+fn a_plan_ending_at_byte_zero_waits_for_the_handshake() {
+    let server = tls_server(|c| c.faults = vec![Some("stall-after=0".parse().unwrap())]);
+    let mut client = rustls_client(&server);
+    client.conn.complete_io(&mut client.sock).expect("the handshake completes");
+    client.write_all(b"hello").unwrap();
+    wait_for("the stall counted", || server.stats().faults_stalled == 1);
+    assert_eq!(server.stats().tls_handshakes, 1);
+    // Nothing comes back while the server is up; its drain closes the stalled connection.
+    let stats = server.shutdown().unwrap();
+    let mut got = Vec::new();
+    let _ = client.read_to_end(&mut got);
+    assert_eq!((got.len(), stats.bytes_out), (0, 0));
+
+    let server = tls_server(|c| c.faults = vec![Some("close-after=0".parse().unwrap())]);
+    let mut client = rustls_client(&server);
+    client.conn.complete_io(&mut client.sock).expect("the handshake completes");
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).expect("a clean close_notify");
+    assert!(got.is_empty());
+    wait_for("counted", || server.stats().faults_closed_after == 1);
+    assert_eq!(server.stats().tls_handshakes, 1);
+}
+
 /// A chat room over TLS: a line from one member reaches the other.
 #[test]
 fn a_chat_room_over_tls() {
@@ -345,4 +389,76 @@ fn tls_with_several_reactors() {
         reactors.iter().all(|r| r.accepted > 0 && r.tls_handshakes == r.accepted),
         "{reactors:?}"
     );
+}
+
+/// A chat member that never finishes its TLS handshake (a plain TCP connection that says
+/// nothing) has the room's lines queued like any member's, within --max-pending, and is cut off
+/// as slow past it; the others are served throughout and SIGTERM stops the server. Before the
+/// fix, the 65 537th byte queued for it (rustls's own buffer, full before the handshake) made
+/// the reactor spin at 100 % of a core, serve nobody and ignore SIGTERM.
+#[test]
+fn a_member_stuck_in_its_handshake_freezes_nobody() {
+    const CAP: usize = 256 * 1024;
+    let mut server =
+        ServerProcess::start(&["--tls-chat", "127.0.0.1:0", "--max-pending", &CAP.to_string()]);
+    let (addr, ca) = (server.addr(0), server.ready["listeners"][0]["cert"].clone());
+    let ca = std::path::Path::new(ca.as_str().unwrap());
+    let _silent = connect(addr);
+    // Connected now (and so accepted before the writer), its handshake only after lines came.
+    let mut late = rustls_client_trusting(ca, addr);
+    let mut reader = rustls_client_trusting(ca, addr);
+    let mut writer = rustls_client_trusting(ca, addr);
+    writer.conn.complete_io(&mut writer.sock).expect("the writer's handshake");
+    let who = |reader: &mut Client| {
+        reader.write_all(b"/who\n").unwrap();
+        let mut answer = Vec::new();
+        while answer.last() != Some(&b'\n') {
+            let mut byte = [0u8];
+            reader.read_exact(&mut byte).expect("the answer to /who");
+            answer.push(byte[0]);
+        }
+        String::from_utf8(answer).unwrap()
+    };
+    assert_eq!(who(&mut reader), "* members: (+4 unnamed)\n");
+
+    let mut line = vec![b'x'; 999];
+    line.push(b'\n');
+    let send_lines = |writer: &mut Client, reader: &mut Client, count: usize| {
+        for _ in 0..count {
+            writer.write_all(&line).unwrap();
+        }
+        let mut got = vec![0; count * line.len()];
+        reader.read_exact(&mut got).expect("the lines reach the other member");
+        assert!(got.chunks(line.len()).all(|l| l == line), "every line exact");
+    };
+    // 70 000 bytes for the silent member: past rustls's own 64 KiB, within the cap.
+    send_lines(&mut writer, &mut reader, 70);
+    assert_eq!(who(&mut reader), "* members: (+4 unnamed)\n", "the silent member stays");
+    // The late member's lines waited for its handshake, and come when it ends.
+    late.conn.complete_io(&mut late.sock).expect("the late member's handshake");
+    let read_lines = |member: &mut Client, count: usize| {
+        let mut got = vec![0; count * line.len()];
+        member.read_exact(&mut got).expect("the queued lines");
+        assert!(got.chunks(line.len()).all(|l| l == line), "every line exact");
+    };
+    read_lines(&mut late, 70);
+    // 200 000 more pass the cap: the silent member is cut off, the room goes on.
+    send_lines(&mut writer, &mut reader, 200);
+    read_lines(&mut late, 200);
+    assert_eq!(who(&mut reader), "* members: (+3 unnamed)\n", "the silent member was cut off");
+
+    server.signal(libc::SIGTERM);
+    let stopped = loop {
+        let line = server.next_line();
+        if line["event"] == "stopped" {
+            break line;
+        }
+    };
+    assert_eq!(stopped["slow_members"], 1, "{stopped}");
+    // The reader and the late member got all 270 lines; the silent member was queued whole runs
+    // of lines (as many as one read brought) while they fit under the cap: at least the first
+    // 70, at most CAP / 1000.
+    let queued = stopped["chat_deliveries"].as_u64().unwrap() - 2 * 270;
+    assert!((70..=(CAP / line.len()) as u64).contains(&queued), "{queued} lines queued");
+    assert_eq!(server.wait().0, 0);
 }

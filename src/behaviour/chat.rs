@@ -161,6 +161,11 @@ impl<T: Transport> Member<T> {
         }
         if readable && outcome == Outcome::Idle {
             outcome = self.on_readable(ctx, 0);
+            if outcome == Outcome::Idle && !self.out.is_empty() && !self.write_blocked {
+                // Output queued while the handshake went on, which these reads may have ended:
+                // no writable edge will say so.
+                outcome = self.flush(&mut ctx.stats, ctx.now);
+            }
         }
         outcome
     }
@@ -359,10 +364,13 @@ impl<T: Transport> Member<T> {
         }
     }
 
-    /// Whether a segment for this member may go straight to its socket: it owes nothing and the
-    /// socket took everything so far.
+    /// Whether a segment for this member may go straight to its socket: it owes nothing, the
+    /// socket took everything so far, and the transport takes output (its handshake is done).
     pub(crate) fn can_send_now(&self) -> bool {
-        self.out.is_empty() && !self.write_blocked && self.state != State::Closed
+        self.out.is_empty()
+            && !self.write_blocked
+            && self.state != State::Closed
+            && !self.io.is_handshaking()
     }
 
     /// Sends `seg` at once (see [`Member::can_send_now`]); what the socket does not take is
@@ -399,8 +407,12 @@ impl<T: Transport> Member<T> {
     }
 
     /// Sends pending output until it is gone or the transport refuses more; closes a leaving
-    /// member once everything is out.
+    /// member once everything is out. During a handshake nothing is sent: the output stays
+    /// queued (under the cap, like any member's) until a read ends the handshake.
     pub(crate) fn flush(&mut self, stats: &mut Stats, now: Instant) -> Outcome {
+        if self.io.is_handshaking() {
+            return Outcome::Idle;
+        }
         while !self.out.is_empty() && !self.write_blocked {
             // What is offered may be less than what is pending (at most MAX_IOV segments per
             // call): only fewer bytes taken than offered means the kernel's buffer is full.

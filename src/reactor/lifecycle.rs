@@ -7,6 +7,7 @@ use super::accept::Listener;
 use super::{Phase, Reactor};
 use crate::behaviour::CloseReason;
 use crate::timer::Kind;
+use crate::transport::Transport;
 
 impl Reactor {
     #[inline(never)]

@@ -21,7 +21,9 @@
 //!   a chunk counts as sliced once when a piece ends inside it.
 //!
 //! Byte counts run from the connection's start. A partial write is returned only when the
-//! kernel refused bytes, so the echo's "a writable edge will follow" rule holds.
+//! kernel refused bytes, so the echo's "a writable edge will follow" rule holds. Over TLS the
+//! plan acts on the plaintext: an end at byte 0 waits for the handshake to complete (plaintext
+//! that arrives with the handshake's last records is read, and dropped by the end).
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -91,6 +93,8 @@ pub(crate) struct Faulty<T> {
     /// The hold refused the echo bytes although the socket did not: the echo waits for a
     /// writable edge that only the reactor can give (a `Resume` once the hold has room).
     owes_edge: bool,
+    /// A catch-up waits for the inner transport's handshake to end.
+    after_handshake: bool,
 }
 
 /// A chunk of output held for a later release.
@@ -151,15 +155,20 @@ impl<T: Transport> Faulty<T> {
             piece_left: 0,
             next_piece_at: None,
             owes_edge: false,
+            after_handshake: false,
         };
         faulty.catch_up();
         faulty
     }
 
     /// An end the plan puts at or behind what was already echoed happens now, not at the next
-    /// write (`stall-after=0`; a plan set at run time on a connection that echoed more).
+    /// write (`stall-after=0`; a plan set at run time on a connection that echoed more). Not
+    /// during a handshake: the plan acts on the plaintext, so the first read after the handshake
+    /// catches up instead.
     fn catch_up(&mut self) {
-        if self.held.is_empty() {
+        if self.inner.is_handshaking() {
+            self.after_handshake = true;
+        } else if self.held.is_empty() {
             let _ = self.write_now(&[]);
         }
     }
@@ -495,6 +504,16 @@ impl<T: Transport> Transport for Faulty<T> {
                 self.inner.reset_on_close();
                 Err(ECONNRESET)
             }
+            _ if self.after_handshake => {
+                // The handshake's records go through; once it is over, the plan catches up (a
+                // stall or a close at byte 0 happens now, before any plaintext is echoed).
+                let read = self.inner.recv(buf);
+                if !self.inner.is_handshaking() {
+                    self.after_handshake = false;
+                    self.catch_up();
+                }
+                read
+            }
             _ => self.inner.recv(buf),
         }
     }
@@ -503,6 +522,10 @@ impl<T: Transport> Transport for Faulty<T> {
 
     fn has_buffered(&self) -> bool {
         !self.held.is_empty() || self.inner.has_buffered()
+    }
+
+    fn is_handshaking(&self) -> bool {
+        self.inner.is_handshaking()
     }
 
     fn short_read_drains(&self) -> bool {

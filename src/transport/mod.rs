@@ -85,6 +85,13 @@ pub(crate) trait Transport {
     fn has_buffered(&self) -> bool {
         false
     }
+    /// Whether a handshake (TLS) is still going on: until it ends the transport takes no output
+    /// (a send is `EAGAIN`, and no writable edge announces the end: the behaviour looks again
+    /// after its reads), and a fault plan waits before it acts.
+    #[inline(always)]
+    fn is_handshaking(&self) -> bool {
+        false
+    }
     /// Whether a read shorter than asked means the socket is drained (a new edge will come). A
     /// transport that read the peer's end of stream along with data says no: read again.
     #[inline(always)]
@@ -163,6 +170,14 @@ impl Transport for Wire {
 
     fn has_buffered(&self) -> bool {
         wire!(self, io => io.has_buffered())
+    }
+
+    #[inline]
+    fn is_handshaking(&self) -> bool {
+        match self {
+            Wire::Plain(_) => false,
+            Wire::Tls(tls) => tls.is_handshaking(),
+        }
     }
 
     fn short_read_drains(&self) -> bool {

@@ -76,11 +76,6 @@ impl Tls {
         })
     }
 
-    /// Whether the handshake is still going on.
-    pub(crate) fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking() && !self.failed
-    }
-
     /// Whether the session failed (a handshake error): the reactor counts it, not as a reset.
     pub(crate) fn failed(&self) -> bool {
         self.failed
@@ -123,9 +118,16 @@ impl Tls {
 
     /// Encrypts as much of `parts` as the buffer limit allows, writing records out as it goes;
     /// stops when the socket refuses.
+    ///
+    /// Nothing is taken during the handshake: rustls would buffer the plaintext (up to its
+    /// limit, then take nothing while the loop below waited for it), where the behaviour's own
+    /// queue holds it under the behaviour's cap.
     fn write_parts(&mut self, parts: &[&[u8]]) -> Result<usize, Errno> {
         if self.failed {
             return Err(libc::ECONNRESET);
+        }
+        if self.conn.is_handshaking() {
+            return Err(EAGAIN);
         }
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut taken = 0;
@@ -141,6 +143,11 @@ impl Tls {
                 taken += n;
                 if !self.write_records()? {
                     break 'parts; // the socket refused: a writable edge will follow
+                }
+                if n == 0 {
+                    // Records all written yet nothing taken: cannot happen after the handshake
+                    // (the limit applies to unsent records), but never loop on it.
+                    break 'parts;
                 }
             }
         }
@@ -180,6 +187,10 @@ impl Transport for Tls {
 
     fn has_buffered(&self) -> bool {
         self.conn.wants_write()
+    }
+
+    fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking() && !self.failed
     }
 
     fn short_read_drains(&self) -> bool {

@@ -192,14 +192,36 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Runs the binary with `args` to completion (for usage errors); returns code and stderr.
+/// Runs the binary with `args` to completion (for usage errors); returns code and stderr. A
+/// binary still running after [`TIMEOUT`] (it accepted what it should have refused) is killed,
+/// and the test fails.
 pub fn run_to_exit(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ricochet"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ricochet"))
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run ricochet");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        err
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ricochet {args:?} was still running after {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    (status.code().unwrap_or(-1), reader.join().unwrap())
 }
 
 /// Half-closes and returns everything until EOF.
