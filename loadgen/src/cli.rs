@@ -79,8 +79,9 @@ pub struct Args {
     #[arg(short = 't', long, value_name = "DUR", value_parser = parse_duration, conflicts_with = "messages")]
     pub duration: Option<Duration>,
 
-    /// Stop after N recorded messages instead of after a duration (the warm-up then defaults to 0).
-    #[arg(short = 'n', long, value_name = "N")]
+    /// Stop after N recorded messages instead of after a duration (the warm-up then defaults to
+    /// 0). At most 2^63 - 1.
+    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
     pub messages: Option<u64>,
 
     /// Open loop: send N messages per second in total (chat: lines, round-robin over the
@@ -266,20 +267,31 @@ pub enum Command {
     },
 }
 
-/// Parses `--start-at`: RFC 3339 or Unix seconds; it must lie in the future.
+/// Parses `--start-at`: RFC 3339 or Unix seconds; it must lie in the future, and no further
+/// than the longest duration loadgen takes (100 years: further is a mistake, such as Unix
+/// milliseconds for seconds, not a plan).
 pub fn parse_start_at(text: &str) -> Result<std::time::SystemTime, String> {
+    use ricochet::units::MAX_DURATION;
     use std::time::{SystemTime, UNIX_EPOCH};
+    let now = SystemTime::now();
+    let too_far = || {
+        format!("`{text}` is more than 100 years away (Unix seconds are meant, not milliseconds)")
+    };
     let at = match text.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs >= 0.0 => UNIX_EPOCH + Duration::from_secs_f64(secs),
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::try_from_secs_f64(secs)
+            .ok()
+            .and_then(|since| UNIX_EPOCH.checked_add(since))
+            .ok_or_else(too_far)?,
         Ok(_) => return Err(format!("`{text}` is not a time")),
         Err(_) => humantime::parse_rfc3339_weak(text).map_err(|e| {
             format!("`{text}` is not RFC 3339 (2026-11-22T10:00:00Z) or Unix seconds: {e}")
         })?,
     };
-    if at <= SystemTime::now() {
-        return Err(format!("`{text}` is in the past"));
+    match at.duration_since(now) {
+        Err(_) | Ok(Duration::ZERO) => Err(format!("`{text}` is in the past")),
+        Ok(wait) if wait > MAX_DURATION => Err(too_far()),
+        Ok(_) => Ok(at),
     }
-    Ok(at)
 }
 
 /// Largest message accepted on a stream (each connection keeps depth × size bytes).
@@ -358,9 +370,6 @@ impl TryFrom<&Args> for Settings {
         }
         if args.duration == Some(Duration::ZERO) {
             return Err("--duration must be longer than 0".into());
-        }
-        if args.messages == Some(0) {
-            return Err("--messages must be at least 1".into());
         }
         if args.timeout.is_zero() {
             return Err("--timeout must be longer than 0".into());

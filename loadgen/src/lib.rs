@@ -15,7 +15,8 @@
 //! - [`schedule`]: open-loop intended send times; [`sweep`]: the highest rate within latency
 //!   objectives.
 //! - [`payload`]: the payload pattern and datagram checks.
-//! - [`report`]: merged results as text, JSON and hlog; [`plot`]: results drawn as SVG.
+//! - [`report`]: merged results as text, JSON and hlog; [`plot`]: results drawn as SVG;
+//!   [`results`]: results and hlogs read back, checked (bounded files, histograms, figures).
 //! - [`probe`]: `loadgen probe`; [`merge`]: `loadgen merge` (results of several hosts).
 
 #![deny(missing_docs)]
@@ -29,6 +30,7 @@ pub mod plot;
 pub mod probe;
 pub mod reactor;
 pub mod report;
+pub mod results;
 pub mod run;
 pub mod schedule;
 pub mod sweep;

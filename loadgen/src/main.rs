@@ -240,9 +240,8 @@ fn compare(files: &[std::path::PathBuf], svg: Option<&std::path::Path>) -> ExitC
     let run = || -> Result<String, String> {
         let mut results = Vec::new();
         for file in files {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-            let value: serde_json::Value = serde_json::from_str(&text)
+            let bytes = ricochet_loadgen::results::read_file(file)?;
+            let value: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|e| format!("{}: not a JSON result: {e}", file.display()))?;
             results.push((file.display().to_string(), value));
         }

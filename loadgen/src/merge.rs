@@ -16,7 +16,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::report::{decode_histogram, encode_histogram, read_hlog, Latency};
+use crate::report::{encode_histogram, IntervalSummary, Latency};
+use crate::results::{check_intervals, decode_histogram, read_hlog};
 
 /// One input: its name and its JSON (an hlog is turned into a JSON with only latencies).
 #[derive(Debug, Clone)]
@@ -31,7 +32,7 @@ impl Input {
     /// Reads a loadgen JSON result or an hlog.
     pub fn load(path: &Path) -> Result<Input, String> {
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {name}: {e}"))?;
+        let bytes = crate::results::read_file(path)?;
         if bytes.first() == Some(&b'{') {
             let value: Value = serde_json::from_slice(&bytes)
                 .map_err(|e| format!("{name}: not a JSON result: {e}"))?;
@@ -40,15 +41,20 @@ impl Input {
                     "{name}: not a loadgen result with a histogram (run loadgen with --json or --out)"
                 ));
             }
+            let intervals: Vec<IntervalSummary> =
+                serde_json::from_value(value["intervals"].clone()).unwrap_or_default();
+            check_intervals(&intervals).map_err(|e| format!("{name}: {e}"))?;
             return Ok(Input { name, value });
         }
-        let intervals =
-            read_hlog(&bytes).map_err(|e| format!("{name}: not an hlog either: {e}"))?;
         let mut hist = crate::tally::new_histogram();
-        for (_, h) in &intervals {
-            hist.add(h).map_err(|e| format!("{name}: {e:?}"))?;
-        }
-        let seconds = intervals.last().map_or(0.0, |(start, _)| start.as_secs_f64() + 1.0);
+        let mut seconds = 0.0;
+        read_hlog(&bytes, |start, h| {
+            seconds = start.as_secs_f64() + 1.0;
+            hist.add(h).map_err(|e| format!("{e:?}"))
+        })
+        .map_err(|e| format!("{name}: not an hlog either: {e}"))?;
+        check_intervals(&[IntervalSummary { t: seconds, ..IntervalSummary::default() }])
+            .map_err(|e| format!("{name}: {e}"))?;
         let value = json!({
             "messages": hist.len(),
             "duration_s": seconds,

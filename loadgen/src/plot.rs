@@ -8,7 +8,8 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 
-use crate::report::{decode_histogram, read_hlog, IntervalSummary, Latency};
+use crate::report::{IntervalSummary, Latency};
+use crate::results::{check_intervals, decode_histogram, read_hlog};
 
 /// One run to draw.
 #[derive(Debug, Clone)]
@@ -24,8 +25,7 @@ pub struct Series {
 impl Series {
     /// Reads a JSON result (with its `histogram`) or an hlog; the label is the file's name.
     pub fn load(path: &Path) -> Result<Series, String> {
-        let bytes =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let bytes = crate::results::read_file(path)?;
         let label = path
             .file_name()
             .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
@@ -35,14 +35,14 @@ impl Series {
             return Series::from_json(label, &value)
                 .map_err(|e| format!("{}: {e}", path.display()));
         }
-        let intervals = read_hlog(&bytes)
-            .map_err(|e| format!("{}: not an hlog either: {e}", path.display()))?;
         let mut hist = crate::tally::new_histogram();
-        let mut summaries = Vec::with_capacity(intervals.len());
-        for (start, h) in &intervals {
-            hist.add(h).map_err(|e| format!("{}: {e:?}", path.display()))?;
+        let mut summaries = Vec::new();
+        read_hlog(&bytes, |start, h| {
             summaries.push(summary(start.as_secs_f64(), h));
-        }
+            hist.add(h).map_err(|e| format!("{e:?}"))
+        })
+        .map_err(|e| format!("{}: not an hlog either: {e}", path.display()))?;
+        check_intervals(&summaries).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Series { label, hist, intervals: summaries })
     }
 
@@ -52,7 +52,9 @@ impl Series {
             .as_str()
             .ok_or("not a loadgen result with a histogram (run loadgen with --json or --out)")?;
         let hist = decode_histogram(text)?;
-        let intervals = serde_json::from_value(value["intervals"].clone()).unwrap_or_default();
+        let intervals: Vec<IntervalSummary> =
+            serde_json::from_value(value["intervals"].clone()).unwrap_or_default();
+        check_intervals(&intervals)?;
         Ok(Series { label, hist, intervals })
     }
 }

@@ -12,6 +12,7 @@ use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+pub use crate::results::{decode_histogram, read_hlog};
 use crate::tally::{Cause, Tally};
 
 /// Latency summary in microseconds.
@@ -124,7 +125,7 @@ pub struct Report {
 }
 
 /// One second of the measured period.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct IntervalSummary {
     /// Seconds from the start of the measured period.
     pub t: f64,
@@ -200,17 +201,6 @@ fn number(x: f64) -> String {
     } else {
         us(x)
     }
-}
-
-/// Decodes a JSON result's `histogram`.
-pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|e| format!("the histogram is not base64: {e}"))?;
-    hdrhistogram::serialization::Deserializer::new()
-        .deserialize(&mut &bytes[..])
-        .map_err(|e| format!("the histogram does not decode: {e:?}"))
 }
 
 /// Errors by cause, as the JSON reports them (their sum is `errors`).
@@ -581,45 +571,6 @@ impl<W: Write> HlogWriter<W> {
     }
 }
 
-/// Reads an interval log back: each interval's start (from the log's base) and histogram.
-/// Comment and legend lines are skipped; a malformed interval line is an error.
-pub fn read_hlog(log: &[u8]) -> Result<Vec<(Duration, Histogram<u64>)>, String> {
-    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-    let mut de = hdrhistogram::serialization::Deserializer::new();
-    let mut intervals = Vec::new();
-    for entry in IntervalLogIterator::new(log) {
-        let entry = entry.map_err(|e| format!("bad hlog line: {e:?}"))?;
-        if let LogEntry::Interval(interval) = entry {
-            let bytes = base64_decode(interval.encoded_histogram())?;
-            let hist: Histogram<u64> =
-                de.deserialize(&mut &bytes[..]).map_err(|e| format!("bad histogram: {e:?}"))?;
-            intervals.push((interval.start_timestamp(), hist));
-        }
-    }
-    Ok(intervals)
-}
-
-fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => Ok(c - b'A'),
-        b'a'..=b'z' => Ok(c - b'a' + 26),
-        b'0'..=b'9' => Ok(c - b'0' + 52),
-        b'+' => Ok(62),
-        b'/' => Ok(63),
-        _ => Err(format!("not base64: {:?}", c as char)),
-    };
-    let clean: Vec<u8> = text.bytes().filter(|&c| c != b'=').collect();
-    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
-    for chunk in clean.chunks(4) {
-        let mut acc = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            acc |= (value(c)? as u32) << (18 - 6 * i);
-        }
-        out.extend_from_slice(&acc.to_be_bytes()[1..chunk.len()]);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -757,12 +708,15 @@ mod tests {
         let text = String::from_utf8(log.clone()).unwrap();
         assert!(text.contains("#[StartTime: "), "{text}");
         assert!(text.contains("\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\""));
-        let intervals = read_hlog(&log).unwrap();
-        assert_eq!(intervals.len(), 2);
-        for (i, (start, back)) in intervals.iter().enumerate() {
-            assert_eq!(*start, Duration::from_secs(i as u64));
+        let mut seen = 0;
+        read_hlog(&log, |start, back| {
+            assert_eq!(start, Duration::from_secs(seen));
             assert_eq!(back.len(), 3);
             assert_eq!(back.max(), h.max());
-        }
+            seen += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, 2);
     }
 }

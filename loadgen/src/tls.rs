@@ -22,6 +22,9 @@ use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureSch
 /// is nearly what went out, so closed-loop start times stay honest.
 pub const BUFFER_LIMIT: usize = 64 * 1024;
 
+/// The most read from a CA file: the system's bundle is about 200 KiB.
+pub const MAX_CA_FILE: u64 = 16 << 20;
+
 /// Where Debian (and most Linux distributions) keep the system's trusted CAs.
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -55,11 +58,11 @@ impl TlsClient {
         } else {
             let path = ca.unwrap_or(Path::new(SYSTEM_BUNDLE));
             let mut roots = rustls::RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
+            let pem = ricochet::files::read_capped(path, MAX_CA_FILE, "--tls-ca").map_err(|e| {
                 let hint = if ca.is_none() { " (give --tls-ca PEM, or --insecure)" } else { "" };
-                format!("cannot read the CA certificates {}: {e}{hint}", path.display())
+                format!("{e}{hint}")
             })?;
-            for cert in certs {
+            for cert in CertificateDer::pem_slice_iter(&pem) {
                 let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
                 roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
             }

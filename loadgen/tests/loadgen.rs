@@ -484,9 +484,13 @@ fn json_and_hlog_outputs() {
     );
     assert_eq!(v["duration_s"], 2.0);
     let log = std::fs::read(&hlog).unwrap();
-    let intervals = ricochet_loadgen::report::read_hlog(&log).unwrap();
-    let total: u64 = intervals.iter().map(|(_, h)| h.len()).sum();
-    let intervals = intervals.len();
+    let (mut total, mut intervals) = (0, 0);
+    ricochet_loadgen::report::read_hlog(&log, |_, h| {
+        total += h.len();
+        intervals += 1;
+        Ok(())
+    })
+    .unwrap();
     assert!((2..=3).contains(&intervals), "{intervals} intervals");
     assert_eq!(total, v["messages"].as_u64().unwrap(), "the log holds every recorded message");
     std::fs::remove_file(hlog).unwrap();
@@ -529,18 +533,35 @@ fn probe_health_check() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused"));
 }
 
-/// Usage errors exit 2.
+/// Usage errors exit 2, with a message naming the problem; nothing panics.
 #[test]
 fn usage_errors_exit_2() {
-    for args in [&["-c", "0"][..], &["--size", "huge"], &["ftp://x:1"], &["-r", "-3"], &["--bogus"]]
-    {
+    for (args, needle) in [
+        (&["-c", "0"][..], "--connections"),
+        (&["--size", "huge"], "byte size"),
+        (&["ftp://x:1"], "ftp"),
+        (&["-r", "-3"], "-3"),
+        (&["--bogus"], "--bogus"),
+        // Durations past the longest taken (each once panicked when added to the clock).
+        (&["-t", "9223372036854775807s"], "100 years"),
+        (&["--warmup", "9223372036854775807s"], "100 years"),
+        (&["--timeout", "9223372036854775807s"], "100 years"),
+        (&["sweep", "--slo", "p99=1ms", "--step-time", "9223372036854775807s"], "100 years"),
+        // Start times past any clock (they panicked), and one in Unix milliseconds.
+        (&["--start-at", "1e19"], "more than 100 years away"),
+        (&["--start-at", "1e20"], "more than 100 years away"),
+        (&["--start-at", "1e300"], "more than 100 years away"),
+        (&["--start-at", "1790000000000"], "not milliseconds"),
+        (&["--start-at", "1000"], "in the past"),
+        // A count it cannot honour (it once ran 0 messages and exited 0).
+        (&["-n", "9223372036854775808"], "9223372036854775808"),
+        (&["-n", "0"], "0"),
+    ] {
         let out = loadgen(args);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err:?} does not mention {needle:?}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
 
@@ -1152,4 +1173,135 @@ fn udp_preflight_retries_a_lost_datagram() {
     let out = loadgen(&[&format!("udp://{addr}"), "-c", "1", "-n", "100", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(json(&out)["messages"], 100);
+}
+
+/// Runs the loadgen binary with `args`, bounded: killed (and the test failed) past the tests'
+/// timeout. Returns the exit code, stderr, and the child's peak resident memory in KiB.
+#[allow(clippy::zombie_processes)] // reaped by wait4, which also gives its peak memory
+fn loadgen_bounded(args: &[&str]) -> (i32, String, u64) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        err
+    });
+    let start = Instant::now();
+    let pid = child.id() as libc::pid_t;
+    loop {
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 on our own child's pid with valid pointers.
+        let done = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if done == pid {
+            let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+            return (code, reader.join().unwrap(), usage.ru_maxrss as u64);
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("loadgen {args:?} was still running after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A result that passes for loadgen's, with this histogram and these intervals.
+fn forged_result(histogram: &str, intervals: serde_json::Value) -> String {
+    serde_json::json!({
+        "target": "tcp://127.0.0.1:1", "proto": "tcp", "size": 64, "depth": 1,
+        "messages": 3, "msgs_per_sec": 3.0, "errors": 0, "duration_s": 1.0,
+        "latency_us": {"min": 1.0, "mean": 1.0, "p50": 1.0, "p90": 1.0, "p99": 1.0,
+                       "p999": 1.0, "p9999": 1.0, "max": 1.0},
+        "histogram": histogram, "intervals": intervals,
+    })
+    .to_string()
+}
+
+/// merge, compare and plot trust nothing in what they read: a histogram whose header claims
+/// 4 GiB of counts is refused without the 4 GiB (it was allocated), a figure of 1.8e308 µs is
+/// refused with a clear error (plot never finished), a long hlog is read one interval at a time
+/// (5 000 intervals took 1.36 GB), and /dev/zero is refused at the size cap.
+#[test]
+fn readers_trust_nothing_in_their_input() {
+    use base64::Engine;
+    let dir = std::env::temp_dir().join(format!("loadgen-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let mut h = ricochet_loadgen::tally::new_histogram();
+    h.record(1_000).unwrap();
+    let good = ricochet_loadgen::report::encode_histogram(&h);
+    let interval =
+        serde_json::json!([{"t": 0.0, "messages": 3, "p50_us": 1.0, "p99_us": 1.0, "max_us": 1.0}]);
+    std::fs::write(path("good.json"), forged_result(&good, interval.clone())).unwrap();
+
+    // An uncompressed V2 header (1..3.6e12, 3 digits) claiming u32::MAX bytes of counts.
+    let mut evil = vec![0x1c, 0x84, 0x93, 0x13];
+    evil.extend_from_slice(&u32::MAX.to_be_bytes());
+    evil.extend_from_slice(&0u32.to_be_bytes());
+    evil.extend_from_slice(&3u32.to_be_bytes());
+    evil.extend_from_slice(&1u64.to_be_bytes());
+    evil.extend_from_slice(&3_600_000_000_000u64.to_be_bytes());
+    evil.extend_from_slice(&1f64.to_be_bytes());
+    evil.extend(std::iter::repeat_n(0u8, 2400));
+    let evil = base64::engine::general_purpose::STANDARD.encode(evil);
+    std::fs::write(path("evil.json"), forged_result(&evil, interval)).unwrap();
+    let (good_file, evil_file, svg) = (path("good.json"), path("evil.json"), path("out.svg"));
+    for command in ["merge", "compare", "plot"] {
+        let mut args = vec![command, &good_file, &evil_file];
+        if command == "plot" {
+            args.extend(["-o", &svg]);
+        }
+        let (code, err, peak_kib) = loadgen_bounded(&args);
+        if command != "compare" {
+            assert_eq!(code, 1, "{command}: {err}");
+            assert!(err.contains("claims 4294967295 bytes of counts"), "{command}: {err}");
+        }
+        assert!(peak_kib < 200 << 10, "{command} peaked at {peak_kib} KiB");
+    }
+
+    let absurd = serde_json::json!([{"t": 0.0, "messages": 3, "p50_us": 1.0, "p99_us": 1.0, "max_us": 1.7976931348623157e308}]);
+    std::fs::write(path("absurd.json"), forged_result(&good, absurd)).unwrap();
+    let (code, err, _) = loadgen_bounded(&["plot", &path("absurd.json"), "-o", &path("a.svg")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("an interval's max_us is 1797"), "{err}");
+    let (code, err, _) = loadgen_bounded(&["merge", &path("absurd.json")]);
+    assert_eq!(code, 1, "{err}");
+
+    // 2 000 one-second intervals, each a full histogram when decoded (about 270 KiB: 540 MB
+    // for the whole log if they were all kept).
+    let mut log = ricochet_loadgen::report::HlogWriter::new(
+        Vec::new(),
+        std::time::SystemTime::now(),
+        "tcp://127.0.0.1:1",
+    )
+    .unwrap();
+    for second in 0..2_000 {
+        let start = Duration::from_secs(second);
+        log.interval(&h, start, Duration::from_secs(1)).unwrap();
+    }
+    std::fs::write(path("long.hlog"), log.finish().unwrap()).unwrap();
+    let (long, svg) = (path("long.hlog"), path("long.svg"));
+    for command in ["merge", "plot"] {
+        let mut args = vec![command, &long];
+        if command == "plot" {
+            args.extend(["-o", &svg]);
+        }
+        let (code, err, peak_kib) = loadgen_bounded(&args);
+        assert_eq!(code, 0, "{command}: {err}");
+        assert!(peak_kib < 200 << 10, "{command} of 2 000 intervals peaked at {peak_kib} KiB");
+    }
+
+    let (code, err, _) = loadgen_bounded(&["merge", "/dev/zero"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("/dev/zero: larger than 1.00 GiB"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
