@@ -1,5 +1,5 @@
 //! Parsing of the human units used on every command line: byte sizes (`65536`, `64KiB`, `1MiB`,
-//! `1.5MB`) and durations (`500ms`, `2s`, `1m`, via humantime).
+//! `1.5MB`), durations (`500ms`, `2s`, `1m`, via humantime) and fractions (`0.05`, `5%`).
 //!
 //! Both parsers return a one-line message fit for clap's error output; they never panic.
 
@@ -58,6 +58,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}` is longer than the longest duration taken, 100 years"));
     }
     Ok(duration)
+}
+
+/// Parses a fraction given on the command line: `0.05` or `5%`. (Inside a URL's fault plan `%`
+/// starts an escape, so plans keep the decimal form.)
+pub fn parse_fraction(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    let (number, scale) = match text.strip_suffix('%') {
+        Some(percent) => (percent.trim_end(), 100.0),
+        None => (text, 1.0),
+    };
+    match number.parse::<f64>() {
+        Ok(value) if value.is_finite() => Ok(value / scale),
+        _ => Err(format!("`{text}` is not a fraction (examples: 0.05, 5%)")),
+    }
 }
 
 /// Formats a byte count for humans: `1.5 MiB`, `512 B`.
@@ -123,6 +137,16 @@ mod tests {
         }
         // The largest is safe to add to a clock reading.
         let _ = std::time::Instant::now() + MAX_DURATION + MAX_DURATION;
+    }
+
+    #[test]
+    fn fractions_as_decimals_or_percentages() {
+        assert_eq!(parse_fraction("0.05"), Ok(0.05));
+        assert_eq!(parse_fraction("5%"), Ok(0.05));
+        assert_eq!(parse_fraction("12.5 %"), Ok(0.125));
+        for bad in ["", "%", "five", "5%%", "inf", "NaN%", "1e999"] {
+            assert!(parse_fraction(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

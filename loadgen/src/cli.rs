@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ricochet::units::{parse_bytes, parse_duration};
+use ricochet::units::{parse_bytes, parse_duration, parse_fraction};
 
 use crate::payload::{MIN_LINE, SEQ_LEN};
 use crate::run::Settings;
@@ -155,8 +155,9 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub start_rate: Option<f64>,
 
-    /// Sweep: stop when the highest passing and lowest failing rates are this close (a fraction).
-    #[arg(long, value_name = "FRACTION", default_value_t = 0.05)]
+    /// Sweep: stop when the highest passing and lowest failing rates are this close (a fraction:
+    /// 0.05 or 5%).
+    #[arg(long, value_name = "FRACTION", default_value = "5%", value_parser = parse_fraction)]
     pub precision: f64,
 
     /// Close each connection after N messages and open it again (plain TCP: connection churn;

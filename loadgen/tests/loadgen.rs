@@ -987,7 +987,7 @@ fn sweep_finds_a_known_capacity() {
         "--step-time",
         "2s",
         "--precision",
-        "0.1",
+        "10%",
         "--json",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
@@ -1038,6 +1038,8 @@ fn sweep_embedded_and_bad_inputs() {
         (&["sweep"], "at least one --slo"),
         (&["--slo", "p99=1ms"], "for `loadgen sweep`"),
         (&["sweep", "--slo", "p99=1ms", "-r", "100"], "drop -r"),
+        (&["sweep", "--slo", "p99=1ms", "--precision", "five"], "not a fraction"),
+        (&["sweep", "--slo", "p99=1ms", "--precision", "150%"], "must be between 0 and 1"),
     ] {
         let out = loadgen(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
