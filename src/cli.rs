@@ -1,51 +1,25 @@
 //! The `ricochet` command line: raw flags ([`Args`], parsed by clap, each also read from a
 //! `RICOCHET_*` environment variable) and their conversion into checked [`Settings`].
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 
-use crate::config::{Config, ListenSpec};
+use crate::config::Config;
 use crate::faults::Faults;
 use crate::units::{parse_bytes, parse_duration};
+pub use crate::url::parse_addr;
+use crate::url::{parse_listen, ListenUrl};
 
-/// A `--tcp`/`--udp` value: an address, and a fault plan after `?`.
-#[derive(Debug, Clone)]
-pub struct ListenAddr {
-    /// Where to listen.
-    pub addr: SocketAddr,
-    /// How to misbehave there.
-    pub plan: Option<Faults>,
-}
-
-/// A `--unix` value: a path, and a fault plan after `?` (so a path cannot contain `?`).
-#[derive(Debug, Clone)]
-pub struct ListenPath {
-    /// Where to listen.
-    pub path: PathBuf,
-    /// How to misbehave there.
-    pub plan: Option<Faults>,
-}
-
-fn split_plan(text: &str) -> Result<(&str, Option<Faults>), String> {
-    match text.split_once('?') {
-        None => Ok((text, None)),
-        Some((at, plan)) => Ok((at, Some(Faults::parse(plan)?))),
+/// Parses a shorthand flag's value as the URL it stands for: `--tcp ADDR` is
+/// `--listen tcp://ADDR` (a fault plan after `?` included), `--chat ADDR?room=lobby` is
+/// `--listen chat://ADDR?room=lobby`, `--unix PATH` is `--listen unix:PATH`.
+fn shorthand(scheme: &'static str) -> impl Fn(&str) -> Result<ListenUrl, String> + Clone {
+    move |text| {
+        let joiner = if matches!(scheme, "unix" | "chat+unix") { ":" } else { "://" };
+        parse_listen(&format!("{scheme}{joiner}{text}"))
     }
-}
-
-/// Parses `ADDR` or `ADDR?key=value&...` (see [`parse_addr`] and [`Faults::parse`]).
-pub fn parse_listen(text: &str) -> Result<ListenAddr, String> {
-    let (addr, plan) = split_plan(text)?;
-    Ok(ListenAddr { addr: parse_addr(addr)?, plan })
-}
-
-/// Parses `PATH` or `PATH?key=value&...`.
-pub fn parse_listen_path(text: &str) -> Result<ListenPath, String> {
-    let (path, plan) = split_plan(text)?;
-    Ok(ListenPath { path: path.into(), plan })
 }
 
 /// The raw command line.
@@ -55,9 +29,12 @@ pub fn parse_listen_path(text: &str) -> Result<ListenPath, String> {
     version,
     allow_negative_numbers = true,
     about = "A fast, bounded echo server: TCP (IPv4/IPv6), UDP, Unix-domain streams and TLS, and chat rooms.",
-    long_about = "A fast, bounded echo server: TCP (IPv4/IPv6), UDP and Unix-domain streams, on one \
-single-threaded edge-triggered reactor. Every byte received is sent back, in order, nothing added. \
---chat serves a chat room instead: each line a member sends goes to every other member.\n\n\
+    long_about = "A fast, bounded echo server: TCP (IPv4/IPv6), UDP, Unix-domain streams and TLS, on \
+edge-triggered reactors (one by default, --threads N for more). Every byte received is sent back, \
+in order, nothing added. A chat listener serves a room instead: each line a member sends goes to \
+every other member. Listeners are named by URL (--listen chat+tls://127.0.0.1:7444?room=lobby), \
+the same URLs loadgen takes as targets; --tcp, --udp, --unix, --tls, --chat and --tls-chat are \
+shorthands.\n\n\
 Once every listener is bound, one JSON line {\"event\":\"ready\",...} with the concrete addresses is \
 printed on stdout; at exit one {\"event\":\"stopped\",...} line with the counters. SIGTERM or SIGINT \
 stops accepting and drains connections; a second signal stops at once.\n\n\
@@ -66,41 +43,54 @@ Every flag can also be set by an environment variable: RICOCHET_ plus the flag i
     after_help = "Examples:\n  ricochet                                  # TCP echo on 127.0.0.1:7007\n  \
 ricochet --tcp 127.0.0.1:0 --ready-file /tmp/echo.json   # CI backend on a free port\n  \
 ricochet --tcp 0.0.0.0:7007 --tcp [::]:7007 --udp 127.0.0.1:7007 --unix /tmp/echo.sock\n  \
-ricochet --chat 127.0.0.1:7008                          # a chat room: try two `nc 127.0.0.1 7008`"
+ricochet --chat 127.0.0.1:7008                          # a chat room: try two `nc 127.0.0.1 7008`\n  \
+ricochet --listen 'chat+tls://127.0.0.1:7444?room=lobby' --listen 'chat://127.0.0.1:7008?room=lobby'"
 )]
 pub struct Args {
+    /// Serve the listener URL names, with the schemes loadgen's targets use: tcp://ADDR,
+    /// udp://ADDR, unix:PATH, tls://ADDR (echo); chat://ADDR, chat+tls://ADDR, chat+unix:PATH (a
+    /// chat room). After `?`: an echo listener's fault plan (`tcp://127.0.0.1:0?close-after=1KiB`),
+    /// or `room=NAME` to put chat listeners of any transport into one room
+    /// (`chat+tls://0.0.0.0:7444?room=lobby`). Repeatable; listed after the shorthand flags'
+    /// listeners, in the order given. The flags below are shorthands for it.
+    #[arg(long = "listen", value_name = "URL", env = "RICOCHET_LISTEN", value_delimiter = ',', value_parser = parse_listen)]
+    pub listen: Vec<ListenUrl>,
+
     /// Serve TCP echo on ADDR: `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT` (port 0 picks a free one),
     /// optionally with a fault plan: `ADDR?close-after=1KiB&p=0.5`. Repeatable. Default, when no
-    /// listener is given: 127.0.0.1:7007.
-    #[arg(long = "tcp", value_name = "ADDR", env = "RICOCHET_TCP", value_delimiter = ',', value_parser = parse_listen)]
-    pub tcp: Vec<ListenAddr>,
+    /// listener is given: 127.0.0.1:7007. (= --listen tcp://ADDR)
+    #[arg(long = "tcp", value_name = "ADDR", env = "RICOCHET_TCP", value_delimiter = ',', value_parser = shorthand("tcp"))]
+    pub tcp: Vec<ListenUrl>,
 
     /// Serve UDP echo on ADDR (each datagram goes back whole to its sender), optionally with a
-    /// fault plan: `ADDR?drop=0.05&dup=0.01`. Repeatable.
-    #[arg(long = "udp", value_name = "ADDR", env = "RICOCHET_UDP", value_delimiter = ',', value_parser = parse_listen)]
-    pub udp: Vec<ListenAddr>,
+    /// fault plan: `ADDR?drop=0.05&dup=0.01`. Repeatable. (= --listen udp://ADDR)
+    #[arg(long = "udp", value_name = "ADDR", env = "RICOCHET_UDP", value_delimiter = ',', value_parser = shorthand("udp"))]
+    pub udp: Vec<ListenUrl>,
 
     /// Serve stream echo on a Unix-domain socket at PATH, optionally with a fault plan after `?`.
     /// A stale socket file is replaced; a path that is not a socket is never touched. The file is
-    /// removed at exit. Repeatable.
-    #[arg(long = "unix", value_name = "PATH", env = "RICOCHET_UNIX", value_delimiter = ',', value_parser = parse_listen_path)]
-    pub unix: Vec<ListenPath>,
+    /// removed at exit. Repeatable. (= --listen unix:PATH)
+    #[arg(long = "unix", value_name = "PATH", env = "RICOCHET_UNIX", value_delimiter = ',', value_parser = shorthand("unix"))]
+    pub unix: Vec<ListenUrl>,
 
     /// Serve a chat room on TCP ADDR: every line (ending in \n) a member sends goes to every other
     /// member, whole and in order; `/nick NAME`, `/who` and `/quit` are commands. One room per
-    /// --chat. Repeatable.
-    #[arg(long = "chat", value_name = "ADDR", env = "RICOCHET_CHAT", value_delimiter = ',', value_parser = parse_addr)]
-    pub chat: Vec<SocketAddr>,
+    /// --chat, unless `ADDR?room=NAME` names a room shared with other listeners. Repeatable.
+    /// (= --listen chat://ADDR)
+    #[arg(long = "chat", value_name = "ADDR", env = "RICOCHET_CHAT", value_delimiter = ',', value_parser = shorthand("chat"))]
+    pub chat: Vec<ListenUrl>,
 
     /// Serve TLS echo (TLS 1.3 and 1.2) on TCP ADDR, optionally with a fault plan after `?`
-    /// (applied to the plaintext). Without --tls-cert, a self-signed certificate is generated at
-    /// start; the ready line names its file and SHA-256 fingerprint. Repeatable.
-    #[arg(long = "tls", value_name = "ADDR", env = "RICOCHET_TLS", value_delimiter = ',', value_parser = parse_listen)]
-    pub tls: Vec<ListenAddr>,
+    /// (applied to the plaintext, after the handshake). Without --tls-cert, a self-signed
+    /// certificate is generated at start; the ready line names its file and SHA-256 fingerprint.
+    /// Repeatable. (= --listen tls://ADDR)
+    #[arg(long = "tls", value_name = "ADDR", env = "RICOCHET_TLS", value_delimiter = ',', value_parser = shorthand("tls"))]
+    pub tls: Vec<ListenUrl>,
 
-    /// Serve a chat room over TLS on TCP ADDR. Repeatable.
-    #[arg(long = "tls-chat", value_name = "ADDR", env = "RICOCHET_TLS_CHAT", value_delimiter = ',', value_parser = parse_addr)]
-    pub tls_chat: Vec<SocketAddr>,
+    /// Serve a chat room over TLS on TCP ADDR (`ADDR?room=NAME`: a shared room). Repeatable.
+    /// (= --listen chat+tls://ADDR)
+    #[arg(long = "tls-chat", value_name = "ADDR", env = "RICOCHET_TLS_CHAT", value_delimiter = ',', value_parser = shorthand("chat+tls"))]
+    pub tls_chat: Vec<ListenUrl>,
 
     /// The TLS certificate chain (PEM, leaf first), with --tls-key. Default: a self-signed
     /// certificate generated at start for localhost, 127.0.0.1, ::1 and every --tls-name.
@@ -272,36 +262,21 @@ impl TryFrom<Args> for Settings {
     type Error = String;
 
     fn try_from(args: Args) -> Result<Settings, String> {
-        let mut listeners = Vec::new();
-        let mut faults = Vec::new();
-        for l in args.tcp {
-            listeners.push(ListenSpec::Tcp(l.addr));
-            faults.push(l.plan);
-        }
-        for l in args.udp {
-            listeners.push(ListenSpec::Udp(l.addr));
-            faults.push(l.plan);
-        }
-        for l in args.unix {
-            listeners.push(ListenSpec::Unix(l.path));
-            faults.push(l.plan);
-        }
-        for l in args.tls {
-            listeners.push(ListenSpec::Tls(l.addr));
-            faults.push(l.plan);
-        }
-        if listeners.is_empty() && args.chat.is_empty() && args.tls_chat.is_empty() {
-            listeners = Config::default().listeners;
-            faults.push(None);
+        let shorthands = [args.tcp, args.udp, args.unix, args.tls, args.chat, args.tls_chat];
+        let mut urls: Vec<ListenUrl> = shorthands.into_iter().flatten().collect();
+        urls.extend(args.listen);
+        if urls.is_empty() {
+            let default = Config::default().listeners.remove(0);
+            urls.push(ListenUrl { spec: default, plan: None });
         }
         // --faults: for every echo listener given without a plan (a chat room takes none).
-        for plan in &mut faults {
-            if plan.is_none() {
-                plan.clone_from(&args.faults);
-            }
+        let mut listeners = Vec::with_capacity(urls.len());
+        let mut faults = Vec::with_capacity(urls.len());
+        for url in urls {
+            let fallback = args.faults.clone().filter(|_| !url.spec.is_chat());
+            faults.push(url.plan.or(fallback));
+            listeners.push(url.spec);
         }
-        listeners.extend(args.chat.into_iter().map(ListenSpec::Chat));
-        listeners.extend(args.tls_chat.into_iter().map(ListenSpec::TlsChat));
         let size = |name: &str, value: u64| {
             usize::try_from(value).map_err(|_| format!("{name} {value} is too large"))
         };
@@ -343,36 +318,10 @@ impl TryFrom<Args> for Settings {
     }
 }
 
-/// Parses `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT` (which means 127.0.0.1: a server binds
-/// one concrete address, and `localhost` may resolve to ::1 first).
-pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    let usage = "expected IP:PORT, e.g. 127.0.0.1:7007, [::1]:7007 or localhost:7007";
-    let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(format!("`{text}` is not an address: no port ({usage})"));
-    };
-    let port = match port.parse::<u64>() {
-        Ok(port) if port <= u16::MAX as u64 => port as u16,
-        Ok(port) => {
-            return Err(format!("port {port} in `{text}` is out of range (0 to 65535)"));
-        }
-        Err(_) => return Err(format!("`{port}` in `{text}` is not a port number ({usage})")),
-    };
-    if host == "localhost" {
-        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
-    }
-    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
-    if bare.is_none() && host.parse::<std::net::Ipv6Addr>().is_ok() {
-        return Err(format!("`{text}`: an IPv6 address takes brackets, as in [{host}]:{port}"));
-    }
-    Err(format!("`{host}` in `{text}` is not an IP address or localhost ({usage})"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ListenSpec;
 
     fn settings(argv: &[&str]) -> Result<Settings, String> {
         let args = Args::try_parse_from(std::iter::once("ricochet").chain(argv.iter().copied()))
@@ -383,7 +332,7 @@ mod tests {
     #[test]
     fn defaults_to_tcp_7007() {
         let s = settings(&[]).unwrap();
-        assert_eq!(s.config.listeners, vec![ListenSpec::Tcp("127.0.0.1:7007".parse().unwrap())]);
+        assert_eq!(s.config.listeners, vec![ListenSpec::tcp("127.0.0.1:7007".parse().unwrap())]);
         assert!(s.config.nodelay);
         assert_eq!(s.config.max_pending, 256 * 1024);
         assert_eq!(s.config.drain_grace, Config::default().drain_grace);
@@ -406,16 +355,55 @@ mod tests {
         assert_eq!(
             s.config.listeners,
             vec![
-                ListenSpec::Tcp("127.0.0.1:0".parse().unwrap()),
-                ListenSpec::Udp("[::1]:0".parse().unwrap()),
-                ListenSpec::Unix("/tmp/a.sock".into()),
-                ListenSpec::Chat("127.0.0.1:0".parse().unwrap()),
+                ListenSpec::tcp("127.0.0.1:0".parse().unwrap()),
+                ListenSpec::udp("[::1]:0".parse().unwrap()),
+                ListenSpec::unix("/tmp/a.sock"),
+                ListenSpec::chat("127.0.0.1:0".parse().unwrap()),
             ]
         );
         // A chat listener is a listener: no default TCP echo is added.
         let s = settings(&["--chat", "127.0.0.1:7008", "--max-line", "1KiB"]).unwrap();
-        assert_eq!(s.config.listeners, vec![ListenSpec::Chat("127.0.0.1:7008".parse().unwrap())]);
+        assert_eq!(s.config.listeners, vec![ListenSpec::chat("127.0.0.1:7008".parse().unwrap())]);
         assert_eq!(s.config.max_line, 1024);
+    }
+
+    /// `--listen URL` and the shorthands are one syntax: the shorthands' listeners first, then
+    /// the URLs in order; `?room=` joins chat listeners; --faults fills in echo listeners only.
+    #[test]
+    fn listen_urls_and_shorthands() {
+        let s = settings(&[
+            "--listen",
+            "chat+tls://127.0.0.1:0?room=lobby",
+            "--chat",
+            "127.0.0.1:0?room=lobby",
+            "--listen",
+            "tcp://127.0.0.1:0?close-after=10",
+            "--listen",
+            "unix:/tmp/r.sock",
+            "--faults",
+            "stall-after=5",
+        ])
+        .unwrap();
+        let any = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(
+            s.config.listeners,
+            vec![
+                ListenSpec::chat(any).in_room("lobby"),
+                ListenSpec::tls_chat(any).in_room("lobby"),
+                ListenSpec::tcp(any),
+                ListenSpec::unix("/tmp/r.sock"),
+            ]
+        );
+        let plans: Vec<Option<String>> =
+            s.config.faults.iter().map(|p| p.as_ref().map(|p| p.to_string())).collect();
+        assert_eq!(
+            plans,
+            [None, None, Some("close-after=10".into()), Some("stall-after=5".into())]
+        );
+        let err = settings(&["--listen", "ftp://127.0.0.1:1"]).unwrap_err();
+        assert!(err.contains("`ftp://` is not a listen scheme"), "{err}");
+        let err = settings(&["--tcp", "127.0.0.1:1?room=x"]).unwrap_err();
+        assert!(err.contains("room= is for chat listeners"), "{err}");
     }
 
     #[test]

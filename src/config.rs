@@ -9,51 +9,171 @@ use crate::error::{Error, Result};
 use crate::faults::Faults;
 use crate::tls::TlsSettings;
 
-/// One socket to serve.
+/// The socket a listener binds, and whether its streams speak TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenSpec {
-    /// A TCP listener (IPv4 or IPv6; port 0 picks a free port).
+pub enum Endpoint {
+    /// TCP (IPv4 or IPv6; port 0 picks a free port).
     Tcp(SocketAddr),
-    /// A UDP socket echoing datagrams.
-    Udp(SocketAddr),
-    /// A Unix-domain stream listener at this path.
-    Unix(PathBuf),
-    /// A TCP listener whose connections are the members of one chat room (one room per
-    /// listener): each line a member sends goes to every other member.
-    Chat(SocketAddr),
-    /// A TCP listener speaking TLS (1.3 and 1.2), echoing the decrypted bytes.
+    /// TCP speaking TLS (1.3 and 1.2); the behaviour sees the decrypted bytes.
     Tls(SocketAddr),
-    /// A chat room over TLS.
-    TlsChat(SocketAddr),
+    /// A UDP socket (echo only: each datagram back whole to its sender).
+    Udp(SocketAddr),
+    /// A Unix-domain stream socket at this path.
+    Unix(PathBuf),
+}
+
+/// What a listener's connections do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Every byte back to its sender.
+    Echo,
+    /// Members of a chat room: each line a member sends goes to every other member. `room`:
+    /// the listener's own room (`None`), or the room of that name, shared by every listener
+    /// that names it, whatever its transport (a TLS member and a plain one talk).
+    Chat {
+        /// The shared room's name.
+        room: Option<String>,
+    },
+}
+
+/// One listener: the socket it binds and what its connections do (its fault plan, if any, is
+/// [`Config::faults`] at the same index). Made by the constructors (`ListenSpec::tcp(addr)`,
+/// `ListenSpec::chat(addr).in_room("lobby")`) or from a URL ([`crate::url::parse_listen`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenSpec {
+    /// Where, and over what.
+    pub endpoint: Endpoint,
+    /// What its connections do.
+    pub behaviour: Behaviour,
 }
 
 impl ListenSpec {
-    /// `tcp`, `udp`, `unix`, `chat`, `tls` or `tls-chat`.
+    fn echo(endpoint: Endpoint) -> Self {
+        ListenSpec { endpoint, behaviour: Behaviour::Echo }
+    }
+
+    fn room(endpoint: Endpoint) -> Self {
+        ListenSpec { endpoint, behaviour: Behaviour::Chat { room: None } }
+    }
+
+    /// TCP echo.
+    pub fn tcp(addr: SocketAddr) -> Self {
+        Self::echo(Endpoint::Tcp(addr))
+    }
+
+    /// UDP echo.
+    pub fn udp(addr: SocketAddr) -> Self {
+        Self::echo(Endpoint::Udp(addr))
+    }
+
+    /// Unix-domain stream echo.
+    pub fn unix(path: impl Into<PathBuf>) -> Self {
+        Self::echo(Endpoint::Unix(path.into()))
+    }
+
+    /// TLS echo.
+    pub fn tls(addr: SocketAddr) -> Self {
+        Self::echo(Endpoint::Tls(addr))
+    }
+
+    /// A chat room on a Unix-domain stream socket.
+    pub fn unix_chat(path: impl Into<PathBuf>) -> Self {
+        Self::room(Endpoint::Unix(path.into()))
+    }
+
+    /// A chat room on TCP (its own, unless [`ListenSpec::in_room`] names a shared one).
+    pub fn chat(addr: SocketAddr) -> Self {
+        Self::room(Endpoint::Tcp(addr))
+    }
+
+    /// A chat room over TLS.
+    pub fn tls_chat(addr: SocketAddr) -> Self {
+        Self::room(Endpoint::Tls(addr))
+    }
+
+    /// The same chat listener, in the room called `name` (shared with every listener that
+    /// names it); an echo listener is returned as it is.
+    pub fn in_room(mut self, name: &str) -> Self {
+        if let Behaviour::Chat { room } = &mut self.behaviour {
+            *room = Some(name.to_owned());
+        }
+        self
+    }
+
+    /// `tcp`, `udp`, `unix`, `chat`, `tls` or `tls-chat`: the ready line's `proto`.
     pub fn proto(&self) -> &'static str {
-        match self {
-            ListenSpec::Tcp(_) => "tcp",
-            ListenSpec::Udp(_) => "udp",
-            ListenSpec::Unix(_) => "unix",
-            ListenSpec::Chat(_) => "chat",
-            ListenSpec::Tls(_) => "tls",
-            ListenSpec::TlsChat(_) => "tls-chat",
+        match (&self.endpoint, &self.behaviour) {
+            (Endpoint::Tcp(_), Behaviour::Echo) => "tcp",
+            (Endpoint::Udp(_), _) => "udp",
+            (Endpoint::Unix(_), Behaviour::Echo) => "unix",
+            (Endpoint::Tls(_), Behaviour::Echo) => "tls",
+            (Endpoint::Tcp(_), Behaviour::Chat { .. }) => "chat",
+            (Endpoint::Tls(_), Behaviour::Chat { .. }) => "tls-chat",
+            (Endpoint::Unix(_), Behaviour::Chat { .. }) => "unix-chat",
+        }
+    }
+
+    /// The URL scheme that names this listener on `--listen` and as loadgen's target: `tcp`,
+    /// `udp`, `unix`, `tls`, `chat` or `chat+tls`.
+    pub fn scheme(&self) -> &'static str {
+        match self.proto() {
+            "tls-chat" => "chat+tls",
+            "unix-chat" => "chat+unix",
+            proto => proto,
         }
     }
 
     /// Whether its connections speak TLS.
     pub fn is_tls(&self) -> bool {
-        matches!(self, ListenSpec::Tls(_) | ListenSpec::TlsChat(_))
+        matches!(self.endpoint, Endpoint::Tls(_))
+    }
+
+    /// Whether its connections are chat room members.
+    pub fn is_chat(&self) -> bool {
+        matches!(self.behaviour, Behaviour::Chat { .. })
+    }
+
+    /// The socket address, for every endpoint but a Unix socket.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self.endpoint {
+            Endpoint::Tcp(a) | Endpoint::Tls(a) | Endpoint::Udp(a) => Some(a),
+            Endpoint::Unix(_) => None,
+        }
+    }
+
+    /// The Unix socket's path, for a Unix endpoint.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match &self.endpoint {
+            Endpoint::Unix(p) => Some(p),
+            _ => None,
+        }
     }
 
     /// The address as people write it: `127.0.0.1:7007`, `[::1]:7007`, `/run/echo.sock`.
     pub fn display_addr(&self) -> String {
-        match self {
-            ListenSpec::Tcp(a)
-            | ListenSpec::Udp(a)
-            | ListenSpec::Chat(a)
-            | ListenSpec::Tls(a)
-            | ListenSpec::TlsChat(a) => a.to_string(),
-            ListenSpec::Unix(p) => p.display().to_string(),
+        match &self.endpoint {
+            Endpoint::Unix(p) => p.display().to_string(),
+            Endpoint::Tcp(a) | Endpoint::Tls(a) | Endpoint::Udp(a) => a.to_string(),
+        }
+    }
+
+    /// The same listener at another endpoint address (the bound one, with port 0 resolved).
+    pub(crate) fn at(&self, endpoint: Endpoint) -> ListenSpec {
+        ListenSpec { endpoint, behaviour: self.behaviour.clone() }
+    }
+}
+
+impl std::fmt::Display for ListenSpec {
+    /// The listener as a URL: `tcp://127.0.0.1:7007`, `chat+tls://[::1]:7444?room=lobby`,
+    /// `unix:/run/echo.sock`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.endpoint {
+            Endpoint::Unix(p) => write!(f, "{}:{}", self.scheme(), p.display())?,
+            _ => write!(f, "{}://{}", self.scheme(), self.display_addr())?,
+        }
+        match &self.behaviour {
+            Behaviour::Chat { room: Some(room) } => write!(f, "?room={room}"),
+            _ => Ok(()),
         }
     }
 }
@@ -131,7 +251,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listeners: vec![ListenSpec::Tcp(SocketAddr::from(([127, 0, 0, 1], 7007)))],
+            listeners: vec![ListenSpec::tcp(SocketAddr::from(([127, 0, 0, 1], 7007)))],
             faults: Vec::new(),
             seed: None,
             tls: TlsSettings::default(),
@@ -186,7 +306,7 @@ impl Config {
     /// A config serving only `127.0.0.1:0` over TCP: what tests and embedded benchmarks want.
     pub fn ephemeral() -> Self {
         Config {
-            listeners: vec![ListenSpec::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))],
+            listeners: vec![ListenSpec::tcp(SocketAddr::from(([127, 0, 0, 1], 0)))],
             ..Config::default()
         }
     }
@@ -261,7 +381,16 @@ impl Config {
             }
         }
         for spec in &self.listeners {
-            if let ListenSpec::Unix(path) = spec {
+            if let Behaviour::Chat { room: Some(room) } = &spec.behaviour {
+                check_room_name(room).map_err(Error::Config)?;
+            }
+            if matches!(spec.endpoint, Endpoint::Udp(_)) && spec.is_chat() {
+                return bad(format!(
+                    "udp {}: a chat room is served over streams (tcp, tls, unix), not UDP",
+                    spec.display_addr()
+                ));
+            }
+            if let Endpoint::Unix(path) = &spec.endpoint {
                 if path.as_os_str().is_empty() {
                     return bad("empty --unix path".into());
                 }
@@ -276,6 +405,21 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// The longest room name.
+pub const MAX_ROOM_NAME: usize = 64;
+
+/// A room name: 1 to 64 of `A-Z a-z 0-9 _ - .`.
+pub fn check_room_name(name: &str) -> std::result::Result<(), String> {
+    let ok = (1..=MAX_ROOM_NAME).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    match ok {
+        true => Ok(()),
+        false => {
+            Err(format!("room `{name}`: a room name is 1 to {MAX_ROOM_NAME} of A-Z a-z 0-9 _ - ."))
+        }
     }
 }
 
@@ -300,7 +444,7 @@ mod tests {
             |c| c.max_conns = Some(0),
             |c| c.recv_buffer = Some(0),
             |c| c.idle_timeout = Some(Duration::ZERO),
-            |c| c.listeners = vec![ListenSpec::Unix(PathBuf::from("x".repeat(200)))],
+            |c| c.listeners = vec![ListenSpec::unix(PathBuf::from("x".repeat(200)))],
         ];
         for (i, mutate) in cases.iter().enumerate() {
             let mut c = Config::default();

@@ -37,7 +37,8 @@
 //!   them too).
 //! - [`stats`]: counters, published once per turn.
 //! - `server`: [`Server`], [`spawn`] and [`Handle`].
-//! - [`cli`]: the command line of the `ricochet` binary; [`units`]: byte sizes and durations.
+//! - [`cli`]: the command line of the `ricochet` binary; [`url`]: listen URLs (`--listen`,
+//!   the schemes loadgen's targets use); [`units`]: byte sizes, durations and fractions.
 //! - [`files`]: files an operator names (certificates, keys, results), read with a size cap.
 //! - [`ready`]: the atomically written ready file; [`output`]: stdout/stderr lines that never
 //!   stop the server when their reader goes away.
@@ -71,8 +72,9 @@ pub mod tls_io;
 mod transport;
 mod udp;
 pub mod units;
+pub mod url;
 
-pub use config::{Config, ListenSpec};
+pub use config::{Behaviour, Config, Endpoint, ListenSpec};
 pub use control::{ControlSocket, Controller};
 pub use error::{Error, Result};
 pub use faults::Faults;

@@ -1,6 +1,8 @@
-//! Listening sockets: TCP via socket2 (SO_REUSEADDR, optional SO_REUSEPORT, IPv6-only for `[::]`,
-//! the configured backlog), Unix-domain stream listeners with careful handling of the socket file,
-//! options for accepted sockets, and the accept backoff used on EMFILE/ENFILE.
+//! Listeners: a reactor's [`Listener`]s built from the config's specs ([`build`]: sockets bound,
+//! chat rooms resolved to room indexes, plans and TLS attached), TCP sockets via socket2
+//! (SO_REUSEADDR, optional SO_REUSEPORT, IPv6-only for `[::]`, the configured backlog),
+//! Unix-domain stream listeners with careful handling of the socket file, options for accepted
+//! sockets, and the accept backoff used on EMFILE/ENFILE.
 //!
 //! Unix socket files: a stale file (nobody accepts on it) is replaced; a live one is "address in
 //! use"; a path that is not a socket is never deleted. The file is removed at shutdown only if it
@@ -12,12 +14,160 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use mio::net::{TcpListener, UnixListener};
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
-use crate::config::Config;
+use crate::behaviour::Role;
+use crate::config::{Behaviour, Config, Endpoint, ListenSpec};
 use crate::error::{Error, Result};
+use crate::faults::{Faults, Rng};
 use crate::transport::Stream;
+use crate::udp::UdpEcho;
+
+/// A listening stream socket.
+#[derive(Debug)]
+pub(crate) enum StreamListener {
+    Tcp(mio::net::TcpListener),
+    Unix(mio::net::UnixListener, SocketFile),
+}
+
+/// A listening socket with the behaviour its connections get, or the one UDP socket of a UDP
+/// listen address.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    /// `plan`: the fault plan its echo connections get, shared by all of them; `tls`: the
+    /// server config its connections speak TLS with. `socket` is `None` on the reactors that do
+    /// not accept (they serve what the first reactor hands them).
+    Stream {
+        socket: Option<StreamListener>,
+        role: Role,
+        plan: Option<Arc<Faults>>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    },
+    Udp(UdpEcho),
+}
+
+impl Listener {
+    pub(crate) fn stream(
+        socket: Option<StreamListener>,
+        role: Role,
+        plan: Option<Arc<Faults>>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
+        Listener::Stream { socket, role, plan, tls }
+    }
+
+    /// The socket to register with the poll, if this reactor has one.
+    pub(crate) fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
+        match self {
+            Listener::Stream { socket: Some(StreamListener::Tcp(l)), .. } => Some(l),
+            Listener::Stream { socket: Some(StreamListener::Unix(l, _)), .. } => Some(l),
+            Listener::Stream { socket: None, .. } => None,
+            Listener::Udp(u) => Some(&mut u.socket),
+        }
+    }
+}
+
+impl StreamListener {
+    pub(crate) fn accept(&self) -> io::Result<Stream> {
+        match self {
+            StreamListener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+            StreamListener::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
+        }
+    }
+}
+
+/// One reactor's listeners, in the config's order.
+#[derive(Debug)]
+pub(crate) struct Built {
+    pub listeners: Vec<Listener>,
+    /// Each listener with its concrete address (port 0 resolved).
+    pub addrs: Vec<ListenSpec>,
+    /// How many chat rooms they serve (rooms are numbered in the order they first appear, the
+    /// same on every reactor).
+    pub rooms: usize,
+}
+
+/// Builds reactor `index`'s listeners from `specs`. The first reactor (`index` 0) binds every
+/// stream socket; the others serve what it hands them, and each reactor binds its own socket of
+/// every UDP listener (SO_REUSEPORT). `tls`: the server config of the TLS listeners.
+pub(crate) fn build(
+    config: &Config,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+    specs: &[ListenSpec],
+    index: usize,
+) -> Result<Built> {
+    let leader = index == 0;
+    // Several reactors share each UDP port, one socket each.
+    let udp_reuseport = config.reuseport || config.reactors() > 1;
+    let mut built = Built { listeners: Vec::new(), addrs: Vec::new(), rooms: 0 };
+    let mut named: Vec<&str> = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let role = match &spec.behaviour {
+            Behaviour::Echo => Role::Echo,
+            Behaviour::Chat { room: Some(name) } => match named.iter().position(|n| n == name) {
+                Some(room) => Role::Chat { room },
+                None => {
+                    named.push(name);
+                    built.rooms += 1;
+                    Role::Chat { room: built.rooms - 1 }
+                }
+            },
+            Behaviour::Chat { room: None } => {
+                named.push(""); // an unnamed room's slot: no name matches it
+                built.rooms += 1;
+                Role::Chat { room: built.rooms - 1 }
+            }
+        };
+        let plan = config.plan(i).cloned().map(Arc::new);
+        let tls = spec.is_tls().then(|| tls.cloned()).flatten();
+        let (listener, endpoint) = match &spec.endpoint {
+            Endpoint::Tcp(addr) | Endpoint::Tls(addr) => {
+                let (socket, local) = match leader {
+                    true => {
+                        let l = bind_tcp(*addr, spec.proto(), config)?;
+                        let local = l
+                            .local_addr()
+                            .map_err(Error::io("reading a TCP listener's address"))?;
+                        (Some(StreamListener::Tcp(l)), local)
+                    }
+                    false => (None, *addr),
+                };
+                let endpoint = match spec.endpoint {
+                    Endpoint::Tls(_) => Endpoint::Tls(local),
+                    _ => Endpoint::Tcp(local),
+                };
+                (Listener::stream(socket, role, plan, tls), endpoint)
+            }
+            Endpoint::Unix(path) => {
+                let socket = match leader {
+                    true => {
+                        let (l, file) = bind_unix(path, config.backlog)?;
+                        Some(StreamListener::Unix(l, file))
+                    }
+                    false => None,
+                };
+                (Listener::stream(socket, role, plan, None), Endpoint::Unix(path.clone()))
+            }
+            Endpoint::Udp(addr) => {
+                let socket = crate::udp::bind(*addr, config, udp_reuseport)?;
+                let local =
+                    socket.local_addr().map_err(Error::io("reading a UDP socket's address"))?;
+                let plan = config.plan(i).map(|plan| {
+                    let rng = Rng::new(plan.seed_or(config.seed), i, index as u64);
+                    (plan.clone(), rng)
+                });
+                let udp = UdpEcho::new(socket, config.udp_allow_low_ports, plan);
+                (Listener::Udp(udp), Endpoint::Udp(local))
+            }
+        };
+        built.listeners.push(listener);
+        built.addrs.push(spec.at(endpoint));
+    }
+    Ok(built)
+}
 
 /// A bound TCP listener, ready for mio; `proto` names it in errors (`tcp`, `chat`).
 pub(crate) fn bind_tcp(

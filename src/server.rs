@@ -274,36 +274,29 @@ impl Handle {
         &self.addrs
     }
 
+    /// The address of the first listener whose `proto` (the ready line's) is `proto`.
+    pub fn first(&self, proto: &str) -> Option<SocketAddr> {
+        self.addrs.iter().find(|a| a.proto() == proto).and_then(ListenSpec::addr)
+    }
+
     /// The first TCP listener's address.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
-        self.addrs.iter().find_map(|a| match a {
-            ListenSpec::Tcp(addr) => Some(*addr),
-            _ => None,
-        })
+        self.first("tcp")
     }
 
     /// The first UDP socket's address.
     pub fn udp_addr(&self) -> Option<SocketAddr> {
-        self.addrs.iter().find_map(|a| match a {
-            ListenSpec::Udp(addr) => Some(*addr),
-            _ => None,
-        })
+        self.first("udp")
     }
 
     /// The first chat room's address.
     pub fn chat_addr(&self) -> Option<SocketAddr> {
-        self.addrs.iter().find_map(|a| match a {
-            ListenSpec::Chat(addr) => Some(*addr),
-            _ => None,
-        })
+        self.first("chat")
     }
 
     /// The first TLS echo listener's address.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.addrs.iter().find_map(|a| match a {
-            ListenSpec::Tls(addr) => Some(*addr),
-            _ => None,
-        })
+        self.first("tls")
     }
 
     /// The certificate file TLS clients can trust, and its SHA-256 fingerprint (lowercase hex of
@@ -314,10 +307,7 @@ impl Handle {
 
     /// The first Unix listener's path.
     pub fn unix_path(&self) -> Option<&Path> {
-        self.addrs.iter().find_map(|a| match a {
-            ListenSpec::Unix(path) => Some(path.as_path()),
-            _ => None,
-        })
+        self.addrs.iter().find(|a| a.proto() == "unix").and_then(ListenSpec::path)
     }
 
     /// The counters as of the server's last completed reactor turn. They are published at the
@@ -387,10 +377,7 @@ mod tests {
     #[test]
     fn ready_line_lists_listeners_with_event_first() {
         let line = ready_json(
-            &[
-                ListenSpec::Tcp("127.0.0.1:4000".parse().unwrap()),
-                ListenSpec::Unix("/tmp/x.sock".into()),
-            ],
+            &[ListenSpec::tcp("127.0.0.1:4000".parse().unwrap()), ListenSpec::unix("/tmp/x.sock")],
             &[None, Some("close-after=10".into())],
             42,
             Some((Path::new("/tmp/c.pem"), "ab")),
@@ -406,7 +393,7 @@ mod tests {
         assert_eq!(v["listeners"][1]["faults"], "close-after=10");
         assert!(v["listeners"][0].get("cert").is_none(), "not a TLS listener");
         let tls = ready_json(
-            &[ListenSpec::Tls("127.0.0.1:4001".parse().unwrap())],
+            &[ListenSpec::tls("127.0.0.1:4001".parse().unwrap())],
             &[None],
             1,
             Some((Path::new("/tmp/c.pem"), "ab")),

@@ -12,7 +12,7 @@ use util::{connect, wait_for};
 
 fn room_with(mutate: impl FnOnce(&mut Config)) -> ricochet::Handle {
     let mut config = Config {
-        listeners: vec![ListenSpec::Chat("127.0.0.1:0".parse().unwrap())],
+        listeners: vec![ListenSpec::chat("127.0.0.1:0".parse().unwrap())],
         ..Config::default()
     };
     mutate(&mut config);
@@ -320,9 +320,9 @@ fn limits_apply_to_members() {
 fn rooms_are_separate_and_echo_is_unaffected() {
     let server = ricochet::spawn(Config {
         listeners: vec![
-            ListenSpec::Chat("127.0.0.1:0".parse().unwrap()),
-            ListenSpec::Chat("127.0.0.1:0".parse().unwrap()),
-            ListenSpec::Tcp("127.0.0.1:0".parse().unwrap()),
+            ListenSpec::chat("127.0.0.1:0".parse().unwrap()),
+            ListenSpec::chat("127.0.0.1:0".parse().unwrap()),
+            ListenSpec::tcp("127.0.0.1:0".parse().unwrap()),
         ],
         ..Config::default()
     })
@@ -330,10 +330,8 @@ fn rooms_are_separate_and_echo_is_unaffected() {
     let rooms: Vec<SocketAddr> = server
         .local_addrs()
         .iter()
-        .filter_map(|l| match l {
-            ListenSpec::Chat(a) => Some(*a),
-            _ => None,
-        })
+        .filter(|l| l.proto() == "chat")
+        .filter_map(ListenSpec::addr)
         .collect();
     let join = |addr| {
         let s = connect(addr);
@@ -420,4 +418,37 @@ fn a_burst_longer_than_the_cap_reaches_a_member_keeping_up() {
     }
     assert_eq!(got, burst);
     assert_eq!(server.stats().slow_members, 0);
+}
+
+/// `chat+unix:PATH` serves a room on a Unix socket, and `?room=` joins it to a TCP room.
+#[test]
+fn a_room_on_a_unix_socket_joined_to_tcp() {
+    let path = std::env::temp_dir().join(format!("ricochet-chat-{}.sock", std::process::id()));
+    let server = ricochet::spawn(Config {
+        listeners: vec![
+            ListenSpec::unix_chat(&path).in_room("hall"),
+            ListenSpec::chat("127.0.0.1:0".parse().unwrap()).in_room("hall"),
+        ],
+        ..Config::default()
+    })
+    .unwrap();
+    assert_eq!(server.local_addrs()[0].proto(), "unix-chat");
+    assert_eq!(
+        server.local_addrs()[0].to_string(),
+        format!("chat+unix:{}?room=hall", path.display())
+    );
+    let unix = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    unix.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    let mut tcp = connect(server.chat_addr().unwrap());
+    wait_for("two members", || server.stats().chat_members == 2);
+    tcp.write_all(b"over tcp\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&unix).read_line(&mut line).unwrap();
+    assert_eq!(line, "over tcp\n");
+    (&unix).write_all(b"over unix\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&tcp).read_line(&mut line).unwrap();
+    assert_eq!(line, "over unix\n");
+    drop(server);
+    assert!(!path.exists(), "the socket file is removed");
 }

@@ -230,15 +230,15 @@ fn resets_close_only_that_connection() {
 fn ipv4_and_ipv6_listeners_together() {
     let server = spawn_with(|c| {
         c.listeners = vec![
-            ListenSpec::Tcp("127.0.0.1:0".parse().unwrap()),
-            ListenSpec::Tcp("[::1]:0".parse().unwrap()),
+            ListenSpec::tcp("127.0.0.1:0".parse().unwrap()),
+            ListenSpec::tcp("[::1]:0".parse().unwrap()),
         ];
     });
     let addrs: Vec<SocketAddr> = server
         .local_addrs()
         .iter()
-        .map(|a| match a {
-            ListenSpec::Tcp(a) => *a,
+        .map(|a| match (a.proto(), a.addr()) {
+            ("tcp", Some(a)) => a,
             other => panic!("unexpected {other:?}"),
         })
         .collect();

@@ -24,11 +24,11 @@ fn faulty(listener: ListenSpec, plan: &str, mutate: impl FnOnce(&mut Config)) ->
 }
 
 fn tcp() -> ListenSpec {
-    ListenSpec::Tcp("127.0.0.1:0".parse().unwrap())
+    ListenSpec::tcp("127.0.0.1:0".parse().unwrap())
 }
 
 fn udp() -> ListenSpec {
-    ListenSpec::Udp("127.0.0.1:0".parse().unwrap())
+    ListenSpec::udp("127.0.0.1:0".parse().unwrap())
 }
 
 /// Sends `n` bytes (0, 1, 2, ...) and reads until the server ends the stream; returns what came
@@ -486,7 +486,7 @@ fn a_stall_set_and_removed_at_run_time() {
 fn plans_replaced_while_bytes_are_held_keep_order() {
     let server = clean(vec![tcp(), tcp()]);
     let addrs: Vec<_> = server.local_addrs().to_vec();
-    let ListenSpec::Tcp(neighbour) = addrs[1] else { unreachable!() };
+    let neighbour = addrs[1].addr().unwrap();
     server.set_faults(0, Some("latency=30ms".parse().unwrap())).unwrap();
     let mut s = connect(server.tcp_addr().unwrap());
     let mut other = connect(neighbour);
@@ -531,7 +531,7 @@ fn udp_plan_set_and_removed_at_run_time() {
 #[test]
 fn set_faults_refuses_what_does_not_fit() {
     let mut config = Config::ephemeral();
-    config.listeners.push(ListenSpec::Chat("127.0.0.1:0".parse().unwrap()));
+    config.listeners.push(ListenSpec::chat("127.0.0.1:0".parse().unwrap()));
     let server = ricochet::spawn(config).unwrap();
     let err = |i, plan: &str| server.set_faults(i, Some(plan.parse().unwrap())).unwrap_err();
     assert!(err(0, "drop=0.1").to_string().contains("`drop` is a datagram fault"));

@@ -15,7 +15,7 @@ fn threaded(threads: usize, listeners: Vec<ListenSpec>) -> ricochet::Handle {
 }
 
 fn tcp() -> ListenSpec {
-    ListenSpec::Tcp("127.0.0.1:0".parse().unwrap())
+    ListenSpec::tcp("127.0.0.1:0".parse().unwrap())
 }
 
 /// The spread of open connections over the reactors: (fewest, most).
@@ -138,7 +138,7 @@ fn a_drain_with_busy_connections_on_every_reactor_loses_nothing() {
 #[test]
 fn unix_connections_spread() {
     let path = std::env::temp_dir().join(format!("ricochet-threads-{}.sock", std::process::id()));
-    let server = threaded(2, vec![ListenSpec::Unix(path.clone())]);
+    let server = threaded(2, vec![ListenSpec::unix(path.clone())]);
     let mut conns = Vec::new();
     for k in 1..=4u64 {
         let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
@@ -157,7 +157,7 @@ fn unix_connections_spread() {
 /// many sources all come back.
 #[test]
 fn udp_with_several_reactors() {
-    let server = threaded(2, vec![ListenSpec::Udp("127.0.0.1:0".parse().unwrap())]);
+    let server = threaded(2, vec![ListenSpec::udp("127.0.0.1:0".parse().unwrap())]);
     let addr = server.udp_addr().unwrap();
     for i in 0..40u32 {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -211,7 +211,7 @@ fn fault_changes_reach_every_reactor() {
 /// every other member whichever reactor serves it, and names are one directory for the room.
 #[test]
 fn a_chat_room_spans_reactors() {
-    let server = threaded(2, vec![ListenSpec::Chat("127.0.0.1:0".parse().unwrap())]);
+    let server = threaded(2, vec![ListenSpec::chat("127.0.0.1:0".parse().unwrap())]);
     let addr = server.chat_addr().unwrap();
     let mut members: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
     wait_for("four members", || server.stats().chat_members == 4);

@@ -17,7 +17,7 @@ use util::{connect, run_to_exit, wait_for, ServerProcess};
 
 fn tls_server(mutate: impl FnOnce(&mut Config)) -> ricochet::Handle {
     let mut config = Config {
-        listeners: vec![ListenSpec::Tls("127.0.0.1:0".parse().unwrap())],
+        listeners: vec![ListenSpec::tls("127.0.0.1:0".parse().unwrap())],
         ..Config::default()
     };
     mutate(&mut config);
@@ -461,4 +461,46 @@ fn a_member_stuck_in_its_handshake_freezes_nobody() {
     let queued = stopped["chat_deliveries"].as_u64().unwrap() - 2 * 270;
     assert!((70..=(CAP / line.len()) as u64).contains(&queued), "{queued} lines queued");
     assert_eq!(server.wait().0, 0);
+}
+
+/// `--listen` URLs with `?room=lobby` put a TLS listener and a plain one into one room: a
+/// member on each hears the other, `/who` counts both, and with two reactors too. The ready
+/// line's entries are the shorthand flags' (`tls-chat` with its certificate, `chat`).
+#[test]
+fn one_room_over_tls_and_plain_tcp() {
+    for threads in ["1", "2"] {
+        let server = ServerProcess::start(&[
+            "--listen",
+            "chat+tls://127.0.0.1:0?room=lobby",
+            "--listen",
+            "chat://127.0.0.1:0?room=lobby",
+            "--threads",
+            threads,
+        ]);
+        let listeners = &server.ready["listeners"];
+        assert_eq!(
+            (&listeners[0]["proto"], &listeners[1]["proto"]),
+            (&"tls-chat".into(), &"chat".into())
+        );
+        assert!(listeners[0]["cert"].is_string() && listeners[1]["cert"].is_null(), "{listeners}");
+        let ca = std::path::PathBuf::from(listeners[0]["cert"].as_str().unwrap());
+        let mut secure = rustls_client_trusting(&ca, server.addr(0));
+        let plain = connect(server.addr(1));
+        let mut plain_reader = std::io::BufReader::new(plain.try_clone().unwrap());
+        let mut plain_writer = plain;
+        let read_line = |reader: &mut dyn std::io::BufRead| {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("a line");
+            line
+        };
+        secure.write_all(b"/nick alice\n").unwrap();
+        assert_eq!(read_line(&mut plain_reader), "* alice joined\n", "threads {threads}");
+        plain_writer.write_all(b"/nick bob\nhello from tcp\n").unwrap();
+        let mut secure_reader = std::io::BufReader::new(&mut secure);
+        assert_eq!(read_line(&mut secure_reader), "* bob joined\n");
+        assert_eq!(read_line(&mut secure_reader), "bob: hello from tcp\n");
+        secure_reader.get_mut().write_all(b"hello from tls\n/who\n").unwrap();
+        assert_eq!(read_line(&mut plain_reader), "alice: hello from tls\n");
+        assert_eq!(read_line(&mut secure_reader), "* members: alice, bob\n");
+    }
 }

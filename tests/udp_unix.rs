@@ -15,7 +15,7 @@ use util::*;
 
 fn udp_server(allow_low_ports: bool) -> ricochet::Handle {
     let mut config = Config::ephemeral();
-    config.listeners = vec![ListenSpec::Udp("127.0.0.1:0".parse().unwrap())];
+    config.listeners = vec![ListenSpec::udp("127.0.0.1:0".parse().unwrap())];
     config.recv_buffer = Some(1 << 20);
     config.udp_allow_low_ports = allow_low_ports;
     ricochet::spawn(config).unwrap()
@@ -117,7 +117,7 @@ fn udp_low_source_ports_are_dropped_by_default() {
 
 fn unix_server(path: &std::path::Path) -> ricochet::Handle {
     let mut config = Config::ephemeral();
-    config.listeners = vec![ListenSpec::Unix(path.to_owned())];
+    config.listeners = vec![ListenSpec::unix(path.to_owned())];
     ricochet::spawn(config).unwrap()
 }
 

@@ -90,9 +90,9 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
             let mut config = ricochet::Config::ephemeral();
             let localhost = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
             if settings.chat {
-                config.listeners = vec![ricochet::ListenSpec::Chat(localhost)];
+                config.listeners = vec![ricochet::ListenSpec::chat(localhost)];
             } else if settings.tls {
-                config.listeners = vec![ricochet::ListenSpec::Tls(localhost)];
+                config.listeners = vec![ricochet::ListenSpec::tls(localhost)];
             }
             let server = ricochet::spawn(config)
                 .map_err(|e| Error::new(format!("starting the embedded ricochet: {e}")))?;

@@ -104,7 +104,7 @@ fn embedded_target() {
 #[test]
 fn chat_against_ricochet_delivers_every_line_to_every_other_member() {
     let server = ricochet::spawn(Config {
-        listeners: vec![ListenSpec::Chat("127.0.0.1:0".parse().unwrap())],
+        listeners: vec![ListenSpec::chat("127.0.0.1:0".parse().unwrap())],
         ..Config::default()
     })
     .unwrap();
@@ -216,7 +216,7 @@ fn ricochet_faults_are_reported_by_cause() {
 #[test]
 fn ricochet_udp_faults_are_lost_and_duplicated() {
     let server = ricochet::spawn(Config {
-        listeners: vec![ListenSpec::Udp("127.0.0.1:0".parse().unwrap())],
+        listeners: vec![ListenSpec::udp("127.0.0.1:0".parse().unwrap())],
         faults: vec![Some(ricochet::Faults::parse("drop=0.1&dup=0.1").unwrap())],
         seed: Some(3),
         ..Config::default()
@@ -243,8 +243,8 @@ fn ricochet_udp_faults_are_lost_and_duplicated() {
 fn latency_runs_from_the_write_to_the_echo() {
     let server = ricochet::spawn(Config {
         listeners: vec![
-            ListenSpec::Tcp("127.0.0.1:0".parse().unwrap()),
-            ListenSpec::Udp("127.0.0.1:0".parse().unwrap()),
+            ListenSpec::tcp("127.0.0.1:0".parse().unwrap()),
+            ListenSpec::udp("127.0.0.1:0".parse().unwrap()),
         ],
         faults: vec![Some(ricochet::Faults::parse("latency=20ms").unwrap()); 2],
         ..Config::default()
@@ -264,7 +264,7 @@ fn latency_runs_from_the_write_to_the_echo() {
     }
 
     let room = ricochet::spawn(Config {
-        listeners: vec![ListenSpec::Chat("127.0.0.1:0".parse().unwrap())],
+        listeners: vec![ListenSpec::chat("127.0.0.1:0".parse().unwrap())],
         ..Config::default()
     })
     .unwrap();
@@ -368,7 +368,7 @@ fn open_loop_shows_a_stall_that_closed_loop_hides() {
 #[test]
 fn udp_against_ricochet_loses_nothing() {
     let mut config = Config::ephemeral();
-    config.listeners = vec![ListenSpec::Udp("127.0.0.1:0".parse().unwrap())];
+    config.listeners = vec![ListenSpec::udp("127.0.0.1:0".parse().unwrap())];
     let server = ricochet::spawn(config).unwrap();
     let mut s =
         settings(Some(Target::parse(&format!("udp://{}", server.udp_addr().unwrap())).unwrap()));
@@ -420,7 +420,7 @@ fn unix_target() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("echo.sock");
     let mut config = Config::ephemeral();
-    config.listeners = vec![ListenSpec::Unix(path.clone())];
+    config.listeners = vec![ListenSpec::unix(path.clone())];
     let server = ricochet::spawn(config).unwrap();
     let mut s = settings(Some(Target::parse(&format!("unix:{}", path.display())).unwrap()));
     s.depth = 8;
@@ -663,7 +663,7 @@ fn probe_over_udp_and_unix() {
     let path = dir.join("echo.sock");
     let mut config = Config::ephemeral();
     config.listeners =
-        vec![ListenSpec::Udp("127.0.0.1:0".parse().unwrap()), ListenSpec::Unix(path.clone())];
+        vec![ListenSpec::udp("127.0.0.1:0".parse().unwrap()), ListenSpec::unix(path.clone())];
     let server = ricochet::spawn(config).unwrap();
     for target in
         [format!("udp://{}", server.udp_addr().unwrap()), format!("unix:{}", path.display())]
@@ -730,7 +730,7 @@ fn tls_target(server: &ricochet::Handle) -> (String, String) {
 
 fn tls_server() -> ricochet::Handle {
     let config = Config {
-        listeners: vec![ListenSpec::Tls("127.0.0.1:0".parse().unwrap())],
+        listeners: vec![ListenSpec::tls("127.0.0.1:0".parse().unwrap())],
         ..Config::default()
     };
     ricochet::spawn(config).unwrap()
@@ -741,7 +741,7 @@ fn tls_server() -> ricochet::Handle {
 #[test]
 fn chat_fan_out_over_several_reactors_loses_nothing() {
     let server = ricochet::spawn(Config {
-        listeners: vec![ListenSpec::Chat("127.0.0.1:0".parse().unwrap())],
+        listeners: vec![ListenSpec::chat("127.0.0.1:0".parse().unwrap())],
         threads: 3,
         ..Config::default()
     })

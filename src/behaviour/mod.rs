@@ -1,5 +1,6 @@
-//! What a connection does with its bytes. A listener carries a [`Behaviour`], fixed when a
-//! connection is accepted; the reactor keeps the connection as a [`Conn`] and reaches the
+//! What a connection does with its bytes. A listener carries a [`Role`] (its configured
+//! [`crate::config::Behaviour`], with its chat room resolved to this reactor's room index),
+//! fixed when a connection is accepted; the reactor keeps the connection as a [`Conn`] and reaches the
 //! behaviour through one `match` per event.
 //!
 //! - [`echo`]: every byte back to its sender (the monomorphic fast path).
@@ -23,9 +24,9 @@ use crate::transport::{Plain, Wire};
 use chat::{ChatCtx, Member};
 use echo::Echo;
 
-/// What a listener's connections do.
+/// What a listener's connections do, as this reactor serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Behaviour {
+pub(crate) enum Role {
     /// Echo every byte.
     Echo,
     /// Be a member of chat room `room` (an index into [`ChatCtx::rooms`]).

@@ -1,8 +1,9 @@
-//! Listeners: serving their readiness (accept batches, UDP echo), admitting connections with the
-//! listener's behaviour, and closing listeners for a drain.
+//! Serving listeners' readiness (accept batches, UDP echo), admitting connections with the
+//! listener's role, and closing listeners for a drain. The listeners themselves, and how they are
+//! built from the config, are `listener.rs`'s.
 
 use std::io;
-use std::sync::Arc;
+
 use std::time::Instant;
 
 use mio::{Interest, Token};
@@ -11,66 +12,12 @@ use super::peers::Handoff;
 use super::{Reactor, CONN_BASE};
 use crate::behaviour::chat::Member;
 use crate::behaviour::echo::Echo;
-use crate::behaviour::{Behaviour, Conn, Life, Other};
-use crate::faults::{Faults, Rng};
-use crate::listener::{self, AcceptBackoff, SocketFile};
+use crate::behaviour::{Conn, Life, Other, Role};
+use crate::faults::Rng;
+use crate::listener::{self, AcceptBackoff, Listener, StreamListener};
 use crate::transport::faulty::Faulty;
 use crate::transport::tls::Tls;
 use crate::transport::{Plain, Stream, Wire};
-use crate::udp::UdpEcho;
-
-/// A listening stream socket.
-#[derive(Debug)]
-pub(super) enum StreamListener {
-    Tcp(mio::net::TcpListener),
-    Unix(mio::net::UnixListener, SocketFile),
-}
-
-/// A listening socket with the behaviour its connections get, or the one UDP socket of a UDP
-/// listen address.
-#[derive(Debug)]
-pub(super) enum Listener {
-    /// `plan`: the fault plan its echo connections get, shared by all of them; `tls`: the
-    /// server config its connections speak TLS with. `socket` is `None` on the reactors that do
-    /// not accept (they serve what the first reactor hands them).
-    Stream {
-        socket: Option<StreamListener>,
-        behaviour: Behaviour,
-        plan: Option<Arc<Faults>>,
-        tls: Option<Arc<rustls::ServerConfig>>,
-    },
-    Udp(UdpEcho),
-}
-
-impl Listener {
-    pub(super) fn stream(
-        socket: Option<StreamListener>,
-        behaviour: Behaviour,
-        plan: Option<Arc<Faults>>,
-        tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> Self {
-        Listener::Stream { socket, behaviour, plan, tls }
-    }
-
-    /// The socket to register with the poll, if this reactor has one.
-    pub(super) fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
-        match self {
-            Listener::Stream { socket: Some(StreamListener::Tcp(l)), .. } => Some(l),
-            Listener::Stream { socket: Some(StreamListener::Unix(l, _)), .. } => Some(l),
-            Listener::Stream { socket: None, .. } => None,
-            Listener::Udp(u) => Some(&mut u.socket),
-        }
-    }
-}
-
-impl StreamListener {
-    fn accept(&self) -> io::Result<Stream> {
-        match self {
-            StreamListener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
-            StreamListener::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
-        }
-    }
-}
 
 impl Reactor {
     pub(super) fn serve_listener(
@@ -176,11 +123,10 @@ impl Reactor {
     /// Makes `stream`, accepted on listener `index` as connection number `id`, one of this
     /// reactor's connections, with the listener's behaviour, fault plan and TLS.
     fn adopt(&mut self, stream: Stream, index: usize, id: u64, now: Instant) {
-        let Some(Some(Listener::Stream { behaviour, plan, tls, .. })) = self.listeners.get(index)
-        else {
+        let Some(Some(Listener::Stream { role, plan, tls, .. })) = self.listeners.get(index) else {
             return self.refuse(stream); // closed for a drain since
         };
-        let (behaviour, plan, tls) = (*behaviour, plan.clone(), tls.clone());
+        let (role, plan, tls) = (*role, plan.clone(), tls.clone());
         listener::configure_accepted(&stream, &self.config);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
@@ -207,17 +153,17 @@ impl Reactor {
                 }
             },
         };
-        let conn = match (behaviour, plan, wire) {
-            (Behaviour::Echo, None, Wire::Plain(io)) => Conn::Echo(Echo::new(io, life)),
-            (Behaviour::Echo, None, wire) => Conn::other(Other::Echo(Echo::new(wire, life))),
-            (Behaviour::Echo, Some(plan), wire) => {
+        let conn = match (role, plan, wire) {
+            (Role::Echo, None, Wire::Plain(io)) => Conn::Echo(Echo::new(io, life)),
+            (Role::Echo, None, wire) => Conn::other(Other::Echo(Echo::new(wire, life))),
+            (Role::Echo, Some(plan), wire) => {
                 // One draw per connection decides whether `p` makes it faulty: reproducible from
                 // the seed, the listener and the connection's number.
                 let rng = Rng::new(plan.seed_or(self.config.seed), index, life.id);
                 let faulty = Faulty::new(wire, plan, rng, self.config.max_pending, now, 0);
                 Conn::other(Other::FaultyEcho(Echo::new(faulty, life)))
             }
-            (Behaviour::Chat { room }, _, wire) => {
+            (Role::Chat { room }, _, wire) => {
                 Conn::other(Other::Chat(Member::join(wire, life, key, room, &mut self.ctx)))
             }
         };

@@ -10,11 +10,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::accept::Listener;
 use super::Reactor;
 use crate::behaviour::echo::Echo;
-use crate::behaviour::{Behaviour, Conn, Other, Outcome};
+use crate::behaviour::{Conn, Other, Outcome, Role};
 use crate::faults::{Faults, Rng};
+use crate::listener::Listener;
 use crate::transport::faulty::Faulty;
 use crate::transport::{Plain, Wire};
 
@@ -50,7 +50,7 @@ impl Reactor {
                 }
                 Ok(())
             }
-            Some(Some(Listener::Stream { behaviour: Behaviour::Echo, plan: slot, .. })) => {
+            Some(Some(Listener::Stream { role: Role::Echo, plan: slot, .. })) => {
                 *slot = plan.map(Arc::new);
                 let plan = slot.clone();
                 let keys: Vec<usize> = self

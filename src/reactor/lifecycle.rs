@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::accept::Listener;
 use super::{Phase, Reactor};
 use crate::behaviour::CloseReason;
+use crate::listener::Listener;
 use crate::timer::Kind;
 use crate::transport::Transport;
 

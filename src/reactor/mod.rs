@@ -30,20 +30,20 @@ use slab::Slab;
 
 use crate::behaviour::chat::{ChatCtx, Directory, Room};
 use crate::behaviour::echo::Echo;
-use crate::behaviour::{Behaviour, CloseReason, Conn, Ctx, Other, Outcome};
+use crate::behaviour::{CloseReason, Conn, Ctx, Other, Outcome};
 use crate::buffer::BufferPool;
-use crate::config::{Config, ListenSpec};
+use crate::config::{Config, Endpoint, ListenSpec};
 use crate::control::Inbox;
 use crate::error::{Error, Result};
-use crate::faults::Rng;
+
+use crate::listener::Listener;
 use crate::listener::{self, AcceptBackoff};
 use crate::signals::Signals;
 use crate::stats::{SharedStats, Stats};
 use crate::timer::{Deadline, Kind, Timers};
 use crate::transport::faulty::Faulty;
 use crate::transport::Wire;
-use crate::udp::{Batch, UdpEcho};
-use accept::{Listener, StreamListener};
+use crate::udp::Batch;
 use peers::Peers;
 
 pub(crate) const WAKER: Token = Token(0);
@@ -141,70 +141,9 @@ impl Reactor {
         let poll = Poll::new().map_err(Error::io("creating the poll instance"))?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(Error::io("creating the waker"))?);
-        let leader = index == 0;
-        // Several reactors share each UDP port, one socket each.
-        let udp_reuseport = config.reuseport || config.reactors() > 1;
-        let mut listeners = Vec::with_capacity(specs.len());
-        let mut addrs = Vec::with_capacity(specs.len());
-        let mut rooms = Vec::new();
-        for (i, spec) in specs.iter().enumerate() {
-            let (mut listener, addr) = match spec {
-                ListenSpec::Tcp(addr)
-                | ListenSpec::Chat(addr)
-                | ListenSpec::Tls(addr)
-                | ListenSpec::TlsChat(addr) => {
-                    let (socket, local) = if leader {
-                        let l = listener::bind_tcp(*addr, spec.proto(), &config)?;
-                        let local = l
-                            .local_addr()
-                            .map_err(Error::io("reading a TCP listener's address"))?;
-                        (Some(StreamListener::Tcp(l)), local)
-                    } else {
-                        (None, *addr)
-                    };
-                    let mut room = || {
-                        rooms.push(Room::default());
-                        Behaviour::Chat { room: rooms.len() - 1 }
-                    };
-                    let (behaviour, addr) = match spec {
-                        ListenSpec::Chat(_) => (room(), ListenSpec::Chat(local)),
-                        ListenSpec::TlsChat(_) => (room(), ListenSpec::TlsChat(local)),
-                        ListenSpec::Tls(_) => (Behaviour::Echo, ListenSpec::Tls(local)),
-                        _ => (Behaviour::Echo, ListenSpec::Tcp(local)),
-                    };
-                    let plan = config.plan(i).cloned().map(Arc::new);
-                    let tls = spec.is_tls().then(|| tls.clone()).flatten();
-                    (Listener::stream(socket, behaviour, plan, tls), addr)
-                }
-                ListenSpec::Udp(addr) => {
-                    let socket = crate::udp::bind(*addr, &config, udp_reuseport)?;
-                    let local =
-                        socket.local_addr().map_err(Error::io("reading a UDP socket's address"))?;
-                    (
-                        Listener::Udp(UdpEcho::new(
-                            socket,
-                            config.udp_allow_low_ports,
-                            config.plan(i).map(|plan| {
-                                let rng = Rng::new(plan.seed_or(config.seed), i, index as u64);
-                                (plan.clone(), rng)
-                            }),
-                        )),
-                        ListenSpec::Udp(local),
-                    )
-                }
-                ListenSpec::Unix(path) => {
-                    let socket = match leader {
-                        true => {
-                            let (l, file) = listener::bind_unix(path, config.backlog)?;
-                            Some(StreamListener::Unix(l, file))
-                        }
-                        false => None,
-                    };
-                    let plan = config.plan(i).cloned().map(Arc::new);
-                    let listener = Listener::stream(socket, Behaviour::Echo, plan, None);
-                    (listener, ListenSpec::Unix(path.clone()))
-                }
-            };
+        let built = listener::build(&config, tls.as_ref(), specs, index)?;
+        let mut listeners = Vec::with_capacity(built.listeners.len());
+        for (i, mut listener) in built.listeners.into_iter().enumerate() {
             let interest = match listener {
                 Listener::Udp(_) => Interest::READABLE | Interest::WRITABLE,
                 _ => Interest::READABLE,
@@ -215,8 +154,8 @@ impl Reactor {
                     .map_err(Error::io("registering a listener"))?;
             }
             listeners.push(Some(listener));
-            addrs.push(addr);
         }
+        let (addrs, rooms) = (built.addrs, (0..built.rooms).map(|_| Room::default()).collect());
         let signals = if config.handle_signals {
             Some(
                 Signals::register(poll.registry(), SIGNALS)
@@ -225,7 +164,8 @@ impl Reactor {
         } else {
             None
         };
-        let udp_batch = addrs.iter().any(|a| matches!(a, ListenSpec::Udp(_))).then(Batch::new);
+        let udp_batch =
+            addrs.iter().any(|a| matches!(a.endpoint, Endpoint::Udp(_))).then(Batch::new);
         let reactor = Reactor {
             poll,
             ctx: Ctx {
