@@ -1,5 +1,7 @@
-//! Chat fan-out load (`loadgen chat://HOST:PORT`): every connection is a member of the room, the
-//! first `publishers` of them publish lines, and every member checks what it receives.
+//! Chat fan-out load (`loadgen chat://HOST:PORT`, `chat+tls://HOST:PORT`): every connection is a
+//! member of the room, the first `publishers` of them publish lines, and every member checks what
+//! it receives. Members read and write through their [`Wire`] (in the clear or TLS, whose
+//! handshake is part of connecting), with the same checks and counters either way.
 //!
 //! A run: connect every member → make sure all are in the room (member 0 sends `#sync` lines
 //! until every other member has received one, then member 1 until member 0 has) → publish:
@@ -21,19 +23,17 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use ricochet::sys;
 
 use crate::payload;
 use crate::reactor::{self, Plan, Tick, HLOG_INTERVAL, MAINTENANCE, TICK};
 use crate::schedule::Schedule;
 use crate::tally::{Cause, Tally};
-use crate::target::Endpoint;
+use crate::target::Address;
+use crate::wire::{Socket, Wire};
 
 /// The line members 0 and 1 send until everyone is known to be in the room.
 const SYNC: &[u8] = b"#sync";
@@ -76,7 +76,8 @@ enum Phase {
 
 #[derive(Debug)]
 struct Member {
-    stream: TcpStream,
+    socket: Socket,
+    wire: Wire,
     phase: Phase,
     /// The publisher index of this member, if it publishes.
     publisher: Option<usize>,
@@ -119,18 +120,22 @@ struct Worker {
 
 /// Runs the room's load to the end of the run; returns what it measured.
 pub fn run(plan: Plan) -> io::Result<Tally> {
-    let Endpoint::Chat(addr) = plan.endpoint else {
-        return Err(io::Error::other("a chat run needs a chat:// target"));
-    };
     let poll = Poll::new()?;
     let n = plan.conn_ids.len();
     let publishers = plan.publishers.min(n);
     let mut members = Vec::with_capacity(n);
     for i in 0..n {
-        let mut stream = TcpStream::connect(addr)?;
-        poll.registry().register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+        let (mut socket, tls) = match &plan.endpoint.address {
+            Address::Tcp(addr) => (Socket::tcp(*addr)?, None),
+            Address::Tls(addr) => (Socket::tcp(*addr)?, plan.tls.as_deref()),
+            Address::Unix(path) => (Socket::unix(path)?, None),
+            Address::Udp(_) => return Err(io::Error::other("a chat room is not served over UDP")),
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        poll.registry().register(socket.source(), Token(i), interest)?;
         members.push(Member {
-            stream,
+            socket,
+            wire: Wire::new(tls)?,
             phase: Phase::Connecting,
             publisher: (i < publishers).then_some(i),
             out: Vec::new(),
@@ -290,35 +295,30 @@ impl Worker {
         match member.phase {
             Phase::Dead => {}
             Phase::Connecting => {
-                if event.is_writable() || event.is_error() || event.is_write_closed() {
-                    let connected = match member.stream.take_error() {
-                        Ok(Some(e)) | Err(e) => Err(e),
-                        Ok(None) => member.stream.peer_addr().map(|_| true).or_else(|e| {
-                            if e.kind() == io::ErrorKind::NotConnected {
-                                Ok(false)
-                            } else {
-                                Err(e)
-                            }
-                        }),
-                    };
-                    match connected {
-                        Ok(true) => {
-                            let _ = member.stream.set_nodelay(true);
-                            member.phase = Phase::Up;
-                        }
-                        Ok(false) => {}
-                        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                            self.kill(m, Cause::Refused)
-                        }
-                        Err(_) => self.kill(m, Cause::ConnectFailed),
-                    }
+                // Any event: a TLS handshake goes on with readable ones too.
+                let connected = match member.socket.connected() {
+                    Ok(true) => member.wire.handshake(member.socket.fd()),
+                    other => other,
+                };
+                match connected {
+                    Ok(true) => member.phase = Phase::Up,
+                    Ok(false) => {}
+                    Err(e) if crate::wire::refused(&e) => self.kill(m, Cause::Refused),
+                    Err(_) => self.kill(m, Cause::ConnectFailed),
                 }
             }
             Phase::Up => {
                 member.read_closed |= event.is_read_closed();
-                if event.is_writable() && member.write_blocked {
-                    member.write_blocked = false;
-                    self.flush(m);
+                if event.is_writable() {
+                    match member.wire.on_writable(member.socket.fd()) {
+                        Ok(true) if member.write_blocked => {
+                            member.write_blocked = false;
+                            self.flush(m);
+                        }
+                        Ok(true) => {}
+                        Ok(false) => member.write_blocked = true,
+                        Err(e) => return self.kill(m, Cause::of(&e)),
+                    }
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     self.on_readable(m);
@@ -334,17 +334,20 @@ impl Worker {
             if self.members[m].phase != Phase::Up {
                 break;
             }
-            let fd = self.members[m].stream.as_raw_fd();
-            let n = match sys::recv(fd, &mut scratch) {
+            let member = &mut self.members[m];
+            let read = member.wire.read(member.socket.fd(), &mut scratch);
+            // The end came with the data: read again rather than wait for an edge.
+            member.read_closed |= member.wire.saw_end();
+            let n = match read {
                 Ok(0) => {
                     self.kill(m, Cause::ClosedByServer);
                     break;
                 }
                 Ok(n) => n,
-                Err(libc::EAGAIN) => break,
-                Err(libc::EINTR) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.kill(m, Cause::of(&io::Error::from_raw_os_error(e)));
+                    self.kill(m, Cause::of(&e));
                     break;
                 }
             };
@@ -556,16 +559,10 @@ impl Worker {
         if member.phase != Phase::Up || member.written == member.out.len() {
             return;
         }
-        let fd = member.stream.as_raw_fd();
         let publisher = member.publisher.filter(|&p| self.pubs[p].unstamped > 0);
         let now = if publisher.is_some() { self.tally.now_ns() } else { 0 };
-        let result = loop {
-            match sys::send(fd, &member.out[member.written..]) {
-                Err(libc::EINTR) => continue,
-                other => break other,
-            }
-        };
-        if let (Some(p), Ok(1..)) = (publisher, result) {
+        let result = member.wire.write(member.socket.fd(), &member.out[member.written..]);
+        if let (Some(p), Ok((1.., _))) = (publisher, &result) {
             let publisher = &mut self.pubs[p];
             let newest = publisher.lines.len() - publisher.unstamped.min(publisher.lines.len());
             for line in publisher.lines.range_mut(newest..) {
@@ -574,17 +571,15 @@ impl Worker {
             publisher.unstamped = 0;
         }
         match result {
-            Ok(n) => {
+            Ok((n, blocked)) => {
                 member.written += n;
+                member.write_blocked = blocked;
                 if member.written == member.out.len() {
                     member.out.clear();
                     member.written = 0;
-                } else {
-                    member.write_blocked = true;
                 }
             }
-            Err(libc::EAGAIN) => member.write_blocked = true,
-            Err(e) => self.kill(m, Cause::of(&io::Error::from_raw_os_error(e))),
+            Err(e) => self.kill(m, Cause::of(&e)),
         }
     }
 
@@ -595,7 +590,7 @@ impl Worker {
             return;
         }
         member.phase = Phase::Dead;
-        let _ = self.poll.registry().deregister(&mut member.stream);
+        let _ = self.poll.registry().deregister(member.socket.source());
         self.tally.error(cause);
     }
 
@@ -641,16 +636,22 @@ impl Worker {
         let mut open: Vec<bool> = self
             .members
             .iter_mut()
-            .map(|m| m.phase == Phase::Up && m.stream.shutdown(std::net::Shutdown::Write).is_ok())
+            .map(|m| {
+                m.phase == Phase::Up && {
+                    m.wire.close_notify(m.socket.fd());
+                    m.socket.shutdown_write()
+                }
+            })
             .collect();
-        let (members, scratch) = (&self.members, &mut self.scratch);
+        let (members, scratch) = (&mut self.members, &mut self.scratch);
         reactor::await_eofs(&mut self.poll, events, &mut open, |m| {
-            let fd = members[m].stream.as_raw_fd();
+            let member = &mut members[m];
             loop {
-                match sys::recv(fd, scratch) {
+                match member.wire.read(member.socket.fd(), scratch) {
                     Ok(0) => return true,
-                    Ok(_) | Err(libc::EINTR) => {}
-                    Err(libc::EAGAIN) => return false,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                     Err(_) => return true,
                 }
             }

@@ -44,8 +44,9 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT, unix:PATH, tls://HOST:PORT or
-    /// chat://HOST:PORT. Omit it to benchmark an embedded ricochet.
+    /// HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT, unix:PATH, tls://HOST:PORT (echo), or
+    /// chat://HOST:PORT, chat+tls://HOST:PORT, chat+unix:PATH (a chat room): the URLs
+    /// `ricochet --listen` takes. Omit it to benchmark an embedded ricochet.
     #[arg(value_name = "TARGET")]
     pub target: Option<String>,
 
@@ -124,8 +125,8 @@ pub struct Args {
     pub timeout: Duration,
 
     /// Without a TARGET: benchmark an embedded ricochet TLS listener (its generated certificate
-    /// trusted).
-    #[arg(long, conflicts_with_all = ["target", "chat"])]
+    /// trusted); with --chat, a chat room over TLS.
+    #[arg(long, conflicts_with = "target")]
     pub tls: bool,
 
     /// How a tls:// target is trusted.
@@ -307,8 +308,8 @@ impl TryFrom<&Args> for Settings {
 
     fn try_from(args: &Args) -> Result<Settings, String> {
         let target = args.target.as_deref().map(Target::parse).transpose()?;
-        let udp = matches!(target, Some(Target::Udp(_)));
-        let chat = args.chat || matches!(target, Some(Target::Chat(_)));
+        let udp = target.as_ref().is_some_and(Target::is_udp);
+        let chat = args.chat || target.as_ref().is_some_and(Target::is_chat);
         if args.connections == 0 || args.connections > 100_000 {
             return Err(format!("--connections {} must be between 1 and 100000", args.connections));
         }
@@ -375,10 +376,10 @@ impl TryFrom<&Args> for Settings {
         if args.timeout.is_zero() {
             return Err("--timeout must be longer than 0".into());
         }
-        let tls = args.tls || matches!(target, Some(Target::Tls(_)));
+        let tls = args.tls || target.as_ref().is_some_and(Target::is_tls);
         if !tls {
             if let Some(flag) = args.trust.given().or(args.tls_resume.then_some("--tls-resume")) {
-                return Err(format!("{flag} is for tls:// targets (or --tls)"));
+                return Err(format!("{flag} is for tls:// and chat+tls:// targets (or --tls)"));
             }
         }
         if let Some(n) = args.reconnect_every {

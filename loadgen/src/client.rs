@@ -24,14 +24,15 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpStream, UdpSocket, UnixStream};
+use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 use ricochet::sys;
 
 use crate::payload;
 use crate::tally::{Cause, Tally};
-use crate::target::Endpoint;
-use crate::tls::{self, TlsClient};
+use crate::target::{Address, Endpoint};
+use crate::tls::TlsClient;
+use crate::wire::{Socket, Wire};
 
 /// What the rest of the worker needs to know after serving a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,16 +69,14 @@ struct Run {
 /// The open socket of a connection.
 #[derive(Debug)]
 enum Sock {
-    Tcp(TcpStream),
-    Unix(UnixStream),
+    Stream(Socket),
     Udp(UdpSocket),
 }
 
 impl Sock {
     fn source(&mut self) -> &mut dyn mio::event::Source {
         match self {
-            Sock::Tcp(s) => s,
-            Sock::Unix(s) => s,
+            Sock::Stream(s) => s.source(),
             Sock::Udp(s) => s,
         }
     }
@@ -129,10 +128,8 @@ pub struct Conn {
     pub dirty: bool,
     write_blocked: bool,
     read_closed: bool,
-    /// The TLS session, on a `tls://` connection (boxed: large, and most runs have none).
-    tls: Option<Box<rustls::ClientConnection>>,
-    /// Ciphertext read ahead of the session, and the server's end of stream.
-    inbound: ricochet::tls_io::Inbound,
+    /// The bytes over a stream socket: in the clear, or TLS on a `tls://` connection.
+    wire: Wire,
     /// When the current connect began (connect latency runs to the end of the handshake).
     connect_started: Instant,
     /// Messages issued and completed in this connection's life (`--reconnect-every`).
@@ -165,8 +162,7 @@ impl Conn {
             dirty: false,
             write_blocked: false,
             read_closed: false,
-            tls: None,
-            inbound: ricochet::tls_io::Inbound::default(),
+            wire: Wire::plain(),
             connect_started: Instant::now(),
             life_issued: 0,
             life_completed: 0,
@@ -200,20 +196,16 @@ impl Conn {
         self.connect_started = Instant::now();
         self.life_issued = 0;
         self.life_completed = 0;
-        self.tls = None;
-        self.inbound = ricochet::tls_io::Inbound::default();
-        let mut sock = match endpoint {
-            Endpoint::Tcp(addr) | Endpoint::Chat(addr) => {
-                let s = TcpStream::connect(*addr)?;
-                Sock::Tcp(s)
-            }
-            Endpoint::Tls(addr) => {
+        self.wire = Wire::plain();
+        let mut sock = match &endpoint.address {
+            Address::Tcp(addr) => Sock::Stream(Socket::tcp(*addr)?),
+            Address::Tls(addr) => {
                 let tls = tls.ok_or_else(|| io::Error::other("a tls:// target without TLS"))?;
-                self.tls = Some(Box::new(tls.session()?));
-                Sock::Tcp(TcpStream::connect(*addr)?)
+                self.wire = Wire::new(Some(tls))?;
+                Sock::Stream(Socket::tcp(*addr)?)
             }
-            Endpoint::Unix(path) => Sock::Unix(UnixStream::connect(path)?),
-            Endpoint::Udp(addr) => {
+            Address::Unix(path) => Sock::Stream(Socket::unix(path)?),
+            Address::Udp(addr) => {
                 let local: std::net::SocketAddr = if addr.is_ipv6() {
                     "[::]:0".parse().unwrap()
                 } else {
@@ -236,29 +228,11 @@ impl Conn {
     /// An event while connecting: did the connect work (and, over TLS, the handshake finish)?
     pub fn check_connected(&mut self) -> Status {
         let result = match &self.sock {
-            Some(Sock::Tcp(s)) => match s.take_error() {
-                Ok(Some(e)) | Err(e) => Err(e),
-                Ok(None) => match s.peer_addr() {
-                    Ok(_) => {
-                        let _ = s.set_nodelay(true);
-                        Ok(true)
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-                    Err(e) => Err(e),
-                },
-            },
-            Some(Sock::Unix(s)) => match s.take_error() {
-                Ok(Some(e)) | Err(e) => Err(e),
-                Ok(None) => Ok(true),
+            Some(Sock::Stream(s)) => match s.connected() {
+                Ok(true) => self.wire.handshake(s.fd()),
+                other => other,
             },
             _ => Ok(true),
-        };
-        let result = match (result, self.stream_fd()) {
-            (Ok(true), Some(fd)) => match self.tls.as_deref_mut() {
-                Some(session) => tls::handshake(session, fd),
-                None => Ok(true),
-            },
-            (result, _) => result,
         };
         match result {
             Ok(true) => {
@@ -279,7 +253,7 @@ impl Conn {
         if let Some(mut sock) = self.sock.take() {
             let _ = registry.deregister(sock.source());
         }
-        self.tls = None;
+        self.wire = Wire::plain();
         for run in self.runs.drain(..) {
             if run.msg.record {
                 tally.recorded_inflight -= run.count as u64;
@@ -420,26 +394,12 @@ impl Conn {
         }
         let Some(fd) = self.stream_fd() else { return Status::Ok };
         let now = if self.unstamped > 0 { clock() } else { 0 };
-        if let Some(session) = self.tls.as_deref_mut() {
-            let result = write_tls(session, fd, &self.ring, &mut self.written);
-            match result {
-                Ok(blocked) => self.write_blocked = blocked,
-                Err(e) => return Status::Failed(Cause::of(&e)),
+        match self.wire.write(fd, &self.ring[self.written..]) {
+            Ok((n, blocked)) => {
+                self.written += n;
+                self.write_blocked = blocked;
             }
-            self.stamp_sent(now);
-            return Status::Ok;
-        }
-        loop {
-            match sys::send(fd, &self.ring[self.written..]) {
-                Ok(n) => {
-                    self.written += n;
-                    self.write_blocked = self.written < self.ring.len();
-                }
-                Err(libc::EAGAIN) => self.write_blocked = true,
-                Err(libc::EINTR) => continue,
-                Err(e) => return Status::Failed(Cause::of(&io::Error::from_raw_os_error(e))),
-            }
-            break;
+            Err(e) => return Status::Failed(Cause::of(&e)),
         }
         self.stamp_sent(now);
         Status::Ok
@@ -474,9 +434,8 @@ impl Conn {
     /// The socket can take bytes again.
     pub fn on_writable(&mut self, clock: impl FnOnce() -> u64) -> Status {
         self.write_blocked = false;
-        let fd = self.stream_fd();
-        if let (Some(session), Some(fd)) = (self.tls.as_deref_mut(), fd) {
-            match tls::write_records(session, fd) {
+        if let Some(fd) = self.stream_fd() {
+            match self.wire.on_writable(fd) {
                 Ok(true) => {}
                 Ok(false) => {
                     self.write_blocked = true;
@@ -491,19 +450,10 @@ impl Conn {
     /// End of the run: half-closes a stream so the server can finish echoing and close cleanly.
     /// Returns whether there is anything to wait for (a stream that is up).
     pub fn begin_close(&mut self) -> bool {
-        let (fd, up) = (self.stream_fd(), self.phase == Phase::Up);
-        if let (Some(session), Some(fd)) = (self.tls.as_deref_mut(), fd) {
-            if up {
-                session.send_close_notify();
-                let _ = tls::write_records(session, fd);
-            }
-        }
         match &self.sock {
-            Some(Sock::Tcp(s)) if self.phase == Phase::Up => {
-                s.shutdown(std::net::Shutdown::Write).is_ok()
-            }
-            Some(Sock::Unix(s)) if self.phase == Phase::Up => {
-                s.shutdown(std::net::Shutdown::Write).is_ok()
+            Some(Sock::Stream(s)) if self.phase == Phase::Up => {
+                self.wire.close_notify(s.fd());
+                s.shutdown_write()
             }
             _ => false,
         }
@@ -512,8 +462,7 @@ impl Conn {
     /// The descriptor of a stream socket; `None` when the connection has none (down, or UDP).
     fn stream_fd(&self) -> Option<RawFd> {
         match &self.sock {
-            Some(Sock::Tcp(s)) => Some(s.as_raw_fd()),
-            Some(Sock::Unix(s)) => Some(s.as_raw_fd()),
+            Some(Sock::Stream(s)) => Some(s.fd()),
             _ => None,
         }
     }
@@ -523,13 +472,10 @@ impl Conn {
     /// none.
     fn stream_read(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
         let fd = self.stream_fd()?;
-        if let Some(session) = self.tls.as_deref_mut() {
-            let result = tls::read_plain(session, fd, buf, &mut self.inbound);
-            // The end came with the data: read again rather than wait for an edge.
-            self.read_closed |= self.inbound.eof;
-            return Some(result);
-        }
-        Some(sys::recv(fd, buf).map_err(io::Error::from_raw_os_error))
+        let result = self.wire.read(fd, buf);
+        // The end came with the data: read again rather than wait for an edge.
+        self.read_closed |= self.wire.saw_end();
+        Some(result)
     }
 
     /// End of the run: reads and discards the rest of the echo; true once the server's EOF (or an
@@ -715,30 +661,6 @@ impl Conn {
     }
 }
 
-/// Hands `ring[*written..]` to the TLS session and writes its records, until everything went or
-/// the socket refused (`Ok(true)`: blocked, a writable edge follows).
-fn write_tls(
-    session: &mut rustls::ClientConnection,
-    fd: RawFd,
-    ring: &[u8],
-    written: &mut usize,
-) -> io::Result<bool> {
-    use std::io::Write;
-    loop {
-        if !tls::write_records(session, fd)? {
-            return Ok(true);
-        }
-        if *written == ring.len() {
-            return Ok(false);
-        }
-        let n = session.writer().write(&ring[*written..])?;
-        if n == 0 {
-            return Ok(false); // cannot happen with the records written: nothing is held
-        }
-        *written += n;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -757,7 +679,7 @@ mod tests {
         b.set_nonblocking(true).unwrap();
         socket2::SockRef::from(&a).set_send_buffer_size(4096).unwrap();
         let mut conn = Conn::new(0);
-        conn.sock = Some(Sock::Unix(UnixStream::from_std(a)));
+        conn.sock = Some(Sock::Stream(Socket::Unix(mio::net::UnixStream::from_std(a))));
         conn.phase = Phase::Up;
         let base = Instant::now();
         let mut tally = Tally::new(false, base, base);

@@ -11,6 +11,8 @@
 //! - [`reactor`]: one load thread's mio loop.
 //! - [`chat`]: the chat room's fan-out load (`chat://`): members, publishers, per-delivery checks.
 //! - [`client`]: one connection: send queue, echo verification, completions.
+//! - [`wire`]: a stream connection's transport: the socket (TCP, Unix) and the bytes over it,
+//!   in the clear or through TLS; every stream workload reads and writes through it.
 //! - [`tally`]: a thread's results: latency histogram and counts by cause.
 //! - [`schedule`]: open-loop intended send times; [`sweep`]: the highest rate within latency
 //!   objectives.
@@ -37,6 +39,7 @@ pub mod sweep;
 pub mod tally;
 pub mod target;
 pub mod tls;
+pub mod wire;
 
 /// What went wrong, said in one line for a person.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,15 +26,15 @@ fn main() -> ExitCode {
     };
     if let Some(Command::Probe { target, message, timeout, trust }) = &args.command {
         let target = Target::parse(target).unwrap_or_else(|e| usage(e));
-        let tls = match &target {
-            Target::Tls(_) => match trust.client(target.host().unwrap_or("localhost"), false) {
+        let tls = match target.is_tls() {
+            true => match trust.client(target.host().unwrap_or("localhost"), false) {
                 Ok(tls) => Some(tls),
                 Err(e) => {
                     eprintln!("loadgen probe: {e}");
                     return ExitCode::from(1);
                 }
             },
-            _ => None,
+            false => None,
         };
         return probe(&target, message.as_bytes(), *timeout, tls.as_ref());
     }

@@ -6,7 +6,7 @@ use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use crate::target::{Endpoint, Target};
+use crate::target::{Address, Endpoint, Target, Workload};
 use crate::tls::TlsClient;
 use crate::Error;
 
@@ -82,12 +82,14 @@ fn probe_one(
         };
         Error::new(format!("{what} {endpoint}: {e}"))
     };
-    match endpoint {
-        Endpoint::Chat(_) => Err(Error::new(format!(
+    if endpoint.workload == Workload::Chat {
+        return Err(Error::new(format!(
             "{endpoint}: a chat room sends nothing back to the sender, so there is no echo to \
              probe; measure it with `loadgen {endpoint}`"
-        ))),
-        Endpoint::Tcp(addr) => {
+        )));
+    }
+    match &endpoint.address {
+        Address::Tcp(addr) => {
             let s = TcpStream::connect_timeout(addr, timeout)
                 .map_err(|e| fail("cannot connect to", e))?;
             let _ = s.set_nodelay(true);
@@ -95,7 +97,7 @@ fn probe_one(
             s.set_write_timeout(Some(timeout)).map_err(|e| fail("socket", e))?;
             stream_round_trip(endpoint, s, message).map_err(|e| fail("no echo from", e))
         }
-        Endpoint::Tls(addr) => {
+        Address::Tls(addr) => {
             let tls = tls.ok_or_else(|| Error::new("a tls:// probe needs its TLS settings"))?;
             let mut s =
                 handshake(*addr, tls, timeout).map_err(|e| fail("no TLS session with", e))?;
@@ -104,13 +106,13 @@ fn probe_one(
             close_politely(s);
             probe
         }
-        Endpoint::Unix(path) => {
+        Address::Unix(path) => {
             let s = UnixStream::connect(path).map_err(|e| fail("cannot connect to", e))?;
             s.set_read_timeout(Some(timeout)).map_err(|e| fail("socket", e))?;
             s.set_write_timeout(Some(timeout)).map_err(|e| fail("socket", e))?;
             stream_round_trip(endpoint, s, message).map_err(|e| fail("no echo from", e))
         }
-        Endpoint::Udp(addr) => {
+        Address::Udp(addr) => {
             let local = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
             let s = UdpSocket::bind(local).map_err(|e| fail("socket for", e))?;
             s.connect(addr).map_err(|e| fail("cannot connect to", e))?;

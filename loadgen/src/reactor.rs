@@ -31,7 +31,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::client::{Conn, InFlight, Phase, Status};
 use crate::schedule::Schedule;
 use crate::tally::{Cause, Tally};
-use crate::target::Endpoint;
+use crate::target::{Endpoint, Workload};
 
 pub(crate) const TICK: Token = Token(usize::MAX - 1);
 pub(crate) const MAINTENANCE: Duration = Duration::from_millis(10);
@@ -182,9 +182,9 @@ struct Worker {
 /// Runs one load thread to the end of the run; returns what it measured.
 pub fn run(plan: Plan) -> io::Result<Tally> {
     let reports = plan.reports.clone();
-    let result = match plan.endpoint {
-        Endpoint::Chat(_) => crate::chat::run(plan),
-        _ => run_plan(plan),
+    let result = match plan.endpoint.workload {
+        Workload::Chat => crate::chat::run(plan),
+        Workload::Echo => run_plan(plan),
     };
     let _ = reports.send(Report::Finished);
     result

@@ -14,7 +14,7 @@ use crate::probe;
 use crate::reactor::{self, Interval, Plan, Report};
 use crate::report::{self, HlogWriter, Merged, RunInfo};
 use crate::tally::new_histogram;
-use crate::target::{Endpoint, Target};
+use crate::target::{Address, Endpoint, Target, Workload};
 use crate::Error;
 
 /// A checked run description (see the command line for each field's meaning).
@@ -89,35 +89,29 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
         None => {
             let mut config = ricochet::Config::ephemeral();
             let localhost = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-            if settings.chat {
-                config.listeners = vec![ricochet::ListenSpec::chat(localhost)];
-            } else if settings.tls {
-                config.listeners = vec![ricochet::ListenSpec::tls(localhost)];
-            }
+            config.listeners = match (settings.chat, settings.tls) {
+                (true, true) => vec![ricochet::ListenSpec::tls_chat(localhost)],
+                (true, false) => vec![ricochet::ListenSpec::chat(localhost)],
+                (false, true) => vec![ricochet::ListenSpec::tls(localhost)],
+                (false, false) => config.listeners,
+            };
             let server = ricochet::spawn(config)
                 .map_err(|e| Error::new(format!("starting the embedded ricochet: {e}")))?;
-            let (endpoint, tls) = match (server.chat_addr(), server.tls_addr()) {
-                (Some(addr), _) => (Endpoint::Chat(addr), None),
-                (None, Some(addr)) => {
-                    let mut trust = settings.trust.clone();
-                    trust.tls_ca = server.tls_cert().map(|(path, _)| path.to_owned());
-                    (Endpoint::Tls(addr), Some(trust.client("localhost", settings.tls_resume)))
-                }
-                (None, None) => {
-                    (Endpoint::Tcp(server.tcp_addr().expect("the ephemeral config has TCP")), None)
-                }
-            };
-            (endpoint, Some(server), tls)
+            let spec = &server.local_addrs()[0];
+            let addr = spec.addr().expect("the embedded listener is on TCP");
+            let address = if spec.is_tls() { Address::Tls(addr) } else { Address::Tcp(addr) };
+            let workload = if spec.is_chat() { Workload::Chat } else { Workload::Echo };
+            let tls = spec.is_tls().then(|| {
+                let mut trust = settings.trust.clone();
+                trust.tls_ca = server.tls_cert().map(|(path, _)| path.to_owned());
+                trust.client("localhost", settings.tls_resume)
+            });
+            (Endpoint { workload, address }, Some(server), tls)
         }
         Some(target) => {
-            let tls = match target {
-                Target::Tls(_) => Some(
-                    settings
-                        .trust
-                        .client(target.host().unwrap_or("localhost"), settings.tls_resume),
-                ),
-                _ => None,
-            };
+            let tls = target.is_tls().then(|| {
+                settings.trust.client(target.host().unwrap_or("localhost"), settings.tls_resume)
+            });
             let tls = tls.transpose().map_err(Error::new)?;
             (reachable(target, settings.timeout, tls.as_ref())?, None, tls.map(Ok))
         }
@@ -291,7 +285,7 @@ fn reachable(
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     let mut last = String::from("no address");
-    if let Target::Udp(_) = target {
+    if target.is_udp() {
         for endpoint in target.resolve().map_err(Error::new)? {
             match udp_preflight(&endpoint, deadline) {
                 Ok(()) => return Ok(endpoint),
@@ -301,16 +295,14 @@ fn reachable(
         return Err(Error::new(last));
     }
     for endpoint in target.resolve().map_err(Error::new)? {
-        let result = match &endpoint {
-            Endpoint::Tcp(addr) | Endpoint::Chat(addr) => {
-                std::net::TcpStream::connect_timeout(addr, left()).map(drop)
-            }
-            Endpoint::Unix(path) => std::os::unix::net::UnixStream::connect(path).map(drop),
-            Endpoint::Tls(addr) => match tls {
+        let result = match &endpoint.address {
+            Address::Tcp(addr) => std::net::TcpStream::connect_timeout(addr, left()).map(drop),
+            Address::Unix(path) => std::os::unix::net::UnixStream::connect(path).map(drop),
+            Address::Tls(addr) => match tls {
                 Some(tls) => probe::handshake(*addr, tls, left()).map(probe::close_politely),
                 None => Err(std::io::Error::other("no TLS settings")),
             },
-            Endpoint::Udp(_) => unreachable!("handled above"),
+            Address::Udp(_) => unreachable!("handled above"),
         };
         match result {
             Ok(()) => return Ok(endpoint),
@@ -323,7 +315,7 @@ fn reachable(
 /// Sends a datagram every half second until one comes back (`Ok`), nothing listens (an ICMP
 /// refusal), or `deadline` passes.
 fn udp_preflight(endpoint: &Endpoint, deadline: Instant) -> std::io::Result<()> {
-    let Endpoint::Udp(addr) = endpoint else { return Ok(()) };
+    let Address::Udp(addr) = &endpoint.address else { return Ok(()) };
     let local = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
     let sock = std::net::UdpSocket::bind(local)?;
     sock.connect(addr)?;

@@ -1,100 +1,137 @@
-//! What loadgen talks to: `HOST:PORT` or `tcp://HOST:PORT`, `udp://HOST:PORT`, `unix:PATH`,
-//! `tls://HOST:PORT` (echo over TLS), and `chat://HOST:PORT` (a chat room: fan-out load instead
-//! of echo).
-//! Host names are resolved once, up front; [`Target::resolve`] returns every address so the
-//! caller can use the first one that answers (`localhost` may resolve to `::1` first while the
-//! server listens on 127.0.0.1 only).
+//! What loadgen talks to, as a URL whose scheme reads workload-over-transport (the same URLs
+//! `ricochet --listen` takes): `HOST:PORT` or `tcp://HOST:PORT`, `udp://HOST:PORT`, `unix:PATH`,
+//! `tls://HOST:PORT` (echo), and `chat://HOST:PORT`, `chat+tls://HOST:PORT`, `chat+unix:PATH` (a
+//! chat room: fan-out load instead of echo).
+//!
+//! A target is a [`Workload`] over a [`Transport`]; host names are resolved once, up front, and
+//! [`Target::resolve`] returns every address so the caller can use the first one that answers
+//! (`localhost` may resolve to `::1` first while the server listens on 127.0.0.1 only).
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
-/// A parsed target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// Stream echo over TCP.
-    Tcp(String),
-    /// Datagram echo over UDP.
-    Udp(String),
-    /// Stream echo over a Unix-domain socket.
-    Unix(PathBuf),
-    /// A chat room over TCP.
-    Chat(String),
-    /// Stream echo over TLS.
-    Tls(String),
+/// What load a target gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Every message back to its sender, checked (streams: byte for byte; UDP: per datagram).
+    Echo,
+    /// A chat room: lines from the publishers, each checked as every other member receives it.
+    Chat,
 }
 
-/// A target with its address resolved.
+/// The transport a target names, unresolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
+pub enum Transport {
+    /// TCP to `HOST:PORT`.
+    Tcp(String),
+    /// TLS over TCP to `HOST:PORT`.
+    Tls(String),
+    /// UDP to `HOST:PORT`.
+    Udp(String),
+    /// A Unix-domain stream socket.
+    Unix(PathBuf),
+}
+
+/// A parsed target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// What load it gets.
+    pub workload: Workload,
+    /// Over what.
+    pub transport: Transport,
+}
+
+/// A transport with its address resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
     /// A TCP server.
     Tcp(SocketAddr),
+    /// A TLS server.
+    Tls(SocketAddr),
     /// A UDP server.
     Udp(SocketAddr),
     /// A Unix-domain stream server.
     Unix(PathBuf),
-    /// A chat room over TCP.
-    Chat(SocketAddr),
-    /// A TLS echo server.
-    Tls(SocketAddr),
 }
+
+/// A target resolved to one address: what a load thread connects to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// What load it gets.
+    pub workload: Workload,
+    /// Where, over what.
+    pub address: Address,
+}
+
+/// The schemes loadgen takes, for messages.
+const SCHEMES: &str =
+    "HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT, unix:PATH, tls://HOST:PORT, chat://HOST:PORT, \
+     chat+tls://HOST:PORT or chat+unix:PATH";
 
 impl Target {
     /// Parses the command-line form.
     pub fn parse(text: &str) -> Result<Target, String> {
-        let bad = || {
-            format!(
-                "`{text}` is not a target: expected HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT, \
-                 unix:PATH, tls://HOST:PORT or chat://HOST:PORT"
-            )
-        };
-        if let Some(path) = text.strip_prefix("unix:") {
-            let path = path.strip_prefix("//").unwrap_or(path);
-            return if path.is_empty() { Err(bad()) } else { Ok(Target::Unix(path.into())) };
+        let bad = || format!("`{text}` is not a target: expected {SCHEMES}");
+        for (prefix, workload) in [("unix:", Workload::Echo), ("chat+unix:", Workload::Chat)] {
+            if let Some(path) = text.strip_prefix(prefix) {
+                let path = path.strip_prefix("//").unwrap_or(path);
+                if path.is_empty() {
+                    return Err(bad());
+                }
+                return Ok(Target { workload, transport: Transport::Unix(path.into()) });
+            }
         }
-        let (kind, hostport) = if let Some(rest) = text.strip_prefix("tcp://") {
-            ("tcp", rest)
-        } else if let Some(rest) = text.strip_prefix("udp://") {
-            ("udp", rest)
-        } else if let Some(rest) = text.strip_prefix("chat://") {
-            ("chat", rest)
-        } else if let Some(rest) = text.strip_prefix("tls://") {
-            ("tls", rest)
-        } else if text.contains("://") {
-            return Err(bad());
-        } else {
-            ("tcp", text)
-        };
+        let (scheme, hostport) = text.split_once("://").unwrap_or(("tcp", text));
         let (host, port) = hostport.rsplit_once(':').ok_or_else(bad)?;
         if host.is_empty() || port.parse::<u16>().is_err() {
             return Err(bad());
         }
-        Ok(match kind {
-            "udp" => Target::Udp(hostport.to_owned()),
-            "chat" => Target::Chat(hostport.to_owned()),
-            "tls" => Target::Tls(hostport.to_owned()),
-            _ => Target::Tcp(hostport.to_owned()),
-        })
+        let hostport = hostport.to_owned();
+        let (workload, transport) = match scheme {
+            "tcp" => (Workload::Echo, Transport::Tcp(hostport)),
+            "udp" => (Workload::Echo, Transport::Udp(hostport)),
+            "tls" => (Workload::Echo, Transport::Tls(hostport)),
+            "chat" => (Workload::Chat, Transport::Tcp(hostport)),
+            "chat+tls" => (Workload::Chat, Transport::Tls(hostport)),
+            _ => return Err(bad()),
+        };
+        Ok(Target { workload, transport })
     }
 
-    /// `tcp`, `udp`, `unix`, `chat` or `tls`.
+    /// The scheme: `tcp`, `udp`, `unix`, `tls`, `chat`, `chat+tls` or `chat+unix` (the JSON's
+    /// `proto`).
     pub fn proto(&self) -> &'static str {
-        match self {
-            Target::Tcp(_) => "tcp",
-            Target::Udp(_) => "udp",
-            Target::Unix(_) => "unix",
-            Target::Chat(_) => "chat",
-            Target::Tls(_) => "tls",
-        }
+        scheme(
+            self.workload,
+            self.is_tls(),
+            self.is_udp(),
+            matches!(self.transport, Transport::Unix(_)),
+        )
+    }
+
+    /// Whether it speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.transport, Transport::Tls(_))
+    }
+
+    /// Whether it is UDP.
+    pub fn is_udp(&self) -> bool {
+        matches!(self.transport, Transport::Udp(_))
+    }
+
+    /// Whether it is a chat room.
+    pub fn is_chat(&self) -> bool {
+        self.workload == Workload::Chat
     }
 
     /// The host part (`localhost`, `127.0.0.1`, `[::1]`), if the target has one.
     pub fn host(&self) -> Option<&str> {
-        match self {
-            Target::Tcp(h) | Target::Udp(h) | Target::Chat(h) | Target::Tls(h) => {
+        match &self.transport {
+            Transport::Tcp(h) | Transport::Udp(h) | Transport::Tls(h) => {
                 h.rsplit_once(':').map(|(host, _)| host)
             }
-            Target::Unix(_) => None,
+            Transport::Unix(_) => None,
         }
     }
 
@@ -110,37 +147,68 @@ impl Target {
             }
             Ok(addrs)
         };
-        Ok(match self {
-            Target::Tcp(h) => lookup(h)?.into_iter().map(Endpoint::Tcp).collect(),
-            Target::Udp(h) => lookup(h)?.into_iter().map(Endpoint::Udp).collect(),
-            Target::Unix(p) => vec![Endpoint::Unix(p.clone())],
-            Target::Chat(h) => lookup(h)?.into_iter().map(Endpoint::Chat).collect(),
-            Target::Tls(h) => lookup(h)?.into_iter().map(Endpoint::Tls).collect(),
-        })
+        let addresses: Vec<Address> = match &self.transport {
+            Transport::Tcp(h) => lookup(h)?.into_iter().map(Address::Tcp).collect(),
+            Transport::Tls(h) => lookup(h)?.into_iter().map(Address::Tls).collect(),
+            Transport::Udp(h) => lookup(h)?.into_iter().map(Address::Udp).collect(),
+            Transport::Unix(p) => vec![Address::Unix(p.clone())],
+        };
+        let workload = self.workload;
+        Ok(addresses.into_iter().map(|address| Endpoint { workload, address }).collect())
+    }
+}
+
+/// The scheme of a workload over a transport.
+fn scheme(workload: Workload, tls: bool, udp: bool, unix: bool) -> &'static str {
+    match (workload, tls, udp, unix) {
+        (Workload::Chat, true, ..) => "chat+tls",
+        (Workload::Chat, _, _, true) => "chat+unix",
+        (Workload::Chat, ..) => "chat",
+        (Workload::Echo, true, ..) => "tls",
+        (Workload::Echo, _, true, _) => "udp",
+        (Workload::Echo, _, _, true) => "unix",
+        (Workload::Echo, ..) => "tcp",
     }
 }
 
 impl Endpoint {
-    /// `tcp`, `udp`, `unix`, `chat` or `tls`.
+    /// A resolved echo target.
+    pub fn echo(address: Address) -> Endpoint {
+        Endpoint { workload: Workload::Echo, address }
+    }
+
+    /// A resolved chat room.
+    pub fn chat(address: Address) -> Endpoint {
+        Endpoint { workload: Workload::Chat, address }
+    }
+
+    /// The scheme: `tcp`, `udp`, `unix`, `tls`, `chat` or `chat+tls`.
     pub fn proto(&self) -> &'static str {
-        match self {
-            Endpoint::Tcp(_) => "tcp",
-            Endpoint::Udp(_) => "udp",
-            Endpoint::Unix(_) => "unix",
-            Endpoint::Chat(_) => "chat",
-            Endpoint::Tls(_) => "tls",
+        let a = &self.address;
+        scheme(
+            self.workload,
+            matches!(a, Address::Tls(_)),
+            matches!(a, Address::Udp(_)),
+            matches!(a, Address::Unix(_)),
+        )
+    }
+
+    /// The socket address, for every address but a Unix socket.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match self.address {
+            Address::Tcp(a) | Address::Tls(a) | Address::Udp(a) => Some(a),
+            Address::Unix(_) => None,
         }
     }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
-            Endpoint::Udp(a) => write!(f, "udp://{a}"),
-            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
-            Endpoint::Chat(a) => write!(f, "chat://{a}"),
-            Endpoint::Tls(a) => write!(f, "tls://{a}"),
+        match &self.address {
+            Address::Unix(p) => write!(f, "{}:{}", self.proto(), p.display()),
+            Address::Tcp(a) | Address::Tls(a) | Address::Udp(a) => {
+                write!(f, "{}://{a}", self.proto())
+            }
         }
     }
 }
@@ -151,28 +219,48 @@ mod tests {
 
     #[test]
     fn parses_every_form() {
-        assert_eq!(Target::parse("127.0.0.1:7007"), Ok(Target::Tcp("127.0.0.1:7007".into())));
-        assert_eq!(Target::parse("tcp://[::1]:80"), Ok(Target::Tcp("[::1]:80".into())));
-        assert_eq!(Target::parse("udp://localhost:9"), Ok(Target::Udp("localhost:9".into())));
-        assert_eq!(Target::parse("unix:/tmp/e.sock"), Ok(Target::Unix("/tmp/e.sock".into())));
+        let echo = |transport| Target { workload: Workload::Echo, transport };
+        let tcp = |h: &str| Transport::Tcp(h.into());
+        assert_eq!(Target::parse("127.0.0.1:7007"), Ok(echo(tcp("127.0.0.1:7007"))));
+        assert_eq!(Target::parse("tcp://[::1]:80"), Ok(echo(tcp("[::1]:80"))));
         assert_eq!(
-            Target::parse("chat://127.0.0.1:7008"),
-            Ok(Target::Chat("127.0.0.1:7008".into()))
+            Target::parse("udp://localhost:9"),
+            Ok(echo(Transport::Udp("localhost:9".into())))
         );
+        assert_eq!(
+            Target::parse("unix:/tmp/e.sock"),
+            Ok(echo(Transport::Unix("/tmp/e.sock".into())))
+        );
+        let chat = Target::parse("chat://127.0.0.1:7008").unwrap();
+        assert_eq!((chat.workload, chat.transport), (Workload::Chat, tcp("127.0.0.1:7008")));
         let tls = Target::parse("tls://localhost:7443").unwrap();
-        assert_eq!(tls, Target::Tls("localhost:7443".into()));
+        assert_eq!(tls, echo(Transport::Tls("localhost:7443".into())));
         assert_eq!((tls.proto(), tls.host()), ("tls", Some("localhost")));
+        let room = Target::parse("chat+tls://localhost:7444").unwrap();
+        assert_eq!((room.proto(), room.is_tls(), room.is_chat()), ("chat+tls", true, true));
         for bad in ["", "7007", "host", "http://x:1", "tcp://x", "x:99999", "unix:", ":80"] {
             assert!(Target::parse(bad).is_err(), "{bad:?} accepted");
         }
+        assert!(Target::parse("ws://x:1").unwrap_err().contains("chat+tls://HOST:PORT"));
+        let room = Target::parse("chat+unix:/tmp/c.sock").unwrap();
+        assert_eq!(
+            (room.proto(), room.transport),
+            ("chat+unix", Transport::Unix("/tmp/c.sock".into()))
+        );
     }
 
     #[test]
     fn resolves_literals_and_localhost() {
         let eps = Target::parse("127.0.0.1:9").unwrap().resolve().unwrap();
-        assert_eq!(eps, vec![Endpoint::Tcp("127.0.0.1:9".parse().unwrap())]);
+        assert_eq!(eps, vec![Endpoint::echo(Address::Tcp("127.0.0.1:9".parse().unwrap()))]);
         assert_eq!(eps[0].to_string(), "tcp://127.0.0.1:9");
         let eps = Target::parse("udp://localhost:9").unwrap().resolve().unwrap();
-        assert!(eps.iter().all(|e| matches!(e, Endpoint::Udp(a) if a.ip().is_loopback())));
+        assert!(eps.iter().all(|e| matches!(e.address, Address::Udp(a) if a.ip().is_loopback())));
+        let eps = Target::parse("chat+tls://127.0.0.1:9").unwrap().resolve().unwrap();
+        assert_eq!(eps[0].to_string(), "chat+tls://127.0.0.1:9");
+        assert_eq!(
+            Target::parse("unix:/x.sock").unwrap().resolve().unwrap()[0].to_string(),
+            "unix:/x.sock"
+        );
     }
 }

@@ -134,6 +134,50 @@ fn chat_against_ricochet_delivers_every_line_to_every_other_member() {
     assert_eq!(v["deliveries"].as_u64().unwrap(), lines * 4);
 }
 
+/// Chat over TLS and over a Unix socket, with the same checks and counters as plain chat: every
+/// line reaches every other member exactly once, the report names the scheme, and the room's
+/// TLS handshakes are the members' (plus the preflight's).
+#[test]
+fn chat_over_tls_and_unix_sockets() {
+    let path = std::env::temp_dir().join(format!("loadgen-chat-{}.sock", std::process::id()));
+    let server = ricochet::spawn(Config {
+        listeners: vec![
+            ListenSpec::tls_chat("127.0.0.1:0".parse().unwrap()).in_room("lobby"),
+            ListenSpec::unix_chat(&path).in_room("lobby"),
+        ],
+        ..Config::default()
+    })
+    .unwrap();
+    let ca = server.tls_cert().unwrap().0.display().to_string();
+    let port = server.local_addrs()[0].addr().unwrap().port();
+    let tls_target = format!("chat+tls://localhost:{port}");
+    let unix_target = format!("chat+unix:{}", path.display());
+    for (target, proto) in [(&tls_target, "chat+tls"), (&unix_target, "chat+unix")] {
+        let mut args = vec![&**target, "-c", "10", "--publishers", "2", "-d", "4", "-n", "2000"];
+        args.extend(["--json", "--tls-ca", &ca]);
+        if proto == "chat+unix" {
+            args.truncate(args.len() - 2);
+        }
+        let out = loadgen(&args);
+        let v = json(&out);
+        assert_eq!(out.status.code(), Some(0), "{v}");
+        assert_eq!(v["proto"], proto);
+        assert_eq!(
+            (v["errors"].as_u64(), v["mismatches"].as_u64(), v["lost"].as_u64()),
+            (Some(0), Some(0), Some(0)),
+            "{v}"
+        );
+        assert_eq!(
+            (v["messages"].as_u64(), v["deliveries"].as_u64()),
+            (Some(2000), Some(2000 * 9))
+        );
+    }
+    let stats = server.shutdown().unwrap();
+    // Ten members and the preflight's session.
+    assert_eq!((stats.tls_handshakes, stats.tls_failures), (11, 0));
+    assert_eq!(stats.slow_members, 0);
+}
+
 /// Against a room that drops one line for one member: that one delivery is lost (counted once:
 /// the gap it leaves is not also a mismatch); exit 1.
 #[test]
@@ -856,7 +900,7 @@ fn untrusted_certificates_fail_fast_and_insecure_is_marked() {
 fn tls_flags_need_a_tls_target() {
     let out = loadgen(&["127.0.0.1:9", "--tls-ca", "/tmp/x.pem"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-ca is for tls:// targets"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-ca is for tls:// and chat+tls:// targets"));
     let out = loadgen(&["udp://127.0.0.1:9", "--reconnect-every", "5"]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -1,0 +1,227 @@
+//! A load connection's stream transport: the socket (TCP or Unix), and the bytes over it in the
+//! clear or through a TLS session. Every stream workload (echo, chat) reads, writes, connects and
+//! closes through it, so a workload never asks which transport it runs on, and a transport is
+//! added here once for all of them.
+//!
+//! Contract, the edge-triggered one of `ricochet::tls_io`:
+//! - [`Wire::read`] returns fewer bytes than asked only when the socket is drained, or at the
+//!   peer's end of stream, which [`Wire::saw_end`] then reports (read again rather than wait for
+//!   an edge); `WouldBlock` when there was nothing.
+//! - [`Wire::write`] takes what it can and says whether the socket refused the rest (a writable
+//!   edge follows, then [`Wire::on_writable`]). Over TLS "taken" means taken by the session,
+//!   which holds at most [`tls::BUFFER_LIMIT`] ahead of the socket.
+//! - Connecting includes the TLS handshake ([`Wire::handshake`]): no message is issued or timed
+//!   before it completes.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+
+use mio::net::{TcpStream, UnixStream};
+use ricochet::sys;
+use ricochet::tls_io::Inbound;
+
+use crate::tls::{self, TlsClient};
+
+/// A connected (or connecting) stream socket.
+#[derive(Debug)]
+pub enum Socket {
+    /// TCP.
+    Tcp(TcpStream),
+    /// A Unix-domain stream.
+    Unix(UnixStream),
+}
+
+impl Socket {
+    /// Starts a non-blocking TCP connect.
+    pub fn tcp(addr: SocketAddr) -> io::Result<Socket> {
+        TcpStream::connect(addr).map(Socket::Tcp)
+    }
+
+    /// Connects to a Unix-domain stream socket.
+    pub fn unix(path: &Path) -> io::Result<Socket> {
+        UnixStream::connect(path).map(Socket::Unix)
+    }
+
+    /// The socket, for registration with the poll.
+    pub fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Socket::Tcp(s) => s,
+            Socket::Unix(s) => s,
+        }
+    }
+
+    /// Its descriptor, for the direct syscalls.
+    pub fn fd(&self) -> RawFd {
+        match self {
+            Socket::Tcp(s) => s.as_raw_fd(),
+            Socket::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    /// An event while connecting: `Ok(true)` once connected (TCP_NODELAY then set), `Ok(false)`
+    /// while the connect is in progress.
+    pub fn connected(&self) -> io::Result<bool> {
+        match self {
+            Socket::Tcp(s) => match s.take_error() {
+                Ok(Some(e)) | Err(e) => Err(e),
+                Ok(None) => match s.peer_addr() {
+                    Ok(_) => {
+                        let _ = s.set_nodelay(true);
+                        Ok(true)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+                    Err(e) => Err(e),
+                },
+            },
+            Socket::Unix(s) => match s.take_error() {
+                Ok(Some(e)) | Err(e) => Err(e),
+                Ok(None) => Ok(true),
+            },
+        }
+    }
+
+    /// Sends our end of stream (FIN); false if the socket is already gone.
+    pub fn shutdown_write(&self) -> bool {
+        match self {
+            Socket::Tcp(s) => s.shutdown(Shutdown::Write).is_ok(),
+            Socket::Unix(s) => s.shutdown(Shutdown::Write).is_ok(),
+        }
+    }
+}
+
+/// The bytes over a stream socket: in the clear, or through a TLS session.
+#[derive(Debug, Default)]
+pub struct Wire {
+    /// The TLS session (boxed: large, and most runs have none).
+    tls: Option<Box<rustls::ClientConnection>>,
+    /// Ciphertext read ahead of the session, and the server's end of stream.
+    inbound: Inbound,
+}
+
+impl Wire {
+    /// Bytes in the clear.
+    pub fn plain() -> Wire {
+        Wire::default()
+    }
+
+    /// A new TLS session from `client` (its ClientHello waiting to be written), or the clear.
+    pub fn new(client: Option<&TlsClient>) -> io::Result<Wire> {
+        let tls = client.map(|c| c.session().map(Box::new)).transpose()?;
+        Ok(Wire { tls, inbound: Inbound::default() })
+    }
+
+    /// Moves the handshake on; `Ok(true)` once it is complete (at once in the clear).
+    pub fn handshake(&mut self, fd: RawFd) -> io::Result<bool> {
+        match self.tls.as_deref_mut() {
+            Some(session) => tls::handshake(session, fd),
+            None => Ok(true),
+        }
+    }
+
+    /// Reads into `buf` (see the module's contract).
+    #[inline]
+    pub fn read(&mut self, fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+        match self.tls.as_deref_mut() {
+            None => sys::recv(fd, buf).map_err(io::Error::from_raw_os_error),
+            Some(session) => tls::read_plain(session, fd, buf, &mut self.inbound),
+        }
+    }
+
+    /// The peer's end of stream came with what was read: read again, no edge will come.
+    #[inline]
+    pub fn saw_end(&self) -> bool {
+        self.inbound.eof
+    }
+
+    /// Writes `bytes` as far as the socket (or the session) takes them: how many were taken,
+    /// and whether the socket refused the rest (a writable edge follows).
+    #[inline]
+    pub fn write(&mut self, fd: RawFd, bytes: &[u8]) -> io::Result<(usize, bool)> {
+        let Some(session) = self.tls.as_deref_mut() else {
+            return loop {
+                match sys::send(fd, bytes) {
+                    Ok(n) => break Ok((n, n < bytes.len())),
+                    Err(libc::EAGAIN) => break Ok((0, true)),
+                    Err(libc::EINTR) => continue,
+                    Err(e) => break Err(io::Error::from_raw_os_error(e)),
+                }
+            };
+        };
+        let mut taken = 0;
+        loop {
+            if !tls::write_records(session, fd)? {
+                return Ok((taken, true));
+            }
+            if taken == bytes.len() {
+                return Ok((taken, false));
+            }
+            let n = io::Write::write(&mut session.writer(), &bytes[taken..])?;
+            if n == 0 {
+                return Ok((taken, false)); // cannot happen with the records written: none held
+            }
+            taken += n;
+        }
+    }
+
+    /// A writable edge: writes the records the socket refused before; false if it refuses
+    /// again (in the clear there is nothing of the wire's own to write).
+    pub fn on_writable(&mut self, fd: RawFd) -> io::Result<bool> {
+        match self.tls.as_deref_mut() {
+            Some(session) => tls::write_records(session, fd),
+            None => Ok(true),
+        }
+    }
+
+    /// The polite end over TLS: close_notify, written as far as the socket takes it (the FIN
+    /// follows from the socket).
+    pub fn close_notify(&mut self, fd: RawFd) {
+        if let Some(session) = self.tls.as_deref_mut() {
+            session.send_close_notify();
+            let _ = tls::write_records(session, fd);
+        }
+    }
+}
+
+/// Whether an I/O error is a refused connection (counted apart from other connect failures).
+pub fn refused(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::ConnectionRefused
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// In the clear: a write that the socket takes whole is not blocked; reads return the bytes.
+    #[test]
+    fn plain_bytes_both_ways() {
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut wire = Wire::plain();
+        assert!(wire.handshake(ours.as_raw_fd()).unwrap());
+        assert_eq!(wire.write(ours.as_raw_fd(), b"hello").unwrap(), (5, false));
+        let mut got = [0u8; 5];
+        theirs.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello");
+        theirs.write_all(b"back").unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(wire.read(ours.as_raw_fd(), &mut buf).unwrap(), 4);
+        let e = wire.read(ours.as_raw_fd(), &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert!(!wire.saw_end());
+    }
+
+    /// A full socket refuses: the write says so (taken short, blocked).
+    #[test]
+    fn a_full_socket_blocks_the_write() {
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut wire = Wire::plain();
+        let big = vec![7u8; 8 << 20];
+        let (taken, blocked) = wire.write(ours.as_raw_fd(), &big).unwrap();
+        assert!(taken < big.len() && blocked, "{taken}");
+        assert_eq!(wire.write(ours.as_raw_fd(), &big).unwrap(), (0, true));
+    }
+}
