@@ -29,6 +29,7 @@ use mio::{Interest, Registry, Token};
 use ricochet::sys;
 
 use crate::payload;
+pub use crate::tally::InFlight;
 use crate::tally::{Cause, Tally};
 use crate::target::{Address, Endpoint};
 use crate::tls::TlsClient;
@@ -43,19 +44,6 @@ pub enum Status {
     Failed(Cause),
     /// The echo differed from what was sent: count a mismatch, reconnect to resynchronise.
     Mismatch,
-}
-
-/// One message in flight.
-#[derive(Debug, Clone, Copy)]
-pub struct InFlight {
-    /// Where its latency starts: first byte sent, or intended send time (open loop); in
-    /// nanoseconds since the thread's clock base (see [`Tally::ns`]), like every time here.
-    pub start: u64,
-    /// When it was handed to the socket: the timeout runs from here, since it judges the server,
-    /// not the client's backlog.
-    pub sent: u64,
-    /// Sent after the warm-up: its latency counts.
-    pub record: bool,
 }
 
 /// Stream messages handed over together (a closed-loop refill, or one open-loop message): they

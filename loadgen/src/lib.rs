@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line and its conversion into checked [`run::Settings`].
+//! - [`cli`]: the command line (clap flags only); [`settings`]: the checked
+//!   [`settings::Settings`] made from it (no clap type inside), with [`settings::Trust`].
 //! - [`target`]: `HOST:PORT`, `tcp://`, `udp://`, `unix:`, `tls://`, `chat://` targets and their
 //!   resolution; [`tls`]: the TLS client side (trust, server name, record pumping).
 //! - [`run`]: one benchmark: embedded server or preflight, threads, progress, hlog, merge.
@@ -35,6 +36,7 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod schedule;
+pub mod settings;
 pub mod sweep;
 pub mod tally;
 pub mod target;

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use clap::{CommandFactory, Parser};
 use ricochet::output;
 use ricochet_loadgen::cli::{Args, Command};
-use ricochet_loadgen::run::{self, Settings};
+use ricochet_loadgen::run;
+use ricochet_loadgen::settings::{Settings, Trust};
 use ricochet_loadgen::target::Target;
 
 fn main() -> ExitCode {
@@ -27,7 +28,7 @@ fn main() -> ExitCode {
     if let Some(Command::Probe { target, message, timeout, trust }) = &args.command {
         let target = Target::parse(target).unwrap_or_else(|e| usage(e));
         let tls = match target.is_tls() {
-            true => match trust.client(target.host().unwrap_or("localhost"), false) {
+            true => match Trust::from(trust).client(target.host().unwrap_or("localhost"), false) {
                 Ok(tls) => Some(tls),
                 Err(e) => {
                     eprintln!("loadgen probe: {e}");

@@ -1,9 +1,9 @@
 //! One benchmark run: choose the target (or start an embedded ricochet), check it answers, start
 //! the load threads, show progress, collect the hlog intervals, merge the results.
 
+pub use crate::settings::Settings;
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
-use std::path::PathBuf;
+
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
@@ -16,49 +16,6 @@ use crate::report::{self, HlogWriter, Merged, RunInfo};
 use crate::tally::new_histogram;
 use crate::target::{Address, Endpoint, Target, Workload};
 use crate::Error;
-
-/// A checked run description (see the command line for each field's meaning).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// `None`: start ricochet in-process on 127.0.0.1:0 and benchmark it.
-    pub target: Option<Target>,
-    /// Chat fan-out load (a `chat://` target, or an embedded room).
-    pub chat: bool,
-    /// Chat: how many connections publish.
-    pub publishers: usize,
-    /// Connections (UDP: sockets).
-    pub connections: u32,
-    /// Bytes per message.
-    pub size: usize,
-    /// Messages in flight per connection at most.
-    pub depth: usize,
-    /// Measured period (duration mode).
-    pub duration: Option<Duration>,
-    /// Recorded messages to complete (message-count mode).
-    pub messages: Option<u64>,
-    /// Open loop: messages per second in total.
-    pub rate: Option<f64>,
-    /// Not recorded, before the measured period.
-    pub warmup: Duration,
-    /// Load threads.
-    pub threads: usize,
-    /// A message not echoed within this is an error (UDP: lost).
-    pub timeout: Duration,
-    /// Write an HdrHistogram interval log here.
-    pub hlog: Option<PathBuf>,
-    /// Show a progress line on stderr.
-    pub progress: bool,
-    /// Without a target: an embedded TLS listener.
-    pub tls: bool,
-    /// How a `tls://` target is trusted.
-    pub trust: crate::cli::TlsArgs,
-    /// Resume TLS sessions when reconnecting.
-    pub tls_resume: bool,
-    /// Close and reopen each connection after this many messages.
-    pub reconnect_every: Option<u64>,
-    /// Start the warm-up at this instant (several loadgens together).
-    pub start_at: Option<SystemTime>,
-}
 
 /// Waits until `at` (a countdown on the progress line when there is one); Ctrl-C ends the wait.
 fn wait_until(at: SystemTime, progress: bool, stop: &AtomicBool) -> Result<(), Error> {
@@ -103,7 +60,7 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
             let workload = if spec.is_chat() { Workload::Chat } else { Workload::Echo };
             let tls = spec.is_tls().then(|| {
                 let mut trust = settings.trust.clone();
-                trust.tls_ca = server.tls_cert().map(|(path, _)| path.to_owned());
+                trust.ca = server.tls_cert().map(|(path, _)| path.to_owned());
                 trust.client("localhost", settings.tls_resume)
             });
             (Endpoint { workload, address }, Some(server), tls)
@@ -416,9 +373,4 @@ fn progress_message(
         ),
         None => format!("measuring: {of}{counted}"),
     }
-}
-
-/// Whether a progress line makes sense: stderr is a terminal.
-pub fn stderr_is_terminal() -> bool {
-    std::io::stderr().is_terminal()
 }

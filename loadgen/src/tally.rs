@@ -16,8 +16,6 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
-use crate::client::InFlight;
-
 /// Why a connection was dropped and re-established: the causes the report counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Cause {
@@ -55,6 +53,19 @@ impl Cause {
             _ => Cause::Reset,
         }
     }
+}
+
+/// One message in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct InFlight {
+    /// Where its latency starts: first byte sent, or intended send time (open loop); in
+    /// nanoseconds since the thread's clock base (see [`Tally::ns`]), like every time here.
+    pub start: u64,
+    /// When it was handed to the socket: the timeout runs from here, since it judges the server,
+    /// not the client's backlog.
+    pub sent: u64,
+    /// Sent after the warm-up: its latency counts.
+    pub record: bool,
 }
 
 /// Per-thread results, filled in by connections as messages complete.

@@ -29,7 +29,7 @@ fn settings(target: Option<Target>) -> Settings {
         hlog: None,
         progress: false,
         tls: false,
-        trust: ricochet_loadgen::cli::TlsArgs { tls_ca: None, insecure: false, sni: None },
+        trust: ricochet_loadgen::settings::Trust::default(),
         tls_resume: false,
         reconnect_every: None,
         start_at: None,
@@ -900,7 +900,8 @@ fn untrusted_certificates_fail_fast_and_insecure_is_marked() {
 fn tls_flags_need_a_tls_target() {
     let out = loadgen(&["127.0.0.1:9", "--tls-ca", "/tmp/x.pem"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-ca is for tls:// and chat+tls:// targets"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("--tls-ca is for tls:// and chat+tls:// targets"));
     let out = loadgen(&["udp://127.0.0.1:9", "--reconnect-every", "5"]);
     assert_eq!(out.status.code(), Some(2));
 }

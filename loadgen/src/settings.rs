@@ -1,0 +1,293 @@
+//! Checked settings: what a benchmark run needs, converted from the raw command line
+//! ([`crate::cli::Args`]) with every limit checked, and holding no clap type. [`Trust`] is how a
+//! TLS target's certificate is trusted.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use crate::cli::Args;
+use crate::payload::{MIN_LINE, SEQ_LEN};
+use crate::target::Target;
+
+/// A checked run description (see the command line for each field's meaning).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `None`: start ricochet in-process on 127.0.0.1:0 and benchmark it.
+    pub target: Option<Target>,
+    /// Chat fan-out load (a `chat://` target, or an embedded room).
+    pub chat: bool,
+    /// Chat: how many connections publish.
+    pub publishers: usize,
+    /// Connections (UDP: sockets).
+    pub connections: u32,
+    /// Bytes per message.
+    pub size: usize,
+    /// Messages in flight per connection at most.
+    pub depth: usize,
+    /// Measured period (duration mode).
+    pub duration: Option<Duration>,
+    /// Recorded messages to complete (message-count mode).
+    pub messages: Option<u64>,
+    /// Open loop: messages per second in total.
+    pub rate: Option<f64>,
+    /// Not recorded, before the measured period.
+    pub warmup: Duration,
+    /// Load threads.
+    pub threads: usize,
+    /// A message not echoed within this is an error (UDP: lost).
+    pub timeout: Duration,
+    /// Write an HdrHistogram interval log here.
+    pub hlog: Option<PathBuf>,
+    /// Show a progress line on stderr.
+    pub progress: bool,
+    /// Without a target: an embedded TLS listener.
+    pub tls: bool,
+    /// How a `tls://` or `chat+tls://` target is trusted.
+    pub trust: Trust,
+    /// Resume TLS sessions when reconnecting.
+    pub tls_resume: bool,
+    /// Close and reopen each connection after this many messages.
+    pub reconnect_every: Option<u64>,
+    /// Start the warm-up at this instant (several loadgens together).
+    pub start_at: Option<SystemTime>,
+}
+
+/// How a TLS target's certificate is trusted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trust {
+    /// Trust the certificates in this PEM file; `None`: the system's bundle.
+    pub ca: Option<PathBuf>,
+    /// Verify nothing (still encrypted); said in the report.
+    pub insecure: bool,
+    /// The server name to ask for and verify; `None`: the target's host.
+    pub sni: Option<String>,
+}
+
+impl From<&crate::cli::TlsArgs> for Trust {
+    fn from(args: &crate::cli::TlsArgs) -> Trust {
+        Trust { ca: args.tls_ca.clone(), insecure: args.insecure, sni: args.sni.clone() }
+    }
+}
+
+impl Trust {
+    /// The TLS client for a target whose host is `host`.
+    pub fn client(&self, host: &str, resume: bool) -> Result<crate::tls::TlsClient, String> {
+        let name = self.sni.as_deref().unwrap_or(host);
+        crate::tls::TlsClient::new(self.ca.as_deref(), self.insecure, name, resume)
+    }
+}
+
+/// Largest message accepted on a stream (each connection keeps depth × size bytes).
+const MAX_STREAM_SIZE: u64 = 64 << 20;
+/// Largest UDP payload over IPv4.
+const MAX_DATAGRAM: u64 = 65507;
+/// Longest chat line: ricochet's default --max-line, plus the newline.
+const MAX_LINE: u64 = 64 * 1024 + 1;
+
+impl TryFrom<&Args> for Settings {
+    type Error = String;
+
+    fn try_from(args: &Args) -> Result<Settings, String> {
+        let target = args.target.as_deref().map(Target::parse).transpose()?;
+        let udp = target.as_ref().is_some_and(Target::is_udp);
+        let chat = args.chat || target.as_ref().is_some_and(Target::is_chat);
+        if args.connections == 0 || args.connections > 100_000 {
+            return Err(format!("--connections {} must be between 1 and 100000", args.connections));
+        }
+        if udp && !(SEQ_LEN as u64..=MAX_DATAGRAM).contains(&args.size) {
+            return Err(format!(
+                "--size {} for UDP must be between {SEQ_LEN} (the sequence number) and {MAX_DATAGRAM}",
+                args.size
+            ));
+        }
+        if chat {
+            if !(MIN_LINE as u64..=MAX_LINE).contains(&args.size) {
+                return Err(format!(
+                    "--size {} for chat must be between {MIN_LINE} (a line's publisher, number \
+                     and newline) and {MAX_LINE} (ricochet's default --max-line)",
+                    args.size
+                ));
+            }
+            if args.connections < 2 {
+                return Err(
+                    "chat needs --connections 2 or more: lines go to the other members".into()
+                );
+            }
+            if args.threads > 1 {
+                return Err("chat runs its members on one thread: leave --threads at 1".into());
+            }
+            if args.publishers.is_some_and(|p| p == 0 || p > args.connections) {
+                return Err(format!(
+                    "--publishers {} must be between 1 and --connections ({})",
+                    args.publishers.unwrap_or(0),
+                    args.connections
+                ));
+            }
+        } else if args.publishers.is_some() {
+            return Err("--publishers is for chat:// targets (or --chat)".into());
+        }
+        if !udp && !chat && !(1..=MAX_STREAM_SIZE).contains(&args.size) {
+            return Err(format!("--size {} must be between 1 byte and 64MiB", args.size));
+        }
+        if args.depth == 0 || args.depth > 65536 {
+            return Err(format!("--depth {} must be between 1 and 65536", args.depth));
+        }
+        let threads = match args.threads {
+            0 if chat => 1,
+            0 => (ricochet::sys::cpus_available() as u32).clamp(1, args.connections.min(256)),
+            n => n,
+        };
+        if threads > 256 || threads > args.connections || (chat && threads != 1) {
+            return Err(format!(
+                "--threads {} must be between 1 and min(256, --connections)",
+                args.threads
+            ));
+        }
+        if let Some(rate) = args.rate {
+            if !(rate.is_finite() && (crate::schedule::MIN_RATE..=1e9).contains(&rate)) {
+                return Err(format!(
+                    "--rate {rate} must be between {} and 1e9 messages per second",
+                    crate::schedule::MIN_RATE
+                ));
+            }
+        }
+        if args.duration == Some(Duration::ZERO) {
+            return Err("--duration must be longer than 0".into());
+        }
+        if args.timeout.is_zero() {
+            return Err("--timeout must be longer than 0".into());
+        }
+        let tls = args.tls || target.as_ref().is_some_and(Target::is_tls);
+        if !tls {
+            if let Some(flag) = args.trust.given().or(args.tls_resume.then_some("--tls-resume")) {
+                return Err(format!("{flag} is for tls:// and chat+tls:// targets (or --tls)"));
+            }
+        }
+        if let Some(n) = args.reconnect_every {
+            if n == 0 {
+                return Err("--reconnect-every must be at least 1".into());
+            }
+            if udp || chat {
+                return Err("--reconnect-every is for stream echo targets (tcp, unix, tls)".into());
+            }
+        }
+        let duration = match args.messages {
+            Some(_) => None,
+            None => Some(args.duration.unwrap_or(Duration::from_secs(10))),
+        };
+        let default_warmup =
+            if args.messages.is_some() { Duration::ZERO } else { Duration::from_secs(1) };
+        Ok(Settings {
+            target,
+            chat,
+            publishers: args.publishers.unwrap_or(args.connections) as usize,
+            connections: args.connections,
+            size: args.size as usize,
+            depth: args.depth as usize,
+            duration,
+            messages: args.messages,
+            rate: args.rate,
+            warmup: args.warmup.unwrap_or(default_warmup),
+            threads: threads as usize,
+            timeout: args.timeout,
+            hlog: args.hlog.clone(),
+            progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            tls: args.tls,
+            trust: Trust::from(&args.trust),
+            tls_resume: args.tls_resume,
+            reconnect_every: args.reconnect_every,
+            start_at: args.start_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Command;
+    use clap::Parser;
+
+    fn settings(argv: &[&str]) -> Result<Settings, String> {
+        let args = Args::try_parse_from(std::iter::once("loadgen").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Settings::try_from(&args)
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.target, None);
+        assert_eq!((s.connections, s.size, s.depth, s.threads), (50, 64, 1, 1));
+        assert_eq!(s.duration, Some(Duration::from_secs(10)));
+        assert_eq!(s.warmup, Duration::from_secs(1));
+        assert_eq!(s.timeout, Duration::from_secs(5));
+        assert_eq!(s.rate, None);
+    }
+
+    #[test]
+    fn chat_settings() {
+        let s = settings(&["chat://127.0.0.1:7008", "-c", "10", "--publishers", "2"]).unwrap();
+        assert!(s.chat);
+        assert_eq!((s.connections, s.publishers), (10, 2));
+        let s = settings(&["--chat", "-c", "3"]).unwrap();
+        assert!(s.chat && s.target.is_none());
+        assert_eq!(s.publishers, 3, "all members publish by default");
+    }
+
+    #[test]
+    fn messages_mode_has_no_warmup_by_default() {
+        let s = settings(&["-n", "1000", "127.0.0.1:1"]).unwrap();
+        assert_eq!((s.duration, s.messages, s.warmup), (None, Some(1000), Duration::ZERO));
+        let s = settings(&["-n", "1000", "--warmup", "2s"]).unwrap();
+        assert_eq!(s.warmup, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn threads_0_is_one_per_cpu_at_most_one_per_connection() {
+        let s = settings(&["--threads", "0"]).unwrap();
+        assert_eq!(s.threads, ricochet::sys::cpus_available().min(50));
+        assert_eq!(settings(&["-c", "1", "--threads", "0"]).unwrap().threads, 1);
+    }
+
+    #[test]
+    fn rejects_nonsense() {
+        for argv in [
+            &["-c", "0"][..],
+            &["-s", "0"],
+            &["-s", "65MiB"],
+            &["udp://127.0.0.1:1", "-s", "4"],
+            &["udp://127.0.0.1:1", "-s", "65508"],
+            &["-d", "0"],
+            &["-c", "2", "--threads", "3"],
+            &["-r", "0"],
+            &["-r", "-5"],
+            &["-t", "0s"],
+            &["-n", "0"],
+            &["-t", "1s", "-n", "5"],
+            &["--timeout", "0s"],
+            &["http://x:1"],
+            &["chat://127.0.0.1:1", "-c", "1"],
+            &["chat://127.0.0.1:1", "-s", "20"],
+            &["chat://127.0.0.1:1", "-c", "4", "--publishers", "5"],
+            &["chat://127.0.0.1:1", "--publishers", "0"],
+            &["chat://127.0.0.1:1", "-c", "4", "--threads", "2"],
+            &["127.0.0.1:1", "--publishers", "1"],
+            &["--chat", "127.0.0.1:1"],
+        ] {
+            assert!(settings(argv).is_err(), "{argv:?} accepted");
+        }
+    }
+
+    #[test]
+    fn probe_subcommand() {
+        let args =
+            Args::try_parse_from(["loadgen", "probe", "unix:/tmp/x", "--message", "hi"]).unwrap();
+        match args.command {
+            Some(Command::Probe { target, message, timeout, .. }) => {
+                assert_eq!((target.as_str(), message.as_str()), ("unix:/tmp/x", "hi"));
+                assert_eq!(timeout, Duration::from_secs(2));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
