@@ -23,15 +23,16 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::Ordering;
+
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token};
+use mio::event::Event;
+use mio::{Interest, Token};
 
+use crate::engine::{Engine, Plan, Workload};
 use crate::payload;
-use crate::reactor::{self, Plan, Tick, HLOG_INTERVAL, MAINTENANCE, TICK};
 use crate::schedule::Schedule;
-use crate::tally::{Cause, Tally};
+use crate::tally::Cause;
 use crate::target::Address;
 use crate::wire::{Socket, Wire};
 
@@ -61,9 +62,8 @@ struct Publisher {
     /// Sequence number of `lines[0]`.
     base: u64,
     lines: VecDeque<Line>,
-    /// Closed loop: the newest lines, not yet written; they start when the write that takes
-    /// them happens (a write that takes only part of them stamps them all: a latency can only be
-    /// overstated by it, never understated).
+    /// Closed loop: the newest lines, whose first byte has not been written yet; each starts
+    /// when the write that takes its first byte happens (the rule echo messages follow too).
     unstamped: usize,
 }
 
@@ -99,12 +99,10 @@ enum Stage {
     Running,
 }
 
-struct Worker {
-    plan: Plan,
-    poll: Poll,
+/// The chat load of the (one) thread that serves the room.
+pub(crate) struct ChatLoad {
     members: Vec<Member>,
     pubs: Vec<Publisher>,
-    tally: Tally,
     scratch: Vec<u8>,
     check: Vec<u8>,
     dirty: Vec<usize>,
@@ -112,150 +110,40 @@ struct Worker {
     schedule: Option<Schedule>,
     /// Open loop: the publisher the next line goes to.
     turn: usize,
-    issuing_done: bool,
     stage: Stage,
+    /// Joining: every member must be in the room by then.
+    join_deadline: Instant,
+    /// Joining: when the next sync line goes out.
+    next_sync: Instant,
     /// Deliveries each line needs: every member but its publisher.
     receivers: u32,
 }
 
-/// Runs the room's load to the end of the run; returns what it measured.
-pub fn run(plan: Plan) -> io::Result<Tally> {
-    let poll = Poll::new()?;
-    let n = plan.conn_ids.len();
-    let publishers = plan.publishers.min(n);
-    let mut members = Vec::with_capacity(n);
-    for i in 0..n {
-        let (mut socket, tls) = match &plan.endpoint.address {
-            Address::Tcp(addr) => (Socket::tcp(*addr)?, None),
-            Address::Tls(addr) => (Socket::tcp(*addr)?, plan.tls.as_deref()),
-            Address::Unix(path) => (Socket::unix(path)?, None),
-            Address::Udp(_) => return Err(io::Error::other("a chat room is not served over UDP")),
-        };
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        poll.registry().register(socket.source(), Token(i), interest)?;
-        members.push(Member {
-            socket,
-            wire: Wire::new(tls)?,
-            phase: Phase::Connecting,
-            publisher: (i < publishers).then_some(i),
-            out: Vec::new(),
-            written: 0,
-            write_blocked: false,
-            carry: Vec::new(),
-            next: vec![0; publishers],
-            synced: false,
-            read_closed: false,
-        });
-    }
-    let record_from = if plan.tickets.is_some() { plan.start } else { plan.warmup_end };
-    let mut worker = Worker {
-        members,
-        pubs: (0..publishers)
-            .map(|member| Publisher { member, base: 0, lines: VecDeque::new(), unstamped: 0 })
-            .collect(),
-        tally: Tally::new(plan.hlog, plan.start, record_from),
-        scratch: vec![0; 256 * 1024],
-        check: Vec::new(),
-        dirty: Vec::with_capacity(n),
-        listed: vec![false; n],
-        schedule: None,
-        turn: 0,
-        issuing_done: false,
-        stage: Stage::Joining,
-        receivers: n as u32 - 1,
-        poll,
-        plan,
-    };
-    worker.run()
-}
-
-impl Worker {
-    fn run(&mut self) -> io::Result<Tally> {
-        let mut tick = match self.plan.rate {
-            Some(_) => Some(Tick::new(&self.poll)?),
-            None => None,
-        };
-        let mut events = Events::with_capacity(1024);
-        let join_deadline = Instant::now() + self.plan.timeout;
-        let mut next_sync = Instant::now();
-        let mut next_maintenance = Instant::now();
-        let mut next_interval = self.plan.warmup_end + HLOG_INTERVAL;
-        let mut interval_index = 0;
-        loop {
-            let now = Instant::now();
-            let mut wake = next_maintenance;
-            if self.stage == Stage::Joining {
-                wake = wake.min(next_sync);
-            }
-            if let Some(end) = self.plan.end {
-                wake = wake.min(end);
-            }
-            if let (Some(schedule), Some(tick)) = (&self.schedule, &mut tick) {
-                if !self.issuing_done {
-                    let due = schedule.next_due();
-                    if due > now {
-                        tick.arm(due, &self.tally)?;
-                    } else {
-                        wake = now;
-                    }
-                }
-            }
-            match self.poll.poll(&mut events, Some(wake.saturating_duration_since(now))) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            let now = Instant::now();
-            for event in events.iter() {
-                match event.token() {
-                    TICK => {
-                        if let Some(tick) = &mut tick {
-                            tick.fired();
-                        }
-                    }
-                    Token(i) => self.serve(i, event),
-                }
-            }
-            match self.stage {
-                Stage::Joining => {
-                    if now >= join_deadline {
-                        return Err(io::Error::other(
-                            "the members did not all join the room within --timeout (is the \
-                             target a chat room that sends each line to the other members?)",
-                        ));
-                    }
-                    if now >= next_sync {
-                        next_sync = now + SYNC_EVERY;
-                        self.join_step(now);
-                    }
-                }
-                Stage::Running => self.issue_due(now),
-            }
-            self.flush_dirty();
-            if now >= next_maintenance {
-                next_maintenance = now + MAINTENANCE;
-                self.expire(now);
-                self.plan.progress.store(self.tally.messages, Ordering::Relaxed);
-                while now >= next_interval {
-                    reactor::send_interval(&self.plan.reports, &mut self.tally, interval_index);
-                    interval_index += 1;
-                    next_interval += HLOG_INTERVAL;
-                }
-            }
-            if self.finished(now) {
-                break;
-            }
+impl ChatLoad {
+    pub(crate) fn new(plan: &Plan) -> ChatLoad {
+        let n = plan.conn_ids.len();
+        ChatLoad {
+            members: Vec::with_capacity(n),
+            pubs: (0..plan.publishers.min(n))
+                .map(|member| Publisher { member, base: 0, lines: VecDeque::new(), unstamped: 0 })
+                .collect(),
+            scratch: vec![0; 256 * 1024],
+            check: Vec::new(),
+            dirty: Vec::with_capacity(n),
+            listed: vec![false; n],
+            schedule: None,
+            turn: 0,
+            stage: Stage::Joining,
+            join_deadline: Instant::now() + plan.timeout,
+            next_sync: Instant::now(),
+            receivers: n as u32 - 1,
         }
-        reactor::send_interval(&self.plan.reports, &mut self.tally, interval_index);
-        self.close_all(&mut events);
-        self.plan.progress.store(self.tally.messages, Ordering::Relaxed);
-        Ok(std::mem::replace(&mut self.tally, Tally::new(false, self.plan.start, self.plan.start)))
     }
 
     /// Joining: once every member is connected, member 0 says `#sync` until all others heard
     /// it, then member 1 until member 0 heard it. A member that heard a line from another was in
     /// the room when that line went out, so it receives everything published after.
-    fn join_step(&mut self, now: Instant) {
+    fn join_step(&mut self, e: &mut Engine, now: Instant) {
         if self.members.iter().any(|m| m.phase != Phase::Up) {
             return;
         }
@@ -265,11 +153,11 @@ impl Worker {
             self.queue(1, SYNC);
         } else {
             self.stage = Stage::Running;
-            match self.plan.rate {
+            match e.plan.rate {
                 Some(rate) => self.schedule = Some(Schedule::new(now, rate)),
                 None => {
                     for p in 0..self.pubs.len() {
-                        self.publish(p, now, self.plan.depth);
+                        self.publish(e, p, now, e.plan.depth);
                     }
                 }
             }
@@ -290,7 +178,7 @@ impl Worker {
         }
     }
 
-    fn serve(&mut self, m: usize, event: &mio::event::Event) {
+    fn on_event(&mut self, e: &mut Engine, m: usize, event: &Event) {
         let Some(member) = self.members.get_mut(m) else { return };
         match member.phase {
             Phase::Dead => {}
@@ -303,8 +191,8 @@ impl Worker {
                 match connected {
                     Ok(true) => member.phase = Phase::Up,
                     Ok(false) => {}
-                    Err(e) if crate::wire::refused(&e) => self.kill(m, Cause::Refused),
-                    Err(_) => self.kill(m, Cause::ConnectFailed),
+                    Err(err) if crate::wire::refused(&err) => self.kill(e, m, Cause::Refused),
+                    Err(_) => self.kill(e, m, Cause::ConnectFailed),
                 }
             }
             Phase::Up => {
@@ -313,22 +201,22 @@ impl Worker {
                     match member.wire.on_writable(member.socket.fd()) {
                         Ok(true) if member.write_blocked => {
                             member.write_blocked = false;
-                            self.flush(m);
+                            self.flush(e, m);
                         }
                         Ok(true) => {}
                         Ok(false) => member.write_blocked = true,
-                        Err(e) => return self.kill(m, Cause::of(&e)),
+                        Err(err) => return self.kill(e, m, Cause::of(&err)),
                     }
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    self.on_readable(m);
+                    self.on_readable(e, m);
                 }
             }
         }
     }
 
     /// Reads every line waiting for member `m`.
-    fn on_readable(&mut self, m: usize) {
+    fn on_readable(&mut self, e: &mut Engine, m: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
         loop {
             if self.members[m].phase != Phase::Up {
@@ -340,25 +228,25 @@ impl Worker {
             member.read_closed |= member.wire.saw_end();
             let n = match read {
                 Ok(0) => {
-                    self.kill(m, Cause::ClosedByServer);
+                    self.kill(e, m, Cause::ClosedByServer);
                     break;
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.kill(m, Cause::of(&e));
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    self.kill(e, m, Cause::of(&err));
                     break;
                 }
             };
-            let at = self.tally.now_ns(); // when this member read it
+            let at = e.tally.now_ns(); // when this member read it
             let mut data = &scratch[..n];
             let mut carry = std::mem::take(&mut self.members[m].carry);
             if !carry.is_empty() {
                 match memchr::memchr(b'\n', data) {
                     Some(i) => {
                         carry.extend_from_slice(&data[..i]);
-                        self.line(m, &carry, at);
+                        self.line(e, m, &carry, at);
                         carry.clear();
                         data = &data[i + 1..];
                     }
@@ -370,14 +258,14 @@ impl Worker {
             }
             let mut start = 0;
             for end in memchr::memchr_iter(b'\n', data) {
-                self.line(m, &data[start..end], at);
+                self.line(e, m, &data[start..end], at);
                 start = end + 1;
             }
             data = &data[start..];
             carry.extend_from_slice(data);
-            if carry.len() > self.plan.size {
+            if carry.len() > e.plan.size {
                 // No line of this run is that long: what came is not what was sent.
-                self.tally.mismatches += 1;
+                e.tally.mismatches += 1;
                 carry.clear();
             }
             self.members[m].carry = carry;
@@ -389,19 +277,19 @@ impl Worker {
     }
 
     /// One line received by member `m` (without its `\n`) at `at` ns.
-    fn line(&mut self, m: usize, line: &[u8], at: u64) {
+    fn line(&mut self, e: &mut Engine, m: usize, line: &[u8], at: u64) {
         if line == SYNC {
             self.members[m].synced = true;
             return;
         }
         let member = &mut self.members[m];
         let Some((p, seq)) = payload::line_header(line) else {
-            self.tally.mismatches += 1; // not a line of this run
+            e.tally.mismatches += 1; // not a line of this run
             return;
         };
         let p = p as usize;
         if p >= self.pubs.len() || member.publisher == Some(p) {
-            self.tally.mismatches += 1; // a publisher that does not exist, or its own line back
+            e.tally.mismatches += 1; // a publisher that does not exist, or its own line back
             return;
         }
         let expected = member.next[p];
@@ -410,17 +298,17 @@ impl Worker {
             // Any other gap (lines missing or reordered), or a duplicate, is a mismatch.
             let skipped_expired = seq > expected && seq <= self.pubs[p].base;
             if !skipped_expired {
-                self.tally.mismatches += 1;
+                e.tally.mismatches += 1;
                 if seq < expected {
                     return; // a duplicate
                 }
             }
             member.next[p] = seq;
-            return self.line(m, line, at);
+            return self.line(e, m, line, at);
         }
         member.next[p] = seq + 1;
-        if payload::check_line(line, self.plan.size, &mut self.check) != Some((p as u32, seq)) {
-            self.tally.mismatches += 1; // the right header on corrupted bytes
+        if payload::check_line(line, e.plan.size, &mut self.check) != Some((p as u32, seq)) {
+            e.tally.mismatches += 1; // the right header on corrupted bytes
             return;
         }
         let publisher = &mut self.pubs[p];
@@ -430,16 +318,16 @@ impl Worker {
         let Some(sent) = publisher.lines.get_mut(index as usize) else { return };
         sent.remaining -= 1;
         if sent.record {
-            self.tally.delivery(at.saturating_sub(sent.start));
+            e.tally.delivery(at.saturating_sub(sent.start));
         }
         if index == 0 && sent.remaining == 0 {
-            self.complete(p, at);
+            self.complete(e, p, at);
         }
     }
 
     /// Pops the lines at the front of publisher `p` that every member has, and publishes as many
     /// new ones (closed loop).
-    fn complete(&mut self, p: usize, at: u64) {
+    fn complete(&mut self, e: &mut Engine, p: usize, at: u64) {
         let publisher = &mut self.pubs[p];
         let mut freed = 0;
         while publisher.lines.front().is_some_and(|l| l.remaining == 0) {
@@ -447,37 +335,37 @@ impl Worker {
             publisher.base += 1;
             freed += 1;
             if line.record {
-                self.tally.messages += 1;
-                self.tally.last_completion = Some(at);
+                e.tally.messages += 1;
+                e.tally.last_completion = Some(at);
             }
         }
         if freed > 0 && self.schedule.is_none() {
-            let now = self.tally.base + Duration::from_nanos(at);
-            self.publish(p, now, freed);
+            let now = e.tally.base + Duration::from_nanos(at);
+            self.publish(e, p, now, freed);
         }
     }
 
     /// Closed loop: publishes up to `n` lines from publisher `p`.
-    fn publish(&mut self, p: usize, now: Instant, n: usize) {
+    fn publish(&mut self, e: &mut Engine, p: usize, now: Instant, n: usize) {
         if self.members[self.pubs[p].member].phase != Phase::Up {
             return;
         }
         for _ in 0..n {
-            if !self.may_issue(now) {
+            if !e.may_issue(now) {
                 return;
             }
-            let Some(record) = self.flag(now) else { return };
+            let (record, 1) = e.admit(now, 1) else { return };
             // The turn's time until the write stamps it (the timeout needs a time meanwhile).
-            let at = self.tally.ns(now);
-            if self.issue(p, Line { start: at, sent: at, remaining: self.receivers, record }) {
+            let at = e.tally.ns(now);
+            if self.issue(e, p, Line { start: at, sent: at, remaining: self.receivers, record }) {
                 self.pubs[p].unstamped += 1;
             }
         }
     }
 
     /// Open loop: hands every line that came due to the next publisher with room.
-    fn issue_due(&mut self, now: Instant) {
-        while self.may_issue(now) {
+    fn issue_due(&mut self, e: &mut Engine, now: Instant) {
+        while e.may_issue(now) {
             let Some(schedule) = &self.schedule else { return };
             if schedule.next_due() > now {
                 return;
@@ -493,19 +381,19 @@ impl Worker {
             self.turn = p + 1;
             let Some(schedule) = &mut self.schedule else { return };
             let Some((_, intended)) = schedule.take_due(now) else { return };
-            let Some(record) = self.flag(intended) else { return };
+            let (record, 1) = e.admit(now, 1) else { return };
             let line = Line {
-                start: self.tally.ns(intended),
-                sent: self.tally.ns(now),
+                start: e.tally.ns(intended),
+                sent: e.tally.ns(now),
                 remaining: self.receivers,
                 record,
             };
-            self.issue(p, line);
+            self.issue(e, p, line);
         }
     }
 
     /// Queues `line` on publisher `p`'s connection; false if it is not up.
-    fn issue(&mut self, p: usize, line: Line) -> bool {
+    fn issue(&mut self, e: &mut Engine, p: usize, line: Line) -> bool {
         let publisher = &mut self.pubs[p];
         let m = publisher.member;
         if self.members[m].phase != Phase::Up {
@@ -515,60 +403,42 @@ impl Worker {
         publisher.lines.push_back(line);
         let out = &mut self.members[m].out;
         let from = out.len();
-        out.resize(from + self.plan.size, 0);
+        out.resize(from + e.plan.size, 0);
         payload::fill_line(&mut out[from..], p as u32, seq);
         self.mark(m);
         true
     }
 
-    fn may_issue(&self, now: Instant) -> bool {
-        !self.issuing_done && self.plan.end.is_none_or(|end| now < end)
-    }
-
-    /// Whether a line published at `at` is recorded (`None`: no more may be published): in
-    /// message-count mode a recorded line takes a ticket.
-    fn flag(&mut self, at: Instant) -> Option<bool> {
-        match &self.plan.tickets {
-            None => Some(at >= self.plan.warmup_end),
-            Some(_) if at < self.plan.warmup_end => Some(false),
-            Some(tickets) => {
-                if tickets.fetch_sub(1, Ordering::Relaxed) > 0 {
-                    Some(true)
-                } else {
-                    self.issuing_done = true;
-                    None
-                }
-            }
-        }
-    }
-
-    fn flush_dirty(&mut self) {
+    fn flush_dirty(&mut self, e: &mut Engine) {
         for k in 0..self.dirty.len() {
             let m = self.dirty[k];
             self.listed[m] = false;
             if !self.members[m].write_blocked {
-                self.flush(m);
+                self.flush(e, m);
             }
         }
         self.dirty.clear();
     }
 
     /// Writes member `m`'s queued lines, in one syscall unless the socket is full.
-    fn flush(&mut self, m: usize) {
+    fn flush(&mut self, e: &mut Engine, m: usize) {
         let member = &mut self.members[m];
         if member.phase != Phase::Up || member.written == member.out.len() {
             return;
         }
         let publisher = member.publisher.filter(|&p| self.pubs[p].unstamped > 0);
-        let now = if publisher.is_some() { self.tally.now_ns() } else { 0 };
+        let now = if publisher.is_some() { e.tally.now_ns() } else { 0 };
         let result = member.wire.write(member.socket.fd(), &member.out[member.written..]);
-        if let (Some(p), Ok((1.., _))) = (publisher, &result) {
+        if let (Some(p), Ok((n @ 1.., _))) = (publisher, &result) {
+            // The lines whose first byte went out start now; the rest when their bytes go.
             let publisher = &mut self.pubs[p];
-            let newest = publisher.lines.len() - publisher.unstamped.min(publisher.lines.len());
-            for line in publisher.lines.range_mut(newest..) {
+            let unstamped = publisher.unstamped.min(publisher.lines.len());
+            let went = went_out(member.out.len(), member.written + n, unstamped, e.plan.size);
+            let first = publisher.lines.len() - unstamped;
+            for line in publisher.lines.range_mut(first..first + went) {
                 (line.start, line.sent) = (now, now);
             }
-            publisher.unstamped = 0;
+            publisher.unstamped = unstamped - went;
         }
         match result {
             Ok((n, blocked)) => {
@@ -579,25 +449,25 @@ impl Worker {
                     member.written = 0;
                 }
             }
-            Err(e) => self.kill(m, Cause::of(&e)),
+            Err(err) => self.kill(e, m, Cause::of(&err)),
         }
     }
 
     /// Member `m` failed: count why; it is not replaced.
-    fn kill(&mut self, m: usize, cause: Cause) {
+    fn kill(&mut self, e: &mut Engine, m: usize, cause: Cause) {
         let member = &mut self.members[m];
         if member.phase == Phase::Dead {
             return;
         }
         member.phase = Phase::Dead;
-        let _ = self.poll.registry().deregister(member.socket.source());
-        self.tally.error(cause);
+        let _ = e.poll.registry().deregister(member.socket.source());
+        e.tally.error(cause);
     }
 
     /// Lines older than the timeout: the deliveries still missing are lost.
-    fn expire(&mut self, now: Instant) {
-        let now_ns = self.tally.ns(now);
-        let timeout = self.plan.timeout.as_nanos() as u64;
+    fn expire(&mut self, e: &mut Engine, now: Instant) {
+        let now_ns = e.tally.ns(now);
+        let timeout = e.plan.timeout.as_nanos() as u64;
         for p in 0..self.pubs.len() {
             let publisher = &mut self.pubs[p];
             let mut freed = 0;
@@ -606,9 +476,9 @@ impl Worker {
                     break;
                 }
                 if line.record {
-                    self.tally.lost += line.remaining as u64;
+                    e.tally.lost += line.remaining as u64;
                     if line.remaining == 0 {
-                        self.tally.messages += 1;
+                        e.tally.messages += 1;
                     }
                 }
                 publisher.lines.pop_front();
@@ -616,25 +486,89 @@ impl Worker {
                 freed += 1;
             }
             if freed > 0 && self.schedule.is_none() && self.stage == Stage::Running {
-                self.publish(p, now, freed);
+                self.publish(e, p, now, freed);
             }
         }
     }
+}
 
-    fn finished(&self, now: Instant) -> bool {
-        if self.plan.stop.load(Ordering::Relaxed) {
-            return true;
+impl Workload for ChatLoad {
+    fn start(&mut self, e: &mut Engine, _now: Instant) -> io::Result<()> {
+        let n = e.plan.conn_ids.len();
+        for i in 0..n {
+            let (mut socket, tls) = match &e.plan.endpoint.address {
+                Address::Tcp(addr) => (Socket::tcp(*addr)?, None),
+                Address::Tls(addr) => (Socket::tcp(*addr)?, e.plan.tls.as_deref()),
+                Address::Unix(path) => (Socket::unix(path)?, None),
+                Address::Udp(_) => {
+                    return Err(io::Error::other("a chat room is not served over UDP"));
+                }
+            };
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            e.poll.registry().register(socket.source(), Token(i), interest)?;
+            self.members.push(Member {
+                socket,
+                wire: Wire::new(tls)?,
+                phase: Phase::Connecting,
+                publisher: (i < self.pubs.len()).then_some(i),
+                out: Vec::new(),
+                written: 0,
+                write_blocked: false,
+                carry: Vec::new(),
+                next: vec![0; self.pubs.len()],
+                synced: false,
+                read_closed: false,
+            });
         }
+        Ok(())
+    }
+
+    fn serve(&mut self, e: &mut Engine, i: usize, event: &Event, _now: Instant) {
+        self.on_event(e, i, event);
+    }
+
+    fn turn(&mut self, e: &mut Engine, now: Instant) -> io::Result<()> {
+        match self.stage {
+            Stage::Joining => {
+                if now >= self.join_deadline {
+                    return Err(io::Error::other(
+                        "the members did not all join the room within --timeout (is the target \
+                         a chat room that sends each line to the other members?)",
+                    ));
+                }
+                if now >= self.next_sync {
+                    self.next_sync = now + SYNC_EVERY;
+                    self.join_step(e, now);
+                }
+            }
+            Stage::Running => self.issue_due(e, now),
+        }
+        self.flush_dirty(e);
+        Ok(())
+    }
+
+    fn maintain(&mut self, e: &mut Engine, now: Instant) {
+        self.expire(e, now);
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.schedule.as_ref().map(Schedule::next_due)
+    }
+
+    fn wake_by(&self) -> Option<Instant> {
+        (self.stage == Stage::Joining).then_some(self.next_sync)
+    }
+
+    fn finished(&self, e: &Engine, now: Instant) -> bool {
         self.stage == Stage::Running
-            && !self.may_issue(now)
+            && !e.may_issue(now)
             && self.pubs.iter().all(|p| p.lines.is_empty())
     }
 
-    /// Half-closes every member and reads until the server closes it (at most
-    /// `CLOSE_GRACE`), so no unread data makes the kernel reset the connection.
-    fn close_all(&mut self, events: &mut Events) {
-        let mut open: Vec<bool> = self
-            .members
+    /// Half-closes every member (close_notify first over TLS); the engine then reads each until
+    /// the server closes it, so no unread data makes the kernel reset the connection.
+    fn begin_close(&mut self, _e: &mut Engine) -> Vec<bool> {
+        self.members
             .iter_mut()
             .map(|m| {
                 m.phase == Phase::Up && {
@@ -642,19 +576,48 @@ impl Worker {
                     m.socket.shutdown_write()
                 }
             })
-            .collect();
-        let (members, scratch) = (&mut self.members, &mut self.scratch);
-        reactor::await_eofs(&mut self.poll, events, &mut open, |m| {
-            let member = &mut members[m];
-            loop {
-                match member.wire.read(member.socket.fd(), scratch) {
-                    Ok(0) => return true,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                    Err(_) => return true,
-                }
+            .collect()
+    }
+
+    fn drain(&mut self, m: usize) -> bool {
+        let member = &mut self.members[m];
+        loop {
+            match member.wire.read(member.socket.fd(), &mut self.scratch) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => return true,
             }
-        });
+        }
+    }
+}
+
+/// Of the newest `unstamped` lines of `size` bytes at the end of `out_len` queued bytes, how many
+/// have their first byte among the first `written` bytes (the oldest of them first).
+fn went_out(out_len: usize, written: usize, unstamped: usize, size: usize) -> usize {
+    let first = out_len.saturating_sub(unstamped * size);
+    match written > first {
+        true => (written - first).div_ceil(size).min(unstamped),
+        false => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::went_out;
+
+    /// A partial write starts exactly the lines whose first byte it took (chat once stamped
+    /// every waiting line at any write that took a byte).
+    #[test]
+    fn a_partial_write_starts_only_the_lines_it_began() {
+        // 100 bytes queued: 20 already stamped, then 4 unstamped lines of 20 bytes.
+        assert_eq!(went_out(100, 20, 4, 20), 0, "nothing of the unstamped lines went");
+        assert_eq!(went_out(100, 21, 4, 20), 1, "one byte of the first");
+        assert_eq!(went_out(100, 40, 4, 20), 1, "the first whole, not a byte of the second");
+        assert_eq!(went_out(100, 41, 4, 20), 2);
+        assert_eq!(went_out(100, 100, 4, 20), 4, "everything");
+        assert_eq!(went_out(80, 80, 4, 20), 4, "only unstamped lines queued");
+        assert_eq!(went_out(80, 0, 4, 20), 0);
     }
 }

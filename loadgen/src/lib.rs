@@ -9,8 +9,10 @@
 //! - [`target`]: `HOST:PORT`, `tcp://`, `udp://`, `unix:`, `tls://`, `chat://` targets and their
 //!   resolution; [`tls`]: the TLS client side (trust, server name, record pumping).
 //! - [`run`]: one benchmark: embedded server or preflight, threads, progress, hlog, merge.
-//! - [`reactor`]: one load thread's mio loop.
-//! - [`chat`]: the chat room's fan-out load (`chat://`): members, publishers, per-delivery checks.
+//! - [`engine`]: one load thread's loop, shared by every workload: poll, the open loop's timer,
+//!   maintenance and intervals, the one admission rule, the polite close.
+//! - [`echo`]: the echo workload (streams and datagrams); [`chat`]: the chat room's fan-out
+//!   workload (members, publishers, per-delivery checks).
 //! - [`client`]: one connection: send queue, echo verification, completions.
 //! - [`wire`]: a stream connection's transport: the socket (TCP, Unix) and the bytes over it,
 //!   in the clear or through TLS; every stream workload reads and writes through it.
@@ -27,11 +29,12 @@
 pub mod chat;
 pub mod cli;
 pub mod client;
+pub mod echo;
+pub mod engine;
 pub mod merge;
 pub mod payload;
 pub mod plot;
 pub mod probe;
-pub mod reactor;
 pub mod report;
 pub mod results;
 pub mod run;

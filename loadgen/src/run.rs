@@ -10,12 +10,23 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 
+use crate::engine::{self, Interval, Plan, Report};
 use crate::probe;
-use crate::reactor::{self, Interval, Plan, Report};
 use crate::report::{self, HlogWriter, Merged, RunInfo};
 use crate::tally::new_histogram;
 use crate::target::{Address, Endpoint, Target, Workload};
 use crate::Error;
+
+/// One load thread: its workload, driven by the engine to the end of the run.
+fn load_thread(plan: Plan) -> std::io::Result<crate::tally::Tally> {
+    let reports = plan.reports.clone();
+    let result = match plan.endpoint.workload {
+        Workload::Chat => engine::drive(plan, crate::chat::ChatLoad::new),
+        Workload::Echo => engine::drive(plan, crate::echo::EchoLoad::new),
+    };
+    let _ = reports.send(Report::Finished);
+    result
+}
 
 /// Waits until `at` (a countdown on the progress line when there is one); Ctrl-C ends the wait.
 fn wait_until(at: SystemTime, progress: bool, stop: &AtomicBool) -> Result<(), Error> {
@@ -143,7 +154,7 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
         };
         let thread = std::thread::Builder::new()
             .name(format!("loadgen-{t}"))
-            .spawn(move || reactor::run(plan))
+            .spawn(move || load_thread(plan))
             .map_err(Error::io("starting a load thread"))?;
         threads.push(thread);
     }

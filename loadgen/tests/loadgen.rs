@@ -321,6 +321,42 @@ fn latency_runs_from_the_write_to_the_echo() {
     assert!(min > 0.0 && max < 1_000_000.0, "{v}");
 }
 
+/// One admission rule for every workload: a message counts when it is handed over in the
+/// measured period, and is waited for however late it completes. Against a server that holds
+/// every echo 300 ms, one closed-loop connection over a 1 s period hands over messages at 0,
+/// 0.3, 0.6 and 0.9 s: all four count, the last completing at 1.2 s, after the period (counted
+/// at completion, as echo once was, it would have been three). Chat lines follow the same rule,
+/// so every counted line's deliveries are all counted: deliveries are exactly lines × (members
+/// − 1) in a timed run too.
+#[test]
+fn a_message_counts_when_handed_over_in_the_period() {
+    let server = ricochet::spawn(Config {
+        faults: vec![Some(ricochet::Faults::parse("latency=300ms").unwrap())],
+        ..Config::ephemeral()
+    })
+    .unwrap();
+    let target = server.tcp_addr().unwrap().to_string();
+    let started = Instant::now();
+    let out = loadgen(&[&target, "-c", "1", "-t", "1s", "--warmup", "0s", "--json"]);
+    let v = json(&out);
+    assert_eq!(v["messages"], 4, "{v}");
+    assert!(v["latency_us"]["min"].as_f64().unwrap() >= 300_000.0, "{v}");
+    assert!(started.elapsed() >= Duration::from_millis(1200), "the last message was waited for");
+
+    let room = ricochet::spawn(Config {
+        listeners: vec![ListenSpec::chat("127.0.0.1:0".parse().unwrap())],
+        ..Config::default()
+    })
+    .unwrap();
+    let target = format!("chat://{}", room.chat_addr().unwrap());
+    let out = loadgen(&[&target, "-c", "6", "-d", "8", "-t", "1s", "--warmup", "300ms", "--json"]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    let lines = v["messages"].as_u64().unwrap();
+    assert!(lines > 100, "{v}");
+    assert_eq!(v["deliveries"].as_u64().unwrap(), lines * 5, "{v}");
+}
+
 /// A server that corrupts one byte: exactly one mismatch, exit status 1.
 #[test]
 fn a_corrupted_byte_is_a_mismatch() {

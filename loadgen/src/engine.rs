@@ -1,0 +1,348 @@
+//! One load thread's engine, shared by every workload: the poll loop, the open loop's timerfd,
+//! the maintenance cadence (timeouts, reconnects, progress) and per-second intervals, the end of
+//! the run and the polite close. A [`Workload`] (stream or datagram echo in `echo.rs`, chat in
+//! `chat.rs`) says what to do with its connections; the engine says when.
+//!
+//! A turn: poll (until the next maintenance, the end of the run, the workload's own wake-up, or
+//! the timerfd armed for the open loop's next intended send) → the workload serves each event →
+//! the workload's turn (issue what came due, one write per connection with anything queued) →
+//! every [`MAINTENANCE`], the workload's maintenance and the intervals that closed → until the
+//! workload is finished or the run is stopped. Then every connection is closed politely: our end
+//! of stream, then the server's read (at most [`CLOSE_GRACE`]), so no unread data makes a kernel
+//! reset a connection.
+//!
+//! Static dispatch: the thread picks its workload once (`run.rs`), and [`drive`] is compiled for
+//! each.
+//!
+//! Open loop wakes on a timerfd armed for the next intended send time: poll's own timeout has
+//! millisecond granularity (rounded up), which would add up to a millisecond of client-made
+//! latency to messages measured from their intended time.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::event::Event;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::tally::Tally;
+use crate::target::Endpoint;
+
+pub(crate) const TICK: Token = Token(usize::MAX - 1);
+pub(crate) const MAINTENANCE: Duration = Duration::from_millis(10);
+pub(crate) const HLOG_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the end of a run waits for servers to finish echoing and close.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
+/// What a load thread tells the main thread while it runs.
+#[derive(Debug)]
+pub enum Report {
+    /// An hlog interval is complete.
+    Interval(Interval),
+    /// The thread has finished (its result is ready to join).
+    Finished,
+}
+
+/// One interval of latencies for the hlog, from one thread.
+#[derive(Debug)]
+pub struct Interval {
+    /// Interval number, counted from the end of the warm-up.
+    pub index: u64,
+    /// Latencies recorded in it, ns.
+    pub hist: Histogram<u64>,
+}
+
+/// What one load thread does.
+#[derive(Debug)]
+pub struct Plan {
+    /// Where to send load.
+    pub endpoint: Endpoint,
+    /// The global numbers of this thread's connections.
+    pub conn_ids: Vec<u32>,
+    /// Bytes per message.
+    pub size: usize,
+    /// Messages in flight per connection at most.
+    pub depth: usize,
+    /// Open loop: this thread's share of the rate, messages per second.
+    pub rate: Option<f64>,
+    /// When the run started (warm-up included).
+    pub start: Instant,
+    /// Messages sent before this are not recorded.
+    pub warmup_end: Instant,
+    /// Duration mode: stop at this time.
+    pub end: Option<Instant>,
+    /// Message-count mode: how many recorded messages may still be issued (shared by threads).
+    pub tickets: Option<Arc<AtomicI64>>,
+    /// A message not echoed within this is an error (streams) or lost (datagrams).
+    pub timeout: Duration,
+    /// Set to end the run early (Ctrl-C).
+    pub stop: Arc<AtomicBool>,
+    /// Recorded messages completed so far, for the progress line.
+    pub progress: Arc<AtomicU64>,
+    /// Send an interval (its latencies) every second of the measured period: for the JSON's
+    /// `intervals`, and the hlog.
+    pub hlog: bool,
+    /// Where to send intervals and the final [`Report::Finished`].
+    pub reports: Sender<Report>,
+    /// Chat: how many of the connections publish (the first ones).
+    pub publishers: usize,
+    /// `tls://`: how connections speak TLS.
+    pub tls: Option<Arc<crate::tls::TlsClient>>,
+    /// Close and reopen each connection after this many messages.
+    pub reconnect_every: Option<u64>,
+}
+
+/// A timerfd with nanosecond precision, for open-loop pacing.
+#[derive(Debug)]
+pub(crate) struct Tick {
+    fd: OwnedFd,
+    armed: Option<Instant>,
+}
+
+impl Tick {
+    pub(crate) fn new(poll: &Poll) -> io::Result<Tick> {
+        // SAFETY: plain syscall; the result is checked before use.
+        let fd = unsafe {
+            libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        poll.registry().register(&mut SourceFd(&fd.as_raw_fd()), TICK, Interest::READABLE)?;
+        // Let the kernel wake this thread within 1 ns of the timer, not the default 50 µs.
+        // SAFETY: PR_SET_TIMERSLACK takes an integer argument and affects this thread only.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+        Ok(Tick { fd, armed: None })
+    }
+
+    /// Fires at `at` unless already armed for that time. The timer is set to the absolute
+    /// CLOCK_MONOTONIC time (through `tally`'s clock), so a turn's time read before its work
+    /// does not delay the wake-up by that work.
+    pub(crate) fn arm(&mut self, at: Instant, tally: &Tally) -> io::Result<()> {
+        if self.armed == Some(at) {
+            return Ok(());
+        }
+        let raw = tally.clock.raw_at(tally.ns(at)).max(1);
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_value: libc::timespec {
+                tv_sec: (raw / 1_000_000_000) as libc::time_t,
+                tv_nsec: (raw % 1_000_000_000) as libc::c_long,
+            },
+        };
+        // SAFETY: a valid timerfd and a valid itimerspec.
+        let ret = unsafe {
+            libc::timerfd_settime(
+                self.fd.as_raw_fd(),
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            )
+        };
+        if ret != 0 {
+            // Unarmed, the open loop would wait for the next maintenance tick: a wrong latency.
+            return Err(io::Error::last_os_error());
+        }
+        self.armed = Some(at);
+        Ok(())
+    }
+
+    pub(crate) fn fired(&mut self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reading 8 bytes into an 8-byte buffer from our own timerfd.
+        unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+        self.armed = None;
+    }
+}
+
+/// What a workload is lent each call: the plan, the poll (register connections with its
+/// registry, by their index as token), the thread's tally, and the admission of messages.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    pub plan: Plan,
+    pub poll: Poll,
+    pub tally: Tally,
+    /// No more messages may be issued (message-count mode: the tickets ran out).
+    issuing_done: bool,
+}
+
+impl Engine {
+    /// Whether messages may be issued at `now`: before the end (duration mode), while tickets
+    /// last (message-count mode).
+    pub(crate) fn may_issue(&self, now: Instant) -> bool {
+        !self.issuing_done && self.plan.end.is_none_or(|end| now < end)
+    }
+
+    /// [`Engine::may_issue`], and in message-count mode whether any ticket is left (when none
+    /// is, issuing is done: the run ends once the counted messages complete).
+    pub(crate) fn more_to_issue(&mut self, now: Instant) -> bool {
+        let left = self.plan.tickets.as_ref().is_none_or(|t| t.load(Ordering::Relaxed) > 0);
+        self.issuing_done |= !left;
+        left && self.may_issue(now)
+    }
+
+    /// Admission, the one rule for every workload: a message (a chat line) counts when it is
+    /// handed to its connection in the measured period — at or after the warm-up's end, and,
+    /// in message-count mode, while tickets last (each counted message takes one). It is then
+    /// waited for, however long after the period it completes (at most the timeout), and all
+    /// of it counts: its latency (from its intended time in open loop, so an overloaded run's
+    /// backlog shows), and for a chat line every delivery. Returns whether messages handed over
+    /// at `at` count, and how many of `want` may be (fewer: issuing is done).
+    pub(crate) fn admit(&mut self, at: Instant, want: usize) -> (bool, usize) {
+        let counted = at >= self.plan.warmup_end;
+        let granted = match &self.plan.tickets {
+            Some(tickets) if counted => {
+                let before = tickets.fetch_sub(want as i64, Ordering::Relaxed);
+                before.clamp(0, want as i64) as usize
+            }
+            _ => want,
+        };
+        self.issuing_done |= granted < want;
+        (counted, granted)
+    }
+}
+
+/// A kind of load, driven by the engine.
+pub(crate) trait Workload {
+    /// Opens the connections.
+    fn start(&mut self, e: &mut Engine, now: Instant) -> io::Result<()>;
+    /// A readiness event for connection `i`.
+    fn serve(&mut self, e: &mut Engine, i: usize, event: &Event, now: Instant);
+    /// After the turn's events: issue what came due, write what is queued. An error ends the
+    /// run (a room that never formed).
+    fn turn(&mut self, e: &mut Engine, now: Instant) -> io::Result<()>;
+    /// Every [`MAINTENANCE`]: timeouts, losses, reconnects.
+    fn maintain(&mut self, e: &mut Engine, now: Instant);
+    /// The intended time of the next open-loop message, while the workload waits for time to
+    /// send it (the engine arms its timerfd for it).
+    fn next_due(&self) -> Option<Instant>;
+    /// Another time the workload wants a turn by, if any.
+    fn wake_by(&self) -> Option<Instant> {
+        None
+    }
+    /// Whether the run is over for this workload.
+    fn finished(&self, e: &Engine, now: Instant) -> bool;
+    /// The end: our end of stream on every connection; which ones to wait for.
+    fn begin_close(&mut self, e: &mut Engine) -> Vec<bool>;
+    /// Reads connection `i` (after [`Workload::begin_close`]): true once its end (or an error)
+    /// came.
+    fn drain(&mut self, i: usize) -> bool;
+    /// After the close: anything left to let go.
+    fn end(&mut self, _e: &mut Engine) {}
+}
+
+/// Runs one load thread's workload `W` (made by `make`) to the end of the run (see the
+/// module's doc); returns what it measured.
+pub(crate) fn drive<W: Workload>(plan: Plan, make: impl FnOnce(&Plan) -> W) -> io::Result<Tally> {
+    let record_from = if plan.tickets.is_some() { plan.start } else { plan.warmup_end };
+    let tally = Tally::new(plan.hlog, plan.start, record_from);
+    let mut work = make(&plan);
+    let mut e = Engine { poll: Poll::new()?, tally, plan, issuing_done: false };
+    let mut tick = match e.plan.rate {
+        Some(_) => Some(Tick::new(&e.poll)?),
+        None => None,
+    };
+    let mut events = Events::with_capacity(1024);
+    let mut next_maintenance = Instant::now();
+    let mut next_interval = e.plan.warmup_end + HLOG_INTERVAL;
+    let mut interval_index = 0;
+    work.start(&mut e, Instant::now())?;
+    // The turn's time, read once after each poll: the next turn plans its wait from it, late by
+    // that turn's work (microseconds; the open loop's timer is absolute).
+    let mut now = Instant::now();
+    loop {
+        let mut wake = next_maintenance;
+        for by in [e.plan.end, work.wake_by()].into_iter().flatten() {
+            wake = wake.min(by);
+        }
+        let due = work.next_due().filter(|_| e.may_issue(now));
+        if let (Some(due), Some(tick)) = (due, &mut tick) {
+            if due > now {
+                tick.arm(due, &e.tally)?;
+            } else {
+                wake = now;
+            }
+        }
+        if let Err(err) = e.poll.poll(&mut events, Some(wake.saturating_duration_since(now))) {
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+        now = Instant::now();
+        for event in events.iter() {
+            match event.token() {
+                TICK => {
+                    if let Some(tick) = &mut tick {
+                        tick.fired();
+                    }
+                }
+                Token(i) => work.serve(&mut e, i, event, now),
+            }
+        }
+        work.turn(&mut e, now)?;
+        if now >= next_maintenance {
+            next_maintenance = now + MAINTENANCE;
+            work.maintain(&mut e, now);
+            e.plan.progress.store(e.tally.messages, Ordering::Relaxed);
+            while now >= next_interval {
+                send_interval(&e.plan.reports, &mut e.tally, interval_index);
+                interval_index += 1;
+                next_interval += HLOG_INTERVAL;
+            }
+        }
+        if e.plan.stop.load(Ordering::Relaxed) || work.finished(&e, now) {
+            break;
+        }
+    }
+    send_interval(&e.plan.reports, &mut e.tally, interval_index);
+    let mut open = work.begin_close(&mut e);
+    await_eofs(&mut e.poll, &mut events, &mut open, |i| work.drain(i));
+    work.end(&mut e);
+    e.plan.progress.store(e.tally.messages, Ordering::Relaxed);
+    Ok(e.tally)
+}
+
+/// The end of a run: waits (at most [`CLOSE_GRACE`]) until every connection marked `open` has
+/// been read to the server's EOF; `drain(i)` reads connection `i` and says whether its EOF (or an
+/// error) came.
+pub(crate) fn await_eofs(
+    poll: &mut Poll,
+    events: &mut Events,
+    open: &mut [bool],
+    mut drain: impl FnMut(usize) -> bool,
+) {
+    let deadline = Instant::now() + CLOSE_GRACE;
+    let mut waiting = open.iter().filter(|o| **o).count();
+    while waiting > 0 {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        match poll.poll(events, Some(deadline - now)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+        for event in events.iter() {
+            let i = event.token().0;
+            if open.get(i) == Some(&true) && drain(i) {
+                open[i] = false;
+                waiting -= 1;
+            }
+        }
+    }
+}
+
+/// Sends the current hlog interval (if an hlog is written) and starts the next.
+pub(crate) fn send_interval(reports: &Sender<Report>, tally: &mut Tally, index: u64) {
+    if let Some(hist) = tally.take_interval() {
+        let _ = reports.send(Report::Interval(Interval { index, hist }));
+    }
+}
