@@ -284,7 +284,7 @@ impl TryFrom<Args> for Settings {
             listeners,
             faults,
             seed: args.seed,
-            tls: crate::tls::TlsSettings {
+            tls: crate::certificate::TlsSettings {
                 cert: args.tls_cert,
                 key: args.tls_key,
                 names: args.tls_names,

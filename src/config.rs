@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::certificate::TlsSettings;
 use crate::error::{Error, Result};
 use crate::faults::Faults;
-use crate::tls::TlsSettings;
 
 /// The socket a listener binds, and whether its streams speak TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,6 @@
-//! ricochet: a fast, bounded echo server (TCP over IPv4/IPv6, UDP, Unix-domain streams) and chat
-//! room on one edge-triggered mio reactor, usable as a binary or embedded in Rust tests.
+//! ricochet: a fast, bounded echo server (TCP over IPv4/IPv6, UDP, Unix-domain streams, TLS) and
+//! chat rooms, on edge-triggered mio reactors (one, or N with `threads`), usable as a binary or
+//! embedded in Rust tests.
 //!
 //! ```no_run
 //! let server = ricochet::spawn(ricochet::Config::ephemeral())?;
@@ -11,35 +12,40 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the checked [`Config`] and its limits.
-//! - `reactor`: the poll loop: tokens, slab of connections, dispatch, ready queue; with
-//!   `reactor/accept.rs` (listeners, accept, admit) and `reactor/lifecycle.rs` (deadlines, drain,
-//!   stop).
+//! - [`config`]: the checked [`Config`] and its limits; a listener is a [`ListenSpec`], an
+//!   [`Endpoint`] (TCP, TLS, UDP, Unix) and a [`Behaviour`] (echo, or chat in a room).
+//! - [`url`]: listen URLs (`--listen`, the schemes loadgen's targets use).
+//! - `server`: [`Server`], [`spawn`] and [`Handle`]: the coordinator above the reactors (threads,
+//!   signals, the ready line, summed counters).
+//! - `reactor`: one shard's poll loop: tokens, slab of connections, dispatch, ready queue; with
+//!   `reactor/accept.rs` (accept, admit with the listener's role), `reactor/lifecycle.rs`
+//!   (deadlines, drain, stop), `reactor/commands.rs` (plan changes from other threads applied in
+//!   place), `reactor/fanout.rs` (chat delivery: the reactor's end-of-turn step) and
+//!   `reactor/peers.rs` (the queues between reactors).
+//! - `listener`: a reactor's listeners built from the config (sockets, rooms by name, plans, TLS),
+//!   TCP and Unix listener setup, accepted-socket options, accept backoff.
 //! - `behaviour`: what a connection does with its bytes, chosen by its listener:
 //!   `behaviour/echo.rs` (write-through echo, backpressure, half-close: the fast path) and
-//!   `behaviour/chat.rs` (the chat room's members), with `behaviour/lines.rs` (the line framer);
-//!   `reactor/fanout.rs` delivers chat lines to the other members.
-//! - [`control`]: fault plans changed at run time ([`Controller`], `reactor/control.rs`) and the
-//!   `--control` socket's line protocol ([`ControlSocket`]).
-//! - [`faults`]: fault plans (`ADDR?close-after=1KiB`, `--faults`) and their seeded generator;
-//!   `transport/faulty.rs` applies a stream plan to a connection's output, `udp.rs` a datagram
-//!   plan.
+//!   `behaviour/chat/` (a room's members, with `lines.rs`, the line framer, and `outbox.rs`, a
+//!   member's queue of shared line segments).
 //! - `transport`: the byte stream under a behaviour (`Plain`: the socket's raw syscalls;
-//!   `transport/tls.rs`: rustls on it, in the same reactor; `Wire`: either, for the behaviours
-//!   other than the plain echo). [`tls`]: the certificate, loaded or generated.
-//! - [`buffer`]: the capped per-connection output buffer and its pool; `outbox`: a chat member's
-//!   queue of shared line segments.
-//! - `listener`: TCP and Unix listener setup, accepted-socket options, accept backoff.
+//!   `transport/tls_session.rs`: a rustls session on it, in the same reactor; `Wire`: either).
+//! - [`certificate`]: the TLS certificate, loaded (size-capped) or generated; `tls_records`: TLS
+//!   records between a non-blocking socket and a session (public but hidden: loadgen uses it).
+//! - [`faults`]: every fault: plans (`ADDR?close-after=1KiB`, `--faults`) and their seeded
+//!   generator, `faults/stream.rs` (a plan on a connection's output), `faults/datagram.rs` (a plan
+//!   on a UDP socket's replies).
+//! - [`control`]: fault plans changed at run time ([`Controller`]) and the `--control` socket's
+//!   line protocol ([`ControlSocket`]).
+//! - [`buffer`]: the capped per-connection output buffer and its pool.
 //! - `udp`: datagram echo with recvmmsg/sendmmsg.
 //! - `timer`: the deadline heap; each deadline has a kind (idle timeout, drain quiet period).
 //! - `signals`: SIGTERM/SIGINT as a poll source.
 //! - `sys`: the hot path's raw `recv`/`send`/`sendmsg` syscalls (public but hidden: loadgen uses
 //!   them too).
 //! - [`stats`]: counters, published once per turn.
-//! - `server`: [`Server`], [`spawn`] and [`Handle`].
-//! - [`cli`]: the command line of the `ricochet` binary; [`url`]: listen URLs (`--listen`,
-//!   the schemes loadgen's targets use); [`units`]: byte sizes, durations and fractions.
-//! - [`files`]: files an operator names (certificates, keys, results), read with a size cap.
+//! - [`cli`]: the command line of the `ricochet` binary; [`units`]: byte sizes, durations and
+//!   fractions; [`files`]: files an operator names, read with a size cap.
 //! - [`ready`]: the atomically written ready file; [`output`]: stdout/stderr lines that never
 //!   stop the server when their reader goes away.
 //!
@@ -49,6 +55,7 @@
 
 mod behaviour;
 pub mod buffer;
+pub mod certificate;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -56,7 +63,6 @@ mod error;
 pub mod faults;
 pub mod files;
 mod listener;
-mod outbox;
 pub mod output;
 mod reactor;
 pub mod ready;
@@ -66,18 +72,28 @@ pub mod stats;
 #[doc(hidden)]
 pub mod sys;
 mod timer;
-pub mod tls;
 #[doc(hidden)]
-pub mod tls_io;
+pub mod tls_records;
 mod transport;
 mod udp;
 pub mod units;
 pub mod url;
 
+pub use certificate::TlsSettings;
 pub use config::{Behaviour, Config, Endpoint, ListenSpec};
 pub use control::{ControlSocket, Controller};
 pub use error::{Error, Result};
 pub use faults::Faults;
 pub use server::{spawn, Handle, Server, Stopper};
 pub use stats::Stats;
-pub use tls::TlsSettings;
+
+/// The TLS certificate (the old name of [`certificate`], kept for existing users).
+pub mod tls {
+    pub use crate::certificate::*;
+}
+
+/// TLS records between a socket and a session (the old name of `tls_records`).
+#[doc(hidden)]
+pub mod tls_io {
+    pub use crate::tls_records::*;
+}

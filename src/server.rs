@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 
 use mio::Waker;
 
+use crate::certificate::Identity;
 use crate::config::{Config, ListenSpec};
 use crate::control::Controller;
 use crate::error::{Error, Result};
@@ -16,7 +17,6 @@ use crate::faults::Faults;
 use crate::reactor::peers::Peers;
 use crate::reactor::{Reactor, CMD_DRAIN, CMD_STOP};
 use crate::stats::{SharedStats, Stats};
-use crate::tls::Identity;
 
 /// A bound server, not yet running. Every listener is bound and listening once this exists, so
 /// clients may connect (they wait in the backlog until [`Server::run`]).

@@ -27,6 +27,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::faults::datagram::{misbehave, Delayed, Misbehaviour};
 use crate::faults::{Faults, Rng};
 use crate::stats::Stats;
 
@@ -204,48 +205,8 @@ pub(crate) fn bind(addr: SocketAddr, config: &Config, reuseport: bool) -> Result
     Ok(UdpSocket::from_std(socket.into()))
 }
 
-/// Applies a datagram fault plan to one received datagram (corrupting it in place); returns how
-/// many copies to echo: 0 (dropped), 1 or 2 (duplicated).
-fn misbehave(plan: &Faults, rng: &mut Rng, datagram: &mut [u8], stats: &mut Stats) -> usize {
-    if rng.chance(plan.drop) {
-        stats.faults_dropped += 1;
-        return 0;
-    }
-    if rng.chance(plan.corrupt) && !datagram.is_empty() {
-        let at = rng.below(datagram.len() as u64) as usize;
-        datagram[at] ^= 0xff;
-        stats.faults_corrupted += 1;
-    }
-    if rng.chance(plan.dup) {
-        stats.faults_duplicated += 1;
-        return 2;
-    }
-    1
-}
-
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
-}
-
-/// A reply held for latency: ordered by release time, then by arrival.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Delayed {
-    at: Instant,
-    seq: u64,
-    addr: SocketAddr,
-    bytes: Vec<u8>,
-}
-
-/// A socket's fault plan with its generator and the replies it holds.
-#[derive(Debug)]
-struct Misbehaviour {
-    plan: Faults,
-    rng: Rng,
-    delayed: BinaryHeap<Reverse<Delayed>>,
-    delayed_bytes: usize,
-    next_seq: u64,
-    /// The earliest release deadline armed and not yet fired.
-    armed: Option<Instant>,
 }
 
 /// One UDP echo socket.

@@ -1,5 +1,5 @@
-//! The `loadgen` command line: raw flags ([`Args`]) and their conversion into checked
-//! [`Settings`]. Every limit is checked here, with a message that names the flag.
+//! The `loadgen` command line: raw flags only ([`Args`], clap), and the value parsers flags
+//! share. `settings.rs` turns them into checked [`crate::settings::Settings`].
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! UDP socket.
 //!
 //! Over TLS the ring holds plaintext: `written` counts what rustls took (at most
-//! [`tls::BUFFER_LIMIT`] ahead of the socket), the handshake belongs to connecting (so no message
+//! [`crate::tls::BUFFER_LIMIT`] ahead of the socket), the handshake belongs to connecting (so no message
 //! is issued and timed before it completes), and the server's close_notify reads as its EOF.
 //!
 //! Streams keep every byte they sent in a ring until its echo arrives, and compare the echo with
@@ -373,7 +373,7 @@ impl Conn {
 
     /// Writes everything queued, in one syscall (unless the socket is full). Closed-loop
     /// messages start when their first byte goes to the socket (over TLS: to rustls, which holds
-    /// at most [`tls::BUFFER_LIMIT`] ahead of the socket): `clock` is read just before the write,
+    /// at most [`crate::tls::BUFFER_LIMIT`] ahead of the socket): `clock` is read just before the write,
     /// and only when there are such messages.
     pub fn flush(&mut self, clock: impl FnOnce() -> u64) -> Status {
         self.dirty = false;

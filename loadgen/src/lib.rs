@@ -9,9 +9,9 @@
 //! - [`target`]: `HOST:PORT`, `tcp://`, `udp://`, `unix:`, `tls://`, `chat://` targets and their
 //!   resolution; [`tls`]: the TLS client side (trust, server name, record pumping).
 //! - [`run`]: one benchmark: embedded server or preflight, threads, progress, hlog, merge.
-//! - [`engine`]: one load thread's loop, shared by every workload: poll, the open loop's timer,
+//! - `engine`: one load thread's loop, shared by every workload: poll, the open loop's timer,
 //!   maintenance and intervals, the one admission rule, the polite close.
-//! - [`echo`]: the echo workload (streams and datagrams); [`chat`]: the chat room's fan-out
+//! - `echo`: the echo workload (streams and datagrams); `chat`: the chat room's fan-out
 //!   workload (members, publishers, per-delivery checks).
 //! - [`client`]: one connection: send queue, echo verification, completions.
 //! - [`wire`]: a stream connection's transport: the socket (TCP, Unix) and the bytes over it,
@@ -26,11 +26,11 @@
 
 #![deny(missing_docs)]
 
-pub mod chat;
+mod chat;
 pub mod cli;
 pub mod client;
-pub mod echo;
-pub mod engine;
+mod echo;
+mod engine;
 pub mod merge;
 pub mod payload;
 pub mod plot;

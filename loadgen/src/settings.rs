@@ -1,5 +1,6 @@
 //! Checked settings: what a benchmark run needs, converted from the raw command line
-//! ([`crate::cli::Args`]) with every limit checked, and holding no clap type. [`Trust`] is how a
+//! ([`crate::cli::Args`]) with every limit checked (each message names its flag), and holding no
+//! clap type. [`Trust`] is how a
 //! TLS target's certificate is trusted.
 
 use std::path::PathBuf;

@@ -1087,9 +1087,11 @@ fn sweep_finds_a_known_capacity() {
         .filter(|s| s["achieved"].as_f64().unwrap() < 0.95 * s["requested"].as_f64().unwrap());
     let capacity = saturated.map(|s| s["achieved"].as_f64().unwrap()).fold(0.0, f64::max);
     assert!((300.0..=1000.0).contains(&capacity), "capacity {capacity}: {steps:?}");
-    // The answer is within the sweep's precision (10 %) of it, and a little more for noise.
+    // The answer is within the sweep's precision (10 %) of it, and a little more for noise: the
+    // capacity is measured at other steps than the answer's, and on a loaded machine (the test
+    // suite runs beside it) it moves from step to step by a few percent.
     let answer = v["answer"].as_f64().unwrap();
-    assert!(answer <= capacity * 1.02, "answer {answer} above the capacity {capacity}");
+    assert!(answer <= capacity * 1.1, "answer {answer} above the capacity {capacity}: {steps:?}");
     assert!(answer >= capacity * 0.8, "answer {answer} for a capacity of {capacity}: {steps:?}");
 }
 

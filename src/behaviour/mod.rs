@@ -13,13 +13,12 @@
 
 pub(crate) mod chat;
 pub(crate) mod echo;
-pub(crate) mod lines;
 
 use std::time::Instant;
 
 use crate::buffer::BufferPool;
+use crate::faults::stream::Faulty;
 use crate::stats::Stats;
-use crate::transport::faulty::Faulty;
 use crate::transport::{Plain, Wire};
 use chat::{ChatCtx, Member};
 use echo::Echo;
@@ -170,7 +169,7 @@ impl Conn {
     }
 
     /// The TLS session under this connection, if it has one.
-    pub(crate) fn tls_mut(&mut self) -> Option<&mut crate::transport::tls::Tls> {
+    pub(crate) fn tls_mut(&mut self) -> Option<&mut crate::transport::tls_session::Tls> {
         match self {
             Conn::Other(other) => match &mut **other {
                 Other::Echo(c) => c.io.tls_mut(),

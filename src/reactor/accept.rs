@@ -13,10 +13,10 @@ use super::{Reactor, CONN_BASE};
 use crate::behaviour::chat::Member;
 use crate::behaviour::echo::Echo;
 use crate::behaviour::{Conn, Life, Other, Role};
+use crate::faults::stream::Faulty;
 use crate::faults::Rng;
 use crate::listener::{self, AcceptBackoff, Listener, StreamListener};
-use crate::transport::faulty::Faulty;
-use crate::transport::tls::Tls;
+use crate::transport::tls_session::Tls;
 use crate::transport::{Plain, Stream, Wire};
 
 impl Reactor {

@@ -14,9 +14,9 @@
 
 use super::peers::Relayed;
 use super::Reactor;
+use crate::behaviour::chat::outbox::Segment;
 use crate::behaviour::chat::{ChatCtx, Mail};
 use crate::behaviour::{CloseReason, Conn, Ctx, Outcome};
-use crate::outbox::Segment;
 
 impl Reactor {
     /// Whether chat mail or member output waits for [`Reactor::flush_chat`].

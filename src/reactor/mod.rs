@@ -14,7 +14,7 @@
 //! the drain and the stop in `lifecycle.rs`; chat delivery in `fanout.rs`.
 
 mod accept;
-mod control;
+mod commands;
 mod fanout;
 mod lifecycle;
 pub(crate) mod peers;
@@ -36,12 +36,12 @@ use crate::config::{Config, Endpoint, ListenSpec};
 use crate::control::Inbox;
 use crate::error::{Error, Result};
 
+use crate::faults::stream::Faulty;
 use crate::listener::Listener;
 use crate::listener::{self, AcceptBackoff};
 use crate::signals::Signals;
 use crate::stats::{SharedStats, Stats};
 use crate::timer::{Deadline, Kind, Timers};
-use crate::transport::faulty::Faulty;
 use crate::transport::Wire;
 use crate::udp::Batch;
 use peers::Peers;

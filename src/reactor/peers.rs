@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use mio::Waker;
 
-use crate::outbox::Segment;
+use crate::behaviour::chat::outbox::Segment;
 use crate::stats::{SharedStats, Stats};
 use crate::transport::Stream;
 

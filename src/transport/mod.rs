@@ -29,9 +29,9 @@ macro_rules! write_by_parts {
         }
     };
 }
+pub(crate) use write_by_parts;
 
-pub(crate) mod faulty;
-pub(crate) mod tls;
+pub(crate) mod tls_session;
 
 use std::io::IoSlice;
 use std::net::Shutdown;
@@ -117,12 +117,12 @@ pub(crate) trait Transport {
 #[derive(Debug)]
 pub(crate) enum Wire {
     Plain(Plain),
-    Tls(Box<tls::Tls>),
+    Tls(Box<tls_session::Tls>),
 }
 
 impl Wire {
     /// The TLS session, if this wire has one.
-    pub(crate) fn tls_mut(&mut self) -> Option<&mut tls::Tls> {
+    pub(crate) fn tls_mut(&mut self) -> Option<&mut tls_session::Tls> {
         match self {
             Wire::Tls(tls) => Some(tls),
             Wire::Plain(_) => None,

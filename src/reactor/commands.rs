@@ -13,9 +13,9 @@ use std::time::Instant;
 use super::Reactor;
 use crate::behaviour::echo::Echo;
 use crate::behaviour::{Conn, Other, Outcome, Role};
+use crate::faults::stream::Faulty;
 use crate::faults::{Faults, Rng};
 use crate::listener::Listener;
-use crate::transport::faulty::Faulty;
 use crate::transport::{Plain, Wire};
 
 impl Reactor {

@@ -24,7 +24,7 @@ use rustls::{HandshakeKind, ServerConfig, ServerConnection};
 use super::{Plain, Transport};
 use crate::stats::Stats;
 use crate::sys::Errno;
-use crate::tls_io;
+use crate::tls_records;
 
 /// A TLS session on a socket.
 pub(crate) struct Tls {
@@ -33,7 +33,7 @@ pub(crate) struct Tls {
     /// Bytes of TLS records rustls may hold unsent.
     limit: usize,
     /// Ciphertext read but not yet taken by rustls, and the peer's end of stream.
-    inbound: tls_io::Inbound,
+    inbound: tls_records::Inbound,
     /// The session failed (a bad handshake, a corrupt record).
     failed: bool,
     /// The handshake completed (counted once).
@@ -69,7 +69,7 @@ impl Tls {
             inner,
             conn,
             limit,
-            inbound: tls_io::Inbound::default(),
+            inbound: tls_records::Inbound::default(),
             failed: false,
             established: false,
             happened: Happened::default(),
@@ -99,7 +99,7 @@ impl Tls {
 
     /// Writes TLS records until none is left (true) or the socket refuses (false).
     fn write_records(&mut self) -> Result<bool, Errno> {
-        tls_io::write_records(&mut self.conn, self.inner.fd)
+        tls_records::write_records(&mut self.conn, self.inner.fd)
     }
 
     /// Notes a completed handshake, once (and whether it resumed a session).
@@ -163,10 +163,10 @@ impl Transport for Tls {
         if self.failed {
             return Err(libc::ECONNRESET);
         }
-        let result = tls_io::read_plain(&mut self.conn, self.inner.fd, buf, &mut self.inbound);
+        let result = tls_records::read_plain(&mut self.conn, self.inner.fd, buf, &mut self.inbound);
         self.note_handshake();
         match result {
-            Err(tls_io::TLS_FAILED) => {
+            Err(tls_records::TLS_FAILED) => {
                 self.failed = true;
                 self.happened.failure = !self.established;
                 Err(libc::ECONNRESET)

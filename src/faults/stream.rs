@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 
 use libc::{EAGAIN, ECONNRESET};
 
-use super::Transport;
 use crate::faults::{Faults, Rng};
 use crate::stats::Stats;
 use crate::sys::Errno;
+use crate::transport::{write_by_parts, Transport};
 
 /// How often a reset waiting for the peer's acknowledgements looks again.
 const RESET_POLL: Duration = Duration::from_millis(1);

@@ -21,6 +21,9 @@
 //! Members are flushed once per reactor turn (everything that arrived for them in the turn, in
 //! one vectored send), not once per line.
 
+pub(crate) mod lines;
+pub(crate) mod outbox;
+
 use std::collections::{BTreeSet, VecDeque};
 use std::io::IoSlice;
 use std::sync::{Arc, Mutex};
@@ -28,12 +31,12 @@ use std::time::Instant;
 
 use libc::{EAGAIN, EINTR};
 
-use super::lines::{Framer, Piece};
 use super::{CloseReason, Ctx, Life, Outcome};
-use crate::outbox::{Outbox, Segment};
 use crate::stats::Stats;
 use crate::sys::MAX_IOV;
 use crate::transport::Transport;
+use lines::{Framer, Piece};
+use outbox::{Outbox, Segment};
 
 /// The longest name.
 pub(crate) const MAX_NAME: usize = 32;
@@ -212,8 +215,7 @@ impl<T: Transport> Member<T> {
         let Ctx { chat, stats, .. } = ctx;
         framer.finish(|piece| self.piece(piece, chat, stats));
         if self.state == State::Open {
-            self.leave(chat, stats);
-            self.state = State::Leaving(CloseReason::Eof);
+            self.set_state(State::Leaving(CloseReason::Eof), chat, stats);
         }
         self.flush(&mut ctx.stats, ctx.now)
     }
@@ -241,8 +243,7 @@ impl<T: Transport> Member<T> {
             }
             Piece::TooLong => {
                 self.reply(b"* error: line too long\n", chat);
-                self.leave(chat, stats);
-                self.state = State::Leaving(CloseReason::LineTooLong);
+                self.set_state(State::Leaving(CloseReason::LineTooLong), chat, stats);
                 false
             }
         }
@@ -263,8 +264,7 @@ impl<T: Transport> Member<T> {
                 self.reply(answer.as_bytes(), chat);
             }
             "/quit" => {
-                self.leave(chat, stats);
-                self.state = State::Leaving(CloseReason::Eof);
+                self.set_state(State::Leaving(CloseReason::Eof), chat, stats);
                 return false;
             }
             _ => {
@@ -315,6 +315,21 @@ impl<T: Transport> Member<T> {
     fn reply(&mut self, bytes: &[u8], chat: &mut ChatCtx) {
         self.out.push(Arc::from(bytes));
         self.list(&mut chat.dirty);
+    }
+
+    /// Every change of the member's state goes through here, forward only (open → leaving →
+    /// closed): any state but open is out of the room, so the member leaves it (once; the
+    /// others are told if it had a name).
+    fn set_state(&mut self, next: State, chat: &mut ChatCtx, stats: &mut Stats) {
+        debug_assert!(
+            self.state != State::Closed || next == State::Closed,
+            "{:?} => {next:?}",
+            self.state
+        );
+        if next != State::Open {
+            self.leave(chat, stats);
+        }
+        self.state = next;
     }
 
     /// Leaves the room (once): others are told if the member had a name.
@@ -447,9 +462,8 @@ impl<T: Transport> Member<T> {
     /// Ends the connection: out of the room (the others are told), FIN, output dropped.
     pub(crate) fn close(&mut self, ctx: &mut Ctx) {
         if self.state != State::Closed {
-            self.leave(&mut ctx.chat, &mut ctx.stats);
+            self.set_state(State::Closed, &mut ctx.chat, &mut ctx.stats);
             self.io.shutdown_write();
-            self.state = State::Closed;
         }
         self.out.clear();
     }

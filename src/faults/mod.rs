@@ -8,6 +8,13 @@
 //! Random choices come from a [`Rng`] seeded from the process seed (or the plan's own `seed`),
 //! the listener's index and, for streams, the connection's number: the same seed and the same
 //! input give the same faults.
+//!
+//! Every fault lives here: the plan and its generator (this file), a stream plan applied to a
+//! connection's output (`stream.rs`: the `Faulty` transport), a datagram plan applied to a UDP
+//! socket's replies (`datagram.rs`).
+
+pub(crate) mod datagram;
+pub(crate) mod stream;
 
 use std::fmt;
 use std::time::Duration;
