@@ -1,17 +1,16 @@
-//! The `loadgen` binary: parse, run the benchmark (or the probe), print the report.
-//! Exit codes: 0 no errors and no mismatches (chat: and no lost deliveries); 1 otherwise (or the
-//! run failed); 2 usage.
+//! The `loadgen` binary: parse, dispatch to the benchmark or a subcommand (`commands.rs`), map
+//! the outcome to an exit code. Exit codes: 0 no errors and no mismatches (chat: and no lost
+//! deliveries); 1 otherwise (or the run failed); 2 usage.
+
+mod commands;
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::{CommandFactory, Parser};
-use ricochet::output;
 use ricochet_loadgen::cli::{Args, Command};
-use ricochet_loadgen::run;
-use ricochet_loadgen::settings::{Settings, Trust};
-use ricochet_loadgen::target::Target;
+use ricochet_loadgen::settings::Settings;
 
 fn main() -> ExitCode {
     // `loadgen sweep TARGET ...` takes every load option, so it is the main command in sweep
@@ -25,40 +24,20 @@ fn main() -> ExitCode {
     let usage = |msg: String| -> ! {
         Args::command().error(clap::error::ErrorKind::ValueValidation, msg).exit()
     };
-    if let Some(Command::Probe { target, message, timeout, trust }) = &args.command {
-        let target = Target::parse(target).unwrap_or_else(|e| usage(e));
-        let tls = match target.is_tls() {
-            true => match Trust::from(trust).client(target.host().unwrap_or("localhost"), false) {
-                Ok(tls) => Some(tls),
-                Err(e) => {
-                    eprintln!("loadgen probe: {e}");
-                    return ExitCode::from(1);
-                }
-            },
-            false => None,
-        };
-        return probe(&target, message.as_bytes(), *timeout, tls.as_ref());
-    }
     match &args.command {
-        Some(Command::Completions { shell }) => {
-            let mut out = Vec::new();
-            clap_complete::generate(*shell, &mut Args::command(), "loadgen", &mut out);
-            let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
-            return ExitCode::SUCCESS;
+        Some(Command::Probe { target, message, timeout, trust }) => {
+            return commands::probe(target, message.as_bytes(), *timeout, trust)
+                .unwrap_or_else(|e| usage(e));
         }
-        Some(Command::ManPage) => {
-            let mut out = Vec::new();
-            if clap_mangen::Man::new(Args::command()).render(&mut out).is_err() {
-                return ExitCode::from(1);
-            }
-            let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
-            return ExitCode::SUCCESS;
-        }
-        Some(Command::Plot { files, out }) => return plot(files, out),
+        Some(Command::Completions { shell }) => return commands::completions(*shell),
+        Some(Command::ManPage) => return commands::man_page(),
+        Some(Command::Plot { files, out }) => return commands::plot(files, out),
         Some(Command::Merge { files, json, out, force }) => {
-            return merge(files, *json, out.as_deref(), *force)
+            return commands::merge(files, *json, out.as_deref(), *force)
         }
-        Some(Command::Compare { files, plot: svg }) => return compare(files, svg.as_deref()),
+        Some(Command::Compare { files, plot: svg }) => {
+            return commands::compare(files, svg.as_deref())
+        }
         _ => {}
     }
     let settings = Settings::try_from(&args).unwrap_or_else(|e| usage(e));
@@ -73,244 +52,7 @@ fn main() -> ExitCode {
         }
     }
     if sweeping {
-        return sweep(&args, &settings, stop).unwrap_or_else(|e| usage(e));
+        return commands::sweep(&args, &settings, stop).unwrap_or_else(|e| usage(e));
     }
-    match run::run(&settings, stop) {
-        Ok(merged) => {
-            if let Err(e) = save(&args, &merged) {
-                eprintln!("loadgen: {e}");
-                return ExitCode::from(1);
-            }
-            // A reader that went away (`loadgen ... | head -n1`) is not a failure of the run.
-            if args.json {
-                output::stdout_line(&merged.json());
-                for (cause, n) in &merged.errors {
-                    output::stderr_line(&format!("loadgen: {n} error(s): {}", cause.describe()));
-                }
-            } else {
-                output::stdout_line(merged.text().trim_end());
-            }
-            let r = &merged.report;
-            let chat_loss = r.deliveries.is_some() && r.lost > 0;
-            if r.errors == 0 && r.mismatches == 0 && !chat_loss {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-/// `loadgen sweep`: a row per step as it completes, then the answer (exit 0), or exit 1 when
-/// even the first step failed. A usage error comes back as `Err`.
-fn sweep(args: &Args, settings: &Settings, stop: Arc<AtomicBool>) -> Result<ExitCode, String> {
-    use ricochet_loadgen::sweep::{Slo, SweepSettings};
-    if args.slo.is_empty() {
-        return Err("sweep needs at least one --slo (p50=DUR, p99=DUR, p999=DUR or max=DUR)".into());
-    }
-    if args.rate.is_some() || args.messages.is_some() || args.duration.is_some() {
-        return Err("sweep chooses its rates and step times: drop -r, -n and -t".into());
-    }
-    if !(args.precision > 0.0 && args.precision < 1.0) {
-        return Err(format!("--precision {} must be between 0 and 1", args.precision));
-    }
-    if args.step_time.is_zero() {
-        return Err("--step-time must be longer than 0".into());
-    }
-    if let Some(rate) = args.start_rate {
-        if !(rate.is_finite() && (ricochet_loadgen::schedule::MIN_RATE..=1e9).contains(&rate)) {
-            return Err(format!("--start-rate {rate} must be between 0.001 and 1e9"));
-        }
-    }
-    let slos = args.slo.iter().map(|s| Slo::parse(s)).collect::<Result<Vec<_>, _>>()?;
-    let plan = SweepSettings {
-        slos: slos.clone(),
-        step_time: args.step_time,
-        start_rate: args.start_rate,
-        precision: args.precision,
-    };
-    if !args.json {
-        output::stdout_line(&format!(
-            "{:>14} {:>14} {:>10} {:>10} {:>10} {:>10}  result",
-            "requested/s", "achieved/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs"
-        ));
-    }
-    let json = args.json;
-    let outcome = ricochet_loadgen::sweep::sweep(settings, &plan, stop, |step| {
-        if !json {
-            output::stdout_line(&format!(
-                "{:>14.0} {:>14.0} {:>10.1} {:>10.1} {:>10.1} {:>10.1}  {}",
-                step.requested,
-                step.achieved,
-                step.p50_us,
-                step.p99_us,
-                step.p999_us,
-                step.max_us,
-                if step.pass { "pass" } else { "FAIL" }
-            ));
-        }
-    });
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            eprintln!("loadgen sweep: {e}");
-            return Ok(ExitCode::from(1));
-        }
-    };
-    let objectives: Vec<String> = slos.iter().map(Slo::describe).collect();
-    if json {
-        output::stdout_line(&serde_json::to_string(&outcome).expect("plain values serialize"));
-    } else {
-        match outcome.answer {
-            Some(rate) => output::stdout_line(&format!(
-                "max rate meeting {}: {} msgs/s",
-                objectives.join(" and "),
-                ricochet_loadgen::report::group(rate.round() as u64)
-            )),
-            None => output::stdout_line(&format!(
-                "no step met {} (the first, at {:.0} msgs/s, failed)",
-                objectives.join(" and "),
-                outcome.steps.first().map_or(0.0, |s| s.requested)
-            )),
-        }
-    }
-    if let Some(path) = &args.plot {
-        if let Err(e) = ricochet_loadgen::plot::draw_knee(&outcome.steps, path) {
-            eprintln!("loadgen sweep: {e}");
-            return Ok(ExitCode::from(1));
-        }
-    }
-    Ok(if outcome.answer.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-/// `loadgen merge`: one report from many results.
-fn merge(
-    files: &[std::path::PathBuf],
-    json: bool,
-    out: Option<&std::path::Path>,
-    force: bool,
-) -> ExitCode {
-    use ricochet_loadgen::merge;
-    let run = || -> Result<serde_json::Value, String> {
-        let inputs: Vec<_> =
-            files.iter().map(|f| merge::Input::load(f)).collect::<Result<_, _>>()?;
-        let merged = merge::merge(&inputs, force)?;
-        if let Some(path) = out {
-            std::fs::write(path, merged.to_string() + "\n")
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        }
-        Ok(merged)
-    };
-    match run() {
-        Ok(merged) => {
-            match json {
-                true => output::stdout_line(&merged.to_string()),
-                false => output::stdout_line(merge::text(&merged).trim_end()),
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("loadgen merge: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-/// `loadgen plot`: every file drawn into one SVG.
-fn plot(files: &[std::path::PathBuf], out: &std::path::Path) -> ExitCode {
-    let series: Result<Vec<_>, String> =
-        files.iter().map(|f| ricochet_loadgen::plot::Series::load(f)).collect();
-    match series.and_then(|s| ricochet_loadgen::plot::draw(&s, out)) {
-        Ok(()) => {
-            println!("wrote {}", out.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("loadgen plot: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-/// `loadgen compare`: the table, and the picture if asked.
-fn compare(files: &[std::path::PathBuf], svg: Option<&std::path::Path>) -> ExitCode {
-    let run = || -> Result<String, String> {
-        let mut results = Vec::new();
-        for file in files {
-            let bytes = ricochet_loadgen::results::read_file(file)?;
-            let value: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|e| format!("{}: not a JSON result: {e}", file.display()))?;
-            results.push((file.display().to_string(), value));
-        }
-        let table = ricochet_loadgen::report::compare_table(&results)?;
-        if let Some(svg) = svg {
-            let series: Result<Vec<_>, String> =
-                files.iter().map(|f| ricochet_loadgen::plot::Series::load(f)).collect();
-            ricochet_loadgen::plot::draw(&series?, svg)?;
-        }
-        Ok(table)
-    };
-    match run() {
-        Ok(table) => {
-            output::stdout_line(table.trim_end());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("loadgen compare: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-/// `--out` and `--plot`: the result kept as JSON, and drawn.
-fn save(args: &Args, merged: &ricochet_loadgen::report::Merged) -> Result<(), String> {
-    if let Some(path) = &args.out {
-        std::fs::write(path, merged.json() + "\n")
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
-    if let Some(path) = &args.plot {
-        let value: serde_json::Value =
-            serde_json::from_str(&merged.json()).expect("our own JSON reads back");
-        let label = merged.report.target.clone();
-        let series = ricochet_loadgen::plot::Series::from_json(label, &value)?;
-        ricochet_loadgen::plot::draw(&[series], path)?;
-    }
-    Ok(())
-}
-
-fn probe(
-    target: &Target,
-    message: &[u8],
-    timeout: std::time::Duration,
-    tls: Option<&ricochet_loadgen::tls::TlsClient>,
-) -> ExitCode {
-    match ricochet_loadgen::probe::probe(target, message, timeout, tls) {
-        Ok(p) if p.echo == message => {
-            println!(
-                "echo from {}: {:?} ({} bytes) in {:.1} µs",
-                p.endpoint,
-                String::from_utf8_lossy(&p.echo),
-                p.echo.len(),
-                p.rtt.as_secs_f64() * 1e6
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(p) => {
-            eprintln!(
-                "loadgen probe: {}: echo differs: sent {:?}, got {:?}",
-                p.endpoint,
-                String::from_utf8_lossy(message),
-                String::from_utf8_lossy(&p.echo)
-            );
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            eprintln!("loadgen probe: {e}");
-            ExitCode::from(1)
-        }
-    }
+    commands::bench(&args, &settings, stop)
 }

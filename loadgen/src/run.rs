@@ -53,39 +53,8 @@ fn wait_until(at: SystemTime, progress: bool, stop: &AtomicBool) -> Result<(), E
 
 /// Runs the benchmark; `stop` ends it early (the report still covers what was measured).
 pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> {
-    let (endpoint, server, tls) = match &settings.target {
-        None => {
-            let mut config = ricochet::Config::ephemeral();
-            let localhost = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-            config.listeners = match (settings.chat, settings.tls) {
-                (true, true) => vec![ricochet::ListenSpec::tls_chat(localhost)],
-                (true, false) => vec![ricochet::ListenSpec::chat(localhost)],
-                (false, true) => vec![ricochet::ListenSpec::tls(localhost)],
-                (false, false) => config.listeners,
-            };
-            let server = ricochet::spawn(config)
-                .map_err(|e| Error::new(format!("starting the embedded ricochet: {e}")))?;
-            let spec = &server.local_addrs()[0];
-            let addr = spec.addr().expect("the embedded listener is on TCP");
-            let address = if spec.is_tls() { Address::Tls(addr) } else { Address::Tcp(addr) };
-            let workload = if spec.is_chat() { Workload::Chat } else { Workload::Echo };
-            let tls = spec.is_tls().then(|| {
-                let mut trust = settings.trust.clone();
-                trust.ca = server.tls_cert().map(|(path, _)| path.to_owned());
-                trust.client("localhost", settings.tls_resume)
-            });
-            (Endpoint { workload, address }, Some(server), tls)
-        }
-        Some(target) => {
-            let tls = target.is_tls().then(|| {
-                settings.trust.client(target.host().unwrap_or("localhost"), settings.tls_resume)
-            });
-            let tls = tls.transpose().map_err(Error::new)?;
-            (reachable(target, settings.timeout, tls.as_ref())?, None, tls.map(Ok))
-        }
-    };
-    let tls = tls.transpose().map_err(Error::new)?.map(Arc::new);
-    let info = RunInfo {
+    let (endpoint, server, tls) = target(settings)?;
+    let mut info = RunInfo {
         target: endpoint.to_string(),
         embedded: server.is_some(),
         proto: endpoint.proto(),
@@ -103,97 +72,37 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
         wait_until(at, settings.progress, &stop)?;
     }
     let start = Instant::now();
-    let wall_start = SystemTime::now();
-    let mut info = info;
-    info.start_unix = (wall_start + settings.warmup)
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
+    let measured_from = SystemTime::now() + settings.warmup;
+    info.start_unix =
+        measured_from.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
     let warmup_end = start + settings.warmup;
-    let end = settings.duration.map(|d| warmup_end + d);
-    let tickets = settings.messages.map(|n| Arc::new(AtomicI64::new(n as i64)));
-    let (reports_tx, reports) = mpsc::channel::<Report>();
-    let mut hlog = match &settings.hlog {
-        Some(path) => {
-            let file = std::fs::File::create(path)
-                .map_err(|e| Error::new(format!("cannot create {}: {e}", path.display())))?;
-            let out = std::io::BufWriter::new(file);
-            let hlog_start = wall_start + settings.warmup;
-            Some(
-                HlogWriter::new(out, hlog_start, &info.target)
-                    .map_err(Error::io("writing the hlog"))?,
-            )
-        }
+    let hlog = match &settings.hlog {
+        Some(path) => Some(create_hlog(path, measured_from, &info.target)?),
         None => None,
     };
-    let progress: Vec<Arc<AtomicU64>> =
-        (0..settings.threads).map(|_| Arc::new(AtomicU64::new(0))).collect();
-    let mut threads = Vec::with_capacity(settings.threads);
-    for (t, done) in progress.iter().enumerate() {
-        let conn_ids: Vec<u32> =
-            (t as u32..settings.connections).step_by(settings.threads).collect();
-        let share = conn_ids.len() as f64 / settings.connections as f64;
-        let plan = Plan {
-            endpoint: endpoint.clone(),
-            size: settings.size,
-            depth: settings.depth,
-            rate: settings.rate.map(|r| (r * share).max(crate::schedule::MIN_RATE)),
-            start,
-            warmup_end,
-            end,
-            tickets: tickets.clone(),
-            timeout: settings.timeout,
-            stop: Arc::clone(&stop),
-            progress: Arc::clone(done),
-            hlog: true, // per-second intervals, for the JSON and the hlog
-            reports: reports_tx.clone(),
-            conn_ids,
-            publishers: settings.publishers,
-            tls: tls.clone(),
-            reconnect_every: settings.reconnect_every,
-        };
-        let thread = std::thread::Builder::new()
-            .name(format!("loadgen-{t}"))
-            .spawn(move || load_thread(plan))
-            .map_err(Error::io("starting a load thread"))?;
-        threads.push(thread);
-    }
-    drop(reports_tx);
-
-    let bar = settings.progress.then(|| progress_bar(settings));
-    let mut pending: BTreeMap<u64, (Histogram<u64>, usize)> = BTreeMap::new();
-    let mut intervals: Vec<(u64, Histogram<u64>)> = Vec::new();
-    let mut last = (Instant::now(), 0u64);
-    let mut running = threads.len();
-    while running > 0 {
-        // Sleeps until a thread reports, or 200 ms pass for the progress line.
-        match reports.recv_timeout(Duration::from_millis(200)) {
-            Ok(Report::Interval(interval)) => {
-                collect(&mut pending, interval, settings.threads, &mut hlog, &mut intervals)?
-            }
-            Ok(Report::Finished) => running -= 1,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        if let Some(bar) = &bar {
-            let done: u64 = progress.iter().map(|p| p.load(Ordering::Relaxed)).sum();
-            let now = Instant::now();
-            let dt = now.duration_since(last.0).as_secs_f64();
-            if now >= warmup_end {
-                // The rate is said once half a second of the measured period has passed.
-                let since = now.duration_since(warmup_end);
-                let rate = (dt >= 0.5 && last.0 >= warmup_end).then(|| (done - last.1) as f64 / dt);
-                if dt >= 0.5 || last.0 < warmup_end {
-                    last = (now.max(warmup_end), done);
-                }
-                bar.set_message(progress_message(settings, since, done, rate));
-            }
-            bar.tick();
-        }
-    }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    let (reports_tx, reports) = mpsc::channel::<Report>();
+    let template = Plan {
+        endpoint,
+        size: settings.size,
+        depth: settings.depth,
+        rate: settings.rate,
+        start,
+        warmup_end,
+        end: settings.duration.map(|d| warmup_end + d),
+        tickets: settings.messages.map(|n| Arc::new(AtomicI64::new(n as i64))),
+        timeout: settings.timeout,
+        stop: Arc::clone(&stop),
+        progress: Arc::new(AtomicU64::new(0)),
+        hlog: true, // per-second intervals, for the JSON and the hlog
+        reports: reports_tx,
+        conn_ids: Vec::new(),
+        publishers: settings.publishers,
+        tls,
+        reconnect_every: settings.reconnect_every,
+    };
+    let (threads, progress) = spawn_threads(settings, template)?;
+    let mut collector = Collector { pending: BTreeMap::new(), intervals: Vec::new(), hlog };
+    watch(settings, &reports, threads.len(), &progress, warmup_end, &mut collector)?;
     let mut tallies = Vec::with_capacity(threads.len());
     for thread in threads {
         let tally = thread
@@ -204,38 +113,200 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
     }
     while let Ok(report) = reports.try_recv() {
         if let Report::Interval(interval) = report {
-            collect(&mut pending, interval, settings.threads, &mut hlog, &mut intervals)?;
+            collector.add(interval, settings.threads)?;
         }
     }
-    let finished = Instant::now();
     let interrupted = stop.load(Ordering::Relaxed);
     let measured = match (settings.duration, interrupted) {
         (Some(d), false) => d,
-        (Some(_), true) => finished.saturating_duration_since(warmup_end),
+        (Some(_), true) => Instant::now().saturating_duration_since(warmup_end),
         (None, _) => {
             // Completion times are nanoseconds since `start`, the clock base of every thread.
             let last = tallies
                 .iter()
                 .filter_map(|t| t.last_completion)
                 .max()
-                .map_or(finished, |ns| start + Duration::from_nanos(ns));
+                .map_or(Instant::now(), |ns| start + Duration::from_nanos(ns));
             last.saturating_duration_since(warmup_end)
         }
     };
-    // Intervals every thread did not report (the last, partial one) are taken as they are.
-    for (index, (hist, _)) in std::mem::take(&mut pending) {
-        if let Some(writer) = hlog.as_mut() {
-            write_interval(writer, index, &hist)?;
-        }
-        intervals.push((index, hist));
-    }
-    if let Some(writer) = hlog.take() {
-        writer.finish().map_err(Error::io("writing the hlog"))?;
-    }
-    // Only the measured period's seconds (a message-count run ends inside its last second).
-    let seconds = measured.as_secs_f64().ceil().max(1.0) as u64;
-    intervals.retain(|(index, _)| *index < seconds);
+    let intervals = collector.finish(measured)?;
     Ok(report::merge(&info, tallies, measured, interrupted, &intervals))
+}
+
+/// What to load: the given target, checked to answer (with its TLS client), or an embedded
+/// ricochet started for the run (kept alive by the returned handle).
+type Chosen = (Endpoint, Option<ricochet::Handle>, Option<Arc<crate::tls::TlsClient>>);
+
+fn target(settings: &Settings) -> Result<Chosen, Error> {
+    let Some(target) = &settings.target else { return embedded(settings) };
+    let tls = target
+        .is_tls()
+        .then(|| settings.trust.client(target.host().unwrap_or("localhost"), settings.tls_resume));
+    let tls = tls.transpose().map_err(Error::new)?;
+    let endpoint = reachable(target, settings.timeout, tls.as_ref())?;
+    Ok((endpoint, None, tls.map(Arc::new)))
+}
+
+/// An embedded ricochet on 127.0.0.1:0: echo, a chat room (`--chat`), over TLS (`--tls`, its
+/// generated certificate trusted).
+fn embedded(settings: &Settings) -> Result<Chosen, Error> {
+    let mut config = ricochet::Config::ephemeral();
+    let localhost = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    config.listeners = match (settings.chat, settings.tls) {
+        (true, true) => vec![ricochet::ListenSpec::tls_chat(localhost)],
+        (true, false) => vec![ricochet::ListenSpec::chat(localhost)],
+        (false, true) => vec![ricochet::ListenSpec::tls(localhost)],
+        (false, false) => config.listeners,
+    };
+    let server = ricochet::spawn(config)
+        .map_err(|e| Error::new(format!("starting the embedded ricochet: {e}")))?;
+    let spec = &server.local_addrs()[0];
+    let addr = spec.addr().expect("the embedded listener is on TCP");
+    let address = if spec.is_tls() { Address::Tls(addr) } else { Address::Tcp(addr) };
+    let workload = if spec.is_chat() { Workload::Chat } else { Workload::Echo };
+    let tls = match spec.is_tls() {
+        true => {
+            let mut trust = settings.trust.clone();
+            trust.ca = server.tls_cert().map(|(path, _)| path.to_owned());
+            Some(Arc::new(trust.client("localhost", settings.tls_resume).map_err(Error::new)?))
+        }
+        false => None,
+    };
+    Ok((Endpoint { workload, address }, Some(server), tls))
+}
+
+fn create_hlog(
+    path: &std::path::Path,
+    start: SystemTime,
+    target: &str,
+) -> Result<HlogWriter<std::io::BufWriter<std::fs::File>>, Error> {
+    let file = std::fs::File::create(path)
+        .map_err(|e| Error::new(format!("cannot create {}: {e}", path.display())))?;
+    HlogWriter::new(std::io::BufWriter::new(file), start, target)
+        .map_err(Error::io("writing the hlog"))
+}
+
+type Threads = Vec<std::thread::JoinHandle<std::io::Result<crate::tally::Tally>>>;
+
+/// Starts the load threads, each with its share of the connections (and of the rate), from
+/// `template`; returns them and each one's progress counter.
+fn spawn_threads(
+    settings: &Settings,
+    template: Plan,
+) -> Result<(Threads, Vec<Arc<AtomicU64>>), Error> {
+    let mut threads = Vec::with_capacity(settings.threads);
+    let mut progress = Vec::with_capacity(settings.threads);
+    for t in 0..settings.threads {
+        let conn_ids: Vec<u32> =
+            (t as u32..settings.connections).step_by(settings.threads).collect();
+        let share = conn_ids.len() as f64 / settings.connections as f64;
+        let done = Arc::new(AtomicU64::new(0));
+        let plan = Plan {
+            endpoint: template.endpoint.clone(),
+            rate: template.rate.map(|r| (r * share).max(crate::schedule::MIN_RATE)),
+            tickets: template.tickets.clone(),
+            stop: Arc::clone(&template.stop),
+            progress: Arc::clone(&done),
+            reports: template.reports.clone(),
+            conn_ids,
+            tls: template.tls.clone(),
+            ..template
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("loadgen-{t}"))
+            .spawn(move || load_thread(plan))
+            .map_err(Error::io("starting a load thread"))?;
+        threads.push(thread);
+        progress.push(done);
+    }
+    Ok((threads, progress))
+}
+
+/// Until every thread has finished: collects their intervals, and shows progress when asked
+/// (sleeping until a thread reports, or 200 ms pass for the progress line).
+fn watch(
+    settings: &Settings,
+    reports: &mpsc::Receiver<Report>,
+    mut running: usize,
+    progress: &[Arc<AtomicU64>],
+    warmup_end: Instant,
+    collector: &mut Collector,
+) -> Result<(), Error> {
+    let bar = settings.progress.then(|| progress_bar(settings));
+    let mut last = (Instant::now(), 0u64);
+    while running > 0 {
+        match reports.recv_timeout(Duration::from_millis(200)) {
+            Ok(Report::Interval(interval)) => collector.add(interval, settings.threads)?,
+            Ok(Report::Finished) => running -= 1,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let (Some(bar), now) = (&bar, Instant::now()) else { continue };
+        if now >= warmup_end {
+            let done: u64 = progress.iter().map(|p| p.load(Ordering::Relaxed)).sum();
+            let dt = now.duration_since(last.0).as_secs_f64();
+            // The rate is said once half a second of the measured period has passed.
+            let since = now.duration_since(warmup_end);
+            let rate = (dt >= 0.5 && last.0 >= warmup_end).then(|| (done - last.1) as f64 / dt);
+            if dt >= 0.5 || last.0 < warmup_end {
+                last = (now.max(warmup_end), done);
+            }
+            bar.set_message(progress_message(settings, since, done, rate));
+        }
+        bar.tick();
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(())
+}
+
+/// Per-second intervals as the threads report them: merged once every thread has reported a
+/// second (written to the hlog in order then).
+struct Collector {
+    pending: BTreeMap<u64, (Histogram<u64>, usize)>,
+    intervals: Vec<(u64, Histogram<u64>)>,
+    hlog: Option<HlogWriter<std::io::BufWriter<std::fs::File>>>,
+}
+
+impl Collector {
+    /// One thread's interval: every second that all `threads` have reported is merged, and
+    /// written to the hlog, in order.
+    fn add(&mut self, interval: Interval, threads: usize) -> Result<(), Error> {
+        let entry = self.pending.entry(interval.index).or_insert_with(|| (new_histogram(), 0));
+        entry.0.add(&interval.hist).expect("same bounds");
+        entry.1 += 1;
+        while let Some((&index, (_, count))) = self.pending.first_key_value() {
+            if *count < threads {
+                break;
+            }
+            let (hist, _) = self.pending.remove(&index).expect("present");
+            if let Some(writer) = self.hlog.as_mut() {
+                write_interval(writer, index, &hist)?;
+            }
+            self.intervals.push((index, hist));
+        }
+        Ok(())
+    }
+
+    /// The intervals of the measured period: those not every thread reported (the last,
+    /// partial one) taken as they are, the hlog closed.
+    fn finish(mut self, measured: Duration) -> Result<Vec<(u64, Histogram<u64>)>, Error> {
+        for (index, (hist, _)) in std::mem::take(&mut self.pending) {
+            if let Some(writer) = self.hlog.as_mut() {
+                write_interval(writer, index, &hist)?;
+            }
+            self.intervals.push((index, hist));
+        }
+        if let Some(writer) = self.hlog.take() {
+            writer.finish().map_err(Error::io("writing the hlog"))?;
+        }
+        // Only the measured period's seconds (a message-count run ends inside its last second).
+        let seconds = measured.as_secs_f64().ceil().max(1.0) as u64;
+        self.intervals.retain(|(index, _)| *index < seconds);
+        Ok(self.intervals)
+    }
 }
 
 /// The first endpoint of `target` that is there: one that accepts a connection (streams: a
@@ -305,30 +376,6 @@ fn udp_preflight(endpoint: &Endpoint, deadline: Instant) -> std::io::Result<()> 
             Err(e) => return Err(e), // refused: nothing listens
         }
     }
-}
-
-fn collect<W: std::io::Write>(
-    pending: &mut BTreeMap<u64, (Histogram<u64>, usize)>,
-    interval: Interval,
-    threads: usize,
-    hlog: &mut Option<HlogWriter<W>>,
-    done: &mut Vec<(u64, Histogram<u64>)>,
-) -> Result<(), Error> {
-    let entry = pending.entry(interval.index).or_insert_with(|| (new_histogram(), 0));
-    entry.0.add(&interval.hist).expect("same bounds");
-    entry.1 += 1;
-    // Write every interval that all threads have reported, in order.
-    while let Some((&index, (_, count))) = pending.first_key_value() {
-        if *count < threads {
-            break;
-        }
-        let (hist, _) = pending.remove(&index).expect("present");
-        if let Some(writer) = hlog.as_mut() {
-            write_interval(writer, index, &hist)?;
-        }
-        done.push((index, hist));
-    }
-    Ok(())
 }
 
 fn write_interval<W: std::io::Write>(
