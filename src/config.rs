@@ -312,6 +312,8 @@ impl Config {
     }
 
     /// Checks every limit; the error says which setting is wrong and why.
+    // Long on purpose: the one place where limits are checked (see the module), one check per
+    // setting, each with its message.
     pub fn check(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::Config(msg));
         if self.listeners.is_empty() {

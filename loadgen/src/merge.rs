@@ -70,6 +70,8 @@ fn num(v: &Value, key: &str) -> f64 {
 
 /// Merges `inputs` into one result with a result's keys; refuses results whose proto, size or
 /// depth differ (naming the field) unless `force`.
+// Long on purpose: one line per field of the merged result, in the result's order, so the
+// merge of each field sits next to its key; split, the keys would scatter over helpers.
 pub fn merge(inputs: &[Input], force: bool) -> Result<Value, String> {
     let first = inputs.first().ok_or("nothing to merge")?;
     if !force {

@@ -369,6 +369,8 @@ impl Merged {
     }
 
     /// The human report.
+    // Long on purpose: the report's lines in the order a reader sees them, each next to the
+    // figures it prints; helpers would each take most of the report's fields.
     pub fn text(&self) -> String {
         let r = &self.report;
         let mut out = String::new();

@@ -88,6 +88,8 @@ const MAX_LINE: u64 = 64 * 1024 + 1;
 impl TryFrom<&Args> for Settings {
     type Error = String;
 
+    // Long on purpose: one check per flag, in the order of `--help`, each with its message; a
+    // reader looking for a flag's limit finds it here, in one place.
     fn try_from(args: &Args) -> Result<Settings, String> {
         let target = args.target.as_deref().map(Target::parse).transpose()?;
         let udp = target.as_ref().is_some_and(Target::is_udp);

@@ -1,0 +1,149 @@
+//! Serving the connections other than the plain echo: TLS echo and chat members over a [`Wire`]
+//! (a writable edge goes to the wire first, for the TLS records it could not write before), and
+//! echo through a fault plan (its held output released, its `Resume` deadlines armed). Each is
+//! out of line, so that `serve_conn` compiles to the plain echo's path alone.
+
+use std::time::Instant;
+
+use super::Reactor;
+use crate::behaviour::echo::Echo;
+use crate::behaviour::{CloseReason, Conn, Other, Outcome};
+use crate::faults::stream::Faulty;
+use crate::timer::Kind;
+use crate::transport::Wire;
+
+/// After the echo of a connection with a fault plan ran: what it just wrote may be due at once
+/// (a rate or slices without latency).
+fn release_written(conn: &mut Echo<Faulty<Wire>>, outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Idle if conn.io.release().is_err() => Outcome::Close(CloseReason::Reset),
+        other => other,
+    }
+}
+
+impl Reactor {
+    /// Serves a TLS echo connection or a chat member (over either wire). A writable edge first
+    /// goes to the wire (TLS records it could not write before).
+    #[inline(never)]
+    pub(super) fn serve_other(
+        &mut self,
+        key: usize,
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+    ) {
+        let Some(Conn::Other(other)) = self.conns.get_mut(key) else { return };
+        let ctx = &mut self.ctx;
+        let outcome = match &mut **other {
+            Other::Echo(echo) => {
+                if writable && echo.io.on_writable_edge().is_err() {
+                    Some(Outcome::Close(CloseReason::Reset))
+                } else {
+                    match echo.on_event(ctx, readable, writable, read_closed) {
+                        Some(Outcome::Idle) if echo.is_finished() => {
+                            Some(Outcome::Close(CloseReason::Eof))
+                        }
+                        outcome => outcome,
+                    }
+                }
+            }
+            Other::Chat(member) if member.is_closed() => None,
+            Other::Chat(member) => {
+                if writable && member.io.on_writable_edge().is_err() {
+                    Some(Outcome::Close(CloseReason::Reset))
+                } else {
+                    Some(member.on_event(ctx, readable, writable, read_closed))
+                }
+            }
+            Other::FaultyEcho(_) => None,
+        };
+        if let Some(outcome) = outcome {
+            self.after_tls(key, outcome);
+        }
+    }
+
+    /// Counts what a connection's TLS session did, tells a failed handshake from a peer's
+    /// reset, and applies the outcome.
+    fn after_tls(&mut self, key: usize, outcome: Outcome) {
+        let outcome = match self.conns.get_mut(key).and_then(Conn::tls_mut) {
+            Some(tls) => {
+                tls.count(&mut self.ctx.stats);
+                match outcome {
+                    Outcome::Close(CloseReason::Reset) if tls.failed() => {
+                        Outcome::Close(CloseReason::TlsFailure)
+                    }
+                    other => other,
+                }
+            }
+            None => outcome,
+        };
+        self.apply(key, outcome);
+    }
+
+    /// Serves an echo connection with a fault plan. Out of line, so that `serve_conn` compiles
+    /// to the plain echo's path (inlined, this cost it instructions per message).
+    #[inline(never)]
+    pub(super) fn serve_faulty(
+        &mut self,
+        key: usize,
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+    ) {
+        let Some(conn) = self.conns.get_mut(key).and_then(Conn::faulty_mut) else { return };
+        conn.io.set_now(Instant::now());
+        if writable {
+            conn.io.writable();
+            if conn.io.inner_mut().on_writable_edge().is_err() {
+                return self.after_fault(key, Outcome::Close(CloseReason::Reset));
+            }
+        }
+        let outcome = match conn.io.release() {
+            Err(_) => Some(Outcome::Close(CloseReason::Reset)),
+            Ok(()) => conn.on_event(&mut self.ctx, readable, writable, read_closed),
+        };
+        let Some(outcome) = outcome else { return };
+        let outcome = match release_written(conn, outcome) {
+            Outcome::Idle if conn.is_finished() => Outcome::Close(CloseReason::Eof),
+            outcome => outcome,
+        };
+        self.after_fault(key, outcome);
+    }
+
+    /// After serving a connection with a fault plan: count what its plan did, tell a deliberate
+    /// reset from a peer's, and arm a `Resume` deadline when its plan needs time to pass.
+    fn after_fault(&mut self, key: usize, outcome: Outcome) {
+        let Some(conn) = self.conns.get_mut(key).and_then(Conn::faulty_mut) else { return };
+        conn.io.count(&mut self.ctx.stats);
+        let outcome = match outcome {
+            Outcome::Close(CloseReason::Reset) if conn.io.reset_due() => {
+                Outcome::Close(CloseReason::FaultReset)
+            }
+            other => other,
+        };
+        if let Some(at) = conn.io.arm_at() {
+            self.arm(key, at, Kind::Resume);
+        }
+        self.after_tls(key, outcome);
+    }
+
+    /// A `Resume` deadline of a connection with a fault plan: reset it if its reset is due,
+    /// else send the output that came due and let the echo go on, as a writable edge would.
+    pub(super) fn resume_faulty(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key).and_then(Conn::faulty_mut) else { return };
+        conn.io.fired();
+        if conn.io.reset_due() {
+            return self.close(key, CloseReason::FaultReset);
+        }
+        conn.io.set_now(now);
+        let outcome = match conn.io.release() {
+            Err(_) => Outcome::Close(CloseReason::Reset),
+            Ok(()) => {
+                conn.io.edge_given();
+                let outcome = conn.on_writable(&mut self.ctx);
+                release_written(conn, outcome)
+            }
+        };
+        self.after_fault(key, outcome);
+    }
+}
