@@ -43,7 +43,13 @@ pub fn parse_listen(text: &str) -> Result<ListenUrl, String> {
         Some(split) => split,
         None => match base.split_once(':') {
             Some((scheme @ ("unix" | "chat+unix"), path)) => (scheme, path),
-            _ => return Err(format!("`{text}` is not a listen URL (schemes: {SCHEMES})")),
+            _ => {
+                let hint = match parse_addr(base) {
+                    Ok(_) => format!("; for TCP echo there: tcp://{text}"),
+                    Err(_) => String::new(),
+                };
+                return Err(format!("`{text}` is not a listen URL (schemes: {SCHEMES}){hint}"));
+            }
         },
     };
     let addr = || parse_addr(rest);
@@ -68,7 +74,9 @@ pub fn parse_listen(text: &str) -> Result<ListenUrl, String> {
     let (room, plan) = split_query(query.unwrap_or(""))?;
     let spec = match room {
         Some(_) if !spec.is_chat() => {
-            return Err(format!("`{text}`: room= is for chat listeners (chat://, chat+tls://)"));
+            return Err(format!(
+                "`{text}`: room= is for chat listeners (chat://, chat+tls://, chat+unix:)"
+            ));
         }
         Some(room) => {
             check_room_name(room)?;
@@ -183,6 +191,7 @@ mod tests {
         let err = |text: &str| parse_listen(text).unwrap_err();
         assert!(err("http://127.0.0.1:1").contains("`http://` is not a listen scheme"));
         assert!(err("127.0.0.1:1").contains("not a listen URL"));
+        assert!(err("127.0.0.1:1").ends_with("for TCP echo there: tcp://127.0.0.1:1"));
         assert!(err("unix:").contains("no socket path"));
         assert!(err("tcp://127.0.0.1:1?room=x").contains("room= is for chat listeners"));
         assert!(err("chat://127.0.0.1:1?room=a b").contains("a room name is"));

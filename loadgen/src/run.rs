@@ -345,7 +345,17 @@ fn reachable(
         };
         match result {
             Ok(()) => return Ok(endpoint),
-            Err(e) => last = format!("cannot connect to {endpoint}: {e}"),
+            Err(e) => {
+                // An untrusted certificate is what a new user of a self-signed server meets.
+                let hint = match e.to_string().contains("UnknownIssuer") {
+                    true => {
+                        " (trust the server's certificate with --tls-ca PEM: ricochet's ready \
+                             line names its file; or --insecure)"
+                    }
+                    false => "",
+                };
+                last = format!("cannot connect to {endpoint}: {e}{hint}");
+            }
         }
     }
     Err(Error::new(last))

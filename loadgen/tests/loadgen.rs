@@ -172,9 +172,14 @@ fn chat_over_tls_and_unix_sockets() {
             (Some(2000), Some(2000 * 9))
         );
     }
+    // Without trusting the server's self-signed certificate: refused up front, with the way out.
+    let out = loadgen(&[&tls_target, "-n", "10", "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("UnknownIssuer") && err.contains("--tls-ca PEM"), "{err}");
     let stats = server.shutdown().unwrap();
-    // Ten members and the preflight's session.
-    assert_eq!((stats.tls_handshakes, stats.tls_failures), (11, 0));
+    // Ten members and the preflight's session (the refused handshake is a failure).
+    assert_eq!((stats.tls_handshakes, stats.tls_failures), (11, 1));
     assert_eq!(stats.slow_members, 0);
 }
 
