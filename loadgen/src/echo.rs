@@ -18,14 +18,14 @@ use std::time::Instant;
 use mio::event::Event;
 use mio::Token;
 
-use crate::client::{Conn, Phase, Status};
+use crate::conn::{EchoConn, Phase, Status};
 use crate::engine::{Engine, Plan, Workload};
 use crate::schedule::Schedule;
 use crate::tally::{Cause, InFlight};
 
-/// The echo load of one thread.
-pub(crate) struct EchoLoad {
-    conns: Vec<Conn>,
+/// The echo load of one thread, over connections of kind `C` (streams or datagrams).
+pub(crate) struct EchoLoad<C> {
+    conns: Vec<C>,
     dirty: Vec<usize>,
     listed: Vec<bool>,
     scratch: Vec<u8>,
@@ -37,11 +37,11 @@ pub(crate) struct EchoLoad {
     starved: bool,
 }
 
-impl EchoLoad {
-    pub(crate) fn new(plan: &Plan) -> EchoLoad {
+impl<C: EchoConn> EchoLoad<C> {
+    pub(crate) fn new(plan: &Plan) -> EchoLoad<C> {
         let n = plan.conn_ids.len();
         EchoLoad {
-            conns: plan.conn_ids.iter().map(|&id| Conn::new(id)).collect(),
+            conns: plan.conn_ids.iter().map(|&id| C::new(id)).collect(),
             dirty: Vec::with_capacity(n),
             listed: vec![false; n],
             scratch: vec![0; plan.size.max(64 * 1024)],
@@ -56,17 +56,17 @@ impl EchoLoad {
     /// loop offers them to the schedule.
     #[inline(always)]
     fn refill(&mut self, e: &mut Engine, i: usize, now: Instant, freed: usize) {
-        if self.conns[i].phase != Phase::Up {
+        if self.conns[i].life().phase != Phase::Up {
             return;
         }
         if self.schedule.is_some() {
-            let generation = self.conns[i].generation;
+            let generation = self.conns[i].life().generation;
             self.slots.extend(std::iter::repeat_n((i, generation), freed));
             self.starved = false;
             return;
         }
         let (size, depth) = (e.plan.size, e.plan.depth);
-        let left = self.conns[i].life_left(e.plan.reconnect_every);
+        let left = self.conns[i].life().left(e.plan.reconnect_every);
         let want = depth.saturating_sub(self.conns[i].in_flight()).min(left);
         let mut status = Status::Ok;
         if want > 0 && e.may_issue(now) {
@@ -93,10 +93,10 @@ impl EchoLoad {
                 return;
             };
             let conn = &self.conns[i];
-            if conn.generation != generation || conn.phase != Phase::Up {
+            if conn.life().generation != generation || conn.life().phase != Phase::Up {
                 continue; // a slot of a connection that has since dropped
             }
-            if conn.life_left(e.plan.reconnect_every) == 0 {
+            if conn.life().left(e.plan.reconnect_every) == 0 {
                 continue; // it is done for this life: its slots come back when it reconnects
             }
             let Some(schedule) = &mut self.schedule else { return };
@@ -111,7 +111,7 @@ impl EchoLoad {
     }
 
     fn mark(&mut self, i: usize) {
-        if self.conns[i].dirty && !self.listed[i] {
+        if self.conns[i].life().dirty && !self.listed[i] {
             self.listed[i] = true;
             self.dirty.push(i);
         }
@@ -135,13 +135,13 @@ impl EchoLoad {
                 false => Cause::ConnectFailed,
             };
             self.handle(e, i, Status::Failed(cause), now);
-        } else if conn.phase == Phase::Up {
+        } else if conn.life().phase == Phase::Up {
             self.refill(e, i, now, e.plan.depth); // UDP: no handshake
         }
     }
 }
 
-impl Workload for EchoLoad {
+impl<C: EchoConn> Workload for EchoLoad<C> {
     fn start(&mut self, e: &mut Engine, now: Instant) -> io::Result<()> {
         for i in 0..self.conns.len() {
             self.reconnect(e, i, now);
@@ -154,14 +154,14 @@ impl Workload for EchoLoad {
     #[inline(always)]
     fn serve(&mut self, e: &mut Engine, i: usize, event: &Event, now: Instant) {
         let Some(conn) = self.conns.get_mut(i) else { return };
-        match conn.phase {
+        match conn.life().phase {
             Phase::Down(_) => {}
             Phase::Connecting => {
                 // Any event: a TLS handshake goes on with readable ones too.
                 let status = conn.check_connected();
-                let up = conn.phase == Phase::Up;
+                let up = conn.life().phase == Phase::Up;
                 if up {
-                    let took = conn.connect_time(now);
+                    let took = conn.life().connect_time(now);
                     e.tally.connected(e.tally.ns(now), took);
                 }
                 self.handle(e, i, status, now);
@@ -224,7 +224,7 @@ impl Workload for EchoLoad {
 
     fn maintain(&mut self, e: &mut Engine, now: Instant) {
         for i in 0..self.conns.len() {
-            match self.conns[i].phase {
+            match self.conns[i].life().phase {
                 Phase::Up => {
                     let now_ns = e.tally.ns(now);
                     let (status, lost) = self.conns[i].expire(now_ns, e.plan.timeout, &mut e.tally);
@@ -255,7 +255,7 @@ impl Workload for EchoLoad {
     /// the echo until the server's EOF. Dropping connections with echo data unread would make
     /// the kernel reset them, and the server count resets.
     fn begin_close(&mut self, _e: &mut Engine) -> Vec<bool> {
-        self.conns.iter_mut().map(Conn::begin_close).collect()
+        self.conns.iter_mut().map(C::begin_close).collect()
     }
 
     fn drain(&mut self, i: usize) -> bool {

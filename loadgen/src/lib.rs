@@ -11,9 +11,13 @@
 //! - [`run`]: one benchmark: embedded server or preflight, threads, progress, hlog, merge.
 //! - `engine`: one load thread's loop, shared by every workload: poll, the open loop's timer,
 //!   maintenance and intervals, the one admission rule, the polite close.
-//! - `echo`: the echo workload (streams and datagrams); `chat`: the chat room's fan-out
+//! - `echo`: the echo workload, compiled once for stream and once for datagram connections;
+//!   `chat`: the chat room's fan-out
 //!   workload (members, publishers, per-delivery checks).
-//! - [`client`]: one connection: send queue, echo verification, completions.
+//! - [`conn`]: what every echo connection has (its life) and the interface the echo workload
+//!   drives; [`stream`]: a stream echo connection (send ring, byte-exact verification,
+//!   completions); [`datagram`]: a datagram echo connection (sequence-numbered slots, loss,
+//!   reordering).
 //! - [`wire`]: a stream connection's transport: the socket (TCP, Unix) and the bytes over it,
 //!   in the clear or through TLS; every stream workload reads and writes through it.
 //! - [`tally`]: a thread's results: latency histogram and counts by cause.
@@ -28,7 +32,8 @@
 
 mod chat;
 pub mod cli;
-pub mod client;
+pub mod conn;
+pub mod datagram;
 mod echo;
 mod engine;
 pub mod merge;
@@ -40,6 +45,7 @@ pub mod results;
 pub mod run;
 pub mod schedule;
 pub mod settings;
+pub mod stream;
 pub mod sweep;
 pub mod tally;
 pub mod target;

@@ -10,9 +10,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 
+use crate::datagram::DatagramConn;
+use crate::echo::EchoLoad;
 use crate::engine::{self, Interval, Plan, Report};
 use crate::probe;
 use crate::report::{self, HlogWriter, Merged, RunInfo};
+use crate::stream::StreamConn;
 use crate::tally::new_histogram;
 use crate::target::{Address, Endpoint, Target, Workload};
 use crate::Error;
@@ -22,7 +25,10 @@ fn load_thread(plan: Plan) -> std::io::Result<crate::tally::Tally> {
     let reports = plan.reports.clone();
     let result = match plan.endpoint.workload {
         Workload::Chat => engine::drive(plan, crate::chat::ChatLoad::new),
-        Workload::Echo => engine::drive(plan, crate::echo::EchoLoad::new),
+        Workload::Echo => match plan.endpoint.address {
+            Address::Udp(_) => engine::drive(plan, EchoLoad::<DatagramConn>::new),
+            _ => engine::drive(plan, EchoLoad::<StreamConn>::new),
+        },
     };
     let _ = reports.send(Report::Finished);
     result
