@@ -120,6 +120,10 @@ struct Happened {
     sliced: u64,
 }
 
+// One type on purpose (about 340 lines): every stream fault acts on the same output, in the same
+// byte counts and the same release order (a rate throttles what latency held, a slice cuts what
+// the rate lets out, an end counts what was released); split, each part would need the others'
+// state.
 impl<T: Transport> Faulty<T> {
     /// Wraps `inner`; `rng` is the connection's own generator, whose first draw decides `p`
     /// (see [`Faults::applies`]); `cap` bounds the bytes held for latency.

@@ -94,6 +94,10 @@ pub(crate) struct Reactor {
     peers: Option<Arc<Peers>>,
 }
 
+// The loop, its dispatch, and the steps every serving path shares (apply an outcome, close, free,
+// arm a deadline) stay together here, about 320 lines; accepting, the lifecycle, commands, chat
+// fan-out, the peers and the serving of the connections other than the plain echo are each a
+// file of their own beside it.
 impl Reactor {
     /// The first (or only) reactor: binds every listener (concrete addresses come back in the same
     /// order as the config's) and accepts every stream connection. `tls`: the TLS listeners'

@@ -21,6 +21,9 @@
 //! server reactor is an even match. A member the server disconnects is not replaced: the error
 //! is counted and its deliveries are lost from then on.
 
+mod publish;
+mod receive;
+
 use std::collections::VecDeque;
 use std::io;
 
@@ -30,7 +33,6 @@ use mio::event::Event;
 use mio::{Interest, Token};
 
 use crate::engine::{Engine, Plan, Workload};
-use crate::payload;
 use crate::schedule::Schedule;
 use crate::tally::Cause;
 use crate::target::Address;
@@ -215,244 +217,6 @@ impl ChatLoad {
         }
     }
 
-    /// Reads every line waiting for member `m`.
-    fn on_readable(&mut self, e: &mut Engine, m: usize) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        loop {
-            if self.members[m].phase != Phase::Up {
-                break;
-            }
-            let member = &mut self.members[m];
-            let read = member.wire.read(member.socket.fd(), &mut scratch);
-            // The end came with the data: read again rather than wait for an edge.
-            member.read_closed |= member.wire.saw_end();
-            let n = match read {
-                Ok(0) => {
-                    self.kill(e, m, Cause::ClosedByServer);
-                    break;
-                }
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => {
-                    self.kill(e, m, Cause::of(&err));
-                    break;
-                }
-            };
-            let at = e.tally.now_ns(); // when this member read it
-            let mut data = &scratch[..n];
-            let mut carry = std::mem::take(&mut self.members[m].carry);
-            if !carry.is_empty() {
-                match memchr::memchr(b'\n', data) {
-                    Some(i) => {
-                        carry.extend_from_slice(&data[..i]);
-                        self.line(e, m, &carry, at);
-                        carry.clear();
-                        data = &data[i + 1..];
-                    }
-                    None => {
-                        carry.extend_from_slice(data);
-                        data = &[];
-                    }
-                }
-            }
-            let mut start = 0;
-            for end in memchr::memchr_iter(b'\n', data) {
-                self.line(e, m, &data[start..end], at);
-                start = end + 1;
-            }
-            data = &data[start..];
-            carry.extend_from_slice(data);
-            if carry.len() > e.plan.size {
-                // No line of this run is that long: what came is not what was sent.
-                e.tally.mismatches += 1;
-                carry.clear();
-            }
-            self.members[m].carry = carry;
-            if n < scratch.len() && !self.members[m].read_closed {
-                break; // a short read: the receive queue is empty (epoll(7))
-            }
-        }
-        self.scratch = scratch;
-    }
-
-    /// One line received by member `m` (without its `\n`) at `at` ns.
-    fn line(&mut self, e: &mut Engine, m: usize, line: &[u8], at: u64) {
-        if line == SYNC {
-            self.members[m].synced = true;
-            return;
-        }
-        let member = &mut self.members[m];
-        let Some((p, seq)) = payload::line_header(line) else {
-            e.tally.mismatches += 1; // not a line of this run
-            return;
-        };
-        let p = p as usize;
-        if p >= self.pubs.len() || member.publisher == Some(p) {
-            e.tally.mismatches += 1; // a publisher that does not exist, or its own line back
-            return;
-        }
-        let expected = member.next[p];
-        if seq != expected {
-            // Lines skipped that had already timed out were counted lost: not counted again.
-            // Any other gap (lines missing or reordered), or a duplicate, is a mismatch.
-            let skipped_expired = seq > expected && seq <= self.pubs[p].base;
-            if !skipped_expired {
-                e.tally.mismatches += 1;
-                if seq < expected {
-                    return; // a duplicate
-                }
-            }
-            member.next[p] = seq;
-            return self.line(e, m, line, at);
-        }
-        member.next[p] = seq + 1;
-        if payload::check_line(line, e.plan.size, &mut self.check) != Some((p as u32, seq)) {
-            e.tally.mismatches += 1; // the right header on corrupted bytes
-            return;
-        }
-        let publisher = &mut self.pubs[p];
-        let Some(index) = seq.checked_sub(publisher.base) else {
-            return; // it had already timed out (counted lost)
-        };
-        let Some(sent) = publisher.lines.get_mut(index as usize) else { return };
-        sent.remaining -= 1;
-        if sent.record {
-            e.tally.delivery(at.saturating_sub(sent.start));
-        }
-        if index == 0 && sent.remaining == 0 {
-            self.complete(e, p, at);
-        }
-    }
-
-    /// Pops the lines at the front of publisher `p` that every member has, and publishes as many
-    /// new ones (closed loop).
-    fn complete(&mut self, e: &mut Engine, p: usize, at: u64) {
-        let publisher = &mut self.pubs[p];
-        let mut freed = 0;
-        while publisher.lines.front().is_some_and(|l| l.remaining == 0) {
-            let line = publisher.lines.pop_front().expect("checked");
-            publisher.base += 1;
-            freed += 1;
-            if line.record {
-                e.tally.messages += 1;
-                e.tally.last_completion = Some(at);
-            }
-        }
-        if freed > 0 && self.schedule.is_none() {
-            let now = e.tally.base + Duration::from_nanos(at);
-            self.publish(e, p, now, freed);
-        }
-    }
-
-    /// Closed loop: publishes up to `n` lines from publisher `p`.
-    fn publish(&mut self, e: &mut Engine, p: usize, now: Instant, n: usize) {
-        if self.members[self.pubs[p].member].phase != Phase::Up {
-            return;
-        }
-        for _ in 0..n {
-            if !e.may_issue(now) {
-                return;
-            }
-            let (record, 1) = e.admit(now, 1) else { return };
-            // The turn's time until the write stamps it (the timeout needs a time meanwhile).
-            let at = e.tally.ns(now);
-            if self.issue(e, p, Line { start: at, sent: at, remaining: self.receivers, record }) {
-                self.pubs[p].unstamped += 1;
-            }
-        }
-    }
-
-    /// Open loop: hands every line that came due to the next publisher with room.
-    fn issue_due(&mut self, e: &mut Engine, now: Instant) {
-        while e.may_issue(now) {
-            let Some(schedule) = &self.schedule else { return };
-            if schedule.next_due() > now {
-                return;
-            }
-            let Some(p) =
-                (0..self.pubs.len()).map(|k| (self.turn + k) % self.pubs.len()).find(|&p| {
-                    let m = &self.members[self.pubs[p].member];
-                    m.phase == Phase::Up && m.out.len() - m.written < MAX_QUEUED
-                })
-            else {
-                return; // every publisher is backed up: the line waits, its latency runs
-            };
-            self.turn = p + 1;
-            let Some(schedule) = &mut self.schedule else { return };
-            let Some((_, intended)) = schedule.take_due(now) else { return };
-            let (record, 1) = e.admit(now, 1) else { return };
-            let line = Line {
-                start: e.tally.ns(intended),
-                sent: e.tally.ns(now),
-                remaining: self.receivers,
-                record,
-            };
-            self.issue(e, p, line);
-        }
-    }
-
-    /// Queues `line` on publisher `p`'s connection; false if it is not up.
-    fn issue(&mut self, e: &mut Engine, p: usize, line: Line) -> bool {
-        let publisher = &mut self.pubs[p];
-        let m = publisher.member;
-        if self.members[m].phase != Phase::Up {
-            return false;
-        }
-        let seq = publisher.base + publisher.lines.len() as u64;
-        publisher.lines.push_back(line);
-        let out = &mut self.members[m].out;
-        let from = out.len();
-        out.resize(from + e.plan.size, 0);
-        payload::fill_line(&mut out[from..], p as u32, seq);
-        self.mark(m);
-        true
-    }
-
-    fn flush_dirty(&mut self, e: &mut Engine) {
-        for k in 0..self.dirty.len() {
-            let m = self.dirty[k];
-            self.listed[m] = false;
-            if !self.members[m].write_blocked {
-                self.flush(e, m);
-            }
-        }
-        self.dirty.clear();
-    }
-
-    /// Writes member `m`'s queued lines, in one syscall unless the socket is full.
-    fn flush(&mut self, e: &mut Engine, m: usize) {
-        let member = &mut self.members[m];
-        if member.phase != Phase::Up || member.written == member.out.len() {
-            return;
-        }
-        let publisher = member.publisher.filter(|&p| self.pubs[p].unstamped > 0);
-        let now = if publisher.is_some() { e.tally.now_ns() } else { 0 };
-        let result = member.wire.write(member.socket.fd(), &member.out[member.written..]);
-        if let (Some(p), Ok((n @ 1.., _))) = (publisher, &result) {
-            // The lines whose first byte went out start now; the rest when their bytes go.
-            let publisher = &mut self.pubs[p];
-            let unstamped = publisher.unstamped.min(publisher.lines.len());
-            let went = went_out(member.out.len(), member.written + n, unstamped, e.plan.size);
-            let first = publisher.lines.len() - unstamped;
-            for line in publisher.lines.range_mut(first..first + went) {
-                (line.start, line.sent) = (now, now);
-            }
-            publisher.unstamped = unstamped - went;
-        }
-        match result {
-            Ok((n, blocked)) => {
-                member.written += n;
-                member.write_blocked = blocked;
-                if member.written == member.out.len() {
-                    member.out.clear();
-                    member.written = 0;
-                }
-            }
-            Err(err) => self.kill(e, m, Cause::of(&err)),
-        }
-    }
-
     /// Member `m` failed: count why; it is not replaced.
     fn kill(&mut self, e: &mut Engine, m: usize, cause: Cause) {
         let member = &mut self.members[m];
@@ -590,34 +354,5 @@ impl Workload for ChatLoad {
                 Err(_) => return true,
             }
         }
-    }
-}
-
-/// Of the newest `unstamped` lines of `size` bytes at the end of `out_len` queued bytes, how many
-/// have their first byte among the first `written` bytes (the oldest of them first).
-fn went_out(out_len: usize, written: usize, unstamped: usize, size: usize) -> usize {
-    let first = out_len.saturating_sub(unstamped * size);
-    match written > first {
-        true => (written - first).div_ceil(size).min(unstamped),
-        false => 0,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::went_out;
-
-    /// A partial write starts exactly the lines whose first byte it took (chat once stamped
-    /// every waiting line at any write that took a byte).
-    #[test]
-    fn a_partial_write_starts_only_the_lines_it_began() {
-        // 100 bytes queued: 20 already stamped, then 4 unstamped lines of 20 bytes.
-        assert_eq!(went_out(100, 20, 4, 20), 0, "nothing of the unstamped lines went");
-        assert_eq!(went_out(100, 21, 4, 20), 1, "one byte of the first");
-        assert_eq!(went_out(100, 40, 4, 20), 1, "the first whole, not a byte of the second");
-        assert_eq!(went_out(100, 41, 4, 20), 2);
-        assert_eq!(went_out(100, 100, 4, 20), 4, "everything");
-        assert_eq!(went_out(80, 80, 4, 20), 4, "only unstamped lines queued");
-        assert_eq!(went_out(80, 0, 4, 20), 0);
     }
 }
