@@ -25,7 +25,7 @@ use mio::{Interest, Registry, Token};
 use crate::conn::{EchoConn, Life, Status};
 use crate::payload;
 use crate::tally::{Cause, InFlight, Tally};
-use crate::target::{Address, Endpoint};
+use crate::target::Endpoint;
 use crate::tls::TlsClient;
 use crate::wire::{Socket, Wire};
 
@@ -163,17 +163,8 @@ impl EchoConn for StreamConn {
         token: Token,
     ) -> io::Result<()> {
         self.life.connecting();
-        self.wire = Wire::plain();
-        let mut sock = match &endpoint.address {
-            Address::Tcp(addr) => Socket::tcp(*addr)?,
-            Address::Tls(addr) => {
-                let tls = tls.ok_or_else(|| io::Error::other("a tls:// target without TLS"))?;
-                self.wire = Wire::new(Some(tls))?;
-                Socket::tcp(*addr)?
-            }
-            Address::Unix(path) => Socket::unix(path)?,
-            Address::Udp(_) => return Err(io::Error::other("a stream connection over UDP")),
-        };
+        let (mut sock, wire) = crate::wire::connect(&endpoint.address, tls)?;
+        self.wire = wire;
         registry.register(sock.source(), token, Interest::READABLE | Interest::WRITABLE)?;
         self.sock = Some(sock);
         self.write_blocked = false;

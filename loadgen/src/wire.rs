@@ -22,6 +22,7 @@ use mio::net::{TcpStream, UnixStream};
 use ricochet::sys;
 use ricochet::tls_io::Inbound;
 
+use crate::target::Address;
 use crate::tls::{self, TlsClient};
 
 /// A connected (or connecting) stream socket.
@@ -181,6 +182,21 @@ impl Wire {
             session.send_close_notify();
             let _ = tls::write_records(session, fd);
         }
+    }
+}
+
+/// Starts a stream connection to `address`: the socket, and its wire (a TLS session from `tls`
+/// on a TLS address). The one place a stream transport is chosen: a new transport is a case
+/// here (and its scheme in `target.rs`).
+pub fn connect(address: &Address, tls: Option<&TlsClient>) -> io::Result<(Socket, Wire)> {
+    match address {
+        Address::Tcp(addr) => Ok((Socket::tcp(*addr)?, Wire::plain())),
+        Address::Tls(addr) => {
+            let tls = tls.ok_or_else(|| io::Error::other("a TLS target without TLS settings"))?;
+            Ok((Socket::tcp(*addr)?, Wire::new(Some(tls))?))
+        }
+        Address::Unix(path) => Ok((Socket::unix(path)?, Wire::plain())),
+        Address::Udp(_) => Err(io::Error::other("UDP is not a stream transport")),
     }
 }
 

@@ -35,7 +35,6 @@ use mio::{Interest, Token};
 use crate::engine::{Engine, Plan, Workload};
 use crate::schedule::Schedule;
 use crate::tally::Cause;
-use crate::target::Address;
 use crate::wire::{Socket, Wire};
 
 /// The line members 0 and 1 send until everyone is known to be in the room.
@@ -260,19 +259,13 @@ impl Workload for ChatLoad {
     fn start(&mut self, e: &mut Engine, _now: Instant) -> io::Result<()> {
         let n = e.plan.conn_ids.len();
         for i in 0..n {
-            let (mut socket, tls) = match &e.plan.endpoint.address {
-                Address::Tcp(addr) => (Socket::tcp(*addr)?, None),
-                Address::Tls(addr) => (Socket::tcp(*addr)?, e.plan.tls.as_deref()),
-                Address::Unix(path) => (Socket::unix(path)?, None),
-                Address::Udp(_) => {
-                    return Err(io::Error::other("a chat room is not served over UDP"));
-                }
-            };
+            let (mut socket, wire) =
+                crate::wire::connect(&e.plan.endpoint.address, e.plan.tls.as_deref())?;
             let interest = Interest::READABLE | Interest::WRITABLE;
             e.poll.registry().register(socket.source(), Token(i), interest)?;
             self.members.push(Member {
                 socket,
-                wire: Wire::new(tls)?,
+                wire,
                 phase: Phase::Connecting,
                 publisher: (i < self.pubs.len()).then_some(i),
                 out: Vec::new(),
