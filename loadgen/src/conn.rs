@@ -138,8 +138,6 @@ pub trait EchoConn {
     fn check_connected(&mut self) -> Status;
     /// Drops the socket and everything in flight; reconnect after a backoff.
     fn drop_connection(&mut self, registry: &Registry, now: Instant, tally: &mut Tally);
-    /// `--reconnect-every`: closes politely and reconnects at once, no error counted.
-    fn recycle(&mut self, registry: &Registry, now: Instant, tally: &mut Tally);
     /// Hands `n` messages like `msg` to the connection (open loop: `stamped` with their intended
     /// time; closed loop: stamped when their bytes go out).
     fn issue(
@@ -174,6 +172,15 @@ pub trait EchoConn {
     fn begin_close(&mut self) -> bool;
     /// End of the run: reads the rest; true once the server's end (or an error) came.
     fn drain_until_eof(&mut self, scratch: &mut [u8]) -> bool;
+
+    /// `--reconnect-every`: closes politely and reconnects at once, with no backoff and no error
+    /// counted.
+    fn recycle(&mut self, registry: &Registry, now: Instant, tally: &mut Tally) {
+        self.begin_close();
+        let backoff = self.life().backoff();
+        self.drop_connection(registry, now, tally);
+        self.life_mut().recycled(now, backoff);
+    }
 
     /// Whether it completed its `every` messages and owes nothing (`--reconnect-every`).
     fn life_done(&self, every: Option<u64>) -> bool {

@@ -117,12 +117,6 @@ impl EchoConn for DatagramConn {
         self.life.down(now);
     }
 
-    fn recycle(&mut self, registry: &Registry, now: Instant, tally: &mut Tally) {
-        let backoff = self.life.backoff();
-        self.drop_connection(registry, now, tally);
-        self.life.recycled(now, backoff);
-    }
-
     /// Sent at once, up to [`sys::MAX_DATAGRAMS`] per sendmmsg(2), built in `scratch`; one the
     /// socket refuses is simply lost (the timeout counts it). Closed-loop datagrams start now.
     fn issue(

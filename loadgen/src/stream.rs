@@ -210,13 +210,6 @@ impl EchoConn for StreamConn {
         self.life.down(now);
     }
 
-    fn recycle(&mut self, registry: &Registry, now: Instant, tally: &mut Tally) {
-        self.begin_close();
-        let backoff = self.life.backoff();
-        self.drop_connection(registry, now, tally);
-        self.life.recycled(now, backoff);
-    }
-
     /// Queued for this turn's write; batches (a closed-loop refill) cost one ring reservation
     /// and one queue extension.
     fn issue(
