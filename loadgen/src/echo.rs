@@ -19,15 +19,14 @@ use mio::event::Event;
 use mio::Token;
 
 use crate::conn::{EchoConn, Phase, Status};
-use crate::engine::{Engine, Plan, Workload};
+use crate::engine::{Engine, Pending, Plan, Workload};
 use crate::schedule::Schedule;
 use crate::tally::{Cause, InFlight};
 
 /// The echo load of one thread, over connections of kind `C` (streams or datagrams).
 pub(crate) struct EchoLoad<C> {
     conns: Vec<C>,
-    dirty: Vec<usize>,
-    listed: Vec<bool>,
+    pending: Pending,
     scratch: Vec<u8>,
     check: Vec<u8>,
     schedule: Option<Schedule>,
@@ -42,8 +41,7 @@ impl<C: EchoConn> EchoLoad<C> {
         let n = plan.conn_ids.len();
         EchoLoad {
             conns: plan.conn_ids.iter().map(|&id| C::new(id)).collect(),
-            dirty: Vec::with_capacity(n),
-            listed: vec![false; n],
+            pending: Pending::new(n),
             scratch: vec![0; plan.size.max(64 * 1024)],
             check: Vec::new(),
             schedule: plan.rate.map(|rate| Schedule::new(plan.start, rate)),
@@ -111,9 +109,8 @@ impl<C: EchoConn> EchoLoad<C> {
     }
 
     fn mark(&mut self, i: usize) {
-        if self.conns[i].life().dirty && !self.listed[i] {
-            self.listed[i] = true;
-            self.dirty.push(i);
+        if self.conns[i].life().dirty {
+            self.pending.mark(i);
         }
     }
 
@@ -210,14 +207,13 @@ impl<C: EchoConn> Workload for EchoLoad<C> {
     #[inline(always)]
     fn turn(&mut self, e: &mut Engine, now: Instant) -> io::Result<()> {
         self.issue_due(e, now);
-        for k in 0..self.dirty.len() {
-            let i = self.dirty[k];
-            self.listed[i] = false;
+        let pending = self.pending.take();
+        for &i in &pending {
             let clock = e.tally.clock;
             let status = self.conns[i].flush(|| clock.now());
             self.handle(e, i, status, now);
         }
-        self.dirty.clear();
+        self.pending.give_back(pending);
         e.tally.settle(); // after the writes: recording latencies can wait for them
         Ok(())
     }

@@ -209,6 +209,51 @@ impl Engine {
     }
 }
 
+/// The pending writes: the connections with output queued this turn, each listed once, written
+/// at the turn's end in the order they were marked (one write per connection per turn). Every
+/// workload queues through it.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    list: Vec<usize>,
+    listed: Vec<bool>,
+}
+
+impl Pending {
+    /// For connections `0..n`.
+    pub(crate) fn new(n: usize) -> Pending {
+        Pending { list: Vec::with_capacity(n), listed: vec![false; n] }
+    }
+
+    /// Connection `i` has output to write this turn.
+    #[inline]
+    pub(crate) fn mark(&mut self, i: usize) {
+        if !self.listed[i] {
+            self.listed[i] = true;
+            self.list.push(i);
+        }
+    }
+
+    /// This turn's list, to write (marks made meanwhile go to the next list); hand its storage
+    /// back with [`Pending::give_back`].
+    #[inline]
+    pub(crate) fn take(&mut self) -> Vec<usize> {
+        for &i in &self.list {
+            self.listed[i] = false;
+        }
+        std::mem::take(&mut self.list)
+    }
+
+    /// The storage of a list taken, emptied, for the next turn (unless marks made meanwhile
+    /// started a list of their own).
+    #[inline]
+    pub(crate) fn give_back(&mut self, mut list: Vec<usize>) {
+        list.clear();
+        if self.list.is_empty() {
+            self.list = list;
+        }
+    }
+}
+
 /// A kind of load, driven by the engine.
 pub(crate) trait Workload {
     /// Opens the connections.
@@ -344,5 +389,28 @@ pub(crate) fn await_eofs(
 pub(crate) fn send_interval(reports: &Sender<Report>, tally: &mut Tally, index: u64) {
     if let Some(hist) = tally.take_interval() {
         let _ = reports.send(Report::Interval(Interval { index, hist }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pending;
+
+    /// Each connection is written once per turn, in the order marked; a mark made while the
+    /// turn's list is being written waits for the next turn instead of being lost.
+    #[test]
+    fn pending_writes_list_each_connection_once() {
+        let mut pending = Pending::new(4);
+        for i in [2, 0, 2, 3, 0] {
+            pending.mark(i);
+        }
+        let turn = pending.take();
+        assert_eq!(turn, [2, 0, 3]);
+        pending.mark(2); // while writing
+        pending.give_back(turn);
+        assert_eq!(pending.take(), [2]);
+        pending.mark(1);
+        pending.mark(1);
+        assert_eq!(pending.take(), [1]);
     }
 }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use mio::event::Event;
 use mio::{Interest, Token};
 
-use crate::engine::{Engine, Plan, Workload};
+use crate::engine::{Engine, Pending, Plan, Workload};
 use crate::schedule::Schedule;
 use crate::tally::Cause;
 use crate::wire::{Socket, Wire};
@@ -106,8 +106,7 @@ pub(crate) struct ChatLoad {
     pubs: Vec<Publisher>,
     scratch: Vec<u8>,
     check: Vec<u8>,
-    dirty: Vec<usize>,
-    listed: Vec<bool>,
+    pending: Pending,
     schedule: Option<Schedule>,
     /// Open loop: the publisher the next line goes to.
     turn: usize,
@@ -130,8 +129,7 @@ impl ChatLoad {
                 .collect(),
             scratch: vec![0; 256 * 1024],
             check: Vec::new(),
-            dirty: Vec::with_capacity(n),
-            listed: vec![false; n],
+            pending: Pending::new(n),
             schedule: None,
             turn: 0,
             stage: Stage::Joining,
@@ -173,10 +171,7 @@ impl ChatLoad {
     }
 
     fn mark(&mut self, m: usize) {
-        if !self.listed[m] {
-            self.listed[m] = true;
-            self.dirty.push(m);
-        }
+        self.pending.mark(m);
     }
 
     fn on_event(&mut self, e: &mut Engine, m: usize, event: &Event) {

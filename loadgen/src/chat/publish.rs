@@ -75,14 +75,13 @@ impl ChatLoad {
     }
 
     pub(super) fn flush_dirty(&mut self, e: &mut Engine) {
-        for k in 0..self.dirty.len() {
-            let m = self.dirty[k];
-            self.listed[m] = false;
+        let pending = self.pending.take();
+        for &m in &pending {
             if !self.members[m].write_blocked {
                 self.flush(e, m);
             }
         }
-        self.dirty.clear();
+        self.pending.give_back(pending);
     }
 
     /// Writes member `m`'s queued lines, in one syscall unless the socket is full.
