@@ -157,6 +157,54 @@ impl ListenSpec {
         }
     }
 
+    /// TCP echo (the enum variant's name before listeners were endpoint × behaviour).
+    #[doc(hidden)]
+    #[deprecated(note = "use ListenSpec::tcp")]
+    #[allow(non_snake_case)]
+    pub fn Tcp(addr: SocketAddr) -> Self {
+        Self::tcp(addr)
+    }
+
+    /// UDP echo (the old variant's name).
+    #[doc(hidden)]
+    #[deprecated(note = "use ListenSpec::udp")]
+    #[allow(non_snake_case)]
+    pub fn Udp(addr: SocketAddr) -> Self {
+        Self::udp(addr)
+    }
+
+    /// Unix-domain stream echo (the old variant's name).
+    #[doc(hidden)]
+    #[deprecated(note = "use ListenSpec::unix")]
+    #[allow(non_snake_case)]
+    pub fn Unix(path: PathBuf) -> Self {
+        Self::unix(path)
+    }
+
+    /// A chat room on TCP (the old variant's name).
+    #[doc(hidden)]
+    #[deprecated(note = "use ListenSpec::chat")]
+    #[allow(non_snake_case)]
+    pub fn Chat(addr: SocketAddr) -> Self {
+        Self::chat(addr)
+    }
+
+    /// TLS echo (the old variant's name).
+    #[doc(hidden)]
+    #[deprecated(note = "use ListenSpec::tls")]
+    #[allow(non_snake_case)]
+    pub fn Tls(addr: SocketAddr) -> Self {
+        Self::tls(addr)
+    }
+
+    /// A chat room over TLS (the old variant's name).
+    #[doc(hidden)]
+    #[deprecated(note = "use ListenSpec::tls_chat")]
+    #[allow(non_snake_case)]
+    pub fn TlsChat(addr: SocketAddr) -> Self {
+        Self::tls_chat(addr)
+    }
+
     /// The same listener at another endpoint address (the bound one, with port 0 resolved).
     pub(crate) fn at(&self, endpoint: Endpoint) -> ListenSpec {
         ListenSpec { endpoint, behaviour: self.behaviour.clone() }
@@ -428,6 +476,16 @@ pub fn check_room_name(name: &str) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Code written against the old enum still builds (with a deprecation warning).
+    #[test]
+    #[allow(deprecated)]
+    fn the_old_constructors_still_build_the_same_listeners() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(ListenSpec::Tcp(a), ListenSpec::tcp(a));
+        assert_eq!(ListenSpec::TlsChat(a).proto(), "tls-chat");
+        assert_eq!(ListenSpec::Unix("/x".into()), ListenSpec::unix("/x"));
+    }
 
     #[test]
     fn default_is_valid() {
