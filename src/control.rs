@@ -10,8 +10,9 @@
 //!
 //! One reply line per command, several commands per connection; a blank line is ignored, and a
 //! line that is not a command (unknown, longer than 64 KiB, not UTF-8) is answered `error: ...`
-//! and the connection goes on. A command that fails changes nothing. A change has taken effect, for existing and new connections, when its `ok` arrives:
-//! the controller waits for the reactor to apply it.
+//! and the connection goes on. A command that fails changes nothing. A change has taken effect,
+//! for existing and new connections, when its `ok` arrives: the controller waits for the reactor
+//! to apply it.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

@@ -103,22 +103,20 @@ pub(crate) fn build(
     // Several reactors share each UDP port, one socket each.
     let udp_reuseport = config.reuseport || config.reactors() > 1;
     let mut built = Built { listeners: Vec::new(), addrs: Vec::new(), rooms: 0 };
-    let mut named: Vec<&str> = Vec::new();
+    // One entry per room, in order of first appearance: its name if listeners share it.
+    let mut rooms: Vec<Option<&str>> = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let role = match &spec.behaviour {
             Behaviour::Echo => Role::Echo,
-            Behaviour::Chat { room: Some(name) } => match named.iter().position(|n| n == name) {
-                Some(room) => Role::Chat { room },
-                None => {
-                    named.push(name);
-                    built.rooms += 1;
-                    Role::Chat { room: built.rooms - 1 }
+            Behaviour::Chat { room } => {
+                let name = room.as_deref();
+                let shared = name.and_then(|name| rooms.iter().position(|r| *r == Some(name)));
+                Role::Chat {
+                    room: shared.unwrap_or_else(|| {
+                        rooms.push(name);
+                        rooms.len() - 1
+                    }),
                 }
-            },
-            Behaviour::Chat { room: None } => {
-                named.push(""); // an unnamed room's slot: no name matches it
-                built.rooms += 1;
-                Role::Chat { room: built.rooms - 1 }
             }
         };
         let plan = config.plan(i).cloned().map(Arc::new);
@@ -166,6 +164,7 @@ pub(crate) fn build(
         built.listeners.push(listener);
         built.addrs.push(spec.at(endpoint));
     }
+    built.rooms = rooms.len();
     Ok(built)
 }
 

@@ -127,11 +127,7 @@ impl<C: EchoConn> EchoLoad<C> {
         let conn = &mut self.conns[i];
         let tls = e.plan.tls.as_deref();
         if let Err(err) = conn.connect(&e.plan.endpoint, tls, e.poll.registry(), Token(i)) {
-            let cause = match crate::wire::refused(&err) {
-                true => Cause::Refused,
-                false => Cause::ConnectFailed,
-            };
-            self.handle(e, i, Status::Failed(cause), now);
+            self.handle(e, i, Status::Failed(Cause::of_connect(&err)), now);
         } else if conn.life().phase == Phase::Up {
             self.refill(e, i, now, e.plan.depth); // UDP: no handshake
         }

@@ -186,8 +186,7 @@ impl EchoConn for StreamConn {
                 Status::Ok
             }
             Ok(false) => Status::Ok,
-            Err(e) if crate::wire::refused(&e) => Status::Failed(Cause::Refused),
-            Err(_) => Status::Failed(Cause::ConnectFailed),
+            Err(e) => Status::Failed(Cause::of_connect(&e)),
         }
     }
 

@@ -46,6 +46,15 @@ impl Cause {
         }
     }
 
+    /// A connect (or its TLS handshake) that failed: refused when nothing listens, else a
+    /// connect failure.
+    pub(crate) fn of_connect(err: &io::Error) -> Cause {
+        match err.kind() {
+            io::ErrorKind::ConnectionRefused => Cause::Refused,
+            _ => Cause::ConnectFailed,
+        }
+    }
+
     pub(crate) fn of(err: &io::Error) -> Cause {
         match err.kind() {
             io::ErrorKind::ConnectionRefused => Cause::Refused,

@@ -107,10 +107,10 @@ impl Wire {
         Wire::default()
     }
 
-    /// A new TLS session from `client` (its ClientHello waiting to be written), or the clear.
-    pub fn new(client: Option<&TlsClient>) -> io::Result<Wire> {
-        let tls = client.map(|c| c.session().map(Box::new)).transpose()?;
-        Ok(Wire { tls, inbound: Inbound::default() })
+    /// A new TLS session from `client` (its ClientHello waiting to be written).
+    pub fn tls(client: &TlsClient) -> io::Result<Wire> {
+        let session = Box::new(client.session()?);
+        Ok(Wire { tls: Some(session), inbound: Inbound::default() })
     }
 
     /// Moves the handshake on; `Ok(true)` once it is complete (at once in the clear).
@@ -193,16 +193,11 @@ pub fn connect(address: &Address, tls: Option<&TlsClient>) -> io::Result<(Socket
         Address::Tcp(addr) => Ok((Socket::tcp(*addr)?, Wire::plain())),
         Address::Tls(addr) => {
             let tls = tls.ok_or_else(|| io::Error::other("a TLS target without TLS settings"))?;
-            Ok((Socket::tcp(*addr)?, Wire::new(Some(tls))?))
+            Ok((Socket::tcp(*addr)?, Wire::tls(tls)?))
         }
         Address::Unix(path) => Ok((Socket::unix(path)?, Wire::plain())),
         Address::Udp(_) => Err(io::Error::other("UDP is not a stream transport")),
     }
-}
-
-/// Whether an I/O error is a refused connection (counted apart from other connect failures).
-pub fn refused(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::ConnectionRefused
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! What a connection does with its bytes. A listener carries a [`Role`] (its configured
 //! [`crate::config::Behaviour`], with its chat room resolved to this reactor's room index),
-//! fixed when a connection is accepted; the reactor keeps the connection as a [`Conn`] and reaches the
-//! behaviour through one `match` per event.
+//! fixed when a connection is accepted; the reactor keeps the connection as a [`Conn`] and
+//! reaches the behaviour through one `match` per event.
 //!
 //! - [`echo`]: every byte back to its sender (the monomorphic fast path).
 //! - [`chat`]: lines broadcast to the other members of a room; [`lines`] frames them and

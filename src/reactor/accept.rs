@@ -3,7 +3,6 @@
 //! built from the config, are `listener.rs`'s.
 
 use std::io;
-
 use std::time::Instant;
 
 use mio::{Interest, Token};

@@ -35,9 +35,7 @@ use crate::buffer::BufferPool;
 use crate::config::{Config, Endpoint, ListenSpec};
 use crate::control::Inbox;
 use crate::error::{Error, Result};
-
-use crate::listener::Listener;
-use crate::listener::{self, AcceptBackoff};
+use crate::listener::{self, AcceptBackoff, Listener};
 use crate::signals::Signals;
 use crate::stats::{SharedStats, Stats};
 use crate::timer::{Deadline, Kind, Timers};

@@ -187,8 +187,7 @@ impl ChatLoad {
                 match connected {
                     Ok(true) => member.phase = Phase::Up,
                     Ok(false) => {}
-                    Err(err) if crate::wire::refused(&err) => self.kill(e, m, Cause::Refused),
-                    Err(_) => self.kill(e, m, Cause::ConnectFailed),
+                    Err(err) => self.kill(e, m, Cause::of_connect(&err)),
                 }
             }
             Phase::Up => {
