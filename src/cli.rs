@@ -33,8 +33,9 @@ fn shorthand(scheme: &'static str) -> impl Fn(&str) -> Result<ListenUrl, String>
 edge-triggered reactors (one by default, --threads N for more). Every byte received is sent back, \
 in order, nothing added. A chat listener serves a room instead: each line a member sends goes to \
 every other member. Listeners are named by URL (--listen chat+tls://127.0.0.1:7444?room=lobby), \
-the same URLs loadgen takes as targets; --tcp, --udp, --unix, --tls, --chat and --tls-chat are \
-shorthands.\n\n\
+the same URLs loadgen takes as targets; --tcp, --udp, --unix, --tls, --chat, --tls-chat, --ws, \
+--wss, --ws-chat and --wss-chat are shorthands. WebSocket listeners (ws://, wss://, chat+ws://, \
+chat+wss://) speak RFC 6455 on the same reactors.\n\n\
 Once every listener is bound, one JSON line {\"event\":\"ready\",...} with the concrete addresses is \
 printed on stdout; at exit one {\"event\":\"stopped\",...} line with the counters. SIGTERM or SIGINT \
 stops accepting and drains connections; a second signal stops at once.\n\n\
@@ -48,8 +49,8 @@ ricochet --listen 'chat+tls://127.0.0.1:7444?room=lobby' --listen 'chat://127.0.
 )]
 pub struct Args {
     /// Serve the listener URL names, with the schemes loadgen's targets use: tcp://ADDR,
-    /// udp://ADDR, unix:PATH, tls://ADDR (echo); chat://ADDR, chat+tls://ADDR, chat+unix:PATH (a
-    /// chat room). After `?`: an echo listener's fault plan (`tcp://127.0.0.1:0?close-after=1KiB`),
+    /// udp://ADDR, unix:PATH, tls://ADDR, ws://ADDR, wss://ADDR (echo); chat://ADDR,
+    /// chat+tls://ADDR, chat+unix:PATH, chat+ws://ADDR, chat+wss://ADDR (a chat room). After `?`: an echo listener's fault plan (`tcp://127.0.0.1:0?close-after=1KiB`),
     /// or `room=NAME` to put chat listeners of any transport into one room
     /// (`chat+tls://0.0.0.0:7444?room=lobby`). Repeatable; listed after the shorthand flags'
     /// listeners, in the order given. The flags below are shorthands for it.
@@ -92,6 +93,34 @@ pub struct Args {
     #[arg(long = "tls-chat", value_name = "ADDR", env = "RICOCHET_TLS_CHAT", value_delimiter = ',', value_parser = shorthand("chat+tls"))]
     pub tls_chat: Vec<ListenUrl>,
 
+    /// Serve WebSocket echo (RFC 6455) on TCP ADDR: each message comes back whole, with its
+    /// opcode (text or binary). Any path is accepted; a plain GET of / gets a short text.
+    /// Repeatable. (= --listen ws://ADDR)
+    #[arg(long = "ws", value_name = "ADDR", env = "RICOCHET_WS", value_delimiter = ',', value_parser = shorthand("ws"))]
+    pub ws: Vec<ListenUrl>,
+
+    /// Serve WebSocket echo over TLS on TCP ADDR (the certificate as for --tls). Repeatable.
+    /// (= --listen wss://ADDR)
+    #[arg(long = "wss", value_name = "ADDR", env = "RICOCHET_WSS", value_delimiter = ',', value_parser = shorthand("wss"))]
+    pub wss: Vec<ListenUrl>,
+
+    /// Serve a chat room over WebSocket on TCP ADDR: each text message is a line to the room (a
+    /// trailing \n optional), each line delivered is a text message without its \n
+    /// (`ADDR?room=NAME`: a room shared with TCP/TLS members). Repeatable.
+    /// (= --listen chat+ws://ADDR)
+    #[arg(long = "ws-chat", value_name = "ADDR", env = "RICOCHET_WS_CHAT", value_delimiter = ',', value_parser = shorthand("chat+ws"))]
+    pub ws_chat: Vec<ListenUrl>,
+
+    /// Serve a chat room over WebSocket over TLS on TCP ADDR. Repeatable.
+    /// (= --listen chat+wss://ADDR)
+    #[arg(long = "wss-chat", value_name = "ADDR", env = "RICOCHET_WSS_CHAT", value_delimiter = ',', value_parser = shorthand("chat+wss"))]
+    pub wss_chat: Vec<ListenUrl>,
+
+    /// WebSocket: the largest message a client may send (all its fragments together). A frame
+    /// header that would pass it gets close 1009 at once, before its payload is read.
+    #[arg(long, value_name = "BYTES", env = "RICOCHET_MAX_MESSAGE", default_value = "16MiB", allow_hyphen_values = true, value_parser = parse_bytes)]
+    pub max_message: u64,
+
     /// The TLS certificate chain (PEM, leaf first), with --tls-key. Default: a self-signed
     /// certificate generated at start for localhost, 127.0.0.1, ::1 and every --tls-name.
     #[arg(long, value_name = "PEM", env = "RICOCHET_TLS_CERT", requires = "tls_key")]
@@ -115,9 +144,11 @@ pub struct Args {
     #[arg(long, value_name = "PATH", env = "RICOCHET_TLS_CERT_OUT", conflicts_with = "tls_cert")]
     pub tls_cert_out: Option<PathBuf>,
 
-    /// Close a TLS connection that has not finished its handshake this long after accept.
-    #[arg(long, value_name = "DUR", env = "RICOCHET_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub tls_handshake_timeout: Duration,
+    /// Close a TLS or WebSocket connection that has not finished its handshake (TLS, then the
+    /// WebSocket opening handshake) this long after accept; counted in tls_failures or
+    /// ws_failures. (--tls-handshake-timeout is the same flag.)
+    #[arg(long, visible_alias = "tls-handshake-timeout", value_name = "DUR", env = "RICOCHET_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
 
     /// Reactors: N share-nothing threads, each with its own poll, buffers and timers. Stream
     /// connections (chat members too) go to the least loaded reactor at accept; each UDP listener
@@ -262,18 +293,31 @@ impl TryFrom<Args> for Settings {
     type Error = String;
 
     fn try_from(args: Args) -> Result<Settings, String> {
-        let shorthands = [args.tcp, args.udp, args.unix, args.tls, args.chat, args.tls_chat];
+        let shorthands = [
+            args.tcp,
+            args.udp,
+            args.unix,
+            args.tls,
+            args.chat,
+            args.tls_chat,
+            args.ws,
+            args.wss,
+            args.ws_chat,
+            args.wss_chat,
+        ];
         let mut urls: Vec<ListenUrl> = shorthands.into_iter().flatten().collect();
         urls.extend(args.listen);
         if urls.is_empty() {
             let default = Config::default().listeners.remove(0);
             urls.push(ListenUrl { spec: default, plan: None });
         }
-        // --faults: for every echo listener given without a plan (a chat room takes none).
+        // --faults: for every echo listener given without a plan (a chat room takes none, nor,
+        // for now, a WebSocket listener).
         let mut listeners = Vec::with_capacity(urls.len());
         let mut faults = Vec::with_capacity(urls.len());
         for url in urls {
-            let fallback = args.faults.clone().filter(|_| !url.spec.is_chat());
+            let fallback =
+                args.faults.clone().filter(|_| !url.spec.is_chat() && !url.spec.is_websocket());
             faults.push(url.plan.or(fallback));
             listeners.push(url.spec);
         }
@@ -290,7 +334,8 @@ impl TryFrom<Args> for Settings {
                 names: args.tls_names,
                 cert_out: args.tls_cert_out,
             },
-            tls_handshake_timeout: args.tls_handshake_timeout,
+            handshake_timeout: args.handshake_timeout,
+            max_message: size("max-message", args.max_message)?,
             threads: args.threads,
             backlog: args.backlog,
             max_conns: args.max_conns,

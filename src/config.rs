@@ -20,6 +20,11 @@ pub enum Endpoint {
     Udp(SocketAddr),
     /// A Unix-domain stream socket at this path.
     Unix(PathBuf),
+    /// TCP speaking WebSocket (RFC 6455): the behaviour sees message payloads (echo: each
+    /// message back whole, with its opcode; chat: each text message a line).
+    Ws(SocketAddr),
+    /// WebSocket over TLS.
+    Wss(SocketAddr),
 }
 
 /// What a listener's connections do.
@@ -91,6 +96,26 @@ impl ListenSpec {
         Self::room(Endpoint::Tls(addr))
     }
 
+    /// WebSocket echo.
+    pub fn ws(addr: SocketAddr) -> Self {
+        Self::echo(Endpoint::Ws(addr))
+    }
+
+    /// WebSocket echo over TLS.
+    pub fn wss(addr: SocketAddr) -> Self {
+        Self::echo(Endpoint::Wss(addr))
+    }
+
+    /// A chat room over WebSocket (each text message a line).
+    pub fn ws_chat(addr: SocketAddr) -> Self {
+        Self::room(Endpoint::Ws(addr))
+    }
+
+    /// A chat room over WebSocket over TLS.
+    pub fn wss_chat(addr: SocketAddr) -> Self {
+        Self::room(Endpoint::Wss(addr))
+    }
+
     /// The same chat listener, in the room called `name` (shared with every listener that
     /// names it); an echo listener is returned as it is.
     pub fn in_room(mut self, name: &str) -> Self {
@@ -100,7 +125,8 @@ impl ListenSpec {
         self
     }
 
-    /// `tcp`, `udp`, `unix`, `chat`, `tls` or `tls-chat`: the ready line's `proto`.
+    /// `tcp`, `udp`, `unix`, `tls`, `ws`, `wss`, `chat`, `tls-chat`, `unix-chat`, `chat+ws` or
+    /// `chat+wss`: the ready line's `proto`.
     pub fn proto(&self) -> &'static str {
         match (&self.endpoint, &self.behaviour) {
             (Endpoint::Tcp(_), Behaviour::Echo) => "tcp",
@@ -110,11 +136,16 @@ impl ListenSpec {
             (Endpoint::Tcp(_), Behaviour::Chat { .. }) => "chat",
             (Endpoint::Tls(_), Behaviour::Chat { .. }) => "tls-chat",
             (Endpoint::Unix(_), Behaviour::Chat { .. }) => "unix-chat",
+            (Endpoint::Ws(_), Behaviour::Echo) => "ws",
+            (Endpoint::Wss(_), Behaviour::Echo) => "wss",
+            (Endpoint::Ws(_), Behaviour::Chat { .. }) => "chat+ws",
+            (Endpoint::Wss(_), Behaviour::Chat { .. }) => "chat+wss",
         }
     }
 
     /// The URL scheme that names this listener on `--listen` and as loadgen's target: `tcp`,
-    /// `udp`, `unix`, `tls`, `chat` or `chat+tls`.
+    /// `udp`, `unix`, `tls`, `ws`, `wss`, `chat`, `chat+tls`, `chat+unix`, `chat+ws` or
+    /// `chat+wss`.
     pub fn scheme(&self) -> &'static str {
         match self.proto() {
             "tls-chat" => "chat+tls",
@@ -125,7 +156,12 @@ impl ListenSpec {
 
     /// Whether its connections speak TLS.
     pub fn is_tls(&self) -> bool {
-        matches!(self.endpoint, Endpoint::Tls(_))
+        matches!(self.endpoint, Endpoint::Tls(_) | Endpoint::Wss(_))
+    }
+
+    /// Whether its connections speak WebSocket.
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Ws(_) | Endpoint::Wss(_))
     }
 
     /// Whether its connections are chat room members.
@@ -136,7 +172,11 @@ impl ListenSpec {
     /// The socket address, for every endpoint but a Unix socket.
     pub fn addr(&self) -> Option<SocketAddr> {
         match self.endpoint {
-            Endpoint::Tcp(a) | Endpoint::Tls(a) | Endpoint::Udp(a) => Some(a),
+            Endpoint::Tcp(a)
+            | Endpoint::Tls(a)
+            | Endpoint::Udp(a)
+            | Endpoint::Ws(a)
+            | Endpoint::Wss(a) => Some(a),
             Endpoint::Unix(_) => None,
         }
     }
@@ -153,7 +193,11 @@ impl ListenSpec {
     pub fn display_addr(&self) -> String {
         match &self.endpoint {
             Endpoint::Unix(p) => p.display().to_string(),
-            Endpoint::Tcp(a) | Endpoint::Tls(a) | Endpoint::Udp(a) => a.to_string(),
+            Endpoint::Tcp(a)
+            | Endpoint::Tls(a)
+            | Endpoint::Udp(a)
+            | Endpoint::Ws(a)
+            | Endpoint::Wss(a) => a.to_string(),
         }
     }
 
@@ -239,8 +283,12 @@ pub struct Config {
     pub seed: Option<u64>,
     /// The TLS listeners' certificate: loaded from files, or generated at start.
     pub tls: TlsSettings,
-    /// A TLS connection that has not finished its handshake this long after accept is closed.
-    pub tls_handshake_timeout: Duration,
+    /// A TLS or WebSocket connection that has not finished its handshake (TLS, then the
+    /// WebSocket opening handshake) this long after accept is closed, and counted as a failure.
+    pub handshake_timeout: Duration,
+    /// WebSocket: the largest message a client may send; a longer one is refused with close
+    /// 1009 as soon as its frame header says so.
+    pub max_message: usize,
     /// Reactors, each a thread of its own (1: today's single reactor; 0: one per CPU this process
     /// may run on). Stream connections are handed to the least loaded reactor at accept; each UDP
     /// listener gets a SO_REUSEPORT socket per reactor.
@@ -303,7 +351,8 @@ impl Default for Config {
             faults: Vec::new(),
             seed: None,
             tls: TlsSettings::default(),
-            tls_handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_message: 16 * 1024 * 1024,
             threads: 1,
             backlog: 1024,
             max_conns: None,
@@ -376,8 +425,14 @@ impl Config {
         if self.threads > MAX_THREADS {
             return bad(format!("threads {} is more than {MAX_THREADS}", self.threads));
         }
-        if self.tls_handshake_timeout.is_zero() {
-            return bad("tls-handshake-timeout must be more than 0".into());
+        if self.handshake_timeout.is_zero() {
+            return bad("handshake-timeout must be more than 0".into());
+        }
+        if self.max_message == 0 || self.max_message > MAX_PENDING_LIMIT {
+            return bad(format!(
+                "max-message {} must be between 1 byte and {} bytes (1GiB)",
+                self.max_message, MAX_PENDING_LIMIT
+            ));
         }
         if self.max_conns == Some(0) {
             return bad("max-conns 0 would refuse every connection; omit it for no limit".into());

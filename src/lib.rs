@@ -78,6 +78,7 @@ mod transport;
 mod udp;
 pub mod units;
 pub mod url;
+pub mod websocket;
 
 pub use certificate::TlsSettings;
 pub use config::{Behaviour, Config, Endpoint, ListenSpec};

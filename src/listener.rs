@@ -38,13 +38,15 @@ pub(crate) enum StreamListener {
 #[derive(Debug)]
 pub(crate) enum Listener {
     /// `plan`: the fault plan its echo connections get, shared by all of them; `tls`: the
-    /// server config its connections speak TLS with. `socket` is `None` on the reactors that do
-    /// not accept (they serve what the first reactor hands them).
+    /// server config its connections speak TLS with; `websocket`: they speak WebSocket (over
+    /// TLS if `tls`). `socket` is `None` on the reactors that do not accept (they serve what the
+    /// first reactor hands them).
     Stream {
         socket: Option<StreamListener>,
         role: Role,
         plan: Option<Arc<Faults>>,
         tls: Option<Arc<rustls::ServerConfig>>,
+        websocket: bool,
     },
     Udp(UdpEcho),
 }
@@ -55,8 +57,9 @@ impl Listener {
         role: Role,
         plan: Option<Arc<Faults>>,
         tls: Option<Arc<rustls::ServerConfig>>,
+        websocket: bool,
     ) -> Self {
-        Listener::Stream { socket, role, plan, tls }
+        Listener::Stream { socket, role, plan, tls, websocket }
     }
 
     /// The socket to register with the poll, if this reactor has one.
@@ -122,7 +125,10 @@ pub(crate) fn build(
         let plan = config.plan(i).cloned().map(Arc::new);
         let tls = spec.is_tls().then(|| tls.cloned()).flatten();
         let (listener, endpoint) = match &spec.endpoint {
-            Endpoint::Tcp(addr) | Endpoint::Tls(addr) => {
+            Endpoint::Tcp(addr)
+            | Endpoint::Tls(addr)
+            | Endpoint::Ws(addr)
+            | Endpoint::Wss(addr) => {
                 let (socket, local) = match leader {
                     true => {
                         let l = bind_tcp(*addr, spec.proto(), config)?;
@@ -135,9 +141,12 @@ pub(crate) fn build(
                 };
                 let endpoint = match spec.endpoint {
                     Endpoint::Tls(_) => Endpoint::Tls(local),
+                    Endpoint::Ws(_) => Endpoint::Ws(local),
+                    Endpoint::Wss(_) => Endpoint::Wss(local),
                     _ => Endpoint::Tcp(local),
                 };
-                (Listener::stream(socket, role, plan, tls), endpoint)
+                let websocket = spec.is_websocket();
+                (Listener::stream(socket, role, plan, tls, websocket), endpoint)
             }
             Endpoint::Unix(path) => {
                 let socket = match leader {
@@ -147,7 +156,7 @@ pub(crate) fn build(
                     }
                     false => None,
                 };
-                (Listener::stream(socket, role, plan, None), Endpoint::Unix(path.clone()))
+                (Listener::stream(socket, role, plan, None, false), Endpoint::Unix(path.clone()))
             }
             Endpoint::Udp(addr) => {
                 let socket = crate::udp::bind(*addr, config, udp_reuseport)?;

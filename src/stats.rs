@@ -93,6 +93,18 @@ counters! {
     tls_resumed,
     /// TLS handshakes that failed (a handshake error, plain bytes, a timeout).
     tls_failures,
+    /// WebSocket opening handshakes answered with 101.
+    ws_handshakes,
+    /// WebSocket opening handshakes refused (an HTTP error answer) or timed out. A plain GET of
+    /// `/`, answered with a short text, is not one.
+    ws_failures,
+    /// WebSocket data messages received whole (text and binary; control frames not counted).
+    ws_messages_in,
+    /// WebSocket data messages sent whole.
+    ws_messages_out,
+    /// WebSocket connections failed for a protocol error (a close 1002, 1003, 1007, 1009 or
+    /// 1008 for unread pongs sent).
+    ws_protocol_errors,
     /// Faults: chunks of stream output held back by latency (JSON: `faults.delayed`).
     faults_delayed,
     /// Faults: times a connection's output waited for its rate.
@@ -181,7 +193,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["closed"], 2);
         assert_eq!(v["bytes_out"], 0);
-        assert_eq!(v.as_object().unwrap().len(), 24, "event, 21 counters, faults, reactors");
+        assert_eq!(v.as_object().unwrap().len(), 29, "event, 26 counters, faults, reactors");
         assert_eq!(v["reactors"], serde_json::json!([{"active":0,"accepted":0,"bytes_in":0}]));
         assert_eq!(v["faults"]["dropped"], 3);
         assert_eq!(v["faults"].as_object().unwrap().len(), 9);

@@ -11,6 +11,8 @@
 //! | `chat://ADDR` | a chat room on TCP |
 //! | `chat+tls://ADDR` | a chat room over TLS |
 //! | `chat+unix:PATH` | a chat room on a Unix socket |
+//! | `ws://ADDR`, `wss://ADDR` | WebSocket echo, over TLS for `wss` |
+//! | `chat+ws://ADDR`, `chat+wss://ADDR` | a chat room over WebSocket |
 //!
 //! After `?`: `room=NAME` (chat: the shared room of that name) and an echo listener's fault plan
 //! (`close-after=1KiB&p=0.5`, see [`Faults::parse`]), `&`-separated. Inside a URL `%` would start
@@ -22,7 +24,8 @@ use crate::config::{check_room_name, ListenSpec};
 use crate::faults::Faults;
 
 /// The schemes `--listen` takes, for messages.
-pub const SCHEMES: &str = "tcp://, udp://, unix:, tls://, chat://, chat+tls://, chat+unix:";
+pub const SCHEMES: &str =
+    "tcp://, udp://, unix:, tls://, ws://, wss://, chat://, chat+tls://, chat+unix:, chat+ws://, chat+wss://";
 
 /// A parsed listen URL: the listener and its fault plan.
 #[derive(Debug, Clone)]
@@ -64,9 +67,10 @@ pub fn parse_listen(text: &str) -> Result<ListenUrl, String> {
         }
         "unix" => ListenSpec::unix(rest),
         "chat+unix" => ListenSpec::unix_chat(rest),
-        "ws" | "wss" | "chat+ws" | "chat+wss" => {
-            return Err(format!("`{text}`: WebSocket listeners are not served yet"));
-        }
+        "ws" => ListenSpec::ws(addr()?),
+        "wss" => ListenSpec::wss(addr()?),
+        "chat+ws" => ListenSpec::ws_chat(addr()?),
+        "chat+wss" => ListenSpec::wss_chat(addr()?),
         other => {
             return Err(format!("`{other}://` is not a listen scheme (schemes: {SCHEMES})"));
         }
@@ -75,7 +79,7 @@ pub fn parse_listen(text: &str) -> Result<ListenUrl, String> {
     let spec = match room {
         Some(_) if !spec.is_chat() => {
             return Err(format!(
-                "`{text}`: room= is for chat listeners (chat://, chat+tls://, chat+unix:)"
+                "`{text}`: room= is for chat listeners (chat://, chat+tls://, chat+unix:, chat+ws://, chat+wss://)"
             ));
         }
         Some(room) => {
@@ -199,6 +203,11 @@ mod tests {
         assert!(err("chat://127.0.0.1:1?close-after=1").contains("chat listeners take no"));
         assert!(err("udp://127.0.0.1:1?close-after=1").contains("a stream fault"));
         assert!(err("tcp://127.0.0.1:99999").contains("out of range"));
-        assert!(err("ws://127.0.0.1:1").contains("WebSocket"));
+        assert!(err("ws://127.0.0.1:1?close-after=1").contains("no fault plan yet"));
+        assert_eq!(parse_listen("ws://127.0.0.1:1").unwrap().spec.proto(), "ws");
+        assert_eq!(parse_listen("wss://127.0.0.1:1").unwrap().spec.proto(), "wss");
+        let url = parse_listen("chat+ws://127.0.0.1:1?room=lobby").unwrap();
+        assert_eq!(url.spec.to_string(), "chat+ws://127.0.0.1:1?room=lobby");
+        assert_eq!(parse_listen("chat+wss://127.0.0.1:1").unwrap().spec.proto(), "chat+wss");
     }
 }

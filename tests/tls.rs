@@ -92,7 +92,7 @@ fn sessions_resume() {
 /// the timeout; both are counted as failures, and neither disturbs a TLS client.
 #[test]
 fn plain_bytes_and_silent_clients_are_refused() {
-    let server = tls_server(|c| c.tls_handshake_timeout = Duration::from_millis(1500));
+    let server = tls_server(|c| c.handshake_timeout = Duration::from_millis(1500));
     let addr = server.tls_addr().unwrap();
     let mut silent = connect(addr);
     python("plain", addr, &[]);

@@ -128,7 +128,7 @@ impl<T: Transport> Echo<T> {
         if self.state != State::Open || !self.out.is_empty() || self.read_closed {
             return Err(0);
         }
-        let room = ctx.cap.saturating_sub(self.io.reserve()).min(ctx.buf.len());
+        let room = self.io.cap(ctx.cap).saturating_sub(self.io.reserve()).min(ctx.buf.len());
         let n = match self.io.recv(&mut ctx.buf[..room]) {
             Ok(0) | Err(EINTR) => return Err(0),
             Ok(n) => n,
@@ -166,7 +166,10 @@ impl<T: Transport> Echo<T> {
     /// was, this turn) or the cap is reached.
     pub(crate) fn on_readable(&mut self, ctx: &mut Ctx, mut used: usize) -> Outcome {
         while self.state == State::Open {
-            let room = self.out.room(ctx.cap.saturating_sub(self.io.reserve())).min(ctx.buf.len());
+            let room = self
+                .out
+                .room(self.io.cap(ctx.cap).saturating_sub(self.io.reserve()))
+                .min(ctx.buf.len());
             if room == 0 {
                 self.set_state(State::Backpressured);
                 break;
@@ -204,7 +207,7 @@ impl<T: Transport> Echo<T> {
             return Outcome::Close(reason);
         }
         match self.state {
-            State::Backpressured if self.out.len() <= ctx.cap / 2 => {
+            State::Backpressured if self.out.len() <= self.io.cap(ctx.cap) / 2 => {
                 self.set_state(State::Open);
                 self.on_readable(ctx, 0)
             }
@@ -237,7 +240,7 @@ impl<T: Transport> Echo<T> {
     fn echo(&mut self, n: usize, ctx: &mut Ctx) -> Result<(), CloseReason> {
         let new = &ctx.buf[..n];
         if self.write_blocked {
-            self.out.push(new, ctx.cap, &mut ctx.pool);
+            self.out.push(new, self.io.cap(ctx.cap), &mut ctx.pool);
             return Ok(());
         }
         let pending = self.out.len();
@@ -276,10 +279,10 @@ impl<T: Transport> Echo<T> {
         let new = &ctx.buf[..n];
         if written < pending {
             self.out.consume(written, &mut ctx.pool);
-            self.out.push(new, ctx.cap, &mut ctx.pool);
+            self.out.push(new, self.io.cap(ctx.cap), &mut ctx.pool);
         } else {
             self.out.consume(pending, &mut ctx.pool);
-            self.out.push(&new[written - pending..], ctx.cap, &mut ctx.pool);
+            self.out.push(&new[written - pending..], self.io.cap(ctx.cap), &mut ctx.pool);
         }
     }
 

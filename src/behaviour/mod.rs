@@ -51,8 +51,9 @@ pub(crate) enum CloseReason {
     Slow,
     /// A chat member sent a line longer than `--max-line` (it was told why first).
     LineTooLong,
-    /// A TLS handshake failed or timed out (counted as `tls_failures`).
-    TlsFailure,
+    /// A TLS or WebSocket handshake failed or timed out (counted as `tls_failures` or
+    /// `ws_failures`).
+    HandshakeFailure,
 }
 
 /// What the reactor does next with a connection it just served.
@@ -180,6 +181,28 @@ impl Conn {
         }
     }
 
+    /// The WebSocket framing under this connection, if it has one.
+    pub(crate) fn ws_mut(&mut self) -> Option<&mut crate::transport::ws::Ws<Wire>> {
+        match self {
+            Conn::Other(other) => match &mut **other {
+                Other::Echo(c) => c.io.ws_mut(),
+                Other::FaultyEcho(c) => c.io.inner_mut().ws_mut(),
+                Other::Chat(m) => m.io.ws_mut(),
+            },
+            Conn::Echo(_) => None,
+        }
+    }
+
+    /// Counts what the connection's TLS session and WebSocket framing did since last asked.
+    pub(crate) fn count_wire(&mut self, stats: &mut Stats) {
+        if let Some(ws) = self.ws_mut() {
+            ws.count(stats);
+        }
+        if let Some(tls) = self.tls_mut() {
+            tls.count(stats);
+        }
+    }
+
     #[inline]
     pub(crate) fn life(&self) -> &Life {
         match self {
@@ -256,8 +279,6 @@ impl Conn {
                 Other::Chat(m) => m.close(ctx),
             },
         }
-        if let Some(tls) = self.tls_mut() {
-            tls.count(&mut ctx.stats);
-        }
+        self.count_wire(&mut ctx.stats);
     }
 }

@@ -159,6 +159,12 @@ impl Faults {
         let (wrong, kind) = match proto {
             "udp" => (STREAM_KEYS, "a stream fault"),
             "tcp" | "unix" | "tls" => (DATAGRAM_KEYS, "a datagram fault"),
+            "ws" | "wss" => {
+                return Err(format!(
+                    "{proto} listeners take no fault plan yet (a plan must act under the framing, \
+                     which is not built)"
+                ))
+            }
             other => return Err(format!("{other} listeners take no fault plan")),
         };
         match keys.iter().find(|k| wrong.contains(k)) {

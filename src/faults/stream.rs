@@ -540,6 +540,10 @@ impl<T: Transport> Transport for Faulty<T> {
         self.inner.reserve()
     }
 
+    fn cap(&self, cap: usize) -> usize {
+        self.inner.cap(cap)
+    }
+
     fn shutdown_write(&mut self) {
         if self.end == End::ResetPending {
             // The connection is closing before its reset was due (drain, idle): reset now.

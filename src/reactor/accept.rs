@@ -16,7 +16,7 @@ use crate::faults::stream::Faulty;
 use crate::faults::Rng;
 use crate::listener::{self, AcceptBackoff, Listener, StreamListener};
 use crate::transport::tls_session::Tls;
-use crate::transport::{Plain, Stream, Wire};
+use crate::transport::{ws, Plain, Stream, Wire};
 
 impl Reactor {
     pub(super) fn serve_listener(
@@ -122,10 +122,12 @@ impl Reactor {
     /// Makes `stream`, accepted on listener `index` as connection number `id`, one of this
     /// reactor's connections, with the listener's behaviour, fault plan and TLS.
     fn adopt(&mut self, stream: Stream, index: usize, id: u64, now: Instant) {
-        let Some(Some(Listener::Stream { role, plan, tls, .. })) = self.listeners.get(index) else {
+        let Some(Some(Listener::Stream { role, plan, tls, websocket, .. })) =
+            self.listeners.get(index)
+        else {
             return self.refuse(stream); // closed for a drain since
         };
-        let (role, plan, tls) = (*role, plan.clone(), tls.clone());
+        let (role, plan, tls, websocket) = (*role, plan.clone(), tls.clone(), *websocket);
         listener::configure_accepted(&stream, &self.config);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
@@ -152,6 +154,16 @@ impl Reactor {
                 }
             },
         };
+        let wire = match (websocket, role) {
+            (false, _) => wire,
+            (true, role) => {
+                let mode = match role {
+                    Role::Echo => ws::Mode::Echo,
+                    Role::Chat { .. } => ws::Mode::Lines,
+                };
+                Wire::Ws(Box::new(ws::Ws::new(wire, mode, self.config.max_message as u64)))
+            }
+        };
         let conn = match (role, plan, wire) {
             (Role::Echo, None, Wire::Plain(io)) => Conn::Echo(Echo::new(io, life)),
             (Role::Echo, None, wire) => Conn::other(Other::Echo(Echo::new(wire, life))),
@@ -172,8 +184,8 @@ impl Reactor {
         if let Some(idle) = self.config.idle_timeout {
             self.arm(key, now + idle, crate::timer::Kind::Idle);
         }
-        if secure {
-            self.arm(key, now + self.config.tls_handshake_timeout, crate::timer::Kind::Handshake);
+        if secure || websocket {
+            self.arm(key, now + self.config.handshake_timeout, crate::timer::Kind::Handshake);
         }
     }
 

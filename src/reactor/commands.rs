@@ -109,9 +109,9 @@ impl Reactor {
                         *slot = match echo.io {
                             Wire::Plain(_) => Conn::Echo(echo.map_io(|wire, _| match wire {
                                 Wire::Plain(plain) => plain,
-                                Wire::Tls(_) => unreachable!("matched above"),
+                                Wire::Tls(_) | Wire::Ws(_) => unreachable!("matched above"),
                             })),
-                            Wire::Tls(_) => Conn::other(Other::Echo(echo)),
+                            Wire::Tls(_) | Wire::Ws(_) => Conn::other(Other::Echo(echo)),
                         };
                     }
                 }

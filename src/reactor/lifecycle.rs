@@ -63,11 +63,22 @@ impl Reactor {
                 }
                 Kind::Resume => self.resume_faulty(d.key, now),
                 Kind::Handshake => {
-                    let Some(tls) = self.conns[d.key].tls_mut() else { continue };
-                    if tls.is_handshaking() {
+                    let conn = &mut self.conns[d.key];
+                    let mut late = false;
+                    if let Some(tls) = conn.tls_mut().filter(|tls| tls.is_handshaking()) {
                         tls.time_out();
-                        tls.count(&mut self.ctx.stats);
-                        self.close(d.key, CloseReason::TlsFailure);
+                        late = true;
+                    } else if let Some(ws) = conn.ws_mut().filter(|ws| ws.is_opening()) {
+                        ws.time_out();
+                        late = true;
+                    } else if conn.ws_mut().is_some_and(|ws| ws.is_lingering()) {
+                        // Our close went long ago and the client never ended its stream.
+                        self.close(d.key, CloseReason::Eof);
+                        continue;
+                    }
+                    if late {
+                        conn.count_wire(&mut self.ctx.stats);
+                        self.close(d.key, CloseReason::HandshakeFailure);
                     }
                 }
                 Kind::Release => unreachable!("handled above"),

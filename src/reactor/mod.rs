@@ -396,6 +396,9 @@ impl Reactor {
         if conn.is_closed() {
             return;
         }
+        if let Some(ws) = conn.ws_mut() {
+            ws.last_word(reason); // the close frame says why
+        }
         conn.close(&mut self.ctx);
         self.closed.push(key);
         let stats = &mut self.ctx.stats;
@@ -406,7 +409,7 @@ impl Reactor {
             CloseReason::DrainAborted => stats.drain_aborted += 1,
             CloseReason::Slow => stats.slow_members += 1,
             CloseReason::FaultReset
-            | CloseReason::TlsFailure
+            | CloseReason::HandshakeFailure
             | CloseReason::Eof
             | CloseReason::Drained
             | CloseReason::LineTooLong => {}

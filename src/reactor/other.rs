@@ -10,7 +10,7 @@ use crate::behaviour::echo::Echo;
 use crate::behaviour::{CloseReason, Conn, Other, Outcome};
 use crate::faults::stream::Faulty;
 use crate::timer::Kind;
-use crate::transport::Wire;
+use crate::transport::{ws, Wire};
 
 /// After the echo of a connection with a fault plan ran: what it just wrote may be due at once
 /// (a rate or slices without latency).
@@ -62,15 +62,22 @@ impl Reactor {
         }
     }
 
-    /// Counts what a connection's TLS session did, tells a failed handshake from a peer's
-    /// reset, and applies the outcome.
+    /// Counts what a connection's TLS session and WebSocket framing did, tells a failed TLS
+    /// handshake from a peer's reset, and applies the outcome.
     fn after_tls(&mut self, key: usize, outcome: Outcome) {
+        if let Some(ws) = self.conns.get_mut(key).and_then(Conn::ws_mut) {
+            ws.count(&mut self.ctx.stats);
+            if ws.linger_began() {
+                // Our close went: the client's end of stream is awaited this long, no longer.
+                self.arm(key, Instant::now() + ws::LINGER, Kind::Handshake);
+            }
+        }
         let outcome = match self.conns.get_mut(key).and_then(Conn::tls_mut) {
             Some(tls) => {
                 tls.count(&mut self.ctx.stats);
                 match outcome {
                     Outcome::Close(CloseReason::Reset) if tls.failed() => {
-                        Outcome::Close(CloseReason::TlsFailure)
+                        Outcome::Close(CloseReason::HandshakeFailure)
                     }
                     other => other,
                 }

@@ -32,6 +32,7 @@ macro_rules! write_by_parts {
 pub(crate) use write_by_parts;
 
 pub(crate) mod tls_session;
+pub(crate) mod ws;
 
 use std::io::IoSlice;
 use std::net::Shutdown;
@@ -104,6 +105,13 @@ pub(crate) trait Transport {
     fn reserve(&self) -> usize {
         0
     }
+    /// The cap on an echo's pending output over this transport, given the configured one
+    /// (WebSocket echo: at least one whole message, so a client that writes a message whole
+    /// before reading gets it back).
+    #[inline(always)]
+    fn cap(&self, cap: usize) -> usize {
+        cap
+    }
     /// Bytes written but not yet acknowledged by the peer (the kernel's send queue).
     fn unacked(&self) -> usize;
     /// Makes the coming close a reset (TCP: RST instead of FIN).
@@ -112,12 +120,14 @@ pub(crate) trait Transport {
     fn source(&mut self) -> &mut dyn mio::event::Source;
 }
 
-/// The socket under a behaviour other than the plain echo: the plain socket, or TLS on it
-/// (boxed: a session is large, and idle plain connections must stay small).
+/// The socket under a behaviour other than the plain echo: the plain socket, TLS on it, or
+/// WebSocket framing on either (boxed: a session is large, and idle plain connections must stay
+/// small).
 #[derive(Debug)]
 pub(crate) enum Wire {
     Plain(Plain),
     Tls(Box<tls_session::Tls>),
+    Ws(Box<ws::Ws<Wire>>),
 }
 
 impl Wire {
@@ -126,14 +136,28 @@ impl Wire {
         match self {
             Wire::Tls(tls) => Some(tls),
             Wire::Plain(_) => None,
+            Wire::Ws(ws) => ws.inner_mut().tls_mut(),
         }
     }
 
-    /// A writable edge: write what the transport itself holds (TLS records).
+    /// The WebSocket framing, if this wire has it.
+    pub(crate) fn ws_mut(&mut self) -> Option<&mut ws::Ws<Wire>> {
+        match self {
+            Wire::Ws(ws) => Some(ws),
+            _ => None,
+        }
+    }
+
+    /// A writable edge: write what the transport itself holds (TLS records, WebSocket control
+    /// frames), lowest layer first.
     pub(crate) fn on_writable_edge(&mut self) -> Result<(), Errno> {
         match self {
             Wire::Tls(tls) => tls.on_writable_edge(),
             Wire::Plain(_) => Ok(()),
+            Wire::Ws(ws) => {
+                ws.inner_mut().on_writable_edge()?;
+                ws.on_writable_edge()
+            }
         }
     }
 }
@@ -143,6 +167,7 @@ macro_rules! wire {
         match $self {
             Wire::Plain($io) => $e,
             Wire::Tls($io) => $e,
+            Wire::Ws($io) => $e,
         }
     };
 }
@@ -177,6 +202,7 @@ impl Transport for Wire {
         match self {
             Wire::Plain(_) => false,
             Wire::Tls(tls) => tls.is_handshaking(),
+            Wire::Ws(ws) => ws.is_handshaking(),
         }
     }
 
@@ -186,6 +212,10 @@ impl Transport for Wire {
 
     fn reserve(&self) -> usize {
         wire!(self, io => io.reserve())
+    }
+
+    fn cap(&self, cap: usize) -> usize {
+        wire!(self, io => io.cap(cap))
     }
 
     fn unacked(&self) -> usize {

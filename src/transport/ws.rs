@@ -1,0 +1,994 @@
+//! WebSocket (RFC 6455) over a stream transport, as a transport itself: the behaviour above
+//! (echo, chat) reads message payloads and writes bytes, and this layer does the opening
+//! handshake, unmasks and checks the client's frames, answers pings and closes, and frames what
+//! the behaviour writes. The behaviours stay as they are, their caps and backpressure included.
+//!
+//! - **Reading**: raw bytes are read into the caller's buffer and decoded in place: headers are
+//!   dropped, payloads unmasked (a word at a time) and moved to the front. A text message's UTF-8
+//!   is checked as it arrives, failing as soon as the bytes cannot be valid. A protocol error,
+//!   or the client's close frame, reads as end of stream; the close frame we owe goes out when
+//!   the behaviour shuts down (after everything it still had to send).
+//! - **Writing**, zero-copy: the behaviour's bytes go out from its own buffers, with headers
+//!   between them in one vectored write. In [`Mode::Echo`] each reply frame belongs to a message
+//!   received (its opcode, and FIN once that message has ended and its last byte goes out), so a
+//!   message comes back whole with its opcode; in [`Mode::Lines`] (chat) each `\n`-terminated
+//!   line is one text message, its `\n` dropped. A partial write keeps the current frame's
+//!   state (the rest of its header, its payload bytes still owed): the behaviour offers the
+//!   untaken bytes again, and they continue the frame.
+//! - **Control frames** we send (the handshake's answer, pongs, a close) wait in `ctl` for a
+//!   frame boundary; `ctl` is written before any further data, and is empty (no allocation) on
+//!   an idle connection.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use libc::EAGAIN;
+
+use super::Transport;
+use crate::behaviour::CloseReason;
+use crate::stats::Stats;
+use crate::sys::Errno;
+use crate::websocket::{self as proto, close, opcode};
+
+/// The largest request head the opening handshake reads (431 past it).
+pub(crate) const MAX_HEAD: usize = 8 * 1024;
+
+/// How long the client's end of stream is awaited after our close frame (or refusal).
+pub(crate) const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Pong and other control output a client may leave unread before it is cut off.
+const MAX_CTL: usize = 64 * 1024;
+
+/// Frames planned for one vectored write.
+const MAX_FRAMES: usize = 16;
+
+/// "No status code" (RFC 6455 §7.4.1): the client's close frame had no body, nor will ours.
+const NO_STATUS: u16 = 1005;
+
+/// How a behaviour's bytes become messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Each message comes back whole, with the opcode it arrived with.
+    Echo,
+    /// Lines: each text message in is a line (a `\n` added when it has none); each line out is
+    /// a text message without its `\n`. Binary messages are refused (close 1003).
+    Lines,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    /// Reading the request head (kept here until it is whole).
+    Opening(Vec<u8>),
+    /// Messages flow.
+    Open,
+    /// The request got an HTTP answer other than 101: closed once it is written.
+    Refused,
+    /// The client's close arrived, or the connection failed: nothing more is read.
+    Closing,
+}
+
+/// What happened since the reactor last counted.
+#[derive(Debug, Default, Clone, Copy)]
+struct Happened {
+    handshake: bool,
+    failure: bool,
+    protocol_error: bool,
+    messages_in: u32,
+    messages_out: u32,
+}
+
+/// The reading side: where the decoder is in the client's frames.
+#[derive(Debug, Default)]
+struct Rx {
+    /// The current frame's header, as far as it has arrived.
+    head: [u8; proto::MAX_HEADER],
+    have: u8,
+    /// In a frame's payload (else in a header).
+    in_payload: bool,
+    /// Payload bytes of the current frame still to come.
+    left: u64,
+    key: [u8; 4],
+    /// Offset into the payload, mod 4, for the mask.
+    phase: u8,
+    op: u8,
+    fin: bool,
+    /// The data message in progress (its first frame's opcode), or 0.
+    msg: u8,
+    msg_len: u64,
+    /// The message's last byte so far was `\n` (lines: no `\n` to add).
+    ends_nl: bool,
+    utf8: proto::Utf8Check,
+    /// A control frame's payload as it arrives (at most 125 bytes, allocated only then).
+    control: Vec<u8>,
+}
+
+/// A message received, as the echo sends it back.
+#[derive(Debug, Clone, Copy)]
+struct OutMsg {
+    op: u8,
+    /// Payload bytes received so far.
+    len: u64,
+    /// Payload bytes put in reply frames so far.
+    sent: u64,
+    /// Its last frame arrived.
+    complete: bool,
+    /// A reply frame of it went out (the next is a continuation).
+    started: bool,
+}
+
+/// The writing side: where our frames are.
+#[derive(Debug, Default)]
+struct Tx {
+    /// Echo: the messages whose reply is not all sent, oldest first.
+    queue: VecDeque<OutMsg>,
+    /// Lines: a text message was started and awaits its FIN.
+    started: bool,
+    /// Payload bytes of the current frame still owed (its header went out, or is in `hdr`).
+    left: u64,
+    /// The current frame ends a line: its `\n` is taken, not sent, after `left`.
+    newline: bool,
+    /// What is left of a header only partly written.
+    hdr: [u8; 10],
+    hdr_at: u8,
+    hdr_len: u8,
+}
+
+impl Tx {
+    /// Between frames: control frames may go out.
+    fn at_boundary(&self) -> bool {
+        self.left == 0 && self.hdr_at == self.hdr_len && !self.newline
+    }
+}
+
+/// One frame planned for a write.
+#[derive(Clone, Copy)]
+struct Planned {
+    hdr: [u8; proto::MAX_HEADER],
+    hdr_len: u8,
+    /// Index of its part, and the payload's range in it.
+    part: usize,
+    at: usize,
+    len: usize,
+    fin: bool,
+    newline: bool,
+    /// Continues the current frame (no header of its own but `hdr`'s rest).
+    cont: bool,
+}
+
+/// A WebSocket connection over transport `T`.
+#[derive(Debug)]
+pub(crate) struct Ws<T> {
+    inner: T,
+    mode: Mode,
+    phase: Phase,
+    max_message: u64,
+    rx: Rx,
+    tx: Tx,
+    /// Our own output waiting for a frame boundary: the handshake's answer, pongs, a close.
+    ctl: Vec<u8>,
+    /// The close code we will send (the client's, echoed; or why we end it).
+    close_code: Option<u16>,
+    /// Our last word is queued (the close frame, or the HTTP answer refusing the handshake):
+    /// nothing more goes out, and what the client still sends is read and dropped until its
+    /// end of stream (or the linger deadline), so that our close is not lost to a reset.
+    close_sent: bool,
+    /// Our FIN went, after the last word.
+    fin_sent: bool,
+    /// The linger began (the reactor arms its deadline once).
+    linger_began: bool,
+    /// The last read from `inner` filled what was asked (more may wait).
+    full: bool,
+    /// Chat text for the HTTP answer to a plain GET.
+    what: &'static str,
+    happened: Happened,
+}
+
+impl<T: Transport> Ws<T> {
+    pub(crate) fn new(inner: T, mode: Mode, max_message: u64) -> Self {
+        Ws {
+            inner,
+            mode,
+            phase: Phase::Opening(Vec::new()),
+            max_message,
+            rx: Rx::default(),
+            tx: Tx::default(),
+            ctl: Vec::new(),
+            close_code: None,
+            close_sent: false,
+            fin_sent: false,
+            linger_began: false,
+            full: false,
+            what: match mode {
+                Mode::Echo => "a WebSocket echo: every message comes back",
+                Mode::Lines => "a WebSocket chat room: each text message is a line to the room",
+            },
+            happened: Happened::default(),
+        }
+    }
+
+    pub(crate) fn inner_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    /// Whether the opening handshake is still going on.
+    pub(crate) fn is_opening(&self) -> bool {
+        matches!(self.phase, Phase::Opening(_))
+    }
+
+    /// The handshake did not finish in time.
+    pub(crate) fn time_out(&mut self) {
+        if self.is_opening() {
+            self.happened.failure = true;
+            self.phase = Phase::Refused;
+        }
+    }
+
+    /// Adds what happened since the last call to the counters.
+    pub(crate) fn count(&mut self, stats: &mut Stats) {
+        let h = std::mem::take(&mut self.happened);
+        stats.ws_handshakes += h.handshake as u64;
+        stats.ws_failures += h.failure as u64;
+        stats.ws_protocol_errors += h.protocol_error as u64;
+        stats.ws_messages_in += h.messages_in as u64;
+        stats.ws_messages_out += h.messages_out as u64;
+    }
+
+    /// The reactor is about to close the connection for `reason`: the close code that says why.
+    pub(crate) fn last_word(&mut self, reason: CloseReason) {
+        if self.phase != Phase::Open || self.close_code.is_some() {
+            return;
+        }
+        self.close_code = match reason {
+            CloseReason::Drained | CloseReason::DrainAborted | CloseReason::IdleTimeout => {
+                Some(close::GOING_AWAY)
+            }
+            CloseReason::Slow => Some(close::POLICY),
+            CloseReason::LineTooLong => Some(close::TOO_BIG),
+            _ => None,
+        };
+    }
+
+    /// After a writable edge (the transport below served it first): write our control output.
+    pub(crate) fn on_writable_edge(&mut self) -> Result<(), Errno> {
+        if self.close_sent {
+            return self.last_word_out();
+        }
+        self.flush_ctl().map(|_| ())
+    }
+
+    /// Whether the linger just began: the reactor arms its deadline (once).
+    pub(crate) fn linger_began(&mut self) -> bool {
+        if self.close_sent && !self.linger_began {
+            self.linger_began = true;
+            return true;
+        }
+        false
+    }
+
+    /// Whether our last word went and we wait for the client's end of stream.
+    pub(crate) fn is_lingering(&self) -> bool {
+        self.close_sent
+    }
+
+    /// Closing or refused: queues our last word (the close frame, at a frame boundary), writes
+    /// it, and sends FIN once it is out.
+    fn last_word_out(&mut self) -> Result<(), Errno> {
+        if !self.close_sent {
+            match self.phase {
+                Phase::Closing if self.tx.at_boundary() => {
+                    self.queue_close();
+                    self.close_sent = true;
+                }
+                Phase::Refused => self.close_sent = true,
+                _ => {}
+            }
+        }
+        if self.flush_ctl()? && self.close_sent && !self.fin_sent {
+            self.fin_sent = true;
+            self.inner.shutdown_write();
+        }
+        Ok(())
+    }
+
+    /// Queues the close frame with our code (none: an empty body).
+    fn queue_close(&mut self) {
+        let payload = match self.close_code {
+            None | Some(NO_STATUS) => Vec::new(),
+            Some(code) => code.to_be_bytes().to_vec(),
+        };
+        self.queue_frame(opcode::CLOSE, &payload);
+    }
+
+    /// Reads and drops what the client sends after our last word, until its end of stream.
+    fn linger(&mut self, buf: &mut [u8]) -> Result<usize, Errno> {
+        self.last_word_out()?;
+        loop {
+            match self.inner.recv(buf) {
+                Ok(0) => return Ok(0),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes `ctl` (at a frame boundary) until it is gone (true) or the socket refuses.
+    fn flush_ctl(&mut self) -> Result<bool, Errno> {
+        while !self.ctl.is_empty() {
+            if !self.tx.at_boundary() {
+                return Ok(false);
+            }
+            match self.inner.send(&self.ctl) {
+                Ok(n) => {
+                    self.ctl.drain(..n);
+                    if !self.ctl.is_empty() {
+                        return Ok(false);
+                    }
+                }
+                Err(EAGAIN) => return Ok(false),
+                Err(libc::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.ctl.capacity() > 0 {
+            self.ctl = Vec::new(); // an idle connection holds no buffer
+        }
+        Ok(true)
+    }
+
+    /// Queues a control frame (or the handshake's answer) for the next frame boundary.
+    fn queue_frame(&mut self, op: u8, payload: &[u8]) {
+        let mut hdr = [0; proto::MAX_HEADER];
+        let n = proto::header(&mut hdr, true, op, payload.len() as u64, None);
+        self.ctl.extend_from_slice(&hdr[..n]);
+        self.ctl.extend_from_slice(payload);
+    }
+
+    /// Fails the connection with `code`: nothing more is read, and the close says why.
+    fn fail(&mut self, code: u16) {
+        self.happened.protocol_error = true;
+        self.close_code = Some(code);
+        self.phase = Phase::Closing;
+    }
+
+    /// Reads the request head; answers it once it is whole. Returns where the bytes after the
+    /// head (frames the client sent at once) start in `data`, once the handshake is answered.
+    fn open(&mut self, data: &[u8]) -> Option<usize> {
+        let Phase::Opening(head) = &mut self.phase else { return Some(0) };
+        let before = head.len();
+        let take = data.len().min(MAX_HEAD + 1 - before);
+        head.extend_from_slice(&data[..take]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        let (answer, rest) = match req.parse(head) {
+            Ok(httparse::Status::Partial) if head.len() > MAX_HEAD => {
+                (Answer::TooLarge, data.len())
+            }
+            Ok(httparse::Status::Partial) => return None,
+            Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => (Answer::TooLarge, data.len()),
+            // The frames the client sent at once start where its head ended.
+            Ok(httparse::Status::Complete(len)) => (judge(&req), len - before),
+            Err(httparse::Error::TooManyHeaders) => (Answer::TooLarge, data.len()),
+            Err(_) => (Answer::Malformed, data.len()),
+        };
+        self.answer(answer);
+        Some(rest)
+    }
+
+    fn answer(&mut self, answer: Answer) {
+        let (status, extra, body) = match answer {
+            Answer::Upgrade(key) => {
+                self.ctl = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                    proto::accept_key(key.as_bytes())
+                )
+                .into_bytes();
+                self.phase = Phase::Open;
+                self.happened.handshake = true;
+                return;
+            }
+            Answer::Root => {
+                ("200 OK", "", format!("ricochet: {}. Connect with ws://.\n", self.what))
+            }
+            Answer::NoUpgrade => (
+                "426 Upgrade Required",
+                "Upgrade: websocket\r\n",
+                format!("ricochet: {}; this needs a WebSocket client (ws://).\n", self.what),
+            ),
+            Answer::BadVersion => (
+                "426 Upgrade Required",
+                "Sec-WebSocket-Version: 13\r\n",
+                "ricochet: only WebSocket version 13 (RFC 6455) is spoken.\n".to_owned(),
+            ),
+            Answer::Malformed => (
+                "400 Bad Request",
+                "",
+                "ricochet: not a WebSocket opening handshake (RFC 6455 section 4).\n".to_owned(),
+            ),
+            Answer::TooLarge => (
+                "431 Request Header Fields Too Large",
+                "",
+                format!("ricochet: the request head is over {} KiB.\n", MAX_HEAD / 1024),
+            ),
+        };
+        if !matches!(answer, Answer::Root) {
+            self.happened.failure = true;
+        }
+        self.ctl = format!(
+            "HTTP/1.1 {status}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes();
+        self.phase = Phase::Refused;
+    }
+
+    /// Decodes the client's frames in `buf[from..to]`: data payloads are moved to the front of
+    /// `buf`, unmasked; returns their length. Stops at a close or an error.
+    fn decode(&mut self, buf: &mut [u8], from: usize, to: usize) -> usize {
+        let mut r = from;
+        let mut w = 0;
+        while r < to && self.phase == Phase::Open {
+            if !self.rx.in_payload {
+                let rx = &mut self.rx;
+                let need = if rx.have < 2 { 2 } else { header_len(rx.head[1]) };
+                let take = (need - rx.have as usize).min(to - r);
+                rx.head[rx.have as usize..rx.have as usize + take]
+                    .copy_from_slice(&buf[r..r + take]);
+                rx.have += take as u8;
+                r += take;
+                if rx.have < 2 || (rx.have as usize) < header_len(rx.head[1]) {
+                    continue; // more of the header to come
+                }
+                if let Err(code) = self.start_frame() {
+                    self.fail(code);
+                    break;
+                }
+                if self.rx.left == 0 {
+                    self.end_frame(buf, &mut w);
+                }
+                continue;
+            }
+            let take = (self.rx.left.min((to - r) as u64)) as usize;
+            let rx = &mut self.rx;
+            proto::mask(&mut buf[r..r + take], rx.key, rx.phase as usize);
+            if rx.op >= 8 {
+                rx.control.extend_from_slice(&buf[r..r + take]);
+            } else {
+                if rx.msg == opcode::TEXT && !rx.utf8.feed(&buf[r..r + take]) {
+                    self.fail(close::INVALID_DATA);
+                    break;
+                }
+                if take > 0 {
+                    rx.ends_nl = buf[r + take - 1] == b'\n';
+                    buf.copy_within(r..r + take, w);
+                    w += take;
+                    if let Some(last) = self.tx.queue.back_mut() {
+                        last.len += take as u64;
+                    }
+                }
+            }
+            r += take;
+            let rx = &mut self.rx;
+            rx.left -= take as u64;
+            rx.phase = (rx.phase + (take & 3) as u8) & 3;
+            if rx.left == 0 {
+                self.end_frame(buf, &mut w);
+            }
+        }
+        w
+    }
+
+    /// A whole header arrived: check it and start its frame.
+    fn start_frame(&mut self) -> Result<(), u16> {
+        let rx = &mut self.rx;
+        let need = header_len(rx.head[1]);
+        rx.have = 0;
+        let (b0, b1) = (rx.head[0], rx.head[1]);
+        let fin = b0 & 0x80 != 0;
+        let op = b0 & 0x0f;
+        let len = match b1 & 0x7f {
+            126 => u16::from_be_bytes([rx.head[2], rx.head[3]]) as u64,
+            127 => u64::from_be_bytes(rx.head[2..10].try_into().expect("8 bytes")),
+            len => len as u64,
+        };
+        if b0 & 0x70 != 0 || b1 & 0x80 == 0 || len >> 63 != 0 {
+            return Err(close::PROTOCOL); // reserved bits (no extension agreed), unmasked, 2^63
+        }
+        match op {
+            opcode::CLOSE | opcode::PING | opcode::PONG => {
+                if !fin || len > proto::MAX_CONTROL as u64 {
+                    return Err(close::PROTOCOL);
+                }
+            }
+            opcode::CONTINUATION | opcode::TEXT | opcode::BINARY => {
+                if (op == opcode::CONTINUATION) != (rx.msg != 0) {
+                    return Err(close::PROTOCOL); // a continuation of nothing, or a new message
+                }
+                if op == opcode::BINARY && self.mode == Mode::Lines {
+                    return Err(close::UNSUPPORTED);
+                }
+                if op != opcode::CONTINUATION {
+                    rx.msg = op;
+                    rx.msg_len = 0;
+                    rx.ends_nl = false;
+                    rx.utf8 = proto::Utf8Check::default();
+                    if self.mode == Mode::Echo {
+                        let msg = OutMsg { op, len: 0, sent: 0, complete: false, started: false };
+                        self.tx.queue.push_back(msg);
+                    }
+                }
+                rx.msg_len += len;
+                if rx.msg_len > self.max_message {
+                    return Err(close::TOO_BIG);
+                }
+            }
+            _ => return Err(close::PROTOCOL), // a reserved opcode
+        }
+        rx.key.copy_from_slice(&rx.head[need - 4..need]);
+        rx.phase = 0;
+        rx.left = len;
+        rx.op = op;
+        rx.fin = fin;
+        rx.in_payload = true;
+        Ok(())
+    }
+
+    /// The current frame's payload is all in.
+    fn end_frame(&mut self, buf: &mut [u8], w: &mut usize) {
+        let rx = &mut self.rx;
+        rx.in_payload = false;
+        match rx.op {
+            opcode::PING => {
+                let payload = std::mem::take(&mut rx.control);
+                self.queue_frame(opcode::PONG, &payload);
+                if self.ctl.len() > MAX_CTL {
+                    self.fail(close::POLICY); // pings sent, their pongs never read
+                }
+            }
+            opcode::PONG => rx.control = Vec::new(),
+            opcode::CLOSE => {
+                let payload = std::mem::take(&mut rx.control);
+                match payload.len() {
+                    0 => self.close_code = Some(NO_STATUS),
+                    1 => return self.fail(close::PROTOCOL),
+                    _ => {
+                        let code = u16::from_be_bytes([payload[0], payload[1]]);
+                        if !proto::is_valid_close_code(code) {
+                            return self.fail(close::PROTOCOL);
+                        }
+                        if std::str::from_utf8(&payload[2..]).is_err() {
+                            return self.fail(close::INVALID_DATA);
+                        }
+                        self.close_code = Some(code);
+                    }
+                }
+                self.phase = Phase::Closing;
+            }
+            _ if rx.fin => {
+                if rx.msg == opcode::TEXT && !rx.utf8.is_complete() {
+                    return self.fail(close::INVALID_DATA);
+                }
+                rx.msg = 0;
+                self.happened.messages_in += 1;
+                match self.mode {
+                    Mode::Echo => {
+                        if let Some(last) = self.tx.queue.back_mut() {
+                            last.complete = true;
+                        }
+                        self.end_replies();
+                    }
+                    Mode::Lines if !rx.ends_nl || rx.msg_len == 0 => {
+                        // Room is sure: raw input starts a byte in, and every message end in
+                        // one read but the first had a header (2 bytes and more) before it.
+                        buf[*w] = b'\n';
+                        *w += 1;
+                    }
+                    Mode::Lines => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Echo: replies whose every byte went out but whose FIN did not (the message ended after
+    /// its last byte was sent, or was empty) get their final, empty frame now.
+    fn end_replies(&mut self) {
+        while self.tx.at_boundary() {
+            let Some(head) = self.tx.queue.front() else { break };
+            if !(head.complete && head.sent == head.len) {
+                break;
+            }
+            let op = if head.started { opcode::CONTINUATION } else { head.op };
+            self.tx.queue.pop_front();
+            self.queue_frame(op, &[]);
+            self.happened.messages_out += 1;
+        }
+    }
+
+    /// Frames and writes the behaviour's bytes.
+    fn write_parts(&mut self, parts: &[&[u8]]) -> Result<usize, Errno> {
+        match self.phase {
+            Phase::Opening(_) => return Err(EAGAIN),
+            // Nothing goes out after our last word (RFC 6455 §5.5.1): the rest is dropped.
+            Phase::Refused => return Ok(parts.iter().map(|p| p.len()).sum()),
+            _ if self.close_sent => return Ok(parts.iter().map(|p| p.len()).sum()),
+            _ => {}
+        }
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut taken = 0;
+        let (mut part, mut at) = (0, 0);
+        loop {
+            if self.tx.at_boundary() && !self.flush_ctl()? {
+                break; // the socket refused our own frames: a writable edge will follow
+            }
+            while part < parts.len() && at == parts[part].len() {
+                part += 1;
+                at = 0;
+            }
+            let mut plan = [None; MAX_FRAMES];
+            let planned = self.plan(parts, part, at, &mut plan);
+            if planned == 0 {
+                break;
+            }
+            let mut slices = [IoSlice::new(&[]); 2 * MAX_FRAMES];
+            let mut count = 0;
+            for frame in plan.iter().take(planned).flatten() {
+                let hdr = if frame.cont {
+                    &self.tx.hdr[self.tx.hdr_at as usize..self.tx.hdr_len as usize]
+                } else {
+                    &frame.hdr[..frame.hdr_len as usize]
+                };
+                if !hdr.is_empty() {
+                    slices[count] = IoSlice::new(hdr);
+                    count += 1;
+                }
+                if frame.len > 0 {
+                    slices[count] =
+                        IoSlice::new(&parts[frame.part][frame.at..frame.at + frame.len]);
+                    count += 1;
+                }
+            }
+            let planned_bytes: usize = slices[..count].iter().map(|s| s.len()).sum();
+            let written = if count == 0 {
+                0
+            } else {
+                match self.inner.send_vectored(&slices[..count]) {
+                    Ok(n) => n,
+                    Err(EAGAIN) if taken > 0 => break,
+                    Err(e) => return Err(e),
+                }
+            };
+            let took = self.commit(&plan[..planned], written);
+            taken += took;
+            (part, at) = advance(parts, part, at, took);
+            if written < planned_bytes {
+                break; // the socket refused the rest: a writable edge will follow
+            }
+        }
+        if taken == 0 && total > 0 {
+            return Err(EAGAIN);
+        }
+        Ok(taken)
+    }
+
+    /// Plans up to [`MAX_FRAMES`] frames for the bytes from `parts[part][at..]` on (each
+    /// frame's payload within one part); returns how many.
+    fn plan(
+        &self,
+        parts: &[&[u8]],
+        mut part: usize,
+        mut at: usize,
+        plan: &mut [Option<Planned>],
+    ) -> usize {
+        let mut n = 0;
+        let mut queue_at = 0;
+        let mut sent_of_head = None::<(u64, bool)>; // the head message's state as planned
+        let mut started = self.tx.started;
+        let blank = [0; proto::MAX_HEADER];
+        if !self.tx.at_boundary() {
+            // Continue the current frame first.
+            let avail = parts.get(part).map_or(0, |p| p.len() - at);
+            let len = (self.tx.left.min(avail as u64)) as usize;
+            let newline = self.tx.newline && len as u64 == self.tx.left && avail > len;
+            let hdr_left = self.tx.hdr_at < self.tx.hdr_len;
+            if len == 0 && !newline && !hdr_left {
+                return 0; // its bytes are not offered yet
+            }
+            plan[0] = Some(Planned {
+                hdr: blank,
+                hdr_len: 0,
+                part,
+                at,
+                len,
+                fin: false,
+                newline,
+                cont: true,
+            });
+            n = 1;
+            if (len as u64) < self.tx.left || (self.tx.newline && !newline) {
+                return n; // the frame goes on in the next part
+            }
+            at += len + newline as usize;
+        }
+        while n < MAX_FRAMES {
+            while part < parts.len() && at == parts[part].len() {
+                part += 1;
+                at = 0;
+            }
+            let avail = parts.get(part).map_or(0, |p| p.len() - at);
+            let (op, len, fin, newline) = match self.mode {
+                Mode::Echo => {
+                    let Some(msg) = self.tx.queue.get(queue_at) else { break };
+                    let (sent, began) = sent_of_head.unwrap_or((msg.sent, msg.started));
+                    let owed = msg.len - sent;
+                    let len = (owed.min(avail as u64)) as usize;
+                    let fin = msg.complete && len as u64 == owed;
+                    if len == 0 && !fin {
+                        break;
+                    }
+                    if fin {
+                        queue_at += 1;
+                        sent_of_head = None;
+                    } else {
+                        sent_of_head = Some((sent + len as u64, true));
+                    }
+                    (if began { opcode::CONTINUATION } else { msg.op }, len, fin, false)
+                }
+                Mode::Lines => {
+                    if avail == 0 {
+                        break;
+                    }
+                    let rest = &parts[part][at..];
+                    let (len, fin) = match memchr::memchr(b'\n', rest) {
+                        Some(i) => (i, true),
+                        None => (rest.len(), false),
+                    };
+                    let op = if started { opcode::CONTINUATION } else { opcode::TEXT };
+                    started = !fin;
+                    (op, len, fin, fin)
+                }
+            };
+            let mut hdr = blank;
+            let hdr_len = proto::header(&mut hdr, fin, op, len as u64, None) as u8;
+            plan[n] = Some(Planned { hdr, hdr_len, part, at, len, fin, newline, cont: false });
+            n += 1;
+            at += len + newline as usize;
+        }
+        n
+    }
+
+    /// `written` bytes of the planned frames went out: move the framing state on by the frames
+    /// begun, keep the rest of a frame cut short. Returns the behaviour's bytes taken.
+    fn commit(&mut self, plan: &[Option<Planned>], mut written: usize) -> usize {
+        let mut taken = 0;
+        for frame in plan.iter().flatten() {
+            let hdr_len = if frame.cont {
+                (self.tx.hdr_len - self.tx.hdr_at) as usize
+            } else {
+                frame.hdr_len as usize
+            };
+            if written == 0 && (hdr_len > 0 || frame.len > 0) {
+                return taken; // not begun: planned again next time
+            }
+            let h = written.min(hdr_len);
+            written -= h;
+            let p = written.min(frame.len);
+            written -= p;
+            taken += p;
+            if frame.cont {
+                self.tx.hdr_at += h as u8;
+                self.tx.left -= p as u64;
+            } else {
+                // A new frame begun: the message moves on.
+                self.begin(frame);
+                self.tx.hdr = frame.hdr[..10].try_into().expect("10 bytes");
+                self.tx.hdr_at = h as u8;
+                self.tx.hdr_len = hdr_len as u8;
+                self.tx.left = (frame.len - p) as u64;
+                self.tx.newline = frame.newline;
+            }
+            if self.tx.hdr_at < self.tx.hdr_len || self.tx.left > 0 {
+                return taken;
+            }
+            self.tx.hdr_at = 0;
+            self.tx.hdr_len = 0;
+            if self.tx.newline {
+                if frame.cont && !frame.newline {
+                    return taken; // the `\n` is in the next part
+                }
+                self.tx.newline = false;
+                taken += 1;
+            }
+        }
+        taken
+    }
+
+    /// A planned frame began to go out: its message's state moves on.
+    fn begin(&mut self, frame: &Planned) {
+        match self.mode {
+            Mode::Echo => {
+                let head = self.tx.queue.front_mut().expect("a reply frame has its message");
+                head.sent += frame.len as u64;
+                head.started = true;
+                if frame.fin {
+                    self.tx.queue.pop_front();
+                    self.happened.messages_out += 1;
+                    if self.tx.queue.is_empty() && self.tx.queue.capacity() > 4 {
+                        self.tx.queue = VecDeque::new();
+                    }
+                }
+            }
+            Mode::Lines => {
+                self.tx.started = !frame.fin;
+                if frame.fin {
+                    self.happened.messages_out += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Moves `(part, at)` on by `n` bytes of `parts`.
+fn advance(parts: &[&[u8]], mut part: usize, mut at: usize, mut n: usize) -> (usize, usize) {
+    while n > 0 && part < parts.len() {
+        let step = n.min(parts[part].len() - at);
+        at += step;
+        n -= step;
+        if at == parts[part].len() {
+            part += 1;
+            at = 0;
+        }
+    }
+    (part, at)
+}
+
+/// A header's length from its second byte: 2, the extended length, the masking key.
+fn header_len(b1: u8) -> usize {
+    let ext = match b1 & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 }
+}
+
+/// What a request head gets.
+enum Answer {
+    /// 101, with the client's key.
+    Upgrade(String),
+    /// A plain GET of `/`: a short text (not a failure).
+    Root,
+    /// A GET without the upgrade.
+    NoUpgrade,
+    /// A WebSocket version other than 13.
+    BadVersion,
+    Malformed,
+    TooLarge,
+}
+
+/// Judges a complete request head (RFC 6455 §4.2.1).
+fn judge(req: &httparse::Request<'_, '_>) -> Answer {
+    if req.method != Some("GET") || req.version != Some(1) {
+        return Answer::Malformed;
+    }
+    let header = |name: &str| {
+        req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+    };
+    let has_token = |name: &str, token: &str| {
+        header(name).is_some_and(|v| {
+            String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
+        return match req.path {
+            Some("/") if header("upgrade").is_none() => Answer::Root,
+            _ if header("upgrade").is_none() => Answer::NoUpgrade,
+            _ => Answer::Malformed,
+        };
+    }
+    if header("sec-websocket-version").map(<[u8]>::trim_ascii) != Some(b"13") {
+        return Answer::BadVersion;
+    }
+    match header("sec-websocket-key") {
+        Some(key) if proto::is_valid_key(key) => {
+            Answer::Upgrade(String::from_utf8_lossy(key.trim_ascii()).into_owned())
+        }
+        _ => Answer::Malformed,
+    }
+}
+
+impl<T: Transport> Transport for Ws<T> {
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize, Errno> {
+        // Lines: raw input starts a byte in, so a message's `\n` always has room.
+        let from = (self.mode == Mode::Lines) as usize;
+        loop {
+            if matches!(self.phase, Phase::Refused | Phase::Closing) {
+                return self.linger(buf);
+            }
+            let n = match self.inner.recv(&mut buf[from..]) {
+                Ok(0) => return Ok(0),
+                Ok(n) => n,
+                Err(e) => return Err(e),
+            };
+            self.full = n == buf.len() - from || !self.inner.short_read_drains();
+            let mut start = from;
+            if self.is_opening() {
+                match self.open(&buf[from..from + n]) {
+                    None => {
+                        if !self.full {
+                            return Err(EAGAIN);
+                        }
+                        continue;
+                    }
+                    Some(rest) => start = from + rest,
+                }
+            }
+            let m = self.decode(buf, start, from + n);
+            if self.tx.at_boundary() && !self.ctl.is_empty() {
+                self.flush_ctl()?;
+            }
+            if m > 0 {
+                return Ok(m);
+            }
+            if matches!(self.phase, Phase::Refused | Phase::Closing) {
+                continue; // our last word, then the client's end of stream
+            }
+            if !self.full {
+                return Err(EAGAIN);
+            }
+        }
+    }
+
+    crate::transport::write_by_parts!(write_parts);
+
+    fn shutdown_write(&mut self) {
+        if !self.close_sent && matches!(self.phase, Phase::Open | Phase::Closing) {
+            if self.close_code.is_some() && self.tx.at_boundary() {
+                self.queue_close();
+            }
+            self.close_sent = true;
+        }
+        let _ = self.flush_ctl();
+        if !self.fin_sent {
+            self.fin_sent = true;
+            self.inner.shutdown_write();
+        }
+    }
+
+    fn has_buffered(&self) -> bool {
+        !self.ctl.is_empty() || self.inner.has_buffered()
+    }
+
+    fn is_handshaking(&self) -> bool {
+        self.is_opening() || self.inner.is_handshaking()
+    }
+
+    fn short_read_drains(&self) -> bool {
+        // Closing: read again, for our close and the end of stream that follow the data.
+        !self.full && matches!(self.phase, Phase::Open | Phase::Opening(_))
+    }
+
+    fn reserve(&self) -> usize {
+        self.inner.reserve()
+    }
+
+    fn cap(&self, cap: usize) -> usize {
+        match self.mode {
+            Mode::Echo => cap.max(self.max_message as usize),
+            Mode::Lines => cap,
+        }
+    }
+
+    fn unacked(&self) -> usize {
+        self.inner.unacked()
+    }
+
+    fn reset_on_close(&mut self) {
+        self.inner.reset_on_close()
+    }
+
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        self.inner.source()
+    }
+}
