@@ -125,6 +125,16 @@ pub struct Args {
     #[arg(long, conflicts_with = "target")]
     pub tls: bool,
 
+    /// Without a TARGET: benchmark an embedded ricochet WebSocket listener (with --tls: wss; with
+    /// --chat: a chat room over WebSocket).
+    #[arg(long, conflicts_with = "target")]
+    pub ws: bool,
+
+    /// WebSocket targets: send text messages (payloads of ASCII letters, checked as UTF-8 by the
+    /// server) instead of binary ones.
+    #[arg(long)]
+    pub ws_text: bool,
+
     /// How a tls:// target is trusted.
     #[command(flatten)]
     pub trust: TlsArgs,

@@ -19,7 +19,8 @@
 //!   completions); [`datagram`]: a datagram echo connection (sequence-numbered slots, loss,
 //!   reordering).
 //! - [`wire`]: a stream connection's transport: the socket (TCP, Unix) and the bytes over it,
-//!   in the clear or through TLS; every stream workload reads and writes through it.
+//!   in the clear or through TLS, with WebSocket framing over either ([`websocket`]); every
+//!   stream workload reads and writes through it.
 //! - [`tally`]: a thread's results: latency histogram and counts by cause.
 //! - [`schedule`]: open-loop intended send times; [`sweep`]: the highest rate within latency
 //!   objectives.
@@ -50,6 +51,7 @@ pub mod sweep;
 pub mod tally;
 pub mod target;
 pub mod tls;
+pub mod websocket;
 pub mod wire;
 
 /// What went wrong, said in one line for a person.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::target::{Address, Endpoint, Target, Workload};
 use crate::tls::TlsClient;
+use crate::websocket::{WsClient, WsTarget};
 use crate::Error;
 
 /// What a probe saw.
@@ -38,6 +39,64 @@ pub fn probe(
         }
     }
     Err(last.unwrap_or_else(|| Error::new("no endpoint to probe")))
+}
+
+/// The WebSocket upgrade over a blocking stream, checked; returns the client for the frames.
+pub fn upgrade<S: Read + Write>(s: &mut S, target: &WsTarget) -> std::io::Result<WsClient> {
+    let mut client = WsClient::new(target.clone(), std::process::id() as u64);
+    client.start();
+    s.write_all(client.pending())?;
+    client.wrote(client.pending().len());
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::other("the server closed during the WebSocket upgrade"));
+        }
+        if client.on_response(&buf[..n])? {
+            return Ok(client);
+        }
+    }
+}
+
+/// One message over WebSocket: framed and masked, the reply decoded.
+fn ws_round_trip<S: Read + Write>(
+    endpoint: &Endpoint,
+    target: &WsTarget,
+    mut s: S,
+    message: &[u8],
+) -> std::io::Result<Probe> {
+    let mut target = target.clone();
+    target.message = message.len();
+    let mut client = upgrade(&mut s, &target)?;
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < message.len() {
+        sent += client.frame(&message[sent..]);
+        s.write_all(client.pending())?;
+        client.wrote(client.pending().len());
+    }
+    let mut echo = vec![0; message.len()];
+    let mut got = client.take_early(&mut echo);
+    echo.truncate(got);
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < message.len() && !client.is_closed() {
+        let n = s.read(&mut buf[1..])?;
+        if n == 0 {
+            break; // closed early: the comparison shows what is missing
+        }
+        let m = client.decode_range(&mut buf, 0, 1, n + 1)?;
+        echo.extend_from_slice(&buf[..m]);
+        got += m;
+        if !client.pending().is_empty() {
+            s.write_all(client.pending())?; // a pong
+            client.wrote(client.pending().len());
+        }
+    }
+    let rtt = start.elapsed();
+    client.close();
+    let _ = s.write_all(client.pending());
+    Ok(Probe { endpoint: endpoint.clone(), echo, rtt })
 }
 
 /// A blocking TLS session with `addr`, its handshake done (within `timeout`).
@@ -132,6 +191,9 @@ fn stream_round_trip<S: Read + Write>(
     mut s: S,
     message: &[u8],
 ) -> std::io::Result<Probe> {
+    if let Some(target) = &endpoint.websocket {
+        return ws_round_trip(endpoint, target, s, message);
+    }
     let start = Instant::now();
     s.write_all(message)?;
     let mut echo = Vec::with_capacity(message.len());

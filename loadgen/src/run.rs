@@ -150,8 +150,18 @@ fn target(settings: &Settings) -> Result<Chosen, Error> {
         .is_tls()
         .then(|| settings.trust.client(target.host().unwrap_or("localhost"), settings.tls_resume));
     let tls = tls.transpose().map_err(Error::new)?;
-    let endpoint = reachable(target, settings.timeout, tls.as_ref())?;
+    let mut endpoint = reachable(target, settings.timeout, tls.as_ref())?;
+    websocket_settings(&mut endpoint, settings);
     Ok((endpoint, None, tls.map(Arc::new)))
+}
+
+/// A WebSocket target's message shape from the settings: `--size` bytes each (chat: a line),
+/// text with `--ws-text`.
+fn websocket_settings(endpoint: &mut Endpoint, settings: &Settings) {
+    if let Some(ws) = &mut endpoint.websocket {
+        ws.message = settings.size;
+        ws.text = settings.ws_text;
+    }
 }
 
 /// An embedded ricochet on 127.0.0.1:0: echo, a chat room (`--chat`), over TLS (`--tls`, its
@@ -159,11 +169,15 @@ fn target(settings: &Settings) -> Result<Chosen, Error> {
 fn embedded(settings: &Settings) -> Result<Chosen, Error> {
     let mut config = ricochet::Config::ephemeral();
     let localhost = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    config.listeners = match (settings.chat, settings.tls) {
-        (true, true) => vec![ricochet::ListenSpec::tls_chat(localhost)],
-        (true, false) => vec![ricochet::ListenSpec::chat(localhost)],
-        (false, true) => vec![ricochet::ListenSpec::tls(localhost)],
-        (false, false) => config.listeners,
+    config.listeners = match (settings.chat, settings.tls, settings.ws) {
+        (true, true, true) => vec![ricochet::ListenSpec::wss_chat(localhost)],
+        (true, false, true) => vec![ricochet::ListenSpec::ws_chat(localhost)],
+        (false, true, true) => vec![ricochet::ListenSpec::wss(localhost)],
+        (false, false, true) => vec![ricochet::ListenSpec::ws(localhost)],
+        (true, true, false) => vec![ricochet::ListenSpec::tls_chat(localhost)],
+        (true, false, false) => vec![ricochet::ListenSpec::chat(localhost)],
+        (false, true, false) => vec![ricochet::ListenSpec::tls(localhost)],
+        (false, false, false) => config.listeners,
     };
     let server = ricochet::spawn(config)
         .map_err(|e| Error::new(format!("starting the embedded ricochet: {e}")))?;
@@ -179,7 +193,16 @@ fn embedded(settings: &Settings) -> Result<Chosen, Error> {
         }
         false => None,
     };
-    Ok((Endpoint { workload, address }, Some(server), tls))
+    let websocket = spec.is_websocket().then(|| crate::websocket::WsTarget {
+        host: addr.to_string(),
+        path: "/".into(),
+        text: false,
+        message: 0,
+        lines: spec.is_chat(),
+    });
+    let mut endpoint = Endpoint { workload, address, websocket };
+    websocket_settings(&mut endpoint, settings);
+    Ok((endpoint, Some(server), tls))
 }
 
 fn create_hlog(
@@ -340,14 +363,29 @@ fn reachable(
         return Err(Error::new(last));
     }
     for endpoint in target.resolve().map_err(Error::new)? {
-        let result = match &endpoint.address {
-            Address::Tcp(addr) => std::net::TcpStream::connect_timeout(addr, left()).map(drop),
-            Address::Unix(path) => std::os::unix::net::UnixStream::connect(path).map(drop),
-            Address::Tls(addr) => match tls {
-                Some(tls) => probe::handshake(*addr, tls, left()).map(probe::close_politely),
+        let result = match (&endpoint.address, &endpoint.websocket) {
+            (Address::Tcp(addr), Some(ws)) => std::net::TcpStream::connect_timeout(addr, left())
+                .and_then(|mut s| {
+                    s.set_read_timeout(Some(left()))?;
+                    probe::upgrade(&mut s, ws).map(drop)
+                }),
+            (Address::Tls(addr), Some(ws)) => match tls {
+                Some(tls) => probe::handshake(*addr, tls, left()).and_then(|mut s| {
+                    probe::upgrade(&mut s, ws)?;
+                    probe::close_politely(s);
+                    Ok(())
+                }),
                 None => Err(std::io::Error::other("no TLS settings")),
             },
-            Address::Udp(_) => unreachable!("handled above"),
+            (address, _) => match address {
+                Address::Tcp(addr) => std::net::TcpStream::connect_timeout(addr, left()).map(drop),
+                Address::Unix(path) => std::os::unix::net::UnixStream::connect(path).map(drop),
+                Address::Tls(addr) => match tls {
+                    Some(tls) => probe::handshake(*addr, tls, left()).map(probe::close_politely),
+                    None => Err(std::io::Error::other("no TLS settings")),
+                },
+                Address::Udp(_) => unreachable!("handled above"),
+            },
         };
         match result {
             Ok(()) => return Ok(endpoint),

@@ -43,6 +43,10 @@ pub struct Settings {
     pub progress: bool,
     /// Without a target: an embedded TLS listener.
     pub tls: bool,
+    /// Without a target: an embedded WebSocket listener (over TLS with `tls`).
+    pub ws: bool,
+    /// WebSocket targets: text messages (ASCII payloads) instead of binary.
+    pub ws_text: bool,
     /// How a `tls://` or `chat+tls://` target is trusted.
     pub trust: Trust,
     /// Resume TLS sessions when reconnecting.
@@ -166,12 +170,21 @@ impl TryFrom<&Args> for Settings {
                 return Err(format!("{flag} is for tls:// and chat+tls:// targets (or --tls)"));
             }
         }
+        let websocket = args.ws || target.as_ref().is_some_and(Target::is_websocket);
+        if args.ws_text && !websocket {
+            return Err(
+                "--ws-text is for ws://, wss://, chat+ws:// and chat+wss:// targets (or --ws)"
+                    .into(),
+            );
+        }
         if let Some(n) = args.reconnect_every {
             if n == 0 {
                 return Err("--reconnect-every must be at least 1".into());
             }
             if udp || chat {
-                return Err("--reconnect-every is for stream echo targets (tcp, unix, tls)".into());
+                return Err(
+                    "--reconnect-every is for stream echo targets (tcp, unix, tls, ws, wss)".into(),
+                );
             }
         }
         let duration = match args.messages {
@@ -196,6 +209,8 @@ impl TryFrom<&Args> for Settings {
             hlog: args.hlog.clone(),
             progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             tls: args.tls,
+            ws: args.ws,
+            ws_text: args.ws_text,
             trust: Trust::from(&args.trust),
             tls_resume: args.tls_resume,
             reconnect_every: args.reconnect_every,

@@ -163,7 +163,7 @@ impl EchoConn for StreamConn {
         token: Token,
     ) -> io::Result<()> {
         self.life.connecting();
-        let (mut sock, wire) = crate::wire::connect(&endpoint.address, tls)?;
+        let (mut sock, wire) = crate::wire::connect(endpoint, tls, self.life.id as u64)?;
         self.wire = wire;
         registry.register(sock.source(), token, Interest::READABLE | Interest::WRITABLE)?;
         self.sock = Some(sock);
@@ -234,7 +234,11 @@ impl EchoConn for StreamConn {
             self.unstamped += 1;
         }
         self.size = size;
+        let from = self.ring.len();
         payload::append(&mut self.ring, n, size, self.life.id, seq);
+        if self.wire.is_text() {
+            payload::to_text(&mut self.ring[from..]);
+        }
         self.runs.push_back(Run { msg, count: n });
         self.life.dirty = true;
         Status::Ok

@@ -1,7 +1,8 @@
 //! What loadgen talks to, as a URL whose scheme reads workload-over-transport (the same URLs
 //! `ricochet --listen` takes): `HOST:PORT` or `tcp://HOST:PORT`, `udp://HOST:PORT`, `unix:PATH`,
-//! `tls://HOST:PORT` (echo), and `chat://HOST:PORT`, `chat+tls://HOST:PORT`, `chat+unix:PATH` (a
-//! chat room: fan-out load instead of echo).
+//! `tls://HOST:PORT`, `ws://HOST:PORT[/PATH]`, `wss://HOST:PORT[/PATH]` (echo), and
+//! `chat://HOST:PORT`, `chat+tls://HOST:PORT`, `chat+unix:PATH`, `chat+ws://…`, `chat+wss://…`
+//! (a chat room: fan-out load instead of echo).
 //!
 //! A target is a [`Workload`] over a [`Transport`]; host names are resolved once, up front, and
 //! [`Target::resolve`] returns every address so the caller can use the first one that answers
@@ -10,6 +11,8 @@
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+
+pub use crate::websocket::WsTarget;
 
 /// What load a target gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +34,10 @@ pub enum Transport {
     Udp(String),
     /// A Unix-domain stream socket.
     Unix(PathBuf),
+    /// WebSocket over TCP to `HOST:PORT`, with the request path.
+    Ws(String, String),
+    /// WebSocket over TLS to `HOST:PORT`, with the request path.
+    Wss(String, String),
 }
 
 /// A parsed target.
@@ -62,12 +69,15 @@ pub struct Endpoint {
     pub workload: Workload,
     /// Where, over what.
     pub address: Address,
+    /// WebSocket framing over the address's stream (`ws://`, `wss://` and their chat forms).
+    pub websocket: Option<WsTarget>,
 }
 
 /// The schemes loadgen takes, for messages.
 const SCHEMES: &str =
-    "HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT, unix:PATH, tls://HOST:PORT, chat://HOST:PORT, \
-     chat+tls://HOST:PORT or chat+unix:PATH";
+    "HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT, unix:PATH, tls://HOST:PORT, ws://HOST:PORT[/PATH], \
+     wss://HOST:PORT[/PATH], chat://HOST:PORT, chat+tls://HOST:PORT, chat+unix:PATH, \
+     chat+ws://HOST:PORT[/PATH] or chat+wss://HOST:PORT[/PATH]";
 
 impl Target {
     /// Parses the command-line form.
@@ -83,6 +93,11 @@ impl Target {
             }
         }
         let (scheme, hostport) = text.split_once("://").unwrap_or(("tcp", text));
+        let websocket = matches!(scheme, "ws" | "wss" | "chat+ws" | "chat+wss");
+        let (hostport, path) = match hostport.find('/') {
+            Some(i) if websocket => (&hostport[..i], &hostport[i..]),
+            _ => (hostport, "/"),
+        };
         let (host, port) = hostport.rsplit_once(':').ok_or_else(bad)?;
         if host.is_empty() || port.parse::<u16>().is_err() {
             return Err(bad());
@@ -94,25 +109,35 @@ impl Target {
             "tls" => (Workload::Echo, Transport::Tls(hostport)),
             "chat" => (Workload::Chat, Transport::Tcp(hostport)),
             "chat+tls" => (Workload::Chat, Transport::Tls(hostport)),
+            "ws" => (Workload::Echo, Transport::Ws(hostport, path.into())),
+            "wss" => (Workload::Echo, Transport::Wss(hostport, path.into())),
+            "chat+ws" => (Workload::Chat, Transport::Ws(hostport, path.into())),
+            "chat+wss" => (Workload::Chat, Transport::Wss(hostport, path.into())),
             _ => return Err(bad()),
         };
         Ok(Target { workload, transport })
     }
 
-    /// The scheme: `tcp`, `udp`, `unix`, `tls`, `chat`, `chat+tls` or `chat+unix` (the JSON's
-    /// `proto`).
+    /// The scheme: `tcp`, `udp`, `unix`, `tls`, `ws`, `wss`, `chat`, `chat+tls`, `chat+unix`,
+    /// `chat+ws` or `chat+wss` (the JSON's `proto`).
     pub fn proto(&self) -> &'static str {
-        scheme(
-            self.workload,
-            self.is_tls(),
-            self.is_udp(),
-            matches!(self.transport, Transport::Unix(_)),
-        )
+        let ws = matches!(self.transport, Transport::Ws(..) | Transport::Wss(..));
+        let kind = match &self.transport {
+            Transport::Udp(_) => Kind::Udp,
+            Transport::Unix(_) => Kind::Unix,
+            _ => Kind::Stream,
+        };
+        scheme(self.workload, self.is_tls(), ws, kind)
     }
 
     /// Whether it speaks TLS.
     pub fn is_tls(&self) -> bool {
-        matches!(self.transport, Transport::Tls(_))
+        matches!(self.transport, Transport::Tls(_) | Transport::Wss(..))
+    }
+
+    /// Whether it speaks WebSocket.
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.transport, Transport::Ws(..) | Transport::Wss(..))
     }
 
     /// Whether it is UDP.
@@ -128,9 +153,11 @@ impl Target {
     /// The host part (`localhost`, `127.0.0.1`, `[::1]`), if the target has one.
     pub fn host(&self) -> Option<&str> {
         match &self.transport {
-            Transport::Tcp(h) | Transport::Udp(h) | Transport::Tls(h) => {
-                h.rsplit_once(':').map(|(host, _)| host)
-            }
+            Transport::Tcp(h)
+            | Transport::Udp(h)
+            | Transport::Tls(h)
+            | Transport::Ws(h, _)
+            | Transport::Wss(h, _) => h.rsplit_once(':').map(|(host, _)| host),
             Transport::Unix(_) => None,
         }
     }
@@ -152,21 +179,48 @@ impl Target {
             Transport::Tls(h) => lookup(h)?.into_iter().map(Address::Tls).collect(),
             Transport::Udp(h) => lookup(h)?.into_iter().map(Address::Udp).collect(),
             Transport::Unix(p) => vec![Address::Unix(p.clone())],
+            Transport::Ws(h, _) => lookup(h)?.into_iter().map(Address::Tcp).collect(),
+            Transport::Wss(h, _) => lookup(h)?.into_iter().map(Address::Tls).collect(),
         };
         let workload = self.workload;
-        Ok(addresses.into_iter().map(|address| Endpoint { workload, address }).collect())
+        let websocket = match &self.transport {
+            Transport::Ws(host, path) | Transport::Wss(host, path) => Some(WsTarget {
+                host: host.clone(),
+                path: path.clone(),
+                text: false,
+                message: 0,
+                lines: workload == Workload::Chat,
+            }),
+            _ => None,
+        };
+        Ok(addresses
+            .into_iter()
+            .map(|address| Endpoint { workload, address, websocket: websocket.clone() })
+            .collect())
     }
 }
 
+/// The socket kind under a scheme.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Stream,
+    Udp,
+    Unix,
+}
+
 /// The scheme of a workload over a transport.
-fn scheme(workload: Workload, tls: bool, udp: bool, unix: bool) -> &'static str {
-    match (workload, tls, udp, unix) {
+fn scheme(workload: Workload, tls: bool, ws: bool, kind: Kind) -> &'static str {
+    match (workload, tls, ws, kind) {
+        (Workload::Chat, true, true, _) => "chat+wss",
+        (Workload::Chat, false, true, _) => "chat+ws",
         (Workload::Chat, true, ..) => "chat+tls",
-        (Workload::Chat, _, _, true) => "chat+unix",
+        (Workload::Chat, _, _, Kind::Unix) => "chat+unix",
         (Workload::Chat, ..) => "chat",
+        (Workload::Echo, true, true, _) => "wss",
+        (Workload::Echo, false, true, _) => "ws",
         (Workload::Echo, true, ..) => "tls",
-        (Workload::Echo, _, true, _) => "udp",
-        (Workload::Echo, _, _, true) => "unix",
+        (Workload::Echo, _, _, Kind::Udp) => "udp",
+        (Workload::Echo, _, _, Kind::Unix) => "unix",
         (Workload::Echo, ..) => "tcp",
     }
 }
@@ -174,23 +228,23 @@ fn scheme(workload: Workload, tls: bool, udp: bool, unix: bool) -> &'static str 
 impl Endpoint {
     /// A resolved echo target.
     pub fn echo(address: Address) -> Endpoint {
-        Endpoint { workload: Workload::Echo, address }
+        Endpoint { workload: Workload::Echo, address, websocket: None }
     }
 
     /// A resolved chat room.
     pub fn chat(address: Address) -> Endpoint {
-        Endpoint { workload: Workload::Chat, address }
+        Endpoint { workload: Workload::Chat, address, websocket: None }
     }
 
-    /// The scheme: `tcp`, `udp`, `unix`, `tls`, `chat` or `chat+tls`.
+    /// The scheme (as [`Target::proto`]).
     pub fn proto(&self) -> &'static str {
-        let a = &self.address;
-        scheme(
-            self.workload,
-            matches!(a, Address::Tls(_)),
-            matches!(a, Address::Udp(_)),
-            matches!(a, Address::Unix(_)),
-        )
+        let kind = match &self.address {
+            Address::Udp(_) => Kind::Udp,
+            Address::Unix(_) => Kind::Unix,
+            _ => Kind::Stream,
+        };
+        let tls = matches!(self.address, Address::Tls(_));
+        scheme(self.workload, tls, self.websocket.is_some(), kind)
     }
 
     /// The socket address, for every address but a Unix socket.
@@ -207,7 +261,8 @@ impl fmt::Display for Endpoint {
         match &self.address {
             Address::Unix(p) => write!(f, "{}:{}", self.proto(), p.display()),
             Address::Tcp(a) | Address::Tls(a) | Address::Udp(a) => {
-                write!(f, "{}://{a}", self.proto())
+                let path = self.websocket.as_ref().map_or("", |ws| ws.path.as_str());
+                write!(f, "{}://{a}{}", self.proto(), if path == "/" { "" } else { path })
             }
         }
     }
@@ -241,7 +296,16 @@ mod tests {
         for bad in ["", "7007", "host", "http://x:1", "tcp://x", "x:99999", "unix:", ":80"] {
             assert!(Target::parse(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(Target::parse("ws://x:1").unwrap_err().contains("chat+tls://HOST:PORT"));
+        assert!(Target::parse("http://x:1").unwrap_err().contains("chat+wss://HOST:PORT"));
+        let ws = Target::parse("ws://localhost:9001/echo?x=1").unwrap();
+        assert_eq!(ws.transport, Transport::Ws("localhost:9001".into(), "/echo?x=1".into()));
+        assert_eq!((ws.proto(), ws.host(), ws.is_tls()), ("ws", Some("localhost"), false));
+        let room = Target::parse("chat+wss://h:1").unwrap();
+        assert_eq!((room.proto(), room.is_tls(), room.is_chat()), ("chat+wss", true, true));
+        assert_eq!(room.transport, Transport::Wss("h:1".into(), "/".into()));
+        let eps = Target::parse("ws://127.0.0.1:9/p").unwrap().resolve().unwrap();
+        assert_eq!(eps[0].to_string(), "ws://127.0.0.1:9/p");
+        assert_eq!(eps[0].websocket.as_ref().unwrap().host, "127.0.0.1:9");
         let room = Target::parse("chat+unix:/tmp/c.sock").unwrap();
         assert_eq!(
             (room.proto(), room.transport),

@@ -22,8 +22,9 @@ use mio::net::{TcpStream, UnixStream};
 use ricochet::sys;
 use ricochet::tls_io::Inbound;
 
-use crate::target::Address;
+use crate::target::{Address, Endpoint};
 use crate::tls::{self, TlsClient};
+use crate::websocket::WsClient;
 
 /// A connected (or connecting) stream socket.
 #[derive(Debug)]
@@ -92,9 +93,18 @@ impl Socket {
     }
 }
 
-/// The bytes over a stream socket: in the clear, or through a TLS session.
+/// The bytes over a stream socket: in the clear, or through a TLS session; and WebSocket
+/// framing over either (`ws://`, `wss://`).
 #[derive(Debug, Default)]
 pub struct Wire {
+    link: Link,
+    /// The WebSocket framing (boxed: most runs have none).
+    ws: Option<Box<WsClient>>,
+}
+
+/// The byte stream under any framing: in the clear, or through a TLS session.
+#[derive(Debug, Default)]
+struct Link {
     /// The TLS session (boxed: large, and most runs have none).
     tls: Option<Box<rustls::ClientConnection>>,
     /// Ciphertext read ahead of the session, and the server's end of stream.
@@ -110,36 +120,167 @@ impl Wire {
     /// A new TLS session from `client` (its ClientHello waiting to be written).
     pub fn tls(client: &TlsClient) -> io::Result<Wire> {
         let session = Box::new(client.session()?);
-        Ok(Wire { tls: Some(session), inbound: Inbound::default() })
+        Ok(Wire { link: Link { tls: Some(session), inbound: Inbound::default() }, ws: None })
     }
 
-    /// Moves the handshake on; `Ok(true)` once it is complete (at once in the clear).
+    /// The same wire with WebSocket framing on it (its handshake after the link's).
+    pub fn with_websocket(mut self, ws: WsClient) -> Wire {
+        self.ws = Some(Box::new(ws));
+        self
+    }
+
+    /// Whether messages go as WebSocket text (payloads must then be UTF-8).
+    pub fn is_text(&self) -> bool {
+        self.ws.as_ref().is_some_and(|ws| ws.is_text())
+    }
+
+    /// Moves the handshake on (TLS, then the WebSocket upgrade); `Ok(true)` once it is complete
+    /// (at once in the clear).
     pub fn handshake(&mut self, fd: RawFd) -> io::Result<bool> {
-        match self.tls.as_deref_mut() {
-            Some(session) => tls::handshake(session, fd),
-            None => Ok(true),
+        if !self.link.handshake(fd)? {
+            return Ok(false);
+        }
+        let Some(ws) = self.ws.as_deref_mut() else { return Ok(true) };
+        if ws.is_open() {
+            return Ok(true);
+        }
+        ws.start();
+        if !flush_ws(&mut self.link, ws, fd)? {
+            return Ok(false);
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.link.read(fd, &mut buf) {
+                Ok(0) => {
+                    return Err(io::Error::other("the server closed during the WebSocket upgrade"))
+                }
+                Ok(n) => {
+                    if ws.on_response(&buf[..n])? {
+                        return Ok(true);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
         }
     }
 
     /// Reads into `buf` (see the module's contract).
     #[inline]
     pub fn read(&mut self, fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-        match self.tls.as_deref_mut() {
-            None => sys::recv(fd, buf).map_err(io::Error::from_raw_os_error),
-            Some(session) => tls::read_plain(session, fd, buf, &mut self.inbound),
+        match self.ws.as_deref_mut() {
+            None => self.link.read(fd, buf),
+            Some(ws) => read_ws(&mut self.link, ws, fd, buf),
         }
     }
 
     /// The peer's end of stream came with what was read: read again, no edge will come.
     #[inline]
     pub fn saw_end(&self) -> bool {
-        self.inbound.eof
+        self.link.inbound.eof || self.ws.as_ref().is_some_and(|ws| ws.is_closed())
     }
 
-    /// Writes `bytes` as far as the socket (or the session) takes them: how many were taken,
-    /// and whether the socket refused the rest (a writable edge follows).
+    /// Writes `bytes` as far as the socket (or the session, or the framing) takes them: how
+    /// many were taken, and whether the socket refused the rest (a writable edge follows).
     #[inline]
     pub fn write(&mut self, fd: RawFd, bytes: &[u8]) -> io::Result<(usize, bool)> {
+        let Some(ws) = self.ws.as_deref_mut() else { return self.link.write(fd, bytes) };
+        if !flush_ws(&mut self.link, ws, fd)? {
+            return Ok((0, true));
+        }
+        let mut taken = 0;
+        while taken < bytes.len() {
+            taken += ws.frame(&bytes[taken..]);
+            if !flush_ws(&mut self.link, ws, fd)? {
+                return Ok((taken, true));
+            }
+        }
+        Ok((taken, false))
+    }
+
+    /// A writable edge: writes what the wire holds (TLS records, framed WebSocket output);
+    /// false if the socket refuses again.
+    pub fn on_writable(&mut self, fd: RawFd) -> io::Result<bool> {
+        if !self.link.on_writable(fd)? {
+            return Ok(false);
+        }
+        match self.ws.as_deref_mut() {
+            Some(ws) => flush_ws(&mut self.link, ws, fd),
+            None => Ok(true),
+        }
+    }
+
+    /// The polite end: a WebSocket close frame, then close_notify over TLS, written as far as
+    /// the socket takes them (the FIN follows from the socket).
+    pub fn close_notify(&mut self, fd: RawFd) {
+        if let Some(ws) = self.ws.as_deref_mut() {
+            ws.close();
+            let _ = flush_ws(&mut self.link, ws, fd);
+        }
+        self.link.close_notify(fd);
+    }
+}
+
+/// Writes the framing's pending output through the link; true once all of it went.
+fn flush_ws(link: &mut Link, ws: &mut WsClient, fd: RawFd) -> io::Result<bool> {
+    while !ws.pending().is_empty() {
+        let (n, blocked) = link.write(fd, ws.pending())?;
+        ws.wrote(n);
+        if blocked {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Reads through the WebSocket framing: raw reads decoded in place until the socket is
+/// drained or `buf` is full, so a short return still means "drained".
+fn read_ws(link: &mut Link, ws: &mut WsClient, fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = ws.take_early(buf);
+    // Lines: a byte of room before the raw bytes, for a line's `\n` (a short return then may
+    // not mean "drained", which the chat workload never assumes: it reads to `WouldBlock`).
+    let room = ws.is_lines() as usize;
+    while filled + room < buf.len() && !ws.is_closed() {
+        let asked = buf.len() - filled - room;
+        let n = match link.read(fd, &mut buf[filled + room..]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && filled > 0 => break,
+            Err(e) => return Err(e),
+        };
+        filled += ws.decode_range(buf, filled, filled + room, filled + room + n)?;
+        if !ws.pending().is_empty() {
+            let _ = flush_ws(link, ws, fd)?; // a pong
+        }
+        if n < asked && !link.inbound.eof {
+            if filled == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            break;
+        }
+    }
+    Ok(filled)
+}
+
+impl Link {
+    /// Moves the handshake on; `Ok(true)` once it is complete (at once in the clear).
+    fn handshake(&mut self, fd: RawFd) -> io::Result<bool> {
+        match self.tls.as_deref_mut() {
+            Some(session) => tls::handshake(session, fd),
+            None => Ok(true),
+        }
+    }
+
+    #[inline]
+    fn read(&mut self, fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+        match self.tls.as_deref_mut() {
+            None => sys::recv(fd, buf).map_err(io::Error::from_raw_os_error),
+            Some(session) => tls::read_plain(session, fd, buf, &mut self.inbound),
+        }
+    }
+
+    #[inline]
+    fn write(&mut self, fd: RawFd, bytes: &[u8]) -> io::Result<(usize, bool)> {
         let Some(session) = self.tls.as_deref_mut() else {
             return loop {
                 match sys::send(fd, bytes) {
@@ -166,18 +307,14 @@ impl Wire {
         }
     }
 
-    /// A writable edge: writes the records the socket refused before; false if it refuses
-    /// again (in the clear there is nothing of the wire's own to write).
-    pub fn on_writable(&mut self, fd: RawFd) -> io::Result<bool> {
+    fn on_writable(&mut self, fd: RawFd) -> io::Result<bool> {
         match self.tls.as_deref_mut() {
             Some(session) => tls::write_records(session, fd),
             None => Ok(true),
         }
     }
 
-    /// The polite end over TLS: close_notify, written as far as the socket takes it (the FIN
-    /// follows from the socket).
-    pub fn close_notify(&mut self, fd: RawFd) {
+    fn close_notify(&mut self, fd: RawFd) {
         if let Some(session) = self.tls.as_deref_mut() {
             session.send_close_notify();
             let _ = tls::write_records(session, fd);
@@ -185,19 +322,29 @@ impl Wire {
     }
 }
 
-/// Starts a stream connection to `address`: the socket, and its wire (a TLS session from `tls`
-/// on a TLS address). The one place a stream transport is chosen: a new transport is a case
-/// here (and its scheme in `target.rs`).
-pub fn connect(address: &Address, tls: Option<&TlsClient>) -> io::Result<(Socket, Wire)> {
-    match address {
-        Address::Tcp(addr) => Ok((Socket::tcp(*addr)?, Wire::plain())),
+/// Starts a stream connection to `endpoint`: the socket, and its wire (a TLS session from
+/// `tls` on a TLS address; WebSocket framing on a WebSocket target, its masking keys seeded by
+/// `seed`). The one place a stream transport is chosen: a new transport is a case here (and its
+/// scheme in `target.rs`).
+pub fn connect(
+    endpoint: &Endpoint,
+    tls: Option<&TlsClient>,
+    seed: u64,
+) -> io::Result<(Socket, Wire)> {
+    let (socket, wire) = match &endpoint.address {
+        Address::Tcp(addr) => (Socket::tcp(*addr)?, Wire::plain()),
         Address::Tls(addr) => {
             let tls = tls.ok_or_else(|| io::Error::other("a TLS target without TLS settings"))?;
-            Ok((Socket::tcp(*addr)?, Wire::tls(tls)?))
+            (Socket::tcp(*addr)?, Wire::tls(tls)?)
         }
-        Address::Unix(path) => Ok((Socket::unix(path)?, Wire::plain())),
-        Address::Udp(_) => Err(io::Error::other("UDP is not a stream transport")),
-    }
+        Address::Unix(path) => (Socket::unix(path)?, Wire::plain()),
+        Address::Udp(_) => return Err(io::Error::other("UDP is not a stream transport")),
+    };
+    let wire = match &endpoint.websocket {
+        Some(target) => wire.with_websocket(WsClient::new(target.clone(), seed)),
+        None => wire,
+    };
+    Ok((socket, wire))
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ fn settings(target: Option<Target>) -> Settings {
         hlog: None,
         progress: false,
         tls: false,
+        ws: false,
+        ws_text: false,
         trust: ricochet_loadgen::settings::Trust::default(),
         tls_resume: false,
         reconnect_every: None,

@@ -254,7 +254,7 @@ impl Workload for ChatLoad {
         let n = e.plan.conn_ids.len();
         for i in 0..n {
             let (mut socket, wire) =
-                crate::wire::connect(&e.plan.endpoint.address, e.plan.tls.as_deref())?;
+                crate::wire::connect(&e.plan.endpoint, e.plan.tls.as_deref(), i as u64)?;
             let interest = Interest::READABLE | Interest::WRITABLE;
             e.poll.registry().register(socket.source(), Token(i), interest)?;
             self.members.push(Member {
