@@ -422,3 +422,29 @@ fn plain_bytes_to_a_wss_port_are_refused() {
     let stats = server.shutdown().unwrap();
     assert_eq!((stats.ws_handshakes, stats.tls_handshakes), (0, 0));
 }
+
+/// A connection accepted after the server was idle longer than the handshake timeout gets the
+/// whole timeout for its handshake (the deadline once came from the last clocked turn, so such
+/// a connection was closed at once, for TLS too).
+#[test]
+fn a_handshake_after_a_quiet_spell_gets_its_full_time() {
+    let server = server(
+        vec![
+            ListenSpec::ws("127.0.0.1:0".parse().unwrap()),
+            ListenSpec::tls("127.0.0.1:0".parse().unwrap()),
+        ],
+        |c| c.handshake_timeout = Duration::from_millis(300),
+    );
+    // The quiet spell is the condition under test, not a wait for an event.
+    std::thread::sleep(Duration::from_millis(600));
+    // Connected, accepted, and only then the request: the deadline's turn has come and gone.
+    let mut c = connect(server.first("ws").unwrap());
+    wait_for("the accept", || server.stats().accepted == 1);
+    c.write_all(upgrade_request("").as_bytes()).unwrap();
+    let head = read_head(&mut c);
+    assert!(head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{head}");
+    c.write_all(&frame(true, opcode::TEXT, b"on time")).unwrap();
+    assert_eq!(read_message(&mut c), (opcode::TEXT, b"on time".to_vec()));
+    let stats = server.shutdown().unwrap();
+    assert_eq!((stats.ws_handshakes, stats.ws_failures), (1, 0));
+}

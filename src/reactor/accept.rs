@@ -185,7 +185,10 @@ impl Reactor {
             self.arm(key, now + idle, crate::timer::Kind::Idle);
         }
         if secure || websocket {
-            self.arm(key, now + self.config.handshake_timeout, crate::timer::Kind::Handshake);
+            // The clock afresh: `now` is stale on a turn that was not clocked (nothing armed),
+            // and a deadline from it could already be due after a quiet spell.
+            let at = Instant::now() + self.config.handshake_timeout;
+            self.arm(key, at, crate::timer::Kind::Handshake);
         }
     }
 
