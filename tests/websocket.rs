@@ -448,3 +448,80 @@ fn a_handshake_after_a_quiet_spell_gets_its_full_time() {
     let stats = server.shutdown().unwrap();
     assert_eq!((stats.ws_handshakes, stats.ws_failures), (1, 0));
 }
+
+/// A real browser: headless Chromium runs a page whose `new WebSocket(...)` talks to the ws
+/// and wss echo (text and binary, checked), then reports through a chat room over WebSocket,
+/// which the test reads as a TCP member of the same room (an event, not a wait). Needs
+/// `chromium` (Debian); CI installs it, and there its absence is a failure.
+#[test]
+fn a_real_browser_over_ws_and_wss() {
+    let Some(browser) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+    else {
+        assert!(std::env::var_os("CI").is_none(), "CI needs chromium (apt-get install chromium)");
+        eprintln!("skipped: no chromium to run the browser check");
+        return;
+    };
+    let server = server(
+        vec![
+            ListenSpec::ws("127.0.0.1:0".parse().unwrap()),
+            ListenSpec::wss("127.0.0.1:0".parse().unwrap()),
+            ListenSpec::ws_chat("127.0.0.1:0".parse().unwrap()).in_room("report"),
+            ListenSpec::chat("127.0.0.1:0".parse().unwrap()).in_room("report"),
+        ],
+        |_| {},
+    );
+    let mut report = connect(server.first("chat").unwrap());
+    wait_for("the reporting member", || server.stats().chat_members == 1);
+    let ws = server.first("ws").unwrap();
+    let wss = server.first("wss").unwrap().port();
+    let room = server.first("chat+ws").unwrap();
+    let page = format!(
+        r#"<!doctype html><script>
+const check = (url) => new Promise((done) => {{
+  const ws = new WebSocket(url); ws.binaryType = "arraybuffer"; const got = [];
+  ws.onopen = () => {{ ws.send("hello, κόσμε"); ws.send(new Uint8Array([0, 1, 255]).buffer); }};
+  ws.onmessage = (e) => {{
+    got.push(typeof e.data === "string" ? "text:" + e.data : "binary:" + Array.from(new Uint8Array(e.data)).join(","));
+    if (got.length === 2) ws.close(4002, "done");
+  }};
+  ws.onclose = (e) => done(url.split(":")[0] + " " + got.join(" ") + " close:" + e.code);
+  ws.onerror = () => done(url + " error");
+}});
+(async () => {{
+  const lines = [await check("ws://{ws}/browser"), await check("wss://localhost:{wss}/browser")];
+  const out = new WebSocket("ws://{room}/");
+  out.onopen = () => {{ lines.forEach((l) => out.send(l)); out.send("end"); }};
+}})();
+</script>"#
+    );
+    let dir = std::env::temp_dir().join(format!("ricochet-browser-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("page.html");
+    std::fs::write(&path, page).unwrap();
+    let mut child = Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors"])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .arg(format!("file://{}", path.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    while !text.ends_with("end\n") {
+        let n = report.read(&mut buf).expect("the browser's report");
+        assert!(n > 0, "the room closed: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        text,
+        "ws text:hello, κόσμε binary:0,1,255 close:4002\n\
+         wss text:hello, κόσμε binary:0,1,255 close:4002\nend\n"
+    );
+    server.shutdown().unwrap();
+}
