@@ -311,13 +311,11 @@ impl TryFrom<Args> for Settings {
             let default = Config::default().listeners.remove(0);
             urls.push(ListenUrl { spec: default, plan: None });
         }
-        // --faults: for every echo listener given without a plan (a chat room takes none, nor,
-        // for now, a WebSocket listener).
+        // --faults: for every echo listener given without a plan (a chat room takes none).
         let mut listeners = Vec::with_capacity(urls.len());
         let mut faults = Vec::with_capacity(urls.len());
         for url in urls {
-            let fallback =
-                args.faults.clone().filter(|_| !url.spec.is_chat() && !url.spec.is_websocket());
+            let fallback = args.faults.clone().filter(|_| !url.spec.is_chat());
             faults.push(url.plan.or(fallback));
             listeners.push(url.spec);
         }

@@ -203,7 +203,8 @@ mod tests {
         assert!(err("chat://127.0.0.1:1?close-after=1").contains("chat listeners take no"));
         assert!(err("udp://127.0.0.1:1?close-after=1").contains("a stream fault"));
         assert!(err("tcp://127.0.0.1:99999").contains("out of range"));
-        assert!(err("ws://127.0.0.1:1?close-after=1").contains("no fault plan yet"));
+        assert!(err("ws://127.0.0.1:1?drop=0.5").contains("a datagram fault"));
+        assert!(parse_listen("ws://127.0.0.1:1?close-after=1").unwrap().plan.is_some());
         assert_eq!(parse_listen("ws://127.0.0.1:1").unwrap().spec.proto(), "ws");
         assert_eq!(parse_listen("wss://127.0.0.1:1").unwrap().spec.proto(), "wss");
         let url = parse_listen("chat+ws://127.0.0.1:1?room=lobby").unwrap();

@@ -525,3 +525,71 @@ const check = (url) => new Promise((done) => {{
     );
     server.shutdown().unwrap();
 }
+
+/// A fault plan on a WebSocket listener acts on the bytes under the framing, counted from the
+/// first byte after the upgrade's answer (which goes out unshaped): `close-after=7` lets
+/// exactly one 5-byte message's frame (2 + 5 bytes) out, then FIN with no close frame;
+/// `stall-after=0` gives a finished upgrade and then silence; `corrupt-after=0` flips the first
+/// frame's first byte, which a client sees as reserved bits and a reserved opcode.
+#[test]
+fn fault_plans_act_under_the_framing() {
+    let listen =
+        |plan: &str| ricochet::url::parse_listen(&format!("ws://127.0.0.1:0?{plan}")).unwrap();
+    let plans = ["close-after=7", "stall-after=0", "corrupt-after=0", "latency=50ms"];
+    let urls: Vec<_> = plans.iter().map(|p| listen(p)).collect();
+    let server = server(urls.iter().map(|u| u.spec.clone()).collect(), |c| {
+        c.faults = urls.iter().map(|u| u.plan.clone()).collect();
+    });
+    let addr = |i: usize| server.local_addrs()[i].addr().unwrap();
+
+    let mut c = open(addr(0));
+    c.write_all(&frame(true, opcode::TEXT, b"hello")).unwrap();
+    c.write_all(&frame(true, opcode::TEXT, b"world")).unwrap();
+    assert_eq!(read_to_eof(&c), b"\x81\x05hello", "one frame, then the end");
+
+    let mut c = open(addr(1));
+    c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    c.write_all(&frame(true, opcode::TEXT, b"anyone?")).unwrap();
+    let e = c.read(&mut [0u8; 16]).unwrap_err();
+    assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut));
+
+    let mut c = open(addr(2));
+    c.write_all(&frame(true, opcode::BINARY, b"abc")).unwrap();
+    let mut got = [0u8; 5];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(got, [0x82 ^ 0xff, 3, b'a', b'b', b'c']);
+
+    let mut c = open(addr(3));
+    c.write_all(&frame(true, opcode::TEXT, b"later")).unwrap();
+    assert_eq!(read_message(&mut c), (opcode::TEXT, b"later".to_vec()));
+    let stats = server.stats();
+    assert_eq!((stats.faults_closed_after, stats.faults_stalled), (1, 1));
+    assert_eq!((stats.faults_corrupted, stats.faults_delayed), (1, 1));
+    assert_eq!((stats.ws_handshakes, stats.ws_failures), (4, 0));
+    server.shutdown().unwrap();
+}
+
+/// A plan set while a WebSocket connection is open goes under its framing, counting the bytes
+/// written under it since the upgrade (here 3: one echoed frame), and removing it makes the
+/// connection plain again, still framed.
+#[test]
+fn a_plan_set_at_run_time_goes_under_the_framing() {
+    let (server, addr) = ws_echo(|_| {});
+    let mut plain = open(addr);
+    plain.write_all(&frame(true, opcode::TEXT, b"a")).unwrap();
+    assert_eq!(read_message(&mut plain), (opcode::TEXT, b"a".to_vec()));
+    let mut cut = open(addr);
+    cut.write_all(&frame(true, opcode::TEXT, b"x")).unwrap();
+    assert_eq!(read_message(&mut cut), (opcode::TEXT, b"x".to_vec()));
+    // Both connections wrote 3 bytes under the framing: an end at byte 3 happens at once.
+    server.set_faults(0, Some(ricochet::Faults::parse("close-after=3").unwrap())).unwrap();
+    assert!(read_to_eof(&cut).is_empty());
+    server.set_faults(0, None).unwrap();
+    // The first connection's end happened too; a new one is plain and framed.
+    assert!(read_to_eof(&plain).is_empty());
+    let mut fresh = open(addr);
+    fresh.write_all(&frame(true, opcode::BINARY, b"after")).unwrap();
+    assert_eq!(read_message(&mut fresh), (opcode::BINARY, b"after".to_vec()));
+    assert_eq!(server.stats().faults_closed_after, 2);
+    server.shutdown().unwrap();
+}

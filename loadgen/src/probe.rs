@@ -94,8 +94,13 @@ fn ws_round_trip<S: Read + Write>(
         }
     }
     let rtt = start.elapsed();
+    // The polite end: our close, then the server's close and end of stream read (a socket
+    // dropped with the server's close unread would reset the connection).
     client.close();
-    let _ = s.write_all(client.pending());
+    if s.write_all(client.pending()).is_ok() {
+        let mut rest = [0u8; 256];
+        while matches!(s.read(&mut rest), Ok(1..)) {}
+    }
     Ok(Probe { endpoint: endpoint.clone(), echo, rtt })
 }
 

@@ -19,6 +19,7 @@ use std::time::Instant;
 use crate::buffer::BufferPool;
 use crate::faults::stream::Faulty;
 use crate::stats::Stats;
+use crate::transport::ws::{Framed, WsState};
 use crate::transport::{Plain, Wire};
 use chat::{ChatCtx, Member};
 use echo::Echo;
@@ -125,8 +126,8 @@ pub(crate) enum Conn {
 pub(crate) enum Other {
     /// Echo over TLS.
     Echo(Echo<Wire>),
-    /// Echo through a fault plan.
-    FaultyEcho(Echo<Faulty<Wire>>),
+    /// Echo through a fault plan (under the WebSocket framing on a WebSocket listener).
+    FaultyEcho(Echo<Framed<Faulty<Wire>>>),
     /// A chat room member.
     Chat(Member<Wire>),
 }
@@ -159,7 +160,7 @@ impl Conn {
     }
 
     /// The echo connection with a fault plan, if this is one.
-    pub(crate) fn faulty_mut(&mut self) -> Option<&mut Echo<Faulty<Wire>>> {
+    pub(crate) fn faulty_mut(&mut self) -> Option<&mut Echo<Framed<Faulty<Wire>>>> {
         match self {
             Conn::Other(other) => match &mut **other {
                 Other::FaultyEcho(echo) => Some(echo),
@@ -174,7 +175,7 @@ impl Conn {
         match self {
             Conn::Other(other) => match &mut **other {
                 Other::Echo(c) => c.io.tls_mut(),
-                Other::FaultyEcho(c) => c.io.inner_mut().tls_mut(),
+                Other::FaultyEcho(c) => c.io.inner_mut().inner_mut().tls_mut(),
                 Other::Chat(m) => m.io.tls_mut(),
             },
             Conn::Echo(_) => None,
@@ -182,11 +183,11 @@ impl Conn {
     }
 
     /// The WebSocket framing under this connection, if it has one.
-    pub(crate) fn ws_mut(&mut self) -> Option<&mut crate::transport::ws::Ws<Wire>> {
+    pub(crate) fn ws_mut(&mut self) -> Option<&mut dyn WsState> {
         match self {
             Conn::Other(other) => match &mut **other {
                 Other::Echo(c) => c.io.ws_mut(),
-                Other::FaultyEcho(c) => c.io.inner_mut().ws_mut(),
+                Other::FaultyEcho(c) => c.io.ws_mut(),
                 Other::Chat(m) => m.io.ws_mut(),
             },
             Conn::Echo(_) => None,
@@ -258,7 +259,7 @@ impl Conn {
                 Other::Echo(c) => c.on_readable(ctx, 0),
                 Other::FaultyEcho(c) => {
                     let outcome = c.on_readable(ctx, 0);
-                    c.io.count(&mut ctx.stats);
+                    c.io.inner_mut().count(&mut ctx.stats);
                     outcome
                 }
                 Other::Chat(m) => m.on_readable(ctx, 0),
@@ -274,7 +275,7 @@ impl Conn {
                 Other::Echo(c) => c.close(&mut ctx.pool),
                 Other::FaultyEcho(c) => {
                     c.close(&mut ctx.pool);
-                    c.io.count(&mut ctx.stats);
+                    c.io.inner_mut().count(&mut ctx.stats);
                 }
                 Other::Chat(m) => m.close(ctx),
             },

@@ -158,13 +158,7 @@ impl Faults {
             self.text.split('&').filter_map(|i| i.split_once('=')).map(|(k, _)| k).collect();
         let (wrong, kind) = match proto {
             "udp" => (STREAM_KEYS, "a stream fault"),
-            "tcp" | "unix" | "tls" => (DATAGRAM_KEYS, "a datagram fault"),
-            "ws" | "wss" => {
-                return Err(format!(
-                    "{proto} listeners take no fault plan yet (a plan must act under the framing, \
-                     which is not built)"
-                ))
-            }
+            "tcp" | "unix" | "tls" | "ws" | "wss" => (DATAGRAM_KEYS, "a datagram fault"),
             other => return Err(format!("{other} listeners take no fault plan")),
         };
         match keys.iter().find(|k| wrong.contains(k)) {

@@ -20,7 +20,8 @@
 //!   (or a fresh draw from MIN..=MAX) bytes, one write each, D apart. A piece may span chunks;
 //!   a chunk counts as sliced once when a piece ends inside it.
 //!
-//! Byte counts run from the connection's start. A partial write is returned only when the
+//! Byte counts run from the connection's start (under WebSocket framing: from the first byte
+//! after the upgrade's answer, which goes out unshaped; the plan then acts on the frames). A partial write is returned only when the
 //! kernel refused bytes, so the echo's "a writable edge will follow" rule holds. Over TLS the
 //! plan acts on the plaintext: an end at byte 0 waits for the handshake to complete (plaintext
 //! that arrives with the handshake's last records is read, and dropped by the end).
@@ -95,6 +96,8 @@ pub(crate) struct Faulty<T> {
     owes_edge: bool,
     /// A catch-up waits for the inner transport's handshake to end.
     after_handshake: bool,
+    /// A WebSocket upgrade above is going on: bytes pass unshaped and uncounted.
+    upgrading: bool,
 }
 
 /// A chunk of output held for a later release.
@@ -131,13 +134,27 @@ impl<T: Transport> Faulty<T> {
     pub(crate) fn new(
         inner: T,
         plan: Arc<Faults>,
-        mut rng: Rng,
+        rng: Rng,
         cap: usize,
         now: Instant,
         echoed: u64,
     ) -> Self {
+        let mut faulty = Faulty::new_waiting(inner, plan, rng, cap, now, echoed, false);
+        faulty.catch_up();
+        faulty
+    }
+
+    fn new_waiting(
+        inner: T,
+        plan: Arc<Faults>,
+        mut rng: Rng,
+        cap: usize,
+        now: Instant,
+        echoed: u64,
+        upgrading: bool,
+    ) -> Self {
         let draw = rng.unit();
-        let mut faulty = Faulty {
+        Faulty {
             draw,
             active: plan.applies(draw),
             inner,
@@ -160,7 +177,21 @@ impl<T: Transport> Faulty<T> {
             next_piece_at: None,
             owes_edge: false,
             after_handshake: false,
-        };
+            upgrading,
+        }
+    }
+
+    /// Wraps `inner` under a WebSocket upgrade that is yet to happen: until the framing above
+    /// says it is done ([`Transport::upgraded`]), bytes pass unshaped and uncounted, so the plan
+    /// acts on the frames and counts from the first byte after the upgrade's answer.
+    pub(crate) fn under_upgrade(
+        inner: T,
+        plan: Arc<Faults>,
+        rng: Rng,
+        cap: usize,
+        now: Instant,
+    ) -> Self {
+        let mut faulty = Faulty::new_waiting(inner, plan, rng, cap, now, 0, true);
         faulty.catch_up();
         faulty
     }
@@ -170,7 +201,9 @@ impl<T: Transport> Faulty<T> {
     /// during a handshake: the plan acts on the plaintext, so the first read after the handshake
     /// catches up instead.
     fn catch_up(&mut self) {
-        if self.inner.is_handshaking() {
+        if self.upgrading {
+            // Caught up once the upgrade is done.
+        } else if self.inner.is_handshaking() {
             self.after_handshake = true;
         } else if self.held.is_empty() {
             let _ = self.write_now(&[]);
@@ -414,6 +447,9 @@ impl<T: Transport> Faulty<T> {
 
     /// Writes `parts` (in order) as the plan allows: held for later under latency, else at once.
     fn write(&mut self, parts: &[&[u8]]) -> Result<usize, Errno> {
+        if self.upgrading {
+            return send_parts(&mut self.inner, parts); // the upgrade's answer, unshaped
+        }
         // Behind held output, even when the plan no longer holds any: order is kept.
         if (self.timed() || !self.held.is_empty()) && self.end == End::Open {
             return self.hold(parts);
@@ -508,6 +544,7 @@ impl<T: Transport> Transport for Faulty<T> {
                 self.inner.reset_on_close();
                 Err(ECONNRESET)
             }
+            _ if self.upgrading => self.inner.recv(buf),
             _ if self.after_handshake => {
                 // The handshake's records go through; once it is over, the plan catches up (a
                 // stall or a close at byte 0 happens now, before any plaintext is echoed).
@@ -526,6 +563,13 @@ impl<T: Transport> Transport for Faulty<T> {
 
     fn has_buffered(&self) -> bool {
         !self.held.is_empty() || self.inner.has_buffered()
+    }
+
+    fn upgraded(&mut self) {
+        if self.upgrading {
+            self.upgrading = false;
+            self.catch_up();
+        }
     }
 
     fn is_handshaking(&self) -> bool {

@@ -16,7 +16,8 @@ use crate::faults::stream::Faulty;
 use crate::faults::Rng;
 use crate::listener::{self, AcceptBackoff, Listener, StreamListener};
 use crate::transport::tls_session::Tls;
-use crate::transport::{ws, Plain, Stream, Wire};
+use crate::transport::ws::{self, Framed};
+use crate::transport::{Plain, Stream, Wire};
 
 impl Reactor {
     pub(super) fn serve_listener(
@@ -154,28 +155,42 @@ impl Reactor {
                 }
             },
         };
-        let wire = match (websocket, role) {
-            (false, _) => wire,
-            (true, role) => {
-                let mode = match role {
-                    Role::Echo => ws::Mode::Echo,
-                    Role::Chat { .. } => ws::Mode::Lines,
-                };
-                Wire::Ws(Box::new(ws::Ws::new(wire, mode, self.config.max_message as u64)))
-            }
-        };
+        // WebSocket framing goes over the wire, or over the fault plan on the wire: a plan acts
+        // on the bytes under the framing.
+        let framing = websocket.then_some(match role {
+            Role::Echo => ws::Mode::Echo,
+            Role::Chat { .. } => ws::Mode::Lines,
+        });
+        let max_message = self.config.max_message as u64;
         let conn = match (role, plan, wire) {
-            (Role::Echo, None, Wire::Plain(io)) => Conn::Echo(Echo::new(io, life)),
-            (Role::Echo, None, wire) => Conn::other(Other::Echo(Echo::new(wire, life))),
+            (Role::Echo, None, Wire::Plain(io)) if framing.is_none() => {
+                Conn::Echo(Echo::new(io, life))
+            }
             (Role::Echo, Some(plan), wire) => {
                 // One draw per connection decides whether `p` makes it faulty: reproducible from
                 // the seed, the listener and the connection's number.
                 let rng = Rng::new(plan.seed_or(self.config.seed), index, life.id);
-                let faulty = Faulty::new(wire, plan, rng, self.config.max_pending, now, 0);
-                Conn::other(Other::FaultyEcho(Echo::new(faulty, life)))
+                let max_pending = self.config.max_pending;
+                let io = match framing {
+                    None => Framed::Raw(Faulty::new(wire, plan, rng, max_pending, now, 0)),
+                    Some(mode) => {
+                        let faulty = Faulty::under_upgrade(wire, plan, rng, max_pending, now);
+                        Framed::Ws(Box::new(ws::Ws::new(faulty, mode, max_message)))
+                    }
+                };
+                Conn::other(Other::FaultyEcho(Echo::new(io, life)))
             }
-            (Role::Chat { room }, _, wire) => {
-                Conn::other(Other::Chat(Member::join(wire, life, key, room, &mut self.ctx)))
+            (role, _, wire) => {
+                let wire = match framing {
+                    None => wire,
+                    Some(mode) => Wire::Ws(Box::new(ws::Ws::new(wire, mode, max_message))),
+                };
+                match role {
+                    Role::Echo => Conn::other(Other::Echo(Echo::new(wire, life))),
+                    Role::Chat { room } => {
+                        Conn::other(Other::Chat(Member::join(wire, life, key, room, &mut self.ctx)))
+                    }
+                }
             }
         };
         entry.insert(conn);

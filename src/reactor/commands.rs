@@ -16,6 +16,7 @@ use crate::behaviour::{Conn, Other, Outcome, Role};
 use crate::faults::stream::Faulty;
 use crate::faults::{Faults, Rng};
 use crate::listener::Listener;
+use crate::transport::ws::Framed;
 use crate::transport::{Plain, Wire};
 
 impl Reactor {
@@ -89,23 +90,37 @@ impl Reactor {
             (Conn::Echo(_), None) => return, // plain already
             (Conn::Echo(_), Some(plan)) => {
                 let Conn::Echo(echo) = std::mem::replace(slot, husk()) else { unreachable!() };
-                let echo = echo.map_io(|plain, sent| faulty(Wire::Plain(plain), sent, plan));
+                let echo =
+                    echo.map_io(|plain, sent| Framed::Raw(faulty(Wire::Plain(plain), sent, plan)));
                 *slot = Conn::other(Other::FaultyEcho(echo));
             }
             (Conn::Other(other), plan) => match (&mut **other, plan) {
                 (Other::Echo(_), Some(plan)) => {
                     let Some(Other::Echo(echo)) = take_other(slot, husk()) else { unreachable!() };
-                    let echo = echo.map_io(|wire, sent| faulty(wire, sent, plan));
+                    // Under WebSocket framing the plan goes under it, counting the bytes written
+                    // under it since the upgrade.
+                    let echo = echo.map_io(|wire, sent| match wire {
+                        Wire::Ws(ws) => Framed::Ws(Box::new(
+                            ws.map_inner(|wire, wrote| faulty(wire, wrote, plan)),
+                        )),
+                        wire => Framed::Raw(faulty(wire, sent, plan)),
+                    });
                     *slot = Conn::other(Other::FaultyEcho(echo));
                 }
                 (Other::FaultyEcho(echo), plan) => {
-                    echo.io.set_now(now);
-                    echo.io.set_plan(plan);
-                    if echo.io.is_spent() {
+                    let io = echo.io.inner_mut();
+                    io.set_now(now);
+                    io.set_plan(plan);
+                    if io.is_spent() {
                         let Some(Other::FaultyEcho(echo)) = take_other(slot, husk()) else {
                             unreachable!()
                         };
-                        let echo = echo.map_io(|faulty, _| faulty.into_inner());
+                        let echo = echo.map_io(|framed, _| match framed {
+                            Framed::Raw(faulty) => faulty.into_inner(),
+                            Framed::Ws(ws) => {
+                                Wire::Ws(Box::new(ws.map_inner(|faulty, _| faulty.into_inner())))
+                            }
+                        });
                         *slot = match echo.io {
                             Wire::Plain(_) => Conn::Echo(echo.map_io(|wire, _| match wire {
                                 Wire::Plain(plain) => plain,

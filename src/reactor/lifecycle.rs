@@ -123,8 +123,9 @@ impl Reactor {
             self.arm(key, now + grace, Kind::Quiet);
             // The new arming made a pending release deadline stale: arm it again.
             if let Some(conn) = self.conns[key].faulty_mut() {
-                conn.io.fired();
-                if let Some(at) = conn.io.arm_at() {
+                let faulty = conn.io.inner_mut();
+                faulty.fired();
+                if let Some(at) = faulty.arm_at() {
                     self.arm(key, at, Kind::Resume);
                 }
             }

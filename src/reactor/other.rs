@@ -10,13 +10,16 @@ use crate::behaviour::echo::Echo;
 use crate::behaviour::{CloseReason, Conn, Other, Outcome};
 use crate::faults::stream::Faulty;
 use crate::timer::Kind;
-use crate::transport::{ws, Wire};
+use crate::transport::ws::{self, Framed};
+use crate::transport::Wire;
 
 /// After the echo of a connection with a fault plan ran: what it just wrote may be due at once
 /// (a rate or slices without latency).
-fn release_written(conn: &mut Echo<Faulty<Wire>>, outcome: Outcome) -> Outcome {
+fn release_written(conn: &mut Echo<Framed<Faulty<Wire>>>, outcome: Outcome) -> Outcome {
     match outcome {
-        Outcome::Idle if conn.io.release().is_err() => Outcome::Close(CloseReason::Reset),
+        Outcome::Idle if conn.io.inner_mut().release().is_err() => {
+            Outcome::Close(CloseReason::Reset)
+        }
         other => other,
     }
 }
@@ -98,14 +101,18 @@ impl Reactor {
         read_closed: bool,
     ) {
         let Some(conn) = self.conns.get_mut(key).and_then(Conn::faulty_mut) else { return };
-        conn.io.set_now(Instant::now());
+        let faulty = conn.io.inner_mut();
+        faulty.set_now(Instant::now());
         if writable {
-            conn.io.writable();
-            if conn.io.inner_mut().on_writable_edge().is_err() {
+            faulty.writable();
+            // The wire's own output (TLS records), then the framing's (WebSocket control frames).
+            let edge = faulty.inner_mut().on_writable_edge();
+            let framing = conn.io.ws_mut().map_or(Ok(()), |ws| ws.on_writable_edge());
+            if edge.is_err() || framing.is_err() {
                 return self.after_fault(key, Outcome::Close(CloseReason::Reset));
             }
         }
-        let outcome = match conn.io.release() {
+        let outcome = match conn.io.inner_mut().release() {
             Err(_) => Some(Outcome::Close(CloseReason::Reset)),
             Ok(()) => conn.on_event(&mut self.ctx, readable, writable, read_closed),
         };
@@ -121,14 +128,15 @@ impl Reactor {
     /// reset from a peer's, and arm a `Resume` deadline when its plan needs time to pass.
     fn after_fault(&mut self, key: usize, outcome: Outcome) {
         let Some(conn) = self.conns.get_mut(key).and_then(Conn::faulty_mut) else { return };
-        conn.io.count(&mut self.ctx.stats);
+        let faulty = conn.io.inner_mut();
+        faulty.count(&mut self.ctx.stats);
         let outcome = match outcome {
-            Outcome::Close(CloseReason::Reset) if conn.io.reset_due() => {
+            Outcome::Close(CloseReason::Reset) if faulty.reset_due() => {
                 Outcome::Close(CloseReason::FaultReset)
             }
             other => other,
         };
-        if let Some(at) = conn.io.arm_at() {
+        if let Some(at) = faulty.arm_at() {
             self.arm(key, at, Kind::Resume);
         }
         self.after_tls(key, outcome);
@@ -138,15 +146,16 @@ impl Reactor {
     /// else send the output that came due and let the echo go on, as a writable edge would.
     pub(super) fn resume_faulty(&mut self, key: usize, now: Instant) {
         let Some(conn) = self.conns.get_mut(key).and_then(Conn::faulty_mut) else { return };
-        conn.io.fired();
-        if conn.io.reset_due() {
+        let faulty = conn.io.inner_mut();
+        faulty.fired();
+        if faulty.reset_due() {
             return self.close(key, CloseReason::FaultReset);
         }
-        conn.io.set_now(now);
-        let outcome = match conn.io.release() {
+        faulty.set_now(now);
+        let outcome = match faulty.release() {
             Err(_) => Outcome::Close(CloseReason::Reset),
             Ok(()) => {
-                conn.io.edge_given();
+                conn.io.inner_mut().edge_given();
                 let outcome = conn.on_writable(&mut self.ctx);
                 release_written(conn, outcome)
             }

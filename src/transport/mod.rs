@@ -112,6 +112,10 @@ pub(crate) trait Transport {
     fn cap(&self, cap: usize) -> usize {
         cap
     }
+    /// The WebSocket upgrade above this transport is done (its answer written): a fault plan
+    /// here starts shaping and counting now.
+    #[inline(always)]
+    fn upgraded(&mut self) {}
     /// Bytes written but not yet acknowledged by the peer (the kernel's send queue).
     fn unacked(&self) -> usize;
     /// Makes the coming close a reset (TCP: RST instead of FIN).
@@ -141,9 +145,9 @@ impl Wire {
     }
 
     /// The WebSocket framing, if this wire has it.
-    pub(crate) fn ws_mut(&mut self) -> Option<&mut ws::Ws<Wire>> {
+    pub(crate) fn ws_mut(&mut self) -> Option<&mut dyn ws::WsState> {
         match self {
-            Wire::Ws(ws) => Some(ws),
+            Wire::Ws(ws) => Some(&mut **ws),
             _ => None,
         }
     }
@@ -156,7 +160,7 @@ impl Wire {
             Wire::Plain(_) => Ok(()),
             Wire::Ws(ws) => {
                 ws.inner_mut().on_writable_edge()?;
-                ws.on_writable_edge()
+                ws::WsState::on_writable_edge(&mut **ws)
             }
         }
     }

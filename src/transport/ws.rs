@@ -174,6 +174,10 @@ pub(crate) struct Ws<T> {
     close_sent: bool,
     /// Our FIN went, after the last word.
     fin_sent: bool,
+    /// The transport below was told the upgrade is done (a fault plan counts from there).
+    told: bool,
+    /// Bytes written under the framing since the upgrade's answer.
+    wrote: u64,
     /// The linger began (the reactor arms its deadline once).
     linger_began: bool,
     /// The last read from `inner` filled what was asked (more may wait).
@@ -196,6 +200,8 @@ impl<T: Transport> Ws<T> {
             close_code: None,
             close_sent: false,
             fin_sent: false,
+            told: false,
+            wrote: 0,
             linger_began: false,
             full: false,
             what: match mode {
@@ -210,64 +216,27 @@ impl<T: Transport> Ws<T> {
         &mut self.inner
     }
 
-    /// Whether the opening handshake is still going on.
-    pub(crate) fn is_opening(&self) -> bool {
-        matches!(self.phase, Phase::Opening(_))
-    }
-
-    /// The handshake did not finish in time.
-    pub(crate) fn time_out(&mut self) {
-        if self.is_opening() {
-            self.happened.failure = true;
-            self.phase = Phase::Refused;
+    /// The same connection over another transport made from this one's (a fault plan set or
+    /// removed at run time), given the bytes written under the framing since the upgrade.
+    pub(crate) fn map_inner<U>(self, f: impl FnOnce(T, u64) -> U) -> Ws<U> {
+        Ws {
+            inner: f(self.inner, self.wrote),
+            mode: self.mode,
+            phase: self.phase,
+            max_message: self.max_message,
+            rx: self.rx,
+            tx: self.tx,
+            ctl: self.ctl,
+            close_code: self.close_code,
+            close_sent: self.close_sent,
+            fin_sent: self.fin_sent,
+            linger_began: self.linger_began,
+            full: self.full,
+            told: self.told,
+            wrote: self.wrote,
+            what: self.what,
+            happened: self.happened,
         }
-    }
-
-    /// Adds what happened since the last call to the counters.
-    pub(crate) fn count(&mut self, stats: &mut Stats) {
-        let h = std::mem::take(&mut self.happened);
-        stats.ws_handshakes += h.handshake as u64;
-        stats.ws_failures += h.failure as u64;
-        stats.ws_protocol_errors += h.protocol_error as u64;
-        stats.ws_messages_in += h.messages_in as u64;
-        stats.ws_messages_out += h.messages_out as u64;
-    }
-
-    /// The reactor is about to close the connection for `reason`: the close code that says why.
-    pub(crate) fn last_word(&mut self, reason: CloseReason) {
-        if self.phase != Phase::Open || self.close_code.is_some() {
-            return;
-        }
-        self.close_code = match reason {
-            CloseReason::Drained | CloseReason::DrainAborted | CloseReason::IdleTimeout => {
-                Some(close::GOING_AWAY)
-            }
-            CloseReason::Slow => Some(close::POLICY),
-            CloseReason::LineTooLong => Some(close::TOO_BIG),
-            _ => None,
-        };
-    }
-
-    /// After a writable edge (the transport below served it first): write our control output.
-    pub(crate) fn on_writable_edge(&mut self) -> Result<(), Errno> {
-        if self.close_sent {
-            return self.last_word_out();
-        }
-        self.flush_ctl().map(|_| ())
-    }
-
-    /// Whether the linger just began: the reactor arms its deadline (once).
-    pub(crate) fn linger_began(&mut self) -> bool {
-        if self.close_sent && !self.linger_began {
-            self.linger_began = true;
-            return true;
-        }
-        false
-    }
-
-    /// Whether our last word went and we wait for the client's end of stream.
-    pub(crate) fn is_lingering(&self) -> bool {
-        self.close_sent
     }
 
     /// Closing or refused: queues our last word (the close frame, at a frame boundary), writes
@@ -319,6 +288,9 @@ impl<T: Transport> Ws<T> {
             }
             match self.inner.send(&self.ctl) {
                 Ok(n) => {
+                    if self.told {
+                        self.wrote += n as u64;
+                    }
                     self.ctl.drain(..n);
                     if !self.ctl.is_empty() {
                         return Ok(false);
@@ -331,6 +303,11 @@ impl<T: Transport> Ws<T> {
         }
         if self.ctl.capacity() > 0 {
             self.ctl = Vec::new(); // an idle connection holds no buffer
+        }
+        if !self.told && !self.is_opening() {
+            // The upgrade's answer is out: a fault plan below starts here.
+            self.told = true;
+            self.inner.upgraded();
         }
         Ok(true)
     }
@@ -659,6 +636,7 @@ impl<T: Transport> Ws<T> {
                     Err(e) => return Err(e),
                 }
             };
+            self.wrote += written as u64;
             let took = self.commit(&plan[..planned], written);
             taken += took;
             (part, at) = advance(parts, part, at, took);
@@ -841,6 +819,169 @@ fn advance(parts: &[&[u8]], mut part: usize, mut at: usize, mut n: usize) -> (us
         }
     }
     (part, at)
+}
+
+/// What the reactor asks of a connection's WebSocket framing, whatever is under it (the wire, or
+/// a fault plan on the wire).
+pub(crate) trait WsState {
+    /// Whether the opening handshake is still going on.
+    fn is_opening(&self) -> bool;
+    /// The handshake did not finish in time.
+    fn time_out(&mut self);
+    /// Adds what happened since the last call to the counters.
+    fn count(&mut self, stats: &mut Stats);
+    /// The reactor is about to close the connection for `reason`: the close code that says why.
+    fn last_word(&mut self, reason: CloseReason);
+    /// After a writable edge (the transport below served it first): write our control output.
+    fn on_writable_edge(&mut self) -> Result<(), Errno>;
+    /// Whether the linger just began: the reactor arms its deadline (once).
+    fn linger_began(&mut self) -> bool;
+    /// Whether our last word went and we wait for the client's end of stream.
+    fn is_lingering(&self) -> bool;
+}
+
+impl<T: Transport> WsState for Ws<T> {
+    fn is_opening(&self) -> bool {
+        matches!(self.phase, Phase::Opening(_))
+    }
+
+    fn time_out(&mut self) {
+        if self.is_opening() {
+            self.happened.failure = true;
+            self.phase = Phase::Refused;
+        }
+    }
+
+    fn count(&mut self, stats: &mut Stats) {
+        let h = std::mem::take(&mut self.happened);
+        stats.ws_handshakes += h.handshake as u64;
+        stats.ws_failures += h.failure as u64;
+        stats.ws_protocol_errors += h.protocol_error as u64;
+        stats.ws_messages_in += h.messages_in as u64;
+        stats.ws_messages_out += h.messages_out as u64;
+    }
+
+    fn last_word(&mut self, reason: CloseReason) {
+        if self.phase != Phase::Open || self.close_code.is_some() {
+            return;
+        }
+        self.close_code = match reason {
+            CloseReason::Drained | CloseReason::DrainAborted | CloseReason::IdleTimeout => {
+                Some(close::GOING_AWAY)
+            }
+            CloseReason::Slow => Some(close::POLICY),
+            CloseReason::LineTooLong => Some(close::TOO_BIG),
+            _ => None,
+        };
+    }
+
+    fn on_writable_edge(&mut self) -> Result<(), Errno> {
+        if self.close_sent {
+            return self.last_word_out();
+        }
+        self.flush_ctl().map(|_| ())
+    }
+
+    fn linger_began(&mut self) -> bool {
+        if self.close_sent && !self.linger_began {
+            self.linger_began = true;
+            return true;
+        }
+        false
+    }
+
+    fn is_lingering(&self) -> bool {
+        self.close_sent
+    }
+}
+
+/// A stream under an echo with a fault plan: as it is, or under WebSocket framing (the plan then
+/// acts on the bytes under the framing: frames are delayed, sliced, cut or corrupted).
+#[derive(Debug)]
+pub(crate) enum Framed<T> {
+    Raw(T),
+    Ws(Box<Ws<T>>),
+}
+
+impl<T: Transport> Framed<T> {
+    /// The stream under the framing.
+    pub(crate) fn inner_mut(&mut self) -> &mut T {
+        match self {
+            Framed::Raw(t) => t,
+            Framed::Ws(ws) => ws.inner_mut(),
+        }
+    }
+
+    /// The WebSocket framing, if there is one.
+    pub(crate) fn ws_mut(&mut self) -> Option<&mut dyn WsState> {
+        match self {
+            Framed::Raw(_) => None,
+            Framed::Ws(ws) => Some(&mut **ws),
+        }
+    }
+}
+
+macro_rules! framed {
+    ($self:ident, $io:ident => $e:expr) => {
+        match $self {
+            Framed::Raw($io) => $e,
+            Framed::Ws($io) => $e,
+        }
+    };
+}
+
+impl<T: Transport> Transport for Framed<T> {
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize, Errno> {
+        framed!(self, io => io.recv(buf))
+    }
+
+    fn send(&mut self, buf: &[u8]) -> Result<usize, Errno> {
+        framed!(self, io => io.send(buf))
+    }
+
+    fn send2(&mut self, first: &[u8], second: &[u8]) -> Result<usize, Errno> {
+        framed!(self, io => io.send2(first, second))
+    }
+
+    fn send_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
+        framed!(self, io => io.send_vectored(bufs))
+    }
+
+    fn shutdown_write(&mut self) {
+        framed!(self, io => io.shutdown_write())
+    }
+
+    fn has_buffered(&self) -> bool {
+        framed!(self, io => io.has_buffered())
+    }
+
+    fn is_handshaking(&self) -> bool {
+        framed!(self, io => io.is_handshaking())
+    }
+
+    fn short_read_drains(&self) -> bool {
+        framed!(self, io => io.short_read_drains())
+    }
+
+    fn reserve(&self) -> usize {
+        framed!(self, io => io.reserve())
+    }
+
+    fn cap(&self, cap: usize) -> usize {
+        framed!(self, io => io.cap(cap))
+    }
+
+    fn unacked(&self) -> usize {
+        framed!(self, io => io.unacked())
+    }
+
+    fn reset_on_close(&mut self) {
+        framed!(self, io => io.reset_on_close())
+    }
+
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        framed!(self, io => io.source())
+    }
 }
 
 /// A header's length from its second byte: 2, the extended length, the masking key.
