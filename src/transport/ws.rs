@@ -281,7 +281,15 @@ impl<T: Transport> Ws<T> {
     }
 
     /// Writes `ctl` (at a frame boundary) until it is gone (true) or the socket refuses.
+    #[inline]
     fn flush_ctl(&mut self) -> Result<bool, Errno> {
+        if self.ctl.is_empty() && self.told {
+            return Ok(true); // the common case: nothing of our own to write
+        }
+        self.flush_ctl_slow()
+    }
+
+    fn flush_ctl_slow(&mut self) -> Result<bool, Errno> {
         while !self.ctl.is_empty() {
             if !self.tx.at_boundary() {
                 return Ok(false);
@@ -592,9 +600,15 @@ impl<T: Transport> Ws<T> {
             _ if self.close_sent => return Ok(parts.iter().map(|p| p.len()).sum()),
             _ => {}
         }
+        if let [one] = parts {
+            if let Some(taken) = self.write_whole_reply(one)? {
+                return Ok(taken);
+            }
+        }
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut taken = 0;
         let (mut part, mut at) = (0, 0);
+        let mut plan = [None; MAX_FRAMES];
         loop {
             if self.tx.at_boundary() && !self.flush_ctl()? {
                 break; // the socket refused our own frames: a writable edge will follow
@@ -603,7 +617,6 @@ impl<T: Transport> Ws<T> {
                 part += 1;
                 at = 0;
             }
-            let mut plan = [None; MAX_FRAMES];
             let planned = self.plan(parts, part, at, &mut plan);
             if planned == 0 {
                 break;
@@ -648,6 +661,54 @@ impl<T: Transport> Ws<T> {
             return Err(EAGAIN);
         }
         Ok(taken)
+    }
+
+    /// The echo's common write: `bytes` are the rest of the oldest message received, or part of
+    /// it, at a frame boundary with nothing of our own to send first: one frame, one write.
+    /// `None` when the general path must plan it.
+    #[inline]
+    fn write_whole_reply(&mut self, bytes: &[u8]) -> Result<Option<usize>, Errno> {
+        if self.mode != Mode::Echo || !self.tx.at_boundary() || !self.ctl.is_empty() {
+            return Ok(None);
+        }
+        let Some(msg) = self.tx.queue.front() else { return Ok(None) };
+        let owed = msg.len - msg.sent;
+        if (bytes.len() as u64) > owed || bytes.is_empty() || !self.told {
+            return Ok(None);
+        }
+        let fin = msg.complete && bytes.len() as u64 == owed;
+        let op = if msg.started { opcode::CONTINUATION } else { msg.op };
+        let mut hdr = [0; proto::MAX_HEADER];
+        let hdr_len = proto::header(&mut hdr, fin, op, bytes.len() as u64, None);
+        let written =
+            self.inner.send_vectored(&[IoSlice::new(&hdr[..hdr_len]), IoSlice::new(bytes)])?;
+        self.wrote += written as u64;
+        if written == hdr_len + bytes.len() {
+            // All of it: the message moves on, no frame is left half sent.
+            let msg = self.tx.queue.front_mut().expect("checked above");
+            msg.sent += bytes.len() as u64;
+            msg.started = true;
+            if fin {
+                self.tx.queue.pop_front();
+                self.happened.messages_out += 1;
+            }
+            return Ok(Some(bytes.len()));
+        }
+        let frame = Planned {
+            hdr,
+            hdr_len: hdr_len as u8,
+            part: 0,
+            at: 0,
+            len: bytes.len(),
+            fin,
+            newline: false,
+            cont: false,
+        };
+        let taken = self.commit(&[Some(frame)], written);
+        if taken == 0 {
+            return Err(EAGAIN); // only header bytes went, or none: the socket is full
+        }
+        Ok(Some(taken))
     }
 
     /// Plans up to [`MAX_FRAMES`] frames for the bytes from `parts[part][at..]` on (each
