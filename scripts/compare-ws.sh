@@ -9,7 +9,7 @@ mkdir -p "$out"
 cargo build --release --workspace --locked
 cc -O2 -Wall -o "$out/ws_echo" baselines/c/ws_echo.c
 (cd baselines/ws-echo && cargo build --release --locked)
-(cd baselines/node-ws && npm install --silent --no-audit --no-fund)
+(cd baselines/node-ws && npm ci --silent --no-audit --no-fund)
 ulimit -n "$(ulimit -Hn)"
 bins=$(python3 -c 'import json,sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
   ricochet "$PWD/target/release/ricochet" loadgen "$PWD/target/release/loadgen" \

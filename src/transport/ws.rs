@@ -116,11 +116,57 @@ struct OutMsg {
     started: bool,
 }
 
+/// The messages an echo owes replies to, oldest first: the oldest inline (the common case, one
+/// at a time, costs no allocation and an idle connection holds none), the rest behind it.
+#[derive(Debug, Default)]
+struct Replies {
+    first: Option<OutMsg>,
+    more: VecDeque<OutMsg>,
+}
+
+impl Replies {
+    fn front(&self) -> Option<&OutMsg> {
+        self.first.as_ref()
+    }
+
+    fn front_mut(&mut self) -> Option<&mut OutMsg> {
+        self.first.as_mut()
+    }
+
+    fn back_mut(&mut self) -> Option<&mut OutMsg> {
+        match self.more.back_mut() {
+            Some(last) => Some(last),
+            None => self.first.as_mut(),
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&OutMsg> {
+        match i {
+            0 => self.first.as_ref(),
+            i => self.more.get(i - 1),
+        }
+    }
+
+    fn push_back(&mut self, msg: OutMsg) {
+        match self.first {
+            None => self.first = Some(msg),
+            Some(_) => self.more.push_back(msg),
+        }
+    }
+
+    fn pop_front(&mut self) {
+        self.first = self.more.pop_front();
+        if self.first.is_none() && self.more.capacity() > 0 {
+            self.more = VecDeque::new(); // back to holding nothing
+        }
+    }
+}
+
 /// The writing side: where our frames are.
 #[derive(Debug, Default)]
 struct Tx {
     /// Echo: the messages whose reply is not all sent, oldest first.
-    queue: VecDeque<OutMsg>,
+    queue: Replies,
     /// Lines: a text message was started and awaits its FIN.
     started: bool,
     /// Payload bytes of the current frame still owed (its header went out, or is in `hdr`).
@@ -853,9 +899,6 @@ impl<T: Transport> Ws<T> {
                 if frame.fin {
                     self.tx.queue.pop_front();
                     self.happened.messages_out += 1;
-                    if self.tx.queue.is_empty() && self.tx.queue.capacity() > 4 {
-                        self.tx.queue = VecDeque::new();
-                    }
                 }
             }
             Mode::Lines => {
