@@ -184,18 +184,10 @@ impl Wire {
     /// many were taken, and whether the socket refused the rest (a writable edge follows).
     #[inline]
     pub fn write(&mut self, fd: RawFd, bytes: &[u8]) -> io::Result<(usize, bool)> {
-        let Some(ws) = self.ws.as_deref_mut() else { return self.link.write(fd, bytes) };
-        if !flush_ws(&mut self.link, ws, fd)? {
-            return Ok((0, true));
+        match self.ws.as_deref_mut() {
+            None => self.link.write(fd, bytes),
+            Some(ws) => write_ws(&mut self.link, ws, fd, bytes),
         }
-        let mut taken = 0;
-        while taken < bytes.len() {
-            taken += ws.frame(&bytes[taken..]);
-            if !flush_ws(&mut self.link, ws, fd)? {
-                return Ok((taken, true));
-            }
-        }
-        Ok((taken, false))
     }
 
     /// A writable edge: writes what the wire holds (TLS records, framed WebSocket output);
@@ -221,6 +213,28 @@ impl Wire {
     }
 }
 
+/// Frames `bytes` and writes them through the link (out of line: the plain path stays small
+/// enough to inline).
+#[inline(never)]
+fn write_ws(
+    link: &mut Link,
+    ws: &mut WsClient,
+    fd: RawFd,
+    bytes: &[u8],
+) -> io::Result<(usize, bool)> {
+    if !flush_ws(link, ws, fd)? {
+        return Ok((0, true));
+    }
+    let mut taken = 0;
+    while taken < bytes.len() {
+        taken += ws.frame(&bytes[taken..]);
+        if !flush_ws(link, ws, fd)? {
+            return Ok((taken, true));
+        }
+    }
+    Ok((taken, false))
+}
+
 /// Writes the framing's pending output through the link; true once all of it went.
 fn flush_ws(link: &mut Link, ws: &mut WsClient, fd: RawFd) -> io::Result<bool> {
     while !ws.pending().is_empty() {
@@ -235,6 +249,7 @@ fn flush_ws(link: &mut Link, ws: &mut WsClient, fd: RawFd) -> io::Result<bool> {
 
 /// Reads through the WebSocket framing: raw reads decoded in place until the socket is
 /// drained or `buf` is full, so a short return still means "drained".
+#[inline(never)]
 fn read_ws(link: &mut Link, ws: &mut WsClient, fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = ws.take_early(buf);
     // Lines: a byte of room before the raw bytes, for a line's `\n` (a short return then may
