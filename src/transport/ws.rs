@@ -462,7 +462,12 @@ impl<T: Transport> Ws<T> {
         while r < to && self.phase == Phase::Open {
             if !self.rx.in_payload {
                 let rx = &mut self.rx;
-                let need = if rx.have < 2 { 2 } else { header_len(rx.head[1]) };
+                // A whole header at hand (the common case): taken in one step.
+                let need = match rx.have {
+                    0 if to - r >= 2 => header_len(buf[r + 1]),
+                    0 | 1 => 2,
+                    _ => header_len(rx.head[1]),
+                };
                 let take = (need - rx.have as usize).min(to - r);
                 rx.head[rx.have as usize..rx.have as usize + take]
                     .copy_from_slice(&buf[r..r + take]);
