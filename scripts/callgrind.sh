@@ -3,6 +3,7 @@
 # callgrind (deterministic, unlike CPU time on a shared machine):
 #   server   ricochet's plain TCP echo, 50 connections, loadgen as the client
 #   loadgen  loadgen's ping-pong (1 connection, depth 1, 64 bytes) against the minimal C server
+#   ws       ricochet's WebSocket echo (--ws), 50 connections × 64 B, loadgen ws:// as the client
 # Each figure is the marginal cost between a short and a long run, so start-up cancels out.
 #
 # Usage: scripts/callgrind.sh [BIN_DIR]      (default: target/release, built here if missing)
@@ -20,14 +21,15 @@ trap 'rm -rf "$work"' EXIT
 # Total instructions callgrind counted in the file $1.
 total() { awk '/^(summary|totals):/ { print $2; exit }' "$1"; }
 
-server_run() { # $1: messages
+server_run() { # $1: messages, $2: scheme (tcp or ws)
+  local scheme=${2:-tcp}
   valgrind --tool=callgrind --callgrind-out-file="$work/server.out" \
-    "$bins/ricochet" --tcp 127.0.0.1:0 >"$work/server.stdout" 2>/dev/null &
+    "$bins/ricochet" "--$scheme" 127.0.0.1:0 >"$work/server.stdout" 2>/dev/null &
   local pid=$!
   for _ in $(seq 600); do [ -s "$work/server.stdout" ] && break; sleep 0.1; done
   local addr
   addr=$(head -n1 "$work/server.stdout" | python3 -c 'import json,sys; print(json.load(sys.stdin)["listeners"][0]["addr"])')
-  "$bins/loadgen" "$addr" -c 50 -n "$1" --json >/dev/null
+  "$bins/loadgen" "$scheme://$addr" -c 50 -n "$1" --json >/dev/null
   kill -TERM "$pid"; wait "$pid" || true
   total "$work/server.out"
 }
@@ -47,3 +49,7 @@ a=$(server_run 20000); b=$(server_run 220000)
 python3 -c "print(f'server   plain echo, 50 conns: {($b - $a) / 200000:.2f} instructions per message')"
 a=$(loadgen_run 20000); b=$(loadgen_run 120000)
 python3 -c "print(f'loadgen  ping-pong vs C:       {($b - $a) / 100000:.1f} instructions per message')"
+if "$bins/ricochet" --help | grep -q -- '--ws '; then
+  a=$(server_run 20000 ws); b=$(server_run 120000 ws)
+  python3 -c "print(f'ws       echo, 50 conns:       {($b - $a) / 100000:.1f} instructions per message')"
+fi
