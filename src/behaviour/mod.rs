@@ -126,8 +126,9 @@ pub(crate) enum Conn {
 pub(crate) enum Other {
     /// Echo over TLS.
     Echo(Echo<Wire>),
-    /// Echo through a fault plan (under the WebSocket framing on a WebSocket listener).
-    FaultyEcho(Echo<Framed<Faulty<Wire>>>),
+    /// Echo through a fault plan (under the WebSocket framing on a WebSocket listener). Boxed:
+    /// a plan's state is large, and every other connection's box would be as large.
+    FaultyEcho(Box<Echo<Framed<Faulty<Wire>>>>),
     /// A chat room member.
     Chat(Member<Wire>),
 }
@@ -163,7 +164,7 @@ impl Conn {
     pub(crate) fn faulty_mut(&mut self) -> Option<&mut Echo<Framed<Faulty<Wire>>>> {
         match self {
             Conn::Other(other) => match &mut **other {
-                Other::FaultyEcho(echo) => Some(echo),
+                Other::FaultyEcho(echo) => Some(&mut **echo),
                 _ => None,
             },
             Conn::Echo(_) => None,

@@ -178,7 +178,7 @@ impl Reactor {
                         Framed::Ws(Box::new(ws::Ws::new(faulty, mode, max_message)))
                     }
                 };
-                Conn::other(Other::FaultyEcho(Echo::new(io, life)))
+                Conn::other(Other::FaultyEcho(Box::new(Echo::new(io, life))))
             }
             (role, _, wire) => {
                 let wire = match framing {

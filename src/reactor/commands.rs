@@ -92,7 +92,7 @@ impl Reactor {
                 let Conn::Echo(echo) = std::mem::replace(slot, husk()) else { unreachable!() };
                 let echo =
                     echo.map_io(|plain, sent| Framed::Raw(faulty(Wire::Plain(plain), sent, plan)));
-                *slot = Conn::other(Other::FaultyEcho(echo));
+                *slot = Conn::other(Other::FaultyEcho(Box::new(echo)));
             }
             (Conn::Other(other), plan) => match (&mut **other, plan) {
                 (Other::Echo(_), Some(plan)) => {
@@ -105,7 +105,7 @@ impl Reactor {
                         )),
                         wire => Framed::Raw(faulty(wire, sent, plan)),
                     });
-                    *slot = Conn::other(Other::FaultyEcho(echo));
+                    *slot = Conn::other(Other::FaultyEcho(Box::new(echo)));
                 }
                 (Other::FaultyEcho(echo), plan) => {
                     let io = echo.io.inner_mut();

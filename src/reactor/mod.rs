@@ -374,7 +374,9 @@ impl Reactor {
         self.apply(key, outcome);
     }
 
-    #[inline]
+    // Always: left to the heuristics it was once not inlined into the plain echo's path after an
+    // unrelated change, at 21 instructions per message (callgrind).
+    #[inline(always)]
     fn apply(&mut self, key: usize, outcome: Outcome) {
         match outcome {
             Outcome::Idle => {}
