@@ -31,6 +31,7 @@ loadgen 127.0.0.1:7007 -r 50000 --json      # open loop at 50k msgs/s, JSON repo
 loadgen udp://127.0.0.1:7007 -s 512         # UDP, loss counted\n  \
 loadgen chat://127.0.0.1:7008 -c 100 --publishers 1   # fan-out: 1 publisher, 99 readers\n  \
 loadgen tls://localhost:7443 --tls-ca cert.pem --reconnect-every 1   # TLS handshakes per second\n  \
+loadgen ws://127.0.0.1:9001/echo -s 1KiB     # WebSocket echo (masked frames, bytes checked)\n  \
 loadgen probe unix:/tmp/echo.sock            # health check\n  \
 loadgen sweep 127.0.0.1:7007 --slo p99=1ms   # the highest rate with p99 within 1 ms\n  \
 loadgen 127.0.0.1:7007 --out a.json --plot a.svg; loadgen compare a.json b.json"
@@ -40,8 +41,9 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT, unix:PATH, tls://HOST:PORT (echo), or
-    /// chat://HOST:PORT, chat+tls://HOST:PORT, chat+unix:PATH (a chat room): the URLs
+    /// HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT, unix:PATH, tls://HOST:PORT,
+    /// ws://HOST:PORT[/PATH], wss://HOST:PORT[/PATH] (echo), or chat://HOST:PORT,
+    /// chat+tls://HOST:PORT, chat+unix:PATH, chat+ws://…, chat+wss://… (a chat room): the URLs
     /// `ricochet --listen` takes. Omit it to benchmark an embedded ricochet.
     #[arg(value_name = "TARGET")]
     pub target: Option<String>,
@@ -211,7 +213,8 @@ impl TlsArgs {
 pub enum Command {
     /// Send one message, print its echo and round-trip time; exit 0 only on an exact echo.
     Probe {
-        /// HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT, tls://HOST:PORT or unix:PATH.
+        /// HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT, tls://HOST:PORT, unix:PATH,
+        /// ws://HOST:PORT[/PATH] or wss://HOST:PORT[/PATH].
         #[arg(value_name = "TARGET")]
         target: String,
         /// The message to send.
