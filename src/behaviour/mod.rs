@@ -57,6 +57,22 @@ pub(crate) enum CloseReason {
     HandshakeFailure,
 }
 
+impl CloseReason {
+    /// The WebSocket close code that says why the server ends a connection (RFC 6455 §7.4.1),
+    /// for the reasons the server chooses; the others send none of their own.
+    pub(crate) fn ws_close_code(self) -> Option<u16> {
+        use crate::websocket::close;
+        match self {
+            CloseReason::Drained | CloseReason::DrainAborted | CloseReason::IdleTimeout => {
+                Some(close::GOING_AWAY)
+            }
+            CloseReason::Slow => Some(close::POLICY),
+            CloseReason::LineTooLong => Some(close::TOO_BIG),
+            _ => None,
+        }
+    }
+}
+
 /// What the reactor does next with a connection it just served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {

@@ -399,7 +399,7 @@ impl Reactor {
             return;
         }
         if let Some(ws) = conn.ws_mut() {
-            ws.last_word(reason); // the close frame says why
+            ws.last_word(reason.ws_close_code()); // the close frame says why
         }
         conn.close(&mut self.ctx);
         self.closed.push(key);

@@ -25,7 +25,6 @@ use std::io::IoSlice;
 use libc::EAGAIN;
 
 use super::Transport;
-use crate::behaviour::CloseReason;
 use crate::stats::Stats;
 use crate::sys::Errno;
 use crate::websocket::{self as proto, close, opcode};
@@ -939,8 +938,9 @@ pub(crate) trait WsState {
     fn time_out(&mut self);
     /// Adds what happened since the last call to the counters.
     fn count(&mut self, stats: &mut Stats);
-    /// The reactor is about to close the connection for `reason`: the close code that says why.
-    fn last_word(&mut self, reason: CloseReason);
+    /// The reactor is about to close the connection: `code` says why (see
+    /// `CloseReason::ws_close_code`), unless the client's close or a failure already chose one.
+    fn last_word(&mut self, code: Option<u16>);
     /// After a writable edge (the transport below served it first): write our control output.
     fn on_writable_edge(&mut self) -> Result<(), Errno>;
     /// Whether the linger just began: the reactor arms its deadline (once).
@@ -970,18 +970,10 @@ impl<T: Transport> WsState for Ws<T> {
         stats.ws_messages_out += h.messages_out as u64;
     }
 
-    fn last_word(&mut self, reason: CloseReason) {
-        if self.phase != Phase::Open || self.close_code.is_some() {
-            return;
+    fn last_word(&mut self, code: Option<u16>) {
+        if self.phase == Phase::Open && self.close_code.is_none() {
+            self.close_code = code;
         }
-        self.close_code = match reason {
-            CloseReason::Drained | CloseReason::DrainAborted | CloseReason::IdleTimeout => {
-                Some(close::GOING_AWAY)
-            }
-            CloseReason::Slow => Some(close::POLICY),
-            CloseReason::LineTooLong => Some(close::TOO_BIG),
-            _ => None,
-        };
     }
 
     fn on_writable_edge(&mut self) -> Result<(), Errno> {
