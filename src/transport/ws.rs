@@ -183,6 +183,11 @@ impl Tx {
     fn at_boundary(&self) -> bool {
         self.left == 0 && self.hdr_at == self.hdr_len && !self.newline
     }
+
+    /// The rest of a header-only frame is unsent: no payload byte of the behaviour's follows it.
+    fn owns_header_rest(&self) -> bool {
+        self.left == 0 && !self.newline && self.hdr_at < self.hdr_len
+    }
 }
 
 /// One frame planned for a write.
@@ -219,6 +224,9 @@ pub(crate) struct Ws<T> {
     close_sent: bool,
     /// Our FIN went, after the last word.
     fin_sent: bool,
+    /// The behaviour's last write was not all taken: it still owes bytes (echo replies), which
+    /// go out before our close frame.
+    owes: bool,
     /// The transport below was told the upgrade is done (a fault plan counts from there).
     told: bool,
     /// Bytes written under the framing since the upgrade's answer.
@@ -245,6 +253,7 @@ impl<T: Transport> Ws<T> {
             close_code: None,
             close_sent: false,
             fin_sent: false,
+            owes: false,
             told: false,
             wrote: 0,
             linger_began: false,
@@ -275,6 +284,7 @@ impl<T: Transport> Ws<T> {
             close_code: self.close_code,
             close_sent: self.close_sent,
             fin_sent: self.fin_sent,
+            owes: self.owes,
             linger_began: self.linger_began,
             full: self.full,
             told: self.told,
@@ -289,7 +299,8 @@ impl<T: Transport> Ws<T> {
     fn last_word_out(&mut self) -> Result<(), Errno> {
         if !self.close_sent {
             match self.phase {
-                Phase::Closing if self.tx.at_boundary() => {
+                // After every reply to what arrived before the client's close.
+                Phase::Closing if self.tx.at_boundary() && !self.owes => {
                     self.queue_close();
                     self.close_sent = true;
                 }
@@ -328,13 +339,32 @@ impl<T: Transport> Ws<T> {
     /// Writes `ctl` (at a frame boundary) until it is gone (true) or the socket refuses.
     #[inline]
     fn flush_ctl(&mut self) -> Result<bool, Errno> {
-        if self.ctl.is_empty() && self.told {
+        if self.ctl.is_empty() && self.told && !self.tx.owns_header_rest() {
             return Ok(true); // the common case: nothing of our own to write
         }
         self.flush_ctl_slow()
     }
 
     fn flush_ctl_slow(&mut self) -> Result<bool, Errno> {
+        while self.tx.owns_header_rest() {
+            // The rest of a header-only frame (an empty message) cut short: no behaviour byte
+            // will carry it out, so it is ours to finish.
+            let rest = &self.tx.hdr[self.tx.hdr_at as usize..self.tx.hdr_len as usize];
+            match self.inner.send(rest) {
+                Ok(n) => {
+                    self.wrote += n as u64;
+                    self.tx.hdr_at += n as u8;
+                    if self.tx.hdr_at < self.tx.hdr_len {
+                        return Ok(false);
+                    }
+                    self.tx.hdr_at = 0;
+                    self.tx.hdr_len = 0;
+                }
+                Err(EAGAIN) => return Ok(false),
+                Err(libc::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
         while !self.ctl.is_empty() {
             if !self.tx.at_boundary() {
                 return Ok(false);
@@ -643,6 +673,23 @@ impl<T: Transport> Ws<T> {
 
     /// Frames and writes the behaviour's bytes.
     fn write_parts(&mut self, parts: &[&[u8]]) -> Result<usize, Errno> {
+        let result = self.write_data(parts);
+        if self.tx.at_boundary()
+            && self.tx.queue.front().is_some_and(|m| m.complete && m.sent == m.len)
+        {
+            // A message that ended while its last frame was going out: its FIN, now.
+            self.end_replies();
+            self.flush_ctl()?;
+        }
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        self.owes = !matches!(result, Ok(n) if n == total);
+        if self.phase == Phase::Closing && !self.close_sent && !self.owes {
+            self.last_word_out()?; // the replies are all out: now our close
+        }
+        result
+    }
+
+    fn write_data(&mut self, parts: &[&[u8]]) -> Result<usize, Errno> {
         match self.phase {
             Phase::Opening(_) => return Err(EAGAIN),
             // Nothing goes out after our last word (RFC 6455 §5.5.1): the rest is dropped.
@@ -741,6 +788,11 @@ impl<T: Transport> Ws<T> {
             if fin {
                 self.tx.queue.pop_front();
                 self.happened.messages_out += 1;
+                // A message behind it whose bytes are all out (an empty one) ends now.
+                if self.tx.queue.front().is_some_and(|m| m.complete && m.sent == m.len) {
+                    self.end_replies();
+                    self.flush_ctl()?;
+                }
             }
             return Ok(Some(bytes.len()));
         }
@@ -1199,7 +1251,7 @@ impl<T: Transport> Transport for Ws<T> {
     }
 
     fn has_buffered(&self) -> bool {
-        !self.ctl.is_empty() || self.inner.has_buffered()
+        !self.ctl.is_empty() || self.tx.owns_header_rest() || self.inner.has_buffered()
     }
 
     fn is_handshaking(&self) -> bool {
@@ -1232,5 +1284,379 @@ impl<T: Transport> Transport for Ws<T> {
 
     fn source(&mut self) -> &mut dyn mio::event::Source {
         self.inner.source()
+    }
+}
+
+/// Property tests: the framing driven through a scripted transport that returns the client's
+/// bytes in random pieces and takes the server's output in random partial writes, against a
+/// model of what must come back (each message whole with its opcode, a pong per ping, the
+/// close code echoed), and arbitrary bytes that must never panic.
+#[cfg(test)]
+mod properties {
+    use std::io::IoSlice;
+
+    use proptest::prelude::*;
+
+    use super::{Mode, Ws};
+    use crate::sys::Errno;
+    use crate::transport::Transport;
+    use crate::websocket::{self as proto, opcode};
+
+    /// Input given out in pieces of the scripted sizes; output taken in the scripted amounts
+    /// (0: refused, `EAGAIN`).
+    #[derive(Debug)]
+    struct Scripted {
+        input: Vec<u8>,
+        at: usize,
+        reads: Vec<usize>,
+        read_turn: usize,
+        writes: Vec<usize>,
+        write_turn: usize,
+        output: Vec<u8>,
+        shut: bool,
+    }
+
+    impl Transport for Scripted {
+        fn recv(&mut self, buf: &mut [u8]) -> Result<usize, Errno> {
+            if self.at == self.input.len() {
+                return Ok(0);
+            }
+            let want = self.reads[self.read_turn % self.reads.len()];
+            self.read_turn += 1;
+            if want == 0 {
+                return Err(libc::EAGAIN);
+            }
+            let n = want.min(buf.len()).min(self.input.len() - self.at);
+            buf[..n].copy_from_slice(&self.input[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+
+        fn send(&mut self, buf: &[u8]) -> Result<usize, Errno> {
+            self.send_vectored(&[IoSlice::new(buf)])
+        }
+
+        fn send2(&mut self, first: &[u8], second: &[u8]) -> Result<usize, Errno> {
+            self.send_vectored(&[IoSlice::new(first), IoSlice::new(second)])
+        }
+
+        fn send_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
+            assert!(!self.shut, "a write after FIN");
+            let mut budget = self.writes[self.write_turn % self.writes.len()];
+            self.write_turn += 1;
+            if budget == 0 {
+                return Err(libc::EAGAIN);
+            }
+            let mut n = 0;
+            for b in bufs {
+                let take = budget.min(b.len());
+                self.output.extend_from_slice(&b[..take]);
+                n += take;
+                budget -= take;
+            }
+            Ok(n)
+        }
+
+        fn shutdown_write(&mut self) {
+            self.shut = true;
+        }
+
+        fn unacked(&self) -> usize {
+            0
+        }
+
+        fn reset_on_close(&mut self) {}
+
+        fn source(&mut self) -> &mut dyn mio::event::Source {
+            unreachable!("never registered")
+        }
+    }
+
+    const REQUEST: &[u8] = b"GET /p HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    /// A client message: its opcode, payload, the fragment sizes it is sent in, and whether a
+    /// ping goes between its first two fragments.
+    #[derive(Debug, Clone)]
+    struct Message {
+        op: u8,
+        payload: Vec<u8>,
+        cuts: Vec<usize>,
+        ping: Option<Vec<u8>>,
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        (
+            prop_oneof![Just(opcode::TEXT), Just(opcode::BINARY)],
+            prop::collection::vec(any::<u8>(), 0..300),
+            prop::collection::vec(1usize..100, 0..4),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..125)),
+        )
+            .prop_map(|(op, payload, cuts, ping)| {
+                // Text must be UTF-8: keep it ASCII here (the checker has its own property).
+                let payload = match op {
+                    opcode::TEXT => payload.into_iter().map(|b| b'a' + b % 26).collect(),
+                    _ => payload,
+                };
+                Message { op, payload, cuts, ping }
+            })
+    }
+
+    fn client_frame(out: &mut Vec<u8>, fin: bool, op: u8, payload: &[u8], key: [u8; 4]) {
+        let mut hdr = [0; proto::MAX_HEADER];
+        let n = proto::header(&mut hdr, fin, op, payload.len() as u64, Some(key));
+        out.extend_from_slice(&hdr[..n]);
+        let from = out.len();
+        out.extend_from_slice(payload);
+        proto::mask(&mut out[from..], key, 0);
+    }
+
+    /// The client's bytes for `messages`, then a close with code 4000.
+    fn client_bytes(messages: &[Message]) -> Vec<u8> {
+        let mut out = REQUEST.to_vec();
+        for (i, m) in messages.iter().enumerate() {
+            let key = [i as u8, 0x5a, 0xa5, 7];
+            let mut pieces = Vec::new();
+            let mut rest = &m.payload[..];
+            for &cut in &m.cuts {
+                let take = cut.min(rest.len());
+                pieces.push(&rest[..take]);
+                rest = &rest[take..];
+            }
+            pieces.push(rest);
+            for (j, piece) in pieces.iter().enumerate() {
+                let op = if j == 0 { m.op } else { opcode::CONTINUATION };
+                client_frame(&mut out, j + 1 == pieces.len(), op, piece, key);
+                if j == 0 {
+                    if let Some(ping) = &m.ping {
+                        client_frame(&mut out, true, opcode::PING, ping, key);
+                    }
+                }
+            }
+        }
+        client_frame(&mut out, true, opcode::CLOSE, &4000u16.to_be_bytes(), [1, 2, 3, 4]);
+        out
+    }
+
+    /// Parses the server's output: the 101 head, then (messages, pongs, close code); every
+    /// message must be finished.
+    #[allow(clippy::type_complexity)]
+    fn server_output(out: &[u8]) -> (Vec<(u8, Vec<u8>)>, Vec<Vec<u8>>, Option<u16>) {
+        let (messages, pongs, close, unfinished) = server_frames(out);
+        assert!(!unfinished, "a message never finished: {:?}", frame_list(out));
+        (messages, pongs, close)
+    }
+
+    fn frame_list(out: &[u8]) -> Vec<(bool, u8, usize)> {
+        let end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let mut at = end;
+        let mut v = Vec::new();
+        while at < out.len() {
+            let (b0, b1) = (out[at], out[at + 1]);
+            let (len, hl) = match b1 & 0x7f {
+                126 => (u16::from_be_bytes([out[at + 2], out[at + 3]]) as usize, 4),
+                n => (n as usize, 2),
+            };
+            v.push((b0 & 0x80 != 0, b0 & 0x0f, len));
+            at += hl + len;
+        }
+        v
+    }
+
+    /// As [`server_output`], also saying whether the output ends inside a message (right when
+    /// the client's own message never ended).
+    #[allow(clippy::type_complexity)]
+    fn server_frames(out: &[u8]) -> (Vec<(u8, Vec<u8>)>, Vec<Vec<u8>>, Option<u16>, bool) {
+        let end = out.windows(4).position(|w| w == b"\r\n\r\n").expect("an answer") + 4;
+        assert!(out.starts_with(b"HTTP/1.1 101 "), "{:?}", String::from_utf8_lossy(&out[..end]));
+        let (mut at, mut messages, mut pongs, mut close) = (end, Vec::new(), Vec::new(), None);
+        let mut current: Option<(u8, Vec<u8>)> = None;
+        while at < out.len() {
+            let (b0, b1) = (out[at], out[at + 1]);
+            assert_eq!(b1 & 0x80, 0, "server frames are unmasked");
+            let (len, hl) = match b1 & 0x7f {
+                126 => (u16::from_be_bytes([out[at + 2], out[at + 3]]) as usize, 4),
+                127 => (u64::from_be_bytes(out[at + 2..at + 10].try_into().unwrap()) as usize, 10),
+                n => (n as usize, 2),
+            };
+            let payload = out[at + hl..at + hl + len].to_vec();
+            at += hl + len;
+            let (fin, op) = (b0 & 0x80 != 0, b0 & 0x0f);
+            match op {
+                opcode::PONG => pongs.push(payload),
+                opcode::CLOSE => close = Some(u16::from_be_bytes([payload[0], payload[1]])),
+                opcode::CONTINUATION => {
+                    current.as_mut().expect("a started message").1.extend(payload)
+                }
+                op => {
+                    assert!(current.is_none(), "a new message inside another");
+                    current = Some((op, payload));
+                }
+            }
+            if fin && op < 8 {
+                messages.push(current.take().unwrap());
+            }
+        }
+        (messages, pongs, close, current.is_some())
+    }
+
+    /// Drives `ws` as the echo behaviour does: read, write back what was read, keep what the
+    /// transport refused, and at the end of stream flush and shut down.
+    fn run_echo(ws: &mut Ws<Scripted>) {
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        let mut eof = false;
+        let trace = std::env::var_os("WS_TRACE").is_some();
+        for _ in 0..1_000_000 {
+            if !pending.is_empty() {
+                let before = ws.inner.output.len();
+                let (tl, th, ta) = (ws.tx.left, ws.tx.hdr_at, ws.tx.hdr_len);
+                let r = ws.send(&pending);
+                if trace {
+                    eprintln!("send {} -> {:?} closing {} sent {} owes {} out +{} tx before left {} hdr {}/{} ctl {} front {:?}", pending.len(), r, ws.phase == super::Phase::Closing, ws.close_sent, ws.owes, ws.inner.output.len() - before, tl, th, ta, ws.ctl.len(), ws.tx.queue.front());
+                }
+                if let Ok(n) = r {
+                    pending.drain(..n);
+                }
+            }
+            let _ = super::WsState::on_writable_edge(ws);
+            if eof {
+                if pending.is_empty() && !ws.has_buffered() {
+                    ws.shutdown_write();
+                    return;
+                }
+                continue;
+            }
+            let r = ws.recv(&mut buf);
+            if trace {
+                eprintln!(
+                    "recv -> {:?} closing {} sent {}",
+                    r,
+                    ws.phase == super::Phase::Closing,
+                    ws.close_sent
+                );
+            }
+            match r {
+                Ok(0) => eof = true,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        panic!(
+            "no progress: phase {:?} pending {} ctl {} tx left {} hdr {}/{} newline {} close_sent {} owes {} queue {:?}",
+            ws.phase, pending.len(), ws.ctl.len(), ws.tx.left, ws.tx.hdr_at, ws.tx.hdr_len,
+            ws.tx.newline, ws.close_sent, ws.owes, ws.tx.queue
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        /// Any messages, fragmented anyhow, pings between fragments, read in any pieces and
+        /// written in any partial writes: each comes back whole with its opcode, in order, a
+        /// pong carries each ping's payload, and the close code comes back.
+        #[test]
+        fn echo_returns_every_message_whatever_the_pieces(
+            messages in prop::collection::vec(message(), 0..8),
+            reads in prop::collection::vec(0usize..200, 1..8),
+            writes in prop::collection::vec(0usize..200, 1..8),
+        ) {
+            let mut reads = reads;
+            reads.push(1 + reads[0]); // never only refusals
+            let mut writes = writes;
+            writes.push(1 + writes[0]);
+            let io = Scripted {
+                input: client_bytes(&messages),
+                at: 0,
+                reads,
+                read_turn: 0,
+                writes,
+                write_turn: 0,
+                output: Vec::new(),
+                shut: false,
+            };
+            let mut ws = Ws::new(io, Mode::Echo, 1 << 20);
+            run_echo(&mut ws);
+            let (got, pongs, close) = server_output(&ws.inner.output);
+            let want: Vec<(u8, Vec<u8>)> =
+                messages.iter().map(|m| (m.op, m.payload.clone())).collect();
+            prop_assert_eq!(got, want);
+            let pings: Vec<Vec<u8>> = messages.iter().filter_map(|m| m.ping.clone()).collect();
+            prop_assert_eq!(pongs, pings);
+            prop_assert_eq!(close, Some(4000));
+            prop_assert!(ws.inner.shut);
+        }
+
+        /// Arbitrary bytes after a valid upgrade, in any pieces: never a panic, never a hang,
+        /// and whatever comes out is well-formed server frames.
+        #[test]
+        fn arbitrary_frames_never_panic(
+            junk in prop::collection::vec(any::<u8>(), 0..600),
+            reads in prop::collection::vec(1usize..100, 1..6),
+        ) {
+            let mut input = REQUEST.to_vec();
+            input.extend_from_slice(&junk);
+            let io = Scripted {
+                input,
+                at: 0,
+                reads,
+                read_turn: 0,
+                writes: vec![usize::MAX],
+                write_turn: 0,
+                output: Vec::new(),
+                shut: false,
+            };
+            let mut ws = Ws::new(io, Mode::Echo, 1 << 16);
+            run_echo(&mut ws);
+            let _ = server_frames(&ws.inner.output);
+        }
+
+        /// Arbitrary request heads: never a panic; whatever is answered is HTTP.
+        #[test]
+        fn arbitrary_request_heads_get_an_answer(
+            head in prop::collection::vec(any::<u8>(), 0..400),
+        ) {
+            let mut input = head;
+            input.extend_from_slice(b"\r\n\r\n");
+            let io = Scripted {
+                input,
+                at: 0,
+                reads: vec![64],
+                read_turn: 0,
+                writes: vec![usize::MAX],
+                write_turn: 0,
+                output: Vec::new(),
+                shut: false,
+            };
+            let mut ws = Ws::new(io, Mode::Echo, 1 << 16);
+            run_echo(&mut ws);
+            let out = &ws.inner.output;
+            prop_assert!(out.is_empty() || out.starts_with(b"HTTP/1.1 "));
+        }
+
+        /// The incremental UTF-8 check agrees with `std::str::from_utf8` on the whole, however
+        /// the bytes are split.
+        #[test]
+        fn utf8_check_agrees_with_std(
+            bytes in prop::collection::vec(any::<u8>(), 0..64),
+            cuts in prop::collection::vec(0usize..64, 0..6),
+        ) {
+            let text = String::from_utf8_lossy(&bytes).into_owned().into_bytes();
+            for input in [bytes, text] {
+                let mut check = proto::Utf8Check::default();
+                let mut ok = true;
+                let mut at = 0;
+                let mut cuts = cuts.clone();
+                cuts.sort();
+                for cut in cuts.into_iter().chain([input.len()]) {
+                    let cut = cut.min(input.len()).max(at);
+                    ok &= check.feed(&input[at..cut]);
+                    at = cut;
+                }
+                let whole = std::str::from_utf8(&input).is_ok();
+                prop_assert_eq!(ok && check.is_complete(), whole);
+            }
+        }
     }
 }
