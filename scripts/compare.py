@@ -611,6 +611,9 @@ def write_report(args, shapes, servers, results, idle, client, perf_ok, started,
                             "and its time from `podman run` to the ready line (see the README's container section)."),
         ("TLS", "TLS runs against stunnel and socat, their targets and an assessment are in "
                 "[BENCHMARKS-TLS.md](BENCHMARKS-TLS.md) (`bash scripts/compare-tls.sh`)."),
+        ("WebSocket", "WebSocket runs against a C floor, fastwebsockets, tokio-tungstenite and Node's ws, "
+                      "their targets and an assessment are in [BENCHMARKS-WS.md](BENCHMARKS-WS.md) "
+                      "(`bash scripts/compare-ws.sh`); conformance is in [AUTOBAHN.md](AUTOBAHN.md)."),
     ]
     for title, text in placeholders if not args.client_only else []:
         if title not in kept:
