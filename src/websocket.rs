@@ -113,6 +113,19 @@ pub fn header(
     at
 }
 
+/// Appends a whole frame to `out`: its header, then `payload`, masked with `key` if there is
+/// one (a client's frames are masked, a server's are not).
+pub fn frame(out: &mut Vec<u8>, fin: bool, op: u8, payload: &[u8], key: Option<[u8; 4]>) {
+    let mut hdr = [0; MAX_HEADER];
+    let n = header(&mut hdr, fin, op, payload.len() as u64, key);
+    out.extend_from_slice(&hdr[..n]);
+    let from = out.len();
+    out.extend_from_slice(payload);
+    if let Some(key) = key {
+        mask(&mut out[from..], key, 0);
+    }
+}
+
 /// XORs `buf` with the masking key, `phase` bytes into it (the offset of `buf[0]` in the frame's
 /// payload, mod 4). Eight bytes at a time.
 #[inline]
@@ -234,6 +247,11 @@ mod tests {
         assert_eq!(&h[..4], &[0x02, 126, 0, 126]);
         assert_eq!(header(&mut h, true, opcode::BINARY, 65536, Some([1, 2, 3, 4])), 14);
         assert_eq!(&h[..14], &[0x82, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4]);
+        let mut out = Vec::new();
+        frame(&mut out, true, opcode::PONG, b"ab", Some([1, 2, 3, 4]));
+        assert_eq!(out, [0x8a, 0x82, 1, 2, 3, 4, b'a' ^ 1, b'b' ^ 2]);
+        frame(&mut out, false, opcode::TEXT, b"x", None);
+        assert_eq!(&out[8..], [0x01, 1, b'x']);
     }
 
     #[test]

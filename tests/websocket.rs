@@ -62,13 +62,8 @@ fn open(addr: SocketAddr) -> TcpStream {
 
 /// A masked client frame.
 fn frame(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [0x37, 0xfa, 0x21, 0x3d];
-    let mut hdr = [0; ws::MAX_HEADER];
-    let n = ws::header(&mut hdr, fin, op, payload.len() as u64, Some(key));
-    let mut out = hdr[..n].to_vec();
-    let mut body = payload.to_vec();
-    ws::mask(&mut body, key, 0);
-    out.extend_from_slice(&body);
+    let mut out = Vec::new();
+    ws::frame(&mut out, fin, op, payload, Some([0x37, 0xfa, 0x21, 0x3d]));
     out
 }
 

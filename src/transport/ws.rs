@@ -235,8 +235,6 @@ pub(crate) struct Ws<T> {
     linger_began: bool,
     /// The last read from `inner` filled what was asked (more may wait).
     full: bool,
-    /// Chat text for the HTTP answer to a plain GET.
-    what: &'static str,
     happened: Happened,
 }
 
@@ -258,10 +256,6 @@ impl<T: Transport> Ws<T> {
             wrote: 0,
             linger_began: false,
             full: false,
-            what: match mode {
-                Mode::Echo => "a WebSocket echo: every message comes back",
-                Mode::Lines => "a WebSocket chat room: each text message is a line to the room",
-            },
             happened: Happened::default(),
         }
     }
@@ -289,7 +283,6 @@ impl<T: Transport> Ws<T> {
             full: self.full,
             told: self.told,
             wrote: self.wrote,
-            what: self.what,
             happened: self.happened,
         }
     }
@@ -397,10 +390,15 @@ impl<T: Transport> Ws<T> {
 
     /// Queues a control frame (or the handshake's answer) for the next frame boundary.
     fn queue_frame(&mut self, op: u8, payload: &[u8]) {
-        let mut hdr = [0; proto::MAX_HEADER];
-        let n = proto::header(&mut hdr, true, op, payload.len() as u64, None);
-        self.ctl.extend_from_slice(&hdr[..n]);
-        self.ctl.extend_from_slice(payload);
+        proto::frame(&mut self.ctl, true, op, payload, None);
+    }
+
+    /// What this listener serves, for the HTTP answer to a plain GET.
+    fn what(&self) -> &'static str {
+        match self.mode {
+            Mode::Echo => "a WebSocket echo: every message comes back",
+            Mode::Lines => "a WebSocket chat room: each text message is a line to the room",
+        }
     }
 
     /// Fails the connection with `code`: nothing more is read, and the close says why.
@@ -448,12 +446,12 @@ impl<T: Transport> Ws<T> {
                 return;
             }
             Answer::Root => {
-                ("200 OK", "", format!("ricochet: {}. Connect with ws://.\n", self.what))
+                ("200 OK", "", format!("ricochet: {}. Connect with ws://.\n", self.what()))
             }
             Answer::NoUpgrade => (
                 "426 Upgrade Required",
                 "Upgrade: websocket\r\n",
-                format!("ricochet: {}; this needs a WebSocket client (ws://).\n", self.what),
+                format!("ricochet: {}; this needs a WebSocket client (ws://).\n", self.what()),
             ),
             Answer::BadVersion => (
                 "426 Upgrade Required",
@@ -673,7 +671,8 @@ impl<T: Transport> Ws<T> {
 
     /// Frames and writes the behaviour's bytes.
     fn write_parts(&mut self, parts: &[&[u8]]) -> Result<usize, Errno> {
-        let result = self.write_data(parts);
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let result = self.write_data(parts, total);
         if self.tx.at_boundary()
             && self.tx.queue.front().is_some_and(|m| m.complete && m.sent == m.len)
         {
@@ -681,7 +680,6 @@ impl<T: Transport> Ws<T> {
             self.end_replies();
             self.flush_ctl()?;
         }
-        let total: usize = parts.iter().map(|p| p.len()).sum();
         self.owes = !matches!(result, Ok(n) if n == total);
         if self.phase == Phase::Closing && !self.close_sent && !self.owes {
             self.last_word_out()?; // the replies are all out: now our close
@@ -689,12 +687,13 @@ impl<T: Transport> Ws<T> {
         result
     }
 
-    fn write_data(&mut self, parts: &[&[u8]]) -> Result<usize, Errno> {
+    /// Frames and writes `parts` (`total` bytes in all).
+    fn write_data(&mut self, parts: &[&[u8]], total: usize) -> Result<usize, Errno> {
         match self.phase {
             Phase::Opening(_) => return Err(EAGAIN),
             // Nothing goes out after our last word (RFC 6455 §5.5.1): the rest is dropped.
-            Phase::Refused => return Ok(parts.iter().map(|p| p.len()).sum()),
-            _ if self.close_sent => return Ok(parts.iter().map(|p| p.len()).sum()),
+            Phase::Refused => return Ok(total),
+            _ if self.close_sent => return Ok(total),
             _ => {}
         }
         if let [one] = parts {
@@ -702,7 +701,6 @@ impl<T: Transport> Ws<T> {
                 return Ok(taken);
             }
         }
-        let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut taken = 0;
         let (mut part, mut at) = (0, 0);
         let mut plan = [None; MAX_FRAMES];
@@ -1316,6 +1314,21 @@ mod properties {
         shut: bool,
     }
 
+    impl Scripted {
+        fn new(input: Vec<u8>, reads: Vec<usize>, writes: Vec<usize>) -> Scripted {
+            Scripted {
+                input,
+                at: 0,
+                reads,
+                read_turn: 0,
+                writes,
+                write_turn: 0,
+                output: Vec::new(),
+                shut: false,
+            }
+        }
+    }
+
     impl Transport for Scripted {
         fn recv(&mut self, buf: &mut [u8]) -> Result<usize, Errno> {
             if self.at == self.input.len() {
@@ -1404,12 +1417,7 @@ mod properties {
     }
 
     fn client_frame(out: &mut Vec<u8>, fin: bool, op: u8, payload: &[u8], key: [u8; 4]) {
-        let mut hdr = [0; proto::MAX_HEADER];
-        let n = proto::header(&mut hdr, fin, op, payload.len() as u64, Some(key));
-        out.extend_from_slice(&hdr[..n]);
-        let from = out.len();
-        out.extend_from_slice(payload);
-        proto::mask(&mut out[from..], key, 0);
+        proto::frame(out, fin, op, payload, Some(key));
     }
 
     /// The client's bytes for `messages`, then a close with code 4000.
@@ -1566,16 +1574,7 @@ mod properties {
             reads.push(1 + reads[0]); // never only refusals
             let mut writes = writes;
             writes.push(1 + writes[0]);
-            let io = Scripted {
-                input: client_bytes(&messages),
-                at: 0,
-                reads,
-                read_turn: 0,
-                writes,
-                write_turn: 0,
-                output: Vec::new(),
-                shut: false,
-            };
+            let io = Scripted::new(client_bytes(&messages), reads, writes);
             let mut ws = Ws::new(io, Mode::Echo, 1 << 20);
             run_echo(&mut ws);
             let (got, pongs, close) = server_output(&ws.inner.output);
@@ -1597,16 +1596,7 @@ mod properties {
         ) {
             let mut input = REQUEST.to_vec();
             input.extend_from_slice(&junk);
-            let io = Scripted {
-                input,
-                at: 0,
-                reads,
-                read_turn: 0,
-                writes: vec![usize::MAX],
-                write_turn: 0,
-                output: Vec::new(),
-                shut: false,
-            };
+            let io = Scripted::new(input, reads, vec![usize::MAX]);
             let mut ws = Ws::new(io, Mode::Echo, 1 << 16);
             run_echo(&mut ws);
             let _ = server_frames(&ws.inner.output);
@@ -1619,16 +1609,7 @@ mod properties {
         ) {
             let mut input = head;
             input.extend_from_slice(b"\r\n\r\n");
-            let io = Scripted {
-                input,
-                at: 0,
-                reads: vec![64],
-                read_turn: 0,
-                writes: vec![usize::MAX],
-                write_turn: 0,
-                output: Vec::new(),
-                shut: false,
-            };
+            let io = Scripted::new(input, vec![64], vec![usize::MAX]);
             let mut ws = Ws::new(io, Mode::Echo, 1 << 16);
             run_echo(&mut ws);
             let out = &ws.inner.output;
