@@ -278,6 +278,28 @@ def idle_rss(server, conns):
     return (after - before) * 1024 / max(accepted, 1), accepted
 
 
+def idle_growth(server, connect, conns):
+    """User-space RSS growth per connection, in bytes, of `conns` connections that `connect()`
+    opened and left idle (each after whatever exchange it does). One warm-up connection first
+    (the shared read buffer, caches), not counted; every socket is closed at the end, and the
+    server stopped."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, conns + 1000), hard))
+    socks = []
+    try:
+        socks.append(connect())
+        time.sleep(0.3)
+        before = server.rss_kib()
+        for _ in range(conns):
+            socks.append(connect())
+        time.sleep(0.5)
+        return (server.rss_kib() - before) * 1024 / conns
+    finally:
+        for s in socks:
+            s.close()
+        server.stop()
+
+
 def fmt(value, digits=1):
     if value is None:
         return "n/a"

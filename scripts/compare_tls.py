@@ -115,34 +115,19 @@ def negotiated(port, cert):
 
 def idle_tls(bins, cert, key, conns=2000):
     """User memory (RSS growth) per idle TLS connection: handshake done, one echo, then quiet."""
-    import resource
     import socket
     import ssl
-    import time
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, conns + 1000), hard))
     server = compare.Server("ricochet", [bins["ricochet"], "--tls", "127.0.0.1:0", "--tls-cert",
                                          cert, "--tls-key", key], "ready-json").start(0)
     ctx = ssl.create_default_context(cafile=cert)
-    socks = []
-    try:
-        def connect():
-            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", server.port)),
-                                server_hostname="localhost")
-            s.sendall(b"hello")
-            s.recv(5)
-            return s
-        socks.append(connect())  # warm-up: the shared read buffer, the session cache
-        time.sleep(0.3)
-        before = server.rss_kib()
-        for _ in range(conns):
-            socks.append(connect())
-        time.sleep(0.5)
-        return (server.rss_kib() - before) * 1024 / conns
-    finally:
-        for s in socks:
-            s.close()
-        server.stop()
+
+    def connect():
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", server.port)),
+                            server_hostname="localhost")
+        s.sendall(b"hello")
+        s.recv(5)
+        return s
+    return compare.idle_growth(server, connect, conns)
 
 
 def main():

@@ -18,7 +18,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare  # noqa: E402  (Server, machine)
@@ -77,38 +76,25 @@ def parse_s(text):
 
 def idle_ws(bins, conns=2000):
     """User memory (RSS growth) per idle WebSocket connection: upgraded, one echo, then quiet."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, conns + 1000), hard))
     server = servers(bins)["ricochet"].start(0)
     key = "dGhlIHNhbXBsZSBub25jZQ=="
     request = (f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
     hello = bytes([0x82, 0x85, 1, 2, 3, 4]) + bytes(b ^ k for b, k in zip(b"hello", b"\1\2\3\4\1"))
-    socks = []
-    try:
-        def connect():
-            s = socket.create_connection(("127.0.0.1", server.port))
-            s.sendall(request)
-            head = b""
-            while not head.endswith(b"\r\n\r\n"):
-                head += s.recv(1)
-            s.sendall(hello)
-            got = b""
-            while len(got) < 7:
-                got += s.recv(7 - len(got))
-            assert got == b"\x82\x05hello", got
-            return s
-        socks.append(connect())  # warm-up: the shared read buffer
-        time.sleep(0.3)
-        before = server.rss_kib()
-        for _ in range(conns):
-            socks.append(connect())
-        time.sleep(0.5)
-        return (server.rss_kib() - before) * 1024 / conns
-    finally:
-        for s in socks:
-            s.close()
-        server.stop()
+
+    def connect():
+        s = socket.create_connection(("127.0.0.1", server.port))
+        s.sendall(request)
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += s.recv(1)
+        s.sendall(hello)
+        got = b""
+        while len(got) < 7:
+            got += s.recv(7 - len(got))
+        assert got == b"\x82\x05hello", got
+        return s
+    return compare.idle_growth(server, connect, conns)
 
 
 def fanout(bins, scheme, duration, warmup):
