@@ -588,3 +588,30 @@ fn a_plan_set_at_run_time_goes_under_the_framing() {
     assert_eq!(server.stats().faults_closed_after, 2);
     server.shutdown().unwrap();
 }
+
+/// A client that sends its close and then resets instead of waiting for ours (RFC 6455 asks it
+/// to wait; `--reconnect-every` clients and many libraries do not) ended the session cleanly:
+/// not a reset. One that resets with no close is one.
+#[test]
+fn a_reset_after_the_clients_close_is_not_counted_as_a_reset() {
+    let (server, addr) = ws_echo(|_| {});
+    let reset = |c: TcpStream| {
+        socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(c); // RST
+    };
+    let mut polite = open(addr);
+    polite.write_all(&frame(true, opcode::CLOSE, &1000u16.to_be_bytes())).unwrap();
+    let (fin, op, payload) = read_frame(&mut polite);
+    assert_eq!((fin, op, payload), (true, opcode::CLOSE, 1000u16.to_be_bytes().to_vec()));
+    reset(polite);
+    wait_for("the closed session to be closed", || server.stats().closed == 1);
+    assert_eq!(server.stats().resets, 0);
+
+    let mut abrupt = open(addr);
+    abrupt.write_all(&frame(true, opcode::TEXT, b"x")).unwrap();
+    assert_eq!(read_message(&mut abrupt), (opcode::TEXT, b"x".to_vec()));
+    reset(abrupt);
+    wait_for("the reset connection to be closed", || server.stats().closed == 2);
+    assert_eq!(server.stats().resets, 1);
+    server.shutdown().unwrap();
+}

@@ -224,6 +224,9 @@ pub(crate) struct Ws<T> {
     close_sent: bool,
     /// Our FIN went, after the last word.
     fin_sent: bool,
+    /// The client's close frame arrived: it ended the session, so a reset that follows is the
+    /// client not waiting for our close, not an abrupt end.
+    their_close: bool,
     /// The behaviour's last write was not all taken: it still owes bytes (echo replies), which
     /// go out before our close frame.
     owes: bool,
@@ -251,6 +254,7 @@ impl<T: Transport> Ws<T> {
             close_code: None,
             close_sent: false,
             fin_sent: false,
+            their_close: false,
             owes: false,
             told: false,
             wrote: 0,
@@ -278,6 +282,7 @@ impl<T: Transport> Ws<T> {
             close_code: self.close_code,
             close_sent: self.close_sent,
             fin_sent: self.fin_sent,
+            their_close: self.their_close,
             owes: self.owes,
             linger_began: self.linger_began,
             full: self.full,
@@ -626,6 +631,7 @@ impl<T: Transport> Ws<T> {
                         self.close_code = Some(code);
                     }
                 }
+                self.their_close = true;
                 self.phase = Phase::Closing;
             }
             _ if rx.fin => {
@@ -997,6 +1003,8 @@ pub(crate) trait WsState {
     fn linger_began(&mut self) -> bool;
     /// Whether our last word went and we wait for the client's end of stream.
     fn is_lingering(&self) -> bool;
+    /// Whether the client's close frame arrived (it ended the session).
+    fn client_closed(&self) -> bool;
 }
 
 impl<T: Transport> WsState for Ws<T> {
@@ -1043,6 +1051,10 @@ impl<T: Transport> WsState for Ws<T> {
 
     fn is_lingering(&self) -> bool {
         self.close_sent
+    }
+
+    fn client_closed(&self) -> bool {
+        self.their_close
     }
 }
 
