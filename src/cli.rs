@@ -22,6 +22,15 @@ fn shorthand(scheme: &'static str) -> impl Fn(&str) -> Result<ListenUrl, String>
     }
 }
 
+/// Parses `--metrics`: an address as [`parse_addr`] takes it, or `:PORT` for every IPv4
+/// interface (as a scrape target in a container usually is).
+fn parse_metrics_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    match text.strip_prefix(':') {
+        Some(port) => parse_addr(&format!("0.0.0.0:{port}")),
+        None => parse_addr(text),
+    }
+}
+
 /// The raw command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -243,6 +252,14 @@ pub struct Args {
     #[arg(long, value_name = "PATH", env = "RICOCHET_CONTROL")]
     pub control: Option<PathBuf>,
 
+    /// Serve Prometheus metrics and a health probe over HTTP at ADDR (e.g. 127.0.0.1:9100;
+    /// `:9100` for every interface): `GET /metrics` (OpenMetrics text: every counter of the
+    /// stopped line per reactor, connections per listener), `GET /healthz` (200 `ok` while
+    /// serving, 503 while draining). Named last in the ready line, as proto `metrics`; its own
+    /// connections are not counted as echo traffic, and --max-conns does not apply to them.
+    #[arg(long, value_name = "ADDR", env = "RICOCHET_METRICS", value_parser = parse_metrics_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// Print a {"event":"stats",...} line with the counters on stdout every DUR.
     #[arg(long, value_name = "DUR", env = "RICOCHET_STATS_INTERVAL", allow_hyphen_values = true, value_parser = parse_duration)]
     pub stats_interval: Option<Duration>,
@@ -348,6 +365,7 @@ impl TryFrom<Args> for Settings {
             recv_buffer: args.recv_buffer.map(|b| size("recv-buffer", b)).transpose()?,
             send_buffer: args.send_buffer.map(|b| size("send-buffer", b)).transpose()?,
             stats_interval: args.stats_interval,
+            metrics: args.metrics,
             udp_allow_low_ports: args.udp_allow_low_ports,
             handle_signals: true,
             log_stderr: true,

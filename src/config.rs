@@ -324,6 +324,9 @@ pub struct Config {
     pub send_buffer: Option<usize>,
     /// Print a `{"event":"stats",...}` line on stdout this often.
     pub stats_interval: Option<Duration>,
+    /// Serve `GET /metrics` (Prometheus) and `GET /healthz` over HTTP here (see
+    /// [`crate::metrics`]); its connections are not counted as echo traffic.
+    pub metrics: Option<SocketAddr>,
     /// Echo UDP datagrams from source ports below 1024 (off by default: echo/chargen loops).
     pub udp_allow_low_ports: bool,
     /// Handle SIGTERM/SIGINT (graceful drain, second signal stops at once). The binary turns this
@@ -367,6 +370,7 @@ impl Default for Config {
             recv_buffer: None,
             send_buffer: None,
             stats_interval: None,
+            metrics: None,
             udp_allow_low_ports: false,
             handle_signals: false,
             log_stderr: false,

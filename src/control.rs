@@ -17,7 +17,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 
@@ -196,27 +196,14 @@ impl Drop for ControlSocket {
 }
 
 fn accept_loop(listener: UnixListener, controller: Controller, stop: Arc<AtomicBool>) {
-    let clients = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        if stop.load(Ordering::Acquire) {
-            return;
-        }
-        let Ok(mut stream) = stream else { continue };
-        if clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
-            clients.fetch_sub(1, Ordering::AcqRel);
-            let _ = writeln!(stream, "error: {MAX_CLIENTS} control connections are open already");
-            continue;
-        }
-        let (controller, count) = (controller.clone(), Arc::clone(&clients));
-        let spawned =
-            std::thread::Builder::new().name("ricochet-control-client".into()).spawn(move || {
-                let _ = serve_client(stream, &controller);
-                count.fetch_sub(1, Ordering::AcqRel);
-            });
-        if spawned.is_err() {
-            clients.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
+    let busy = |mut stream: UnixStream| {
+        let _ = writeln!(stream, "error: {MAX_CLIENTS} control connections are open already");
+    };
+    let serve = move |stream| {
+        let _ = serve_client(stream, &controller);
+    };
+    let name = "ricochet-control-client";
+    crate::side::serve_clients(listener.incoming(), &stop, MAX_CLIENTS, name, busy, serve);
 }
 
 /// Answers each line of one control connection until it closes: one reply per line but a blank

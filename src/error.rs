@@ -16,7 +16,7 @@ pub enum Error {
     /// A listener could not be set up (address in use, permission denied, ...).
     #[error("cannot listen on {proto} {addr}: {cause}")]
     Bind {
-        /// `tcp`, `udp`, `unix` or `chat`.
+        /// The listener's protocol (`tcp`, `udp`, `unix`, `chat`, ..., or `metrics`).
         proto: &'static str,
         /// The address as given.
         addr: String,

@@ -62,11 +62,14 @@ pub mod control;
 mod error;
 pub mod faults;
 pub mod files;
+pub mod http;
 mod listener;
+pub mod metrics;
 pub mod output;
 mod reactor;
 pub mod ready;
 mod server;
+mod side;
 mod signals;
 pub mod stats;
 #[doc(hidden)]

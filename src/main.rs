@@ -54,6 +54,9 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             spec.display_addr()
         ));
     }
+    if let Some(addr) = server.metrics_addr() {
+        output::stderr_line(&format!("ricochet: serving /metrics and /healthz on http://{addr}"));
+    }
     let reactors = server.stats_sources();
     server.run()?;
     let each: Vec<_> = reactors.iter().map(|r| r.load()).collect();

@@ -14,6 +14,8 @@ use crate::config::{Config, ListenSpec};
 use crate::control::Controller;
 use crate::error::{Error, Result};
 use crate::faults::Faults;
+use crate::http::HttpServer;
+use crate::metrics::ServerPages;
 use crate::reactor::peers::Peers;
 use crate::reactor::{Reactor, CMD_DRAIN, CMD_STOP};
 use crate::stats::{SharedStats, Stats};
@@ -31,6 +33,8 @@ pub struct Server {
     wakers: Vec<Arc<Waker>>,
     /// The TLS listeners' certificate (a generated one's file goes with the server).
     identity: Option<Identity>,
+    /// The `/metrics` and `/healthz` listener, served until the server stops.
+    metrics: Option<HttpServer>,
 }
 
 impl Server {
@@ -65,7 +69,15 @@ impl Server {
                 reactor.join(Arc::clone(&peers), &rooms);
             }
         }
-        Ok(Server { reactors, addrs, plans, seed, wakers, identity })
+        let metrics = match config.metrics {
+            Some(at) => {
+                let sources = reactors.iter().map(Reactor::shared_stats).collect();
+                let pages = Arc::new(ServerPages::new(sources, &addrs));
+                Some(HttpServer::bind(at, pages, "metrics")?)
+            }
+            None => None,
+        };
+        Ok(Server { reactors, addrs, plans, seed, wakers, identity, metrics })
     }
 
     /// How many reactors (threads) serve.
@@ -77,6 +89,11 @@ impl Server {
     /// the leaf's DER), if the server has TLS listeners.
     pub fn tls_cert(&self) -> Option<(&Path, &str)> {
         self.identity.as_ref().map(|i| (i.cert_path.as_path(), i.sha256.as_str()))
+    }
+
+    /// The `/metrics` listener's address, if it has one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(HttpServer::local_addr)
     }
 
     /// The seed of every random fault decision (given, or chosen at random).
@@ -92,7 +109,7 @@ impl Server {
     /// The `{"event":"ready",...}` line: pid, the fault seed, and every listener's concrete
     /// address (with its fault plan, if it has one).
     pub fn ready_json(&self) -> String {
-        ready_json(&self.addrs, &self.plans, self.seed, self.tls_cert())
+        ready_json(&self.addrs, &self.plans, self.seed, self.tls_cert(), self.metrics_addr())
     }
 
     /// A handle that stops this server from another thread once it runs.
@@ -128,7 +145,8 @@ impl Server {
     /// With several reactors, the others run on threads of their own and the returned counters
     /// are their sum (each reactor's final counters stay readable in [`Server::stats_sources`]).
     pub fn run(self) -> Result<Stats> {
-        let Server { mut reactors, wakers, identity, .. } = self;
+        // The metrics listener is dropped (stops) when this returns, after the reactors.
+        let Server { mut reactors, wakers, identity, metrics: _metrics, .. } = self;
         let mut first = reactors.remove(0);
         let mut threads = Vec::with_capacity(reactors.len());
         for (i, mut reactor) in reactors.into_iter().enumerate() {
@@ -197,12 +215,13 @@ impl Stopper {
 }
 
 /// Builds the ready line for these listeners (`tls`: the certificate file and fingerprint that
-/// TLS listeners name).
+/// TLS listeners name; `metrics`: the metrics listener, named last).
 pub(crate) fn ready_json(
     addrs: &[ListenSpec],
     plans: &[Option<String>],
     seed: u64,
     tls: Option<(&Path, &str)>,
+    metrics: Option<SocketAddr>,
 ) -> String {
     #[derive(serde::Serialize)]
     struct Ready {
@@ -222,7 +241,7 @@ pub(crate) fn ready_json(
         #[serde(skip_serializing_if = "Option::is_none")]
         faults: Option<String>,
     }
-    let listeners = addrs
+    let mut listeners: Vec<Listening> = addrs
         .iter()
         .enumerate()
         .map(|(i, spec)| {
@@ -236,6 +255,16 @@ pub(crate) fn ready_json(
             }
         })
         .collect();
+    if let Some(addr) = metrics {
+        let (cert, sha256, faults) = (None, None, None);
+        listeners.push(Listening {
+            proto: "metrics",
+            addr: addr.to_string(),
+            cert,
+            sha256,
+            faults,
+        });
+    }
     let ready = Ready { event: "ready", pid: std::process::id(), seed, listeners };
     serde_json::to_string(&ready).expect("strings and integers serialize")
 }
@@ -249,11 +278,12 @@ pub fn spawn(config: Config) -> Result<Handle> {
     let stopper = server.stopper();
     let controller = server.controller();
     let tls_cert = server.tls_cert().map(|(path, sha)| (path.to_owned(), sha.to_owned()));
+    let metrics = server.metrics_addr();
     let thread = std::thread::Builder::new()
         .name("ricochet".into())
         .spawn(move || server.run())
         .map_err(Error::io("starting the server thread"))?;
-    Ok(Handle { addrs, shared, stopper, controller, tls_cert, thread: Some(thread) })
+    Ok(Handle { addrs, shared, stopper, controller, tls_cert, metrics, thread: Some(thread) })
 }
 
 /// A server running on its own thread (see [`spawn`]).
@@ -265,6 +295,7 @@ pub struct Handle {
     stopper: Stopper,
     controller: Controller,
     tls_cert: Option<(std::path::PathBuf, String)>,
+    metrics: Option<SocketAddr>,
     thread: Option<JoinHandle<Result<Stats>>>,
 }
 
@@ -303,6 +334,11 @@ impl Handle {
     /// the leaf's DER); a generated one lasts as long as the server.
     pub fn tls_cert(&self) -> Option<(&Path, &str)> {
         self.tls_cert.as_ref().map(|(path, sha)| (path.as_path(), sha.as_str()))
+    }
+
+    /// The `/metrics` and `/healthz` listener's address (see [`Config::metrics`]).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     /// The first Unix listener's path.
@@ -381,6 +417,7 @@ mod tests {
             &[None, Some("close-after=10".into())],
             42,
             Some((Path::new("/tmp/c.pem"), "ab")),
+            Some("127.0.0.1:9100".parse().unwrap()),
         );
         assert!(line.starts_with(r#"{"event":"ready","#), "{line}");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -391,12 +428,17 @@ mod tests {
         assert_eq!(v["seed"], 42);
         assert!(v["listeners"][0].get("faults").is_none(), "no plan, no key");
         assert_eq!(v["listeners"][1]["faults"], "close-after=10");
+        assert_eq!(
+            v["listeners"][2],
+            serde_json::json!({"proto":"metrics","addr":"127.0.0.1:9100"})
+        );
         assert!(v["listeners"][0].get("cert").is_none(), "not a TLS listener");
         let tls = ready_json(
             &[ListenSpec::tls("127.0.0.1:4001".parse().unwrap())],
             &[None],
             1,
             Some((Path::new("/tmp/c.pem"), "ab")),
+            None,
         );
         let v: serde_json::Value = serde_json::from_str(&tls).unwrap();
         let expected =

@@ -4,20 +4,24 @@
 //! into [`SharedStats`] once per reactor turn, where [`crate::Handle::stats`] reads it. One macro
 //! lists the counters once, for both.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
 
 macro_rules! counters {
-    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+    ($( $(#[doc = $doc:literal])* $name:ident ),* $(,)?) => {
         /// A snapshot of the server's counters (all totals since start, except `active`).
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
         pub struct Stats {
-            $( $(#[$doc])* pub $name: u64, )*
+            $( $(#[doc = $doc])* pub $name: u64, )*
         }
 
-        /// The published copy of [`Stats`], readable from any thread.
+        /// The published copy of [`Stats`], readable from any thread, with each listener's
+        /// connection counters and the reactor's state.
         #[derive(Debug, Default)]
         pub struct SharedStats {
             $( $name: AtomicU64, )*
+            listeners: Mutex<Vec<ListenerStats>>,
+            state: AtomicU8,
         }
 
         impl SharedStats {
@@ -38,6 +42,11 @@ macro_rules! counters {
             /// Every counter with its name, in declaration order.
             pub fn fields(&self) -> Vec<(&'static str, u64)> {
                 vec![ $( (stringify!($name), self.$name), )* ]
+            }
+
+            /// Every counter's name and description (its documentation), in declaration order.
+            pub fn descriptions() -> &'static [(&'static str, &'static str)] {
+                &[ $( (stringify!($name), concat!($($doc),*)), )* ]
             }
 
             /// Adds another reactor's counters to these.
@@ -123,6 +132,71 @@ counters! {
     faults_dropped,
     /// Faults: datagrams echoed twice on purpose.
     faults_duplicated,
+}
+
+/// A reactor's state, as [`SharedStats::state`] tells it (for health probes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Bound, not yet serving.
+    Starting,
+    /// Serving.
+    Running,
+    /// Draining: listeners closed, connections finishing.
+    Draining,
+    /// Stopped.
+    Stopped,
+}
+
+impl SharedStats {
+    /// Publishes each listener's connection counters (in the ready line's order).
+    pub fn publish_listeners(&self, listeners: &[ListenerStats]) {
+        let mut shared = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        shared.clear();
+        shared.extend_from_slice(listeners);
+    }
+
+    /// Each listener's last published connection counters (empty before the first accept).
+    pub fn listeners(&self) -> Vec<ListenerStats> {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_state(&self, state: State) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    /// What the reactor is doing.
+    pub fn state(&self) -> State {
+        match self.state.load(Ordering::Acquire) {
+            0 => State::Starting,
+            1 => State::Running,
+            2 => State::Draining,
+            _ => State::Stopped,
+        }
+    }
+}
+
+/// One listener's stream connections on one reactor (the counters of the same names in
+/// [`Stats`], split by the listener that accepted them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ListenerStats {
+    /// Connections accepted and served.
+    pub accepted: u64,
+    /// Connections refused because of `max_conns`.
+    pub rejected: u64,
+    /// Served connections closed.
+    pub closed: u64,
+    /// Connections open now.
+    pub active: u64,
+}
+
+impl ListenerStats {
+    /// Adds another reactor's counters for the same listener.
+    pub fn add(&mut self, other: &ListenerStats) {
+        self.accepted += other.accepted;
+        self.rejected += other.rejected;
+        self.closed += other.closed;
+        self.active += other.active;
+    }
 }
 
 impl Stats {

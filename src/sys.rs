@@ -152,11 +152,35 @@ pub fn cpus_available() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// When this process started, in seconds since the Unix epoch (from `/proc`: the boot time plus
+/// the process's start in clock ticks after boot).
+pub fn process_start_time() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 (state): start time
+    // is field 22.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let ticks: f64 = rest.split(' ').nth(22 - 3)?.parse().ok()?;
+    let boot = std::fs::read_to_string("/proc/stat").ok()?;
+    let btime: f64 = boot.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
+    // SAFETY: sysconf reads a configuration value; no memory is passed.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| btime + ticks / hz as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn process_start_time_is_a_moment_before_now() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let started = process_start_time().expect("read from /proc");
+        // Clock ticks and boot time are whole units: a second either way is rounding.
+        assert!(started <= now.as_secs_f64() + 1.0, "{started} after {now:?}");
+        assert!(started > now.as_secs_f64() - 24.0 * 3600.0, "{started} a day before {now:?}");
+    }
 
     #[test]
     fn send_recv_and_errors() {

@@ -93,6 +93,8 @@ impl Reactor {
         };
         if self.config.max_conns.is_some_and(|max| load >= max) {
             self.ctx.stats.rejected += 1;
+            self.by_listener[index].rejected += 1;
+            self.by_listener_changed = true;
             stream.shutdown_write();
             return; // dropped: closed at once
         }
@@ -196,6 +198,10 @@ impl Reactor {
         entry.insert(conn);
         self.ctx.stats.accepted += 1;
         self.ctx.stats.active += 1;
+        let counted = &mut self.by_listener[index];
+        counted.accepted += 1;
+        counted.active += 1;
+        self.by_listener_changed = true;
         if let Some(idle) = self.config.idle_timeout {
             self.arm(key, now + idle, crate::timer::Kind::Idle);
         }

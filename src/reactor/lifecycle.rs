@@ -103,6 +103,7 @@ impl Reactor {
         if self.phase != Phase::Running {
             return;
         }
+        self.shared.set_state(crate::stats::State::Draining);
         if let Some(peers) = &self.peers {
             peers.command_all(super::CMD_DRAIN); // every reactor drains (idempotent)
         }

@@ -37,7 +37,7 @@ use crate::control::Inbox;
 use crate::error::{Error, Result};
 use crate::listener::{self, AcceptBackoff, Listener};
 use crate::signals::Signals;
-use crate::stats::{SharedStats, Stats};
+use crate::stats::{ListenerStats, SharedStats, State, Stats};
 use crate::timer::{Deadline, Kind, Timers};
 use crate::udp::Batch;
 use peers::Peers;
@@ -75,6 +75,9 @@ pub(crate) struct Reactor {
     ctx: Ctx,
     udp_batch: Option<Box<Batch>>,
     shared: Arc<SharedStats>,
+    /// Each listener's connection counters on this reactor, published when they change.
+    by_listener: Vec<ListenerStats>,
+    by_listener_changed: bool,
     control: Arc<AtomicU8>,
     /// Fault plan changes from other threads, applied at the waker's event.
     inbox: Inbox,
@@ -169,6 +172,8 @@ impl Reactor {
                 chat: ChatCtx { rooms, max_line: config.max_line, ..ChatCtx::default() },
             },
             listener_queued: vec![false; listeners.len()],
+            by_listener: vec![ListenerStats::default(); listeners.len()],
+            by_listener_changed: true,
             listeners,
             conns: Slab::new(),
             udp_batch,
@@ -220,6 +225,7 @@ impl Reactor {
     pub(crate) fn run(&mut self) -> Result<Stats> {
         let mut events = Events::with_capacity(1024);
         let mut now = Instant::now();
+        self.shared.set_state(State::Running);
         self.next_stats = self.config.stats_interval.map(|every| now + every);
         while self.phase != Phase::Stopped {
             // The clock is read only when a deadline needs it: most turns of a busy server
@@ -265,10 +271,15 @@ impl Reactor {
                 self.phase = Phase::Stopped;
             }
             self.shared.publish(&self.ctx.stats);
+            if self.by_listener_changed {
+                self.publish_listeners();
+            }
         }
         self.close_listeners();
         self.close_inbox();
         self.shared.publish(&self.ctx.stats);
+        self.publish_listeners();
+        self.shared.set_state(State::Stopped);
         if let Some(peers) = &self.peers {
             // Whatever was handed over after this reactor stopped is closed, not leaked.
             for handoff in peers.take_handoffs(self.index) {
@@ -402,6 +413,8 @@ impl Reactor {
             ws.last_word(reason.ws_close_code()); // the close frame says why
         }
         conn.close(&mut self.ctx);
+        self.by_listener[conn.life().listener as usize].closed += 1;
+        self.by_listener_changed = true;
         self.closed.push(key);
         let stats = &mut self.ctx.stats;
         stats.closed += 1;
@@ -424,12 +437,20 @@ impl Reactor {
     fn free_closed(&mut self) {
         for key in self.closed.drain(..) {
             let _ = self.poll.registry().deregister(self.conns[key].source());
-            self.conns.remove(key);
+            let conn = self.conns.remove(key);
+            self.by_listener[conn.life().listener as usize].active -= 1;
             self.ctx.stats.active -= 1;
             if let Some(peers) = &self.peers {
                 peers.release(self.index);
             }
         }
+    }
+
+    /// Publishes each listener's connection counters (when they changed: not on every turn).
+    #[inline(never)]
+    fn publish_listeners(&mut self) {
+        self.shared.publish_listeners(&self.by_listener);
+        self.by_listener_changed = false;
     }
 
     fn arm(&mut self, key: usize, at: Instant, kind: Kind) {
