@@ -39,11 +39,11 @@ const GAUGES: [&str; 2] = ["active", "chat_members"];
 type ListenerCounter = (&'static str, &'static str, fn(&ListenerStats) -> u64);
 
 const LISTENER_COUNTERS: [ListenerCounter; 3] = [
-    ("ricochet_listener_accepted", "Connections the listener accepted and served", |s| s.accepted),
-    ("ricochet_listener_rejected", "Connections the listener refused over max-conns", |s| {
+    ("ricochet_listener_accepted", "Connections the listener accepted and served.", |s| s.accepted),
+    ("ricochet_listener_rejected", "Connections the listener refused over max-conns.", |s| {
         s.rejected
     }),
-    ("ricochet_listener_closed", "Served connections of the listener closed", |s| s.closed),
+    ("ricochet_listener_closed", "Served connections of the listener closed.", |s| s.closed),
 ];
 
 /// What `/metrics` and `/healthz` read: every reactor's published counters.
@@ -162,7 +162,7 @@ impl Collector for Counters {
         }
         let mut family = encoder.encode_descriptor(
             "ricochet_listener_active",
-            "Connections of the listener open now",
+            "Connections of the listener open now.",
             None,
             MetricType::Gauge,
         )?;
@@ -173,7 +173,7 @@ impl Collector for Counters {
         let draining = matches!(self.reactors[0].state(), State::Draining);
         let family = encoder.encode_descriptor(
             "ricochet_draining",
-            "1 while the server drains (listeners closed, connections finishing)",
+            "1 while the server drains (listeners closed, connections finishing).",
             None,
             MetricType::Gauge,
         )?;

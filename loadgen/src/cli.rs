@@ -116,6 +116,18 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub hlog: Option<PathBuf>,
 
+    /// Print each second of the measured period as one JSON line on stdout while the run goes:
+    /// {"event":"interval","t":…,"messages":…,"p50_us":…,"p99_us":…,"max_us":…}, the final
+    /// report's `intervals` one for one (the report follows them).
+    #[arg(long)]
+    pub live: bool,
+
+    /// Serve the running test for Prometheus at ADDR (e.g. 127.0.0.1:9101) until it ends:
+    /// GET /metrics (messages and errors so far, the last second's rate and latency, the run's
+    /// latency so far), GET /healthz.
+    #[arg(long, value_name = "ADDR", value_parser = ricochet::cli::parse_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// A message not echoed within DUR of being sent is an error (the connection is
     /// re-established); for UDP the datagram counts as lost, for chat each delivery still
     /// missing.

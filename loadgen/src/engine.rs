@@ -48,6 +48,23 @@ pub enum Report {
     Finished,
 }
 
+/// What a load thread has done so far (stored at each maintenance, read by the main thread).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Recorded messages completed.
+    pub messages: AtomicU64,
+    /// Errors counted (of any cause).
+    pub errors: AtomicU64,
+}
+
+impl Progress {
+    fn store(&self, tally: &Tally) {
+        self.messages.store(tally.messages, Ordering::Relaxed);
+        let errors = tally.errors.iter().map(|(_, n)| n).sum();
+        self.errors.store(errors, Ordering::Relaxed);
+    }
+}
+
 /// One interval of latencies for the hlog, from one thread.
 #[derive(Debug)]
 pub struct Interval {
@@ -82,8 +99,8 @@ pub struct Plan {
     pub timeout: Duration,
     /// Set to end the run early (Ctrl-C).
     pub stop: Arc<AtomicBool>,
-    /// Recorded messages completed so far, for the progress line.
-    pub progress: Arc<AtomicU64>,
+    /// What this thread has done so far, for the progress line and the live results.
+    pub progress: Arc<Progress>,
     /// Send an interval (its latencies) every second of the measured period: for the JSON's
     /// `intervals`, and the hlog.
     pub hlog: bool,
@@ -335,7 +352,7 @@ pub(crate) fn drive<W: Workload>(plan: Plan, make: impl FnOnce(&Plan) -> W) -> i
         if now >= next_maintenance {
             next_maintenance = now + MAINTENANCE;
             work.maintain(&mut e, now);
-            e.plan.progress.store(e.tally.messages, Ordering::Relaxed);
+            e.plan.progress.store(&e.tally);
             while now >= next_interval {
                 send_interval(&e.plan.reports, &mut e.tally, interval_index);
                 interval_index += 1;
@@ -350,7 +367,7 @@ pub(crate) fn drive<W: Workload>(plan: Plan, make: impl FnOnce(&Plan) -> W) -> i
     let mut open = work.begin_close(&mut e);
     await_eofs(&mut e.poll, &mut events, &mut open, |i| work.drain(i));
     work.end(&mut e);
-    e.plan.progress.store(e.tally.messages, Ordering::Relaxed);
+    e.plan.progress.store(&e.tally);
     Ok(e.tally)
 }
 

@@ -37,6 +37,7 @@ pub mod conn;
 pub mod datagram;
 mod echo;
 mod engine;
+mod live;
 pub mod merge;
 pub mod payload;
 pub mod plot;

@@ -139,6 +139,15 @@ pub struct IntervalSummary {
     pub max_us: f64,
 }
 
+impl IntervalSummary {
+    /// Second `index` of the measured period, from its latencies (ns).
+    pub fn of(index: u64, hist: &Histogram<u64>) -> IntervalSummary {
+        let l = Latency::of(hist);
+        let (p50_us, p99_us, max_us) = (l.p50, l.p99, l.max);
+        IntervalSummary { t: index as f64, messages: hist.len(), p50_us, p99_us, max_us }
+    }
+}
+
 /// Encodes a histogram as the JSON's `histogram`: compressed V2, base64.
 pub fn encode_histogram(hist: &Histogram<u64>) -> String {
     use base64::Engine;
@@ -344,19 +353,7 @@ pub fn merge(
         connect_latency_us: Latency::of(&connect_hist),
         insecure: info.insecure,
         histogram: encode_histogram(&hist),
-        intervals: intervals
-            .iter()
-            .map(|(index, h)| {
-                let l = Latency::of(h);
-                IntervalSummary {
-                    t: *index as f64,
-                    messages: h.len(),
-                    p50_us: l.p50,
-                    p99_us: l.p99,
-                    max_us: l.max,
-                }
-            })
-            .collect(),
+        intervals: intervals.iter().map(|(index, h)| IntervalSummary::of(*index, h)).collect(),
         start_unix: info.start_unix,
     };
     Merged { hist, report, errors, duplicates, reordered, run: info.clone(), interrupted }

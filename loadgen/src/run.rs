@@ -4,7 +4,7 @@
 pub use crate::settings::Settings;
 use std::collections::BTreeMap;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,7 +12,8 @@ use hdrhistogram::Histogram;
 
 use crate::datagram::DatagramConn;
 use crate::echo::EchoLoad;
-use crate::engine::{self, Interval, Plan, Report};
+use crate::engine::{self, Interval, Plan, Progress, Report};
+use crate::live::Live;
 use crate::probe;
 use crate::report::{self, HlogWriter, Merged, RunInfo};
 use crate::stream::StreamConn;
@@ -98,7 +99,7 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
         tickets: settings.messages.map(|n| Arc::new(AtomicI64::new(n as i64))),
         timeout: settings.timeout,
         stop: Arc::clone(&stop),
-        progress: Arc::new(AtomicU64::new(0)),
+        progress: Arc::default(),
         hlog: true, // per-second intervals, for the JSON and the hlog
         reports: reports_tx,
         conn_ids: Vec::new(),
@@ -107,7 +108,27 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
         reconnect_every: settings.reconnect_every,
     };
     let (threads, progress) = spawn_threads(settings, template)?;
-    let mut collector = Collector { pending: BTreeMap::new(), intervals: Vec::new(), hlog };
+    let info_labels = [("target", info.target.clone()), ("proto", info.proto.to_string())];
+    let seconds = settings.duration.map(|d| d.as_secs_f64().ceil().max(1.0) as u64);
+    let live = Live::new(
+        settings.live,
+        settings.metrics,
+        seconds,
+        progress.clone(),
+        warmup_end,
+        info_labels,
+    );
+    let live = match live {
+        Ok(live) => live,
+        Err(e) => {
+            stop.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+    };
+    if let Some(addr) = live.metrics_addr() {
+        ricochet::output::stderr_line(&format!("loadgen: serving /metrics on http://{addr}"));
+    }
+    let mut collector = Collector { pending: BTreeMap::new(), intervals: Vec::new(), hlog, live };
     watch(settings, &reports, threads.len(), &progress, warmup_end, &mut collector)?;
     let mut tallies = Vec::with_capacity(threads.len());
     for thread in threads {
@@ -217,20 +238,18 @@ fn create_hlog(
 }
 
 type Threads = Vec<std::thread::JoinHandle<std::io::Result<crate::tally::Tally>>>;
+type Progresses = Vec<Arc<Progress>>;
 
 /// Starts the load threads, each with its share of the connections (and of the rate), from
 /// `template`; returns them and each one's progress counter.
-fn spawn_threads(
-    settings: &Settings,
-    template: Plan,
-) -> Result<(Threads, Vec<Arc<AtomicU64>>), Error> {
+fn spawn_threads(settings: &Settings, template: Plan) -> Result<(Threads, Progresses), Error> {
     let mut threads = Vec::with_capacity(settings.threads);
     let mut progress = Vec::with_capacity(settings.threads);
     for t in 0..settings.threads {
         let conn_ids: Vec<u32> =
             (t as u32..settings.connections).step_by(settings.threads).collect();
         let share = conn_ids.len() as f64 / settings.connections as f64;
-        let done = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(Progress::default());
         let plan = Plan {
             endpoint: template.endpoint.clone(),
             rate: template.rate.map(|r| (r * share).max(crate::schedule::MIN_RATE)),
@@ -258,7 +277,7 @@ fn watch(
     settings: &Settings,
     reports: &mpsc::Receiver<Report>,
     mut running: usize,
-    progress: &[Arc<AtomicU64>],
+    progress: &[Arc<Progress>],
     warmup_end: Instant,
     collector: &mut Collector,
 ) -> Result<(), Error> {
@@ -273,7 +292,7 @@ fn watch(
         }
         let (Some(bar), now) = (&bar, Instant::now()) else { continue };
         if now >= warmup_end {
-            let done: u64 = progress.iter().map(|p| p.load(Ordering::Relaxed)).sum();
+            let done: u64 = progress.iter().map(|p| p.messages.load(Ordering::Relaxed)).sum();
             let dt = now.duration_since(last.0).as_secs_f64();
             // The rate is said once half a second of the measured period has passed.
             let since = now.duration_since(warmup_end);
@@ -297,6 +316,8 @@ struct Collector {
     pending: BTreeMap<u64, (Histogram<u64>, usize)>,
     intervals: Vec<(u64, Histogram<u64>)>,
     hlog: Option<HlogWriter<std::io::BufWriter<std::fs::File>>>,
+    /// `--live` and `--metrics`: each second as it completes.
+    live: Live,
 }
 
 impl Collector {
@@ -314,6 +335,7 @@ impl Collector {
             if let Some(writer) = self.hlog.as_mut() {
                 write_interval(writer, index, &hist)?;
             }
+            self.live.second(index, &hist, false);
             self.intervals.push((index, hist));
         }
         Ok(())
@@ -332,8 +354,26 @@ impl Collector {
             writer.finish().map_err(Error::io("writing the hlog"))?;
         }
         // Only the measured period's seconds (a message-count run ends inside its last second).
+        // Messages sent in the period and echoed after it count in its last second, so that the
+        // seconds add up to the run's messages.
         let seconds = measured.as_secs_f64().ceil().max(1.0) as u64;
-        self.intervals.retain(|(index, _)| *index < seconds);
+        let mut late = new_histogram();
+        self.intervals.retain(|(index, hist)| {
+            let keep = *index < seconds;
+            if !keep {
+                late.add(hist).expect("same bounds");
+            }
+            keep
+        });
+        if !late.is_empty() {
+            match self.intervals.iter_mut().find(|(index, _)| *index == seconds - 1) {
+                Some((_, last)) => last.add(&late).expect("same bounds"),
+                None => self.intervals.push((seconds - 1, late)),
+            }
+        }
+        for (index, hist) in &self.intervals {
+            self.live.second(*index, hist, true);
+        }
         Ok(self.intervals)
     }
 }

@@ -41,6 +41,10 @@ pub struct Settings {
     pub hlog: Option<PathBuf>,
     /// Show a progress line on stderr.
     pub progress: bool,
+    /// `--live`: each second as a JSON line on stdout.
+    pub live: bool,
+    /// `--metrics`: serve the running test here.
+    pub metrics: Option<std::net::SocketAddr>,
     /// Without a target: an embedded TLS listener.
     pub tls: bool,
     /// Without a target: an embedded WebSocket listener (over TLS with `tls`).
@@ -207,6 +211,8 @@ impl TryFrom<&Args> for Settings {
             threads: threads as usize,
             timeout: args.timeout,
             hlog: args.hlog.clone(),
+            live: args.live,
+            metrics: args.metrics,
             progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             tls: args.tls,
             ws: args.ws,

@@ -28,6 +28,8 @@ fn settings(target: Option<Target>) -> Settings {
         timeout: Duration::from_secs(5),
         hlog: None,
         progress: false,
+        live: false,
+        metrics: None,
         tls: false,
         ws: false,
         ws_text: false,
@@ -1396,4 +1398,71 @@ fn readers_trust_nothing_in_their_input() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("/dev/zero: larger than 1.00 GiB"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--live` prints each second as a JSON line while the run goes, the final report's intervals
+/// one for one; `--metrics` serves the running test (scraped while it runs: messages so far, and
+/// the last second's rate once one is complete).
+#[test]
+fn live_lines_and_metrics_follow_the_run() {
+    use std::io::{BufRead, Read, Write};
+    let server = ricochet::spawn(Config::ephemeral()).unwrap();
+    let target = server.tcp_addr().unwrap().to_string();
+    let args = ["-c", "2", "-t", "3s", "--warmup", "200ms", "--live", "--json"];
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .arg(&target)
+        .args(args)
+        .args(["--metrics", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("loadgen: serving /metrics on http://").expect(&line);
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let scrape = || {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        let value = |name: &str| -> f64 {
+            let line = answer.lines().find(|l| l.starts_with(&format!("{name} "))).expect(name);
+            line.rsplit_once(' ').unwrap().1.parse().unwrap()
+        };
+        (value("loadgen_messages_total"), value("loadgen_rate"), value("loadgen_errors_total"))
+    };
+    let start = Instant::now();
+    let (messages, rate, errors) = loop {
+        let (messages, rate, errors) = scrape();
+        if rate > 0.0 {
+            break (messages, rate, errors);
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no whole second was ever reported");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(messages >= rate && errors == 0.0, "{messages} {rate} {errors}");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{rest}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let (live, report): (Vec<&str>, Vec<&str>) =
+        stdout.lines().partition(|l| l.starts_with(r#"{"event":"interval","#));
+    let report: serde_json::Value = serde_json::from_str(&report.join("\n")).unwrap();
+    let live: Vec<serde_json::Value> = live
+        .iter()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("event");
+            v
+        })
+        .collect();
+    assert_eq!(live.len(), 3, "{stdout}");
+    assert_eq!(serde_json::Value::from(live), report["intervals"]);
+    assert!(report["messages"].as_f64().unwrap() >= messages);
+    assert!(std::net::TcpStream::connect(addr).is_err(), "the listener ends with the run");
 }
