@@ -33,9 +33,10 @@ S = {
                   "ports": "[port]", "readinessProbe": "probe", "livenessProbe": "probe",
                   "resources": "resources", "securityContext": "container_security", "env": "[env]"},
     "port": {"name": "", "containerPort": "", "protocol": ""},
-    "probe": {"exec": "exec", "periodSeconds": "", "timeoutSeconds": "", "failureThreshold": "",
-              "initialDelaySeconds": ""},
+    "probe": {"exec": "exec", "httpGet": "http_get", "periodSeconds": "", "timeoutSeconds": "",
+              "failureThreshold": "", "initialDelaySeconds": ""},
     "exec": {"command": "[]"},
+    "http_get": {"path": "", "port": "", "scheme": ""},
     "resources": {"requests": "map", "limits": "map"},
     "container_security": {"allowPrivilegeEscalation": "", "readOnlyRootFilesystem": "",
                            "capabilities": "capabilities"},
@@ -129,6 +130,17 @@ def main():
                 flags = loadgen_flags if command == ["/loadgen"] else ricochet_flags
                 check_invocation(c.get("args", []), flags, f"{where}.args")
                 for probe in ("readinessProbe", "livenessProbe"):
+                    http = c.get(probe, {}).get("httpGet")
+                    if http:
+                        # Served by ricochet's --metrics listener, on a port the container names.
+                        ports = {p.get("name"): p.get("containerPort") for p in c.get("ports", [])}
+                        port = ports.get(http.get("port"), http.get("port"))
+                        args = c.get("args", [])
+                        metrics = args[args.index("--metrics") + 1] if "--metrics" in args else None
+                        if http.get("path") not in ("/healthz", "/metrics"):
+                            errors.append(f"{where}.{probe}: {http.get('path')} is not served")
+                        if metrics is None or not metrics.endswith(f":{port}"):
+                            errors.append(f"{where}.{probe}: port {port} is not --metrics ({metrics})")
                     cmd = c.get(probe, {}).get("exec", {}).get("command")
                     if cmd:
                         if cmd[:2] != ["/loadgen", "probe"]:
