@@ -60,8 +60,9 @@ pub struct Args {
     /// Serve the listener URL names, with the schemes loadgen's targets use: tcp://ADDR,
     /// udp://ADDR, unix:PATH, tls://ADDR, ws://ADDR, wss://ADDR (echo); chat://ADDR,
     /// chat+tls://ADDR, chat+unix:PATH, chat+ws://ADDR, chat+wss://ADDR (a chat room). After `?`: an echo listener's fault plan (`tcp://127.0.0.1:0?close-after=1KiB`),
-    /// or `room=NAME` to put chat listeners of any transport into one room
-    /// (`chat+tls://0.0.0.0:7444?room=lobby`). Repeatable; listed after the shorthand flags'
+    /// `room=NAME` to put chat listeners of any transport into one room
+    /// (`chat+tls://0.0.0.0:7444?room=lobby`), and `proxy=v1|v2|any` for a PROXY protocol header
+    /// before every connection's first byte (behind a load balancer), `&`-joined. Repeatable; listed after the shorthand flags'
     /// listeners, in the order given. The flags below are shorthands for it.
     #[arg(long = "listen", value_name = "URL", env = "RICOCHET_LISTEN", value_delimiter = ',', value_parser = parse_listen)]
     pub listen: Vec<ListenUrl>,

@@ -1,6 +1,7 @@
 //! The server's checked configuration. [`Config::check`] is the one place where limits are
 //! validated; the reactor trusts a checked config.
 
+use crate::proxy::Proxy;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -50,15 +51,24 @@ pub struct ListenSpec {
     pub endpoint: Endpoint,
     /// What its connections do.
     pub behaviour: Behaviour,
+    /// Every connection starts with a PROXY protocol header of these versions (stream
+    /// listeners only; see [`crate::proxy`]).
+    pub proxy: Option<Proxy>,
 }
 
 impl ListenSpec {
     fn echo(endpoint: Endpoint) -> Self {
-        ListenSpec { endpoint, behaviour: Behaviour::Echo }
+        ListenSpec { endpoint, behaviour: Behaviour::Echo, proxy: None }
     }
 
     fn room(endpoint: Endpoint) -> Self {
-        ListenSpec { endpoint, behaviour: Behaviour::Chat { room: None } }
+        ListenSpec { endpoint, behaviour: Behaviour::Chat { room: None }, proxy: None }
+    }
+
+    /// The same listener, expecting a PROXY protocol header (`version`) on every connection.
+    pub fn with_proxy(mut self, version: Proxy) -> Self {
+        self.proxy = Some(version);
+        self
     }
 
     /// TCP echo.
@@ -251,7 +261,7 @@ impl ListenSpec {
 
     /// The same listener at another endpoint address (the bound one, with port 0 resolved).
     pub(crate) fn at(&self, endpoint: Endpoint) -> ListenSpec {
-        ListenSpec { endpoint, behaviour: self.behaviour.clone() }
+        ListenSpec { endpoint, behaviour: self.behaviour.clone(), proxy: self.proxy }
     }
 }
 
@@ -263,9 +273,16 @@ impl std::fmt::Display for ListenSpec {
             Endpoint::Unix(p) => write!(f, "{}:{}", self.scheme(), p.display())?,
             _ => write!(f, "{}://{}", self.scheme(), self.display_addr())?,
         }
-        match &self.behaviour {
-            Behaviour::Chat { room: Some(room) } => write!(f, "?room={room}"),
-            _ => Ok(()),
+        let mut query = Vec::new();
+        if let Behaviour::Chat { room: Some(room) } = &self.behaviour {
+            query.push(format!("room={room}"));
+        }
+        if let Some(proxy) = self.proxy {
+            query.push(format!("proxy={}", proxy.as_str()));
+        }
+        match query.is_empty() {
+            true => Ok(()),
+            false => write!(f, "?{}", query.join("&")),
         }
     }
 }

@@ -66,6 +66,7 @@ pub mod http;
 mod listener;
 pub mod metrics;
 pub mod output;
+pub mod proxy;
 mod reactor;
 pub mod ready;
 mod server;

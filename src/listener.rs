@@ -47,6 +47,7 @@ pub(crate) enum Listener {
         plan: Option<Arc<Faults>>,
         tls: Option<Arc<rustls::ServerConfig>>,
         websocket: bool,
+        proxy: Option<crate::proxy::Proxy>,
     },
     Udp(UdpEcho),
 }
@@ -58,8 +59,9 @@ impl Listener {
         plan: Option<Arc<Faults>>,
         tls: Option<Arc<rustls::ServerConfig>>,
         websocket: bool,
+        proxy: Option<crate::proxy::Proxy>,
     ) -> Self {
-        Listener::Stream { socket, role, plan, tls, websocket }
+        Listener::Stream { socket, role, plan, tls, websocket, proxy }
     }
 
     /// The socket to register with the poll, if this reactor has one.
@@ -146,7 +148,7 @@ pub(crate) fn build(
                     _ => Endpoint::Tcp(local),
                 };
                 let websocket = spec.is_websocket();
-                (Listener::stream(socket, role, plan, tls, websocket), endpoint)
+                (Listener::stream(socket, role, plan, tls, websocket, spec.proxy), endpoint)
             }
             Endpoint::Unix(path) => {
                 let socket = match leader {
@@ -156,7 +158,8 @@ pub(crate) fn build(
                     }
                     false => None,
                 };
-                (Listener::stream(socket, role, plan, None, false), Endpoint::Unix(path.clone()))
+                let listener = Listener::stream(socket, role, plan, None, false, spec.proxy);
+                (listener, Endpoint::Unix(path.clone()))
             }
             Endpoint::Udp(addr) => {
                 let socket = crate::udp::bind(*addr, config, udp_reuseport)?;

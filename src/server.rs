@@ -240,6 +240,8 @@ pub(crate) fn ready_json(
         sha256: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         faults: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        proxy: Option<&'static str>,
     }
     let mut listeners: Vec<Listening> = addrs
         .iter()
@@ -252,18 +254,14 @@ pub(crate) fn ready_json(
                 cert: tls.map(|(path, _)| path.display().to_string()),
                 sha256: tls.map(|(_, sha)| sha.to_owned()),
                 faults: plans.get(i).cloned().flatten(),
+                proxy: spec.proxy.map(crate::proxy::Proxy::as_str),
             }
         })
         .collect();
     if let Some(addr) = metrics {
-        let (cert, sha256, faults) = (None, None, None);
-        listeners.push(Listening {
-            proto: "metrics",
-            addr: addr.to_string(),
-            cert,
-            sha256,
-            faults,
-        });
+        let (cert, sha256, faults, proxy) = (None, None, None, None);
+        let addr = addr.to_string();
+        listeners.push(Listening { proto: "metrics", addr, cert, sha256, faults, proxy });
     }
     let ready = Ready { event: "ready", pid: std::process::id(), seed, listeners };
     serde_json::to_string(&ready).expect("strings and integers serialize")

@@ -114,6 +114,9 @@ counters! {
     /// WebSocket connections failed for a protocol error (a close 1002, 1003, 1007, 1009 or
     /// 1008 for unread pongs sent).
     ws_protocol_errors,
+    /// Connections closed because they did not begin with a valid PROXY protocol header (on a
+    /// listener with `proxy=`), or it did not come within the handshake timeout.
+    proxy_refused,
     /// Faults: chunks of stream output held back by latency (JSON: `faults.delayed`).
     faults_delayed,
     /// Faults: times a connection's output waited for its rate.
@@ -267,7 +270,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["closed"], 2);
         assert_eq!(v["bytes_out"], 0);
-        assert_eq!(v.as_object().unwrap().len(), 29, "event, 26 counters, faults, reactors");
+        assert_eq!(v.as_object().unwrap().len(), 30, "event, 27 counters, faults, reactors");
         assert_eq!(v["reactors"], serde_json::json!([{"active":0,"accepted":0,"bytes_in":0}]));
         assert_eq!(v["faults"]["dropped"], 3);
         assert_eq!(v["faults"].as_object().unwrap().len(), 9);

@@ -77,6 +77,14 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
     unsafe { syscall6(libc::SYS_recvfrom, args) }
 }
 
+/// recv(2) with MSG_PEEK: what `recv` would return, left in the socket.
+pub fn peek(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    let args = [fd as usize, buf.as_mut_ptr() as usize, buf.len(), libc::MSG_PEEK as usize, 0, 0];
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call; no
+    // address is asked for.
+    unsafe { syscall6(libc::SYS_recvfrom, args) }
+}
+
 /// send(2) of `buf` with MSG_NOSIGNAL (sendto without an address).
 #[inline]
 pub fn send(fd: RawFd, buf: &[u8]) -> Result<usize, Errno> {

@@ -14,14 +14,16 @@
 //! | `ws://ADDR`, `wss://ADDR` | WebSocket echo, over TLS for `wss` |
 //! | `chat+ws://ADDR`, `chat+wss://ADDR` | a chat room over WebSocket |
 //!
-//! After `?`: `room=NAME` (chat: the shared room of that name) and an echo listener's fault plan
-//! (`close-after=1KiB&p=0.5`, see [`Faults::parse`]), `&`-separated. Inside a URL `%` would start
+//! After `?`: `room=NAME` (chat: the shared room of that name), `proxy=v1|v2|any` (every
+//! connection begins with a PROXY protocol header, see [`crate::proxy`]; stream listeners) and an
+//! echo listener's fault plan (`close-after=1KiB&p=0.5`, see [`Faults::parse`]), `&`-separated. Inside a URL `%` would start
 //! an escape, so fractions are written as decimals (`p=0.05`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::config::{check_room_name, ListenSpec};
 use crate::faults::Faults;
+use crate::proxy::Proxy;
 
 /// The schemes `--listen` takes, for messages.
 pub const SCHEMES: &str =
@@ -75,7 +77,14 @@ pub fn parse_listen(text: &str) -> Result<ListenUrl, String> {
             return Err(format!("`{other}://` is not a listen scheme (schemes: {SCHEMES})"));
         }
     };
-    let (room, plan) = split_query(query.unwrap_or(""))?;
+    let (room, proxy, plan) = split_query(query.unwrap_or(""))?;
+    let spec = match proxy {
+        Some(_) if matches!(spec.endpoint, crate::config::Endpoint::Udp(_)) => {
+            return Err(format!("`{text}`: proxy= is for stream listeners, not UDP"));
+        }
+        Some(version) => spec.with_proxy(version),
+        None => spec,
+    };
     let spec = match room {
         Some(_) if !spec.is_chat() => {
             return Err(format!(
@@ -126,18 +135,27 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     Err(format!("`{host}` in `{text}` is not an IP address or localhost ({usage})"))
 }
 
-/// Splits a query into its `room=` value and the rest (the fault plan, `&`-joined).
-fn split_query(query: &str) -> Result<(Option<&str>, String), String> {
-    let mut room = None;
+/// A query's `room=` and `proxy=` values, and the rest (the fault plan, `&`-joined).
+type Query<'a> = (Option<&'a str>, Option<Proxy>, String);
+
+/// Splits a query into its `room=` and `proxy=` values and the rest.
+fn split_query(query: &str) -> Result<Query<'_>, String> {
+    let (mut room, mut proxy) = (None, None);
     let mut plan = Vec::new();
     for item in query.split('&').filter(|item| !item.is_empty()) {
-        match item.strip_prefix("room=") {
-            Some(_) if room.is_some() => return Err("room= is given twice".into()),
-            Some(name) => room = Some(name),
-            None => plan.push(item),
+        if let Some(name) = item.strip_prefix("room=") {
+            if room.replace(name).is_some() {
+                return Err("room= is given twice".into());
+            }
+        } else if let Some(version) = item.strip_prefix("proxy=") {
+            if proxy.replace(version.parse::<Proxy>()?).is_some() {
+                return Err("proxy= is given twice".into());
+            }
+        } else {
+            plan.push(item);
         }
     }
-    Ok((room, plan.join("&")))
+    Ok((room, proxy, plan.join("&")))
 }
 
 #[cfg(test)]
@@ -175,8 +193,25 @@ mod tests {
             "chat://127.0.0.1:2",
             "chat+tls://127.0.0.1:3?room=lobby",
             "chat+unix:/tmp/c.sock",
+            "tcp://127.0.0.1:4?proxy=v2",
+            "chat+ws://127.0.0.1:5?room=lobby&proxy=any",
         ] {
             assert_eq!(spec(url).to_string(), url);
+        }
+    }
+
+    #[test]
+    fn proxy_from_the_query() {
+        assert_eq!(spec("unix:/tmp/p.sock?proxy=v1").proxy, Some(Proxy::V1));
+        let url = parse_listen("tcp://127.0.0.1:0?proxy=any&close-after=10").unwrap();
+        assert_eq!((url.spec.proxy, url.plan.is_some()), (Some(Proxy::Any), true));
+        for (bad, needle) in [
+            ("udp://127.0.0.1:0?proxy=v2", "not UDP"),
+            ("tcp://127.0.0.1:0?proxy=v3", "expected v1, v2 or any"),
+            ("tcp://127.0.0.1:0?proxy=v1&proxy=v2", "given twice"),
+        ] {
+            let err = parse_listen(bad).unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
         }
     }
 

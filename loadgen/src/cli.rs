@@ -185,6 +185,20 @@ pub struct Args {
     /// TLS: a handshake each time). The report adds connects and their latency.
     #[arg(long, value_name = "N")]
     pub reconnect_every: Option<u64>,
+
+    /// Begin every connection with a PROXY protocol header of this version (v1 or v2), as a load
+    /// balancer would: for servers behind one (ricochet's `?proxy=` listeners). It names the
+    /// connection's own addresses (v1 UNKNOWN / v2 LOCAL over a Unix socket).
+    #[arg(long, value_name = "VERSION", value_parser = parse_proxy_version)]
+    pub proxy_header: Option<ricochet::proxy::Proxy>,
+}
+
+/// `v1` or `v2` (what a load balancer sends; `any` is for listeners).
+fn parse_proxy_version(text: &str) -> Result<ricochet::proxy::Proxy, String> {
+    match text.parse()? {
+        ricochet::proxy::Proxy::Any => Err("--proxy-header is v1 or v2".into()),
+        version => Ok(version),
+    }
 }
 
 /// How a `tls://` target is trusted (benchmark and probe).

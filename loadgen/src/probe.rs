@@ -104,13 +104,30 @@ fn ws_round_trip<S: Read + Write>(
     Ok(Probe { endpoint: endpoint.clone(), echo, rtt })
 }
 
-/// A blocking TLS session with `addr`, its handshake done (within `timeout`).
+/// A blocking TCP connection to `addr` (within `timeout`), its PROXY protocol header sent first
+/// if `proxy` names a version.
+pub fn connect(
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+    proxy: Option<ricochet::proxy::Proxy>,
+) -> std::io::Result<TcpStream> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    if let Some(version) = proxy {
+        s.set_write_timeout(Some(timeout))?;
+        s.write_all(&ricochet::proxy::encode(version, s.local_addr().ok(), Some(addr)))?;
+    }
+    Ok(s)
+}
+
+/// A blocking TLS session with `addr`, its handshake done (within `timeout`), after a PROXY
+/// protocol header if `proxy` names a version.
 pub fn handshake(
     addr: std::net::SocketAddr,
     tls: &TlsClient,
     timeout: Duration,
+    proxy: Option<ricochet::proxy::Proxy>,
 ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
-    let s = TcpStream::connect_timeout(&addr, timeout)?;
+    let s = connect(addr, timeout, proxy)?;
     let _ = s.set_nodelay(true);
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
@@ -163,8 +180,8 @@ fn probe_one(
         }
         Address::Tls(addr) => {
             let tls = tls.ok_or_else(|| Error::new("a tls:// probe needs its TLS settings"))?;
-            let mut s =
-                handshake(*addr, tls, timeout).map_err(|e| fail("no TLS session with", e))?;
+            let mut s = handshake(*addr, tls, timeout, endpoint.proxy)
+                .map_err(|e| fail("no TLS session with", e))?;
             let probe =
                 stream_round_trip(endpoint, &mut s, message).map_err(|e| fail("no echo from", e));
             close_politely(s);

@@ -171,14 +171,15 @@ fn target(settings: &Settings) -> Result<Chosen, Error> {
         .is_tls()
         .then(|| settings.trust.client(target.host().unwrap_or("localhost"), settings.tls_resume));
     let tls = tls.transpose().map_err(Error::new)?;
-    let mut endpoint = reachable(target, settings.timeout, tls.as_ref())?;
+    let mut endpoint = reachable(target, settings.timeout, tls.as_ref(), settings.proxy_header)?;
     websocket_settings(&mut endpoint, settings);
     Ok((endpoint, None, tls.map(Arc::new)))
 }
 
 /// A WebSocket target's message shape from the settings: `--size` bytes each (chat: a line),
-/// text with `--ws-text`.
+/// text with `--ws-text`; and the PROXY protocol header, if asked for.
 fn websocket_settings(endpoint: &mut Endpoint, settings: &Settings) {
+    endpoint.proxy = settings.proxy_header;
     if let Some(ws) = &mut endpoint.websocket {
         ws.message = settings.size;
         ws.text = settings.ws_text;
@@ -200,6 +201,14 @@ fn embedded(settings: &Settings) -> Result<Chosen, Error> {
         (false, true, false) => vec![ricochet::ListenSpec::tls(localhost)],
         (false, false, false) => config.listeners,
     };
+    if settings.proxy_header.is_some() {
+        // It takes the header loadgen is asked to send.
+        config.listeners = config
+            .listeners
+            .into_iter()
+            .map(|spec| spec.with_proxy(ricochet::proxy::Proxy::Any))
+            .collect();
+    }
     let server = ricochet::spawn(config)
         .map_err(|e| Error::new(format!("starting the embedded ricochet: {e}")))?;
     let spec = &server.local_addrs()[0];
@@ -221,7 +230,7 @@ fn embedded(settings: &Settings) -> Result<Chosen, Error> {
         message: 0,
         lines: spec.is_chat(),
     });
-    let mut endpoint = Endpoint { workload, address, websocket };
+    let mut endpoint = Endpoint { workload, address, websocket, proxy: None };
     websocket_settings(&mut endpoint, settings);
     Ok((endpoint, Some(server), tls))
 }
@@ -386,6 +395,7 @@ fn reachable(
     target: &Target,
     timeout: Duration,
     tls: Option<&crate::tls::TlsClient>,
+    proxy: Option<ricochet::proxy::Proxy>,
 ) -> Result<Endpoint, Error> {
     // On a path that loses packets a first datagram or SYN may be lost: the checks retry until
     // `--timeout` has passed (the kernel resends SYNs itself), and give up at once only on a
@@ -404,13 +414,14 @@ fn reachable(
     }
     for endpoint in target.resolve().map_err(Error::new)? {
         let result = match (&endpoint.address, &endpoint.websocket) {
-            (Address::Tcp(addr), Some(ws)) => std::net::TcpStream::connect_timeout(addr, left())
-                .and_then(|mut s| {
+            (Address::Tcp(addr), Some(ws)) => {
+                probe::connect(*addr, left(), proxy).and_then(|mut s| {
                     s.set_read_timeout(Some(left()))?;
                     probe::upgrade(&mut s, ws).map(drop)
-                }),
+                })
+            }
             (Address::Tls(addr), Some(ws)) => match tls {
-                Some(tls) => probe::handshake(*addr, tls, left()).and_then(|mut s| {
+                Some(tls) => probe::handshake(*addr, tls, left(), proxy).and_then(|mut s| {
                     probe::upgrade(&mut s, ws)?;
                     probe::close_politely(s);
                     Ok(())
@@ -418,10 +429,17 @@ fn reachable(
                 None => Err(std::io::Error::other("no TLS settings")),
             },
             (address, _) => match address {
-                Address::Tcp(addr) => std::net::TcpStream::connect_timeout(addr, left()).map(drop),
-                Address::Unix(path) => std::os::unix::net::UnixStream::connect(path).map(drop),
+                Address::Tcp(addr) => probe::connect(*addr, left(), proxy).map(drop),
+                Address::Unix(path) => {
+                    std::os::unix::net::UnixStream::connect(path).and_then(|mut s| {
+                        let header = proxy.map(|v| ricochet::proxy::encode(v, None, None));
+                        std::io::Write::write_all(&mut s, &header.unwrap_or_default())
+                    })
+                }
                 Address::Tls(addr) => match tls {
-                    Some(tls) => probe::handshake(*addr, tls, left()).map(probe::close_politely),
+                    Some(tls) => {
+                        probe::handshake(*addr, tls, left(), proxy).map(probe::close_politely)
+                    }
                     None => Err(std::io::Error::other("no TLS settings")),
                 },
                 Address::Udp(_) => unreachable!("handled above"),

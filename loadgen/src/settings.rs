@@ -57,6 +57,8 @@ pub struct Settings {
     pub tls_resume: bool,
     /// Close and reopen each connection after this many messages.
     pub reconnect_every: Option<u64>,
+    /// A PROXY protocol header first on every connection.
+    pub proxy_header: Option<ricochet::proxy::Proxy>,
     /// Start the warm-up at this instant (several loadgens together).
     pub start_at: Option<SystemTime>,
 }
@@ -220,6 +222,7 @@ impl TryFrom<&Args> for Settings {
             trust: Trust::from(&args.trust),
             tls_resume: args.tls_resume,
             reconnect_every: args.reconnect_every,
+            proxy_header: args.proxy_header,
             start_at: args.start_at,
         })
     }

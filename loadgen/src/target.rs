@@ -71,6 +71,8 @@ pub struct Endpoint {
     pub address: Address,
     /// WebSocket framing over the address's stream (`ws://`, `wss://` and their chat forms).
     pub websocket: Option<WsTarget>,
+    /// A PROXY protocol header first on every connection (`--proxy-header`).
+    pub proxy: Option<ricochet::proxy::Proxy>,
 }
 
 /// The schemes loadgen takes, for messages.
@@ -195,7 +197,12 @@ impl Target {
         };
         Ok(addresses
             .into_iter()
-            .map(|address| Endpoint { workload, address, websocket: websocket.clone() })
+            .map(|address| Endpoint {
+                workload,
+                address,
+                websocket: websocket.clone(),
+                proxy: None,
+            })
             .collect())
     }
 }
@@ -228,12 +235,12 @@ fn scheme(workload: Workload, tls: bool, ws: bool, kind: Kind) -> &'static str {
 impl Endpoint {
     /// A resolved echo target.
     pub fn echo(address: Address) -> Endpoint {
-        Endpoint { workload: Workload::Echo, address, websocket: None }
+        Endpoint { workload: Workload::Echo, address, websocket: None, proxy: None }
     }
 
     /// A resolved chat room.
     pub fn chat(address: Address) -> Endpoint {
-        Endpoint { workload: Workload::Chat, address, websocket: None }
+        Endpoint { workload: Workload::Chat, address, websocket: None, proxy: None }
     }
 
     /// The scheme (as [`Target::proto`]).

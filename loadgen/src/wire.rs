@@ -109,6 +109,8 @@ struct Link {
     tls: Option<Box<rustls::ClientConnection>>,
     /// Ciphertext read ahead of the session, and the server's end of stream.
     inbound: Inbound,
+    /// The PROXY protocol header still to write, before anything else (`--proxy-header`).
+    preface: Vec<u8>,
 }
 
 impl Wire {
@@ -120,7 +122,8 @@ impl Wire {
     /// A new TLS session from `client` (its ClientHello waiting to be written).
     pub fn tls(client: &TlsClient) -> io::Result<Wire> {
         let session = Box::new(client.session()?);
-        Ok(Wire { link: Link { tls: Some(session), inbound: Inbound::default() }, ws: None })
+        let link = Link { tls: Some(session), ..Link::default() };
+        Ok(Wire { link, ws: None })
     }
 
     /// The same wire with WebSocket framing on it (its handshake after the link's).
@@ -278,8 +281,17 @@ fn read_ws(link: &mut Link, ws: &mut WsClient, fd: RawFd, buf: &mut [u8]) -> io:
 }
 
 impl Link {
-    /// Moves the handshake on; `Ok(true)` once it is complete (at once in the clear).
+    /// Moves the handshake on (the PROXY header first, if there is one); `Ok(true)` once it is
+    /// complete (at once in the clear).
     fn handshake(&mut self, fd: RawFd) -> io::Result<bool> {
+        while !self.preface.is_empty() {
+            match sys::send(fd, &self.preface) {
+                Ok(n) => drop(self.preface.drain(..n)),
+                Err(libc::EAGAIN) => return Ok(false),
+                Err(libc::EINTR) => {}
+                Err(e) => return Err(io::Error::from_raw_os_error(e)),
+            }
+        }
         match self.tls.as_deref_mut() {
             Some(session) => tls::handshake(session, fd),
             None => Ok(true),
@@ -346,15 +358,23 @@ pub fn connect(
     tls: Option<&TlsClient>,
     seed: u64,
 ) -> io::Result<(Socket, Wire)> {
-    let (socket, wire) = match &endpoint.address {
-        Address::Tcp(addr) => (Socket::tcp(*addr)?, Wire::plain()),
+    let (socket, mut wire, peer) = match &endpoint.address {
+        Address::Tcp(addr) => (Socket::tcp(*addr)?, Wire::plain(), Some(*addr)),
         Address::Tls(addr) => {
             let tls = tls.ok_or_else(|| io::Error::other("a TLS target without TLS settings"))?;
-            (Socket::tcp(*addr)?, Wire::tls(tls)?)
+            (Socket::tcp(*addr)?, Wire::tls(tls)?, Some(*addr))
         }
-        Address::Unix(path) => (Socket::unix(path)?, Wire::plain()),
+        Address::Unix(path) => (Socket::unix(path)?, Wire::plain(), None),
         Address::Udp(_) => return Err(io::Error::other("UDP is not a stream transport")),
     };
+    if let Some(version) = endpoint.proxy {
+        // The connecting socket is bound already: its address is the header's source.
+        let local = match &socket {
+            Socket::Tcp(s) => s.local_addr().ok(),
+            Socket::Unix(_) => None,
+        };
+        wire.link.preface = ricochet::proxy::encode(version, local, peer);
+    }
     let wire = match &endpoint.websocket {
         Some(target) => wire.with_websocket(WsClient::new(target.clone(), seed)),
         None => wire,

@@ -36,6 +36,7 @@ fn settings(target: Option<Target>) -> Settings {
         trust: ricochet_loadgen::settings::Trust::default(),
         tls_resume: false,
         reconnect_every: None,
+        proxy_header: None,
         start_at: None,
     }
 }
@@ -1465,4 +1466,64 @@ fn live_lines_and_metrics_follow_the_run() {
     assert_eq!(serde_json::Value::from(live), report["intervals"]);
     assert!(report["messages"].as_f64().unwrap() >= messages);
     assert!(std::net::TcpStream::connect(addr).is_err(), "the listener ends with the run");
+}
+
+/// `--proxy-header v1|v2`: every connection (the preflight's, reconnects, TLS and Unix ones
+/// included) begins with a header a `proxy=` listener takes, and none is refused; without it,
+/// the listener refuses loadgen.
+#[test]
+fn proxy_header_reaches_a_proxy_listener() {
+    use ricochet::proxy::Proxy;
+    let sock = std::env::temp_dir().join(format!("loadgen-proxy-{}.sock", std::process::id()));
+    let config = Config {
+        listeners: vec![
+            ricochet::ListenSpec::tcp("127.0.0.1:0".parse().unwrap()).with_proxy(Proxy::V2),
+            ricochet::ListenSpec::tls("127.0.0.1:0".parse().unwrap()).with_proxy(Proxy::V1),
+            ricochet::ListenSpec::unix(&sock).with_proxy(Proxy::Any),
+        ],
+        ..Config::ephemeral()
+    };
+    let server = ricochet::spawn(config).unwrap();
+    let addrs = server.local_addrs();
+    let (tcp, tls) = (addrs[0].addr().unwrap(), addrs[1].addr().unwrap());
+    let ca = server.tls_cert().unwrap().0.display().to_string();
+    let runs: [Vec<String>; 3] = [
+        vec![
+            format!("tcp://{tcp}"),
+            "--proxy-header".into(),
+            "v2".into(),
+            "--reconnect-every".into(),
+            "50".into(),
+        ],
+        vec![
+            format!("tls://localhost:{}", tls.port()),
+            "--tls-ca".into(),
+            ca,
+            "--proxy-header".into(),
+            "v1".into(),
+        ],
+        vec![format!("unix:{}", sock.display()), "--proxy-header".into(), "v2".into()],
+    ];
+    for args in &runs {
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        args.extend(["-c", "2", "-n", "1000", "--json"]);
+        let out = loadgen(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = json(&out);
+        assert_eq!(
+            (v["messages"].as_u64(), v["errors"].as_u64()),
+            (Some(1000), Some(0)),
+            "{args:?}"
+        );
+    }
+    assert_eq!(server.stats().proxy_refused, 0);
+    let out =
+        loadgen(&[&format!("tcp://{tcp}"), "-c", "1", "-n", "10", "--timeout", "1s", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "refused without the header");
+    assert!(server.stats().proxy_refused > 0);
 }

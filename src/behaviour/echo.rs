@@ -311,6 +311,12 @@ impl<T: Transport> Echo<T> {
         Ok(())
     }
 
+    /// The peer's end of stream was reported by an event this connection did not see (it came
+    /// while the connection waited for its PROXY header).
+    pub(crate) fn note_read_closed(&mut self) {
+        self.read_closed = true;
+    }
+
     /// Serves one readiness event: the writable side when output is owed, then the readable
     /// side, through the fast path when it applies. `None`: a stale event for a connection
     /// closed earlier in this batch. The whole event path of every echo connection, plain or

@@ -55,6 +55,8 @@ pub(crate) enum CloseReason {
     /// A TLS or WebSocket handshake failed or timed out (counted as `tls_failures` or
     /// `ws_failures`).
     HandshakeFailure,
+    /// No valid PROXY protocol header came first (counted as `proxy_refused`).
+    ProxyRefused,
 }
 
 impl CloseReason {
@@ -147,6 +149,30 @@ pub(crate) enum Other {
     FaultyEcho(Box<Echo<Framed<Faulty<Wire>>>>),
     /// A chat room member.
     Chat(Member<Wire>),
+    /// A connection whose PROXY protocol header has not all come yet: it becomes its listener's
+    /// kind of connection once it has.
+    Proxy(Awaiting),
+}
+
+/// A connection waiting for its PROXY protocol header (read by peeking, so nothing after the
+/// header is taken from the socket before the connection it becomes reads it).
+#[derive(Debug)]
+pub(crate) struct Awaiting {
+    pub io: Plain,
+    pub life: Life,
+    pub version: crate::proxy::Proxy,
+    closed: bool,
+}
+
+impl Awaiting {
+    pub(crate) fn new(io: Plain, life: Life, version: crate::proxy::Proxy) -> Self {
+        Awaiting { io, life, version, closed: false }
+    }
+
+    /// Nothing is owed before the header.
+    pub(crate) fn pending(&self) -> usize {
+        0
+    }
 }
 
 /// Applies `$e` to the connection inside an `Other`, whatever its behaviour (`$c` names it).
@@ -156,6 +182,7 @@ macro_rules! each_other {
             Other::Echo($c) => $e,
             Other::FaultyEcho($c) => $e,
             Other::Chat($c) => $e,
+            Other::Proxy($c) => $e,
         }
     };
 }
@@ -187,6 +214,11 @@ impl Conn {
         }
     }
 
+    /// Whether it still waits for its PROXY protocol header.
+    pub(crate) fn awaits_proxy(&self) -> bool {
+        matches!(self, Conn::Other(other) if matches!(**other, Other::Proxy(_)))
+    }
+
     /// The TLS session under this connection, if it has one.
     pub(crate) fn tls_mut(&mut self) -> Option<&mut crate::transport::tls_session::Tls> {
         match self {
@@ -194,6 +226,7 @@ impl Conn {
                 Other::Echo(c) => c.io.tls_mut(),
                 Other::FaultyEcho(c) => c.io.inner_mut().inner_mut().tls_mut(),
                 Other::Chat(m) => m.io.tls_mut(),
+                Other::Proxy(_) => None,
             },
             Conn::Echo(_) => None,
         }
@@ -206,6 +239,7 @@ impl Conn {
                 Other::Echo(c) => c.io.ws_mut(),
                 Other::FaultyEcho(c) => c.io.ws_mut(),
                 Other::Chat(m) => m.io.ws_mut(),
+                Other::Proxy(_) => None,
             },
             Conn::Echo(_) => None,
         }
@@ -244,6 +278,7 @@ impl Conn {
                 Other::Echo(c) => c.state() == echo::State::Closed,
                 Other::FaultyEcho(c) => c.state() == echo::State::Closed,
                 Other::Chat(m) => m.is_closed(),
+                Other::Proxy(a) => a.closed,
             },
         }
     }
@@ -280,6 +315,7 @@ impl Conn {
                     outcome
                 }
                 Other::Chat(m) => m.on_readable(ctx, 0),
+                Other::Proxy(_) => Outcome::Idle,
             },
         }
     }
@@ -295,6 +331,8 @@ impl Conn {
                     c.io.inner_mut().count(&mut ctx.stats);
                 }
                 Other::Chat(m) => m.close(ctx),
+                // Dropped with the header unread: the client is reset, as it should be.
+                Other::Proxy(a) => a.closed = true,
             },
         }
         self.count_wire(&mut ctx.stats);

@@ -3,6 +3,7 @@
 //! built from the config, are `listener.rs`'s.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use mio::{Interest, Token};
@@ -11,7 +12,7 @@ use super::peers::Handoff;
 use super::{Reactor, CONN_BASE};
 use crate::behaviour::chat::Member;
 use crate::behaviour::echo::Echo;
-use crate::behaviour::{Conn, Life, Other, Role};
+use crate::behaviour::{Awaiting, Conn, Life, Other, Role};
 use crate::faults::stream::Faulty;
 use crate::faults::Rng;
 use crate::listener::{self, AcceptBackoff, Listener, StreamListener};
@@ -123,17 +124,16 @@ impl Reactor {
     }
 
     /// Makes `stream`, accepted on listener `index` as connection number `id`, one of this
-    /// reactor's connections, with the listener's behaviour, fault plan and TLS.
+    /// reactor's connections, with the listener's behaviour, fault plan and TLS (once its PROXY
+    /// protocol header has come, if the listener wants one).
     fn adopt(&mut self, stream: Stream, index: usize, id: u64, now: Instant) {
-        let Some(Some(Listener::Stream { role, plan, tls, websocket, .. })) =
-            self.listeners.get(index)
+        let Some(Some(Listener::Stream { tls, websocket, proxy, .. })) = self.listeners.get(index)
         else {
             return self.refuse(stream); // closed for a drain since
         };
-        let (role, plan, tls, websocket) = (*role, plan.clone(), tls.clone(), *websocket);
+        let (handshake, proxy) = (tls.is_some() || *websocket || proxy.is_some(), *proxy);
         listener::configure_accepted(&stream, &self.config);
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
+        let key = self.conns.vacant_entry().key();
         let life = Life::new(id, now, index as u16);
         let mut io = Plain::new(stream);
         let registered = self.poll.registry().register(
@@ -145,15 +145,65 @@ impl Reactor {
             self.ctx.stats.accept_errors += 1;
             return self.release_load();
         }
-        let secure = tls.is_some();
+        let conn = match proxy {
+            Some(version) => Conn::other(Other::Proxy(Awaiting::new(io, life, version))),
+            None => match self.make_conn(io, life, key, now, None) {
+                Ok(conn) => conn,
+                Err(_) => return self.release_load(), // its descriptor leaves the poll with it
+            },
+        };
+        let inserted = self.conns.insert(conn);
+        debug_assert_eq!(inserted, key, "the slab fills the entry it offered");
+        self.ctx.stats.accepted += 1;
+        self.ctx.stats.active += 1;
+        let counted = &mut self.by_listener[index];
+        counted.accepted += 1;
+        counted.active += 1;
+        self.by_listener_changed = true;
+        if let Some(idle) = self.config.idle_timeout {
+            self.arm(key, now + idle, crate::timer::Kind::Idle);
+        }
+        if handshake {
+            // One deadline from accept for the PROXY header and the TLS and WebSocket
+            // handshakes. The clock afresh: `now` is stale on a turn that was not clocked
+            // (nothing armed), and a deadline from it could already be due after a quiet spell.
+            let at = Instant::now() + self.config.handshake_timeout;
+            self.arm(key, at, crate::timer::Kind::Handshake);
+        }
+    }
+
+    /// The connection over `io` (registered as `key`) that its listener serves: echo or chat,
+    /// over TLS and WebSocket if the listener speaks them, through its fault plan if it has one.
+    /// `io` back if its TLS session could not be made (counted) or the listener is gone.
+    /// `source`: the client's address from a PROXY protocol header, when it gave one.
+    pub(super) fn make_conn(
+        &mut self,
+        io: Plain,
+        life: Life,
+        key: usize,
+        now: Instant,
+        source: Option<SocketAddr>,
+    ) -> Result<Conn, Plain> {
+        let index = usize::from(life.listener);
+        let Some(Some(Listener::Stream { role, plan, tls, websocket, .. })) =
+            self.listeners.get(index)
+        else {
+            return Err(io);
+        };
+        let (role, plan, tls, websocket) = (*role, plan.clone(), tls.clone(), *websocket);
+        // A chat member can say where it is (`/whoami`); an echo connection keeps nothing.
+        let from = match role {
+            Role::Chat { .. } => source.or_else(|| io.peer_addr()),
+            Role::Echo => None,
+        };
         let wire = match tls {
             None => Wire::Plain(io),
             // The TLS records it may hold unsent: a quarter of the cap, the rest for the echo.
             Some(config) => match Tls::new(io, config, self.config.max_pending / 4) {
                 Ok(tls) => Wire::Tls(Box::new(tls)),
-                Err(_) => {
+                Err(io) => {
                     self.ctx.stats.tls_failures += 1;
-                    return self.release_load();
+                    return Err(io);
                 }
             },
         };
@@ -190,27 +240,13 @@ impl Reactor {
                 match role {
                     Role::Echo => Conn::other(Other::Echo(Echo::new(wire, life))),
                     Role::Chat { room } => {
-                        Conn::other(Other::Chat(Member::join(wire, life, key, room, &mut self.ctx)))
+                        let member = Member::join(wire, life, key, room, from, &mut self.ctx);
+                        Conn::other(Other::Chat(member))
                     }
                 }
             }
         };
-        entry.insert(conn);
-        self.ctx.stats.accepted += 1;
-        self.ctx.stats.active += 1;
-        let counted = &mut self.by_listener[index];
-        counted.accepted += 1;
-        counted.active += 1;
-        self.by_listener_changed = true;
-        if let Some(idle) = self.config.idle_timeout {
-            self.arm(key, now + idle, crate::timer::Kind::Idle);
-        }
-        if secure || websocket {
-            // The clock afresh: `now` is stale on a turn that was not clocked (nothing armed),
-            // and a deadline from it could already be due after a quiet spell.
-            let at = Instant::now() + self.config.handshake_timeout;
-            self.arm(key, at, crate::timer::Kind::Handshake);
-        }
+        Ok(conn)
     }
 
     /// A handed-over connection this reactor cannot serve: closed at once.

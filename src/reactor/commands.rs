@@ -131,6 +131,8 @@ impl Reactor {
                     }
                 }
                 (Other::Echo(_), None) | (Other::Chat(_), _) => return,
+                // It takes its listener's plan as it is when its PROXY header has come.
+                (Other::Proxy(_), _) => return,
             },
         }
         // Not through `serve_conn`: a second inlined copy of the plain echo's event path costs

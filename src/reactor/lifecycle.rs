@@ -64,6 +64,11 @@ impl Reactor {
                 Kind::Resume => self.resume_faulty(d.key, now),
                 Kind::Handshake => {
                     let conn = &mut self.conns[d.key];
+                    if conn.awaits_proxy() {
+                        // Its PROXY header never came whole.
+                        self.close(d.key, CloseReason::ProxyRefused);
+                        continue;
+                    }
                     let mut late = false;
                     if let Some(tls) = conn.tls_mut().filter(|tls| tls.is_handshaking()) {
                         tls.time_out();

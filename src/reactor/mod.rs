@@ -423,6 +423,7 @@ impl Reactor {
             CloseReason::IdleTimeout => stats.idle_timeouts += 1,
             CloseReason::DrainAborted => stats.drain_aborted += 1,
             CloseReason::Slow => stats.slow_members += 1,
+            CloseReason::ProxyRefused => stats.proxy_refused += 1,
             CloseReason::FaultReset
             | CloseReason::HandshakeFailure
             | CloseReason::Eof

@@ -250,6 +250,14 @@ impl Plain {
         Plain { fd: stream.raw_fd(), stream: Some(stream), shut: false }
     }
 
+    /// The client's address (TCP; `None` for a Unix socket's unnamed peer).
+    pub(crate) fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        match self.stream.as_ref()? {
+            Stream::Tcp(s) => s.peer_addr().ok(),
+            Stream::Unix(_) => None,
+        }
+    }
+
     /// A transport with no socket, standing in for a moment while a connection is rebuilt
     /// around its socket (`std::mem::replace`); never served or registered.
     pub(crate) fn husk() -> Self {

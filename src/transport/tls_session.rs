@@ -15,7 +15,7 @@
 //! - A handshake error (plain bytes, no shared cipher) sends rustls's alert and reads as a reset;
 //!   [`Tls::failed`] tells the reactor to count it as a TLS failure.
 
-use std::io::{self, IoSlice, Write};
+use std::io::{IoSlice, Write};
 use std::sync::Arc;
 
 use libc::{EAGAIN, EIO};
@@ -61,8 +61,13 @@ impl std::fmt::Debug for Tls {
 
 impl Tls {
     /// A server session on `inner`; `limit` bounds the TLS records held unsent.
-    pub(crate) fn new(inner: Plain, config: Arc<ServerConfig>, limit: usize) -> io::Result<Self> {
-        let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
+    /// A session on `inner`; `inner` back if rustls could not make one.
+    pub(crate) fn new(
+        inner: Plain,
+        config: Arc<ServerConfig>,
+        limit: usize,
+    ) -> Result<Self, Plain> {
+        let Ok(mut conn) = ServerConnection::new(config) else { return Err(inner) };
         let limit = limit.max(1);
         conn.set_buffer_limit(Some(limit));
         Ok(Tls {

@@ -6,6 +6,8 @@
 //! - `/nick NAME` (1–32 of `A-Za-z0-9_-`) names the member; the others get `* NAME joined` or
 //!   `* OLD is now NAME`, and `* NAME left` when a named member leaves, for any reason.
 //! - `/who` answers the asker only: `* members: alice, bob (+3 unnamed)`.
+//! - `/whoami` answers the asker only: `* you are alice, from 203.0.113.7:56324` (its address as
+//!   the PROXY protocol header gave it, on a listener with `proxy=`; else the socket's peer).
 //! - `/quit` ends the connection once the member's pending output is sent.
 //! - Anything else starting with `/` gets `* error: unknown command /xyz` (the sender only).
 //! - More than `--max-line` bytes without a newline: `* error: line too long`, then the member is
@@ -115,11 +117,21 @@ pub(crate) struct Member<T> {
     read_closed: bool,
     /// In [`ChatCtx::dirty`].
     listed: bool,
+    /// The client's address (from the PROXY protocol header if the listener takes one), for
+    /// `/whoami`.
+    from: Option<std::net::SocketAddr>,
 }
 
 impl<T: Transport> Member<T> {
-    /// A member of `room`, at slab key `key`, joined at once.
-    pub(crate) fn join(io: T, life: Life, key: usize, room: usize, ctx: &mut Ctx) -> Self {
+    /// A member of `room`, at slab key `key`, joined at once; `from`: the client's address.
+    pub(crate) fn join(
+        io: T,
+        life: Life,
+        key: usize,
+        room: usize,
+        from: Option<std::net::SocketAddr>,
+        ctx: &mut Ctx,
+    ) -> Self {
         let r = &mut ctx.chat.rooms[room];
         r.members.push(key);
         r.dir().unnamed += 1;
@@ -137,6 +149,7 @@ impl<T: Transport> Member<T> {
             write_blocked: false,
             read_closed: false,
             listed: false,
+            from,
         }
     }
 
@@ -261,6 +274,14 @@ impl<T: Transport> Member<T> {
             "/nick" => self.nick(arg, chat),
             "/who" => {
                 let answer = who(&chat.rooms[self.room]);
+                self.reply(answer.as_bytes(), chat);
+            }
+            "/whoami" => {
+                let from = self.from.map_or("an unnamed socket".into(), |a| a.to_string());
+                let answer = match &self.name {
+                    Some(name) => format!("* you are {name}, from {from}\n"),
+                    None => format!("* you are unnamed, from {from}\n"),
+                };
                 self.reply(answer.as_bytes(), chat);
             }
             "/quit" => {
@@ -524,6 +545,7 @@ mod tests {
             write_blocked: false,
             read_closed: false,
             listed: false,
+            from: None,
         };
         (member, theirs)
     }
