@@ -8,9 +8,11 @@ use clap::{ArgAction, Parser};
 
 use crate::config::Config;
 use crate::faults::Faults;
+use crate::output;
 use crate::units::{parse_bytes, parse_duration};
 pub use crate::url::parse_addr;
 use crate::url::{parse_listen, ListenUrl};
+use crate::{ControlSocket, Server};
 
 /// Parses a shorthand flag's value as the URL it stands for: `--tcp ADDR` is
 /// `--listen tcp://ADDR` (a fault plan after `?` included), `--chat ADDR?room=lobby` is
@@ -378,6 +380,68 @@ impl TryFrom<Args> for Settings {
         })?;
         Ok(Settings { config, ready_file: args.ready_file, control: args.control })
     }
+}
+
+/// Runs `ricochet` with this process's arguments: parse the command line, bind, announce
+/// readiness, run, report. Exit codes: 0 clean stop, 1 runtime failure, 2 usage error. (In the
+/// library so that one binary can be both ricochet and loadgen: the image's.)
+pub fn main() -> std::process::ExitCode {
+    let args = <Args as clap::Parser>::parse();
+    if let Some(text) = args.generated() {
+        use std::io::Write;
+        // A reader that goes away early is not an error here either.
+        let _ = std::io::stdout().write_all(&text);
+        return std::process::ExitCode::SUCCESS;
+    }
+    let settings = match Settings::try_from(args) {
+        Ok(settings) => settings,
+        Err(msg) => {
+            <Args as clap::CommandFactory>::command()
+                .error(clap::error::ErrorKind::ValueValidation, msg)
+                .exit();
+        }
+    };
+    match run(settings) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            output::stderr_line(&format!("ricochet: {e:#}"));
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn run(settings: Settings) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let server = Server::bind(settings.config)?;
+    // Bound before the ready line, so a script may use it as soon as it reads that line; the
+    // socket file goes when this is dropped, at exit.
+    let _control = match &settings.control {
+        Some(path) => Some(
+            ControlSocket::bind(path, server.controller()).context("opening the control socket")?,
+        ),
+        None => None,
+    };
+    let ready = server.ready_json();
+    if let Some(path) = &settings.ready_file {
+        crate::ready::write_atomic(path, &ready)
+            .with_context(|| format!("writing the ready file {}", path.display()))?;
+    }
+    output::stdout_line(&ready);
+    for spec in server.local_addrs() {
+        output::stderr_line(&format!(
+            "ricochet: listening on {} {}",
+            spec.proto(),
+            spec.display_addr()
+        ));
+    }
+    if let Some(addr) = server.metrics_addr() {
+        output::stderr_line(&format!("ricochet: serving /metrics and /healthz on http://{addr}"));
+    }
+    let reactors = server.stats_sources();
+    server.run()?;
+    let each: Vec<_> = reactors.iter().map(|r| r.load()).collect();
+    output::stdout_line(&crate::stats::event_json("stopped", &each));
+    Ok(())
 }
 
 #[cfg(test)]

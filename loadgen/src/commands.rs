@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use crate::cli::{Args, TlsArgs};
+use crate::run;
+use crate::settings::{Settings, Trust};
+use crate::target::Target;
 use clap::CommandFactory;
 use ricochet::output;
-use ricochet_loadgen::cli::{Args, TlsArgs};
-use ricochet_loadgen::run;
-use ricochet_loadgen::settings::{Settings, Trust};
-use ricochet_loadgen::target::Target;
 
 /// The benchmark: run, save what was asked for, print the report; exit 0 only without errors,
 /// mismatches (and, for chat, lost deliveries).
@@ -89,7 +89,7 @@ pub fn probe(
 /// `loadgen sweep`: a row per step as it completes, then the answer (exit 0), or exit 1 when
 /// even the first step failed. A usage error comes back as `Err`.
 pub fn sweep(args: &Args, settings: &Settings, stop: Arc<AtomicBool>) -> Result<ExitCode, String> {
-    use ricochet_loadgen::sweep::{Slo, SweepSettings};
+    use crate::sweep::{Slo, SweepSettings};
     if args.slo.is_empty() {
         return Err("sweep needs at least one --slo (p50=DUR, p99=DUR, p999=DUR or max=DUR)".into());
     }
@@ -103,7 +103,7 @@ pub fn sweep(args: &Args, settings: &Settings, stop: Arc<AtomicBool>) -> Result<
         return Err("--step-time must be longer than 0".into());
     }
     if let Some(rate) = args.start_rate {
-        if !(rate.is_finite() && (ricochet_loadgen::schedule::MIN_RATE..=1e9).contains(&rate)) {
+        if !(rate.is_finite() && (crate::schedule::MIN_RATE..=1e9).contains(&rate)) {
             return Err(format!("--start-rate {rate} must be between 0.001 and 1e9"));
         }
     }
@@ -121,7 +121,7 @@ pub fn sweep(args: &Args, settings: &Settings, stop: Arc<AtomicBool>) -> Result<
         ));
     }
     let json = args.json;
-    let outcome = ricochet_loadgen::sweep::sweep(settings, &plan, stop, |step| {
+    let outcome = crate::sweep::sweep(settings, &plan, stop, |step| {
         if !json {
             output::stdout_line(&format!(
                 "{:>14.0} {:>14.0} {:>10.1} {:>10.1} {:>10.1} {:>10.1}  {}",
@@ -150,7 +150,7 @@ pub fn sweep(args: &Args, settings: &Settings, stop: Arc<AtomicBool>) -> Result<
             Some(rate) => output::stdout_line(&format!(
                 "max rate meeting {}: {} msgs/s",
                 objectives.join(" and "),
-                ricochet_loadgen::report::group(rate.round() as u64)
+                crate::report::group(rate.round() as u64)
             )),
             None => output::stdout_line(&format!(
                 "no step met {} (the first, at {:.0} msgs/s, failed)",
@@ -160,7 +160,7 @@ pub fn sweep(args: &Args, settings: &Settings, stop: Arc<AtomicBool>) -> Result<
         }
     }
     if let Some(path) = &args.plot {
-        if let Err(e) = ricochet_loadgen::plot::draw_knee(&outcome.steps, path) {
+        if let Err(e) = crate::plot::draw_knee(&outcome.steps, path) {
             eprintln!("loadgen sweep: {e}");
             return Ok(ExitCode::from(1));
         }
@@ -175,7 +175,7 @@ pub fn merge(
     out: Option<&std::path::Path>,
     force: bool,
 ) -> ExitCode {
-    use ricochet_loadgen::merge;
+    use crate::merge;
     let run = || -> Result<serde_json::Value, String> {
         let inputs: Vec<_> =
             files.iter().map(|f| merge::Input::load(f)).collect::<Result<_, _>>()?;
@@ -204,8 +204,8 @@ pub fn merge(
 /// `loadgen plot`: every file drawn into one SVG.
 pub fn plot(files: &[std::path::PathBuf], out: &std::path::Path) -> ExitCode {
     let series: Result<Vec<_>, String> =
-        files.iter().map(|f| ricochet_loadgen::plot::Series::load(f)).collect();
-    match series.and_then(|s| ricochet_loadgen::plot::draw(&s, out)) {
+        files.iter().map(|f| crate::plot::Series::load(f)).collect();
+    match series.and_then(|s| crate::plot::draw(&s, out)) {
         Ok(()) => {
             println!("wrote {}", out.display());
             ExitCode::SUCCESS
@@ -222,16 +222,16 @@ pub fn compare(files: &[std::path::PathBuf], svg: Option<&std::path::Path>) -> E
     let run = || -> Result<String, String> {
         let mut results = Vec::new();
         for file in files {
-            let bytes = ricochet_loadgen::results::read_file(file)?;
+            let bytes = crate::results::read_file(file)?;
             let value: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|e| format!("{}: not a JSON result: {e}", file.display()))?;
             results.push((file.display().to_string(), value));
         }
-        let table = ricochet_loadgen::report::compare_table(&results)?;
+        let table = crate::report::compare_table(&results)?;
         if let Some(svg) = svg {
             let series: Result<Vec<_>, String> =
-                files.iter().map(|f| ricochet_loadgen::plot::Series::load(f)).collect();
-            ricochet_loadgen::plot::draw(&series?, svg)?;
+                files.iter().map(|f| crate::plot::Series::load(f)).collect();
+            crate::plot::draw(&series?, svg)?;
         }
         Ok(table)
     };
@@ -248,7 +248,7 @@ pub fn compare(files: &[std::path::PathBuf], svg: Option<&std::path::Path>) -> E
 }
 
 /// `--out` and `--plot`: the result kept as JSON, and drawn.
-fn save(args: &Args, merged: &ricochet_loadgen::report::Merged) -> Result<(), String> {
+fn save(args: &Args, merged: &crate::report::Merged) -> Result<(), String> {
     if let Some(path) = &args.out {
         std::fs::write(path, merged.json() + "\n")
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -257,8 +257,8 @@ fn save(args: &Args, merged: &ricochet_loadgen::report::Merged) -> Result<(), St
         let value: serde_json::Value =
             serde_json::from_str(&merged.json()).expect("our own JSON reads back");
         let label = merged.report.target.clone();
-        let series = ricochet_loadgen::plot::Series::from_json(label, &value)?;
-        ricochet_loadgen::plot::draw(&[series], path)?;
+        let series = crate::plot::Series::from_json(label, &value)?;
+        crate::plot::draw(&[series], path)?;
     }
     Ok(())
 }
@@ -267,9 +267,9 @@ fn probe_target(
     target: &Target,
     message: &[u8],
     timeout: std::time::Duration,
-    tls: Option<&ricochet_loadgen::tls::TlsClient>,
+    tls: Option<&crate::tls::TlsClient>,
 ) -> ExitCode {
-    match ricochet_loadgen::probe::probe(target, message, timeout, tls) {
+    match crate::probe::probe(target, message, timeout, tls) {
         Ok(p) if p.echo == message => {
             println!(
                 "echo from {}: {:?} ({} bytes) in {:.1} µs",

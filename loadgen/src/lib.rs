@@ -33,10 +33,12 @@
 
 mod chat;
 pub mod cli;
+mod commands;
 pub mod conn;
 pub mod datagram;
 mod echo;
 mod engine;
+mod entry;
 mod live;
 pub mod merge;
 pub mod payload;
@@ -54,6 +56,8 @@ pub mod target;
 pub mod tls;
 pub mod websocket;
 pub mod wire;
+
+pub use entry::main;
 
 /// What went wrong, said in one line for a person.
 #[derive(Debug, Clone, PartialEq, Eq)]
