@@ -186,21 +186,21 @@ fn serve_client(mut stream: TcpStream, pages: &dyn Pages) -> io::Result<()> {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Method {
+pub(crate) enum Method {
     Get,
     Head,
     Other,
 }
 
 #[derive(Debug)]
-enum Parsed {
+pub(crate) enum Parsed {
     Partial,
     Bad,
     Request { len: usize, method: Method, path: String, keep_alive: bool },
 }
 
 /// Parses a request head from the start of `data`.
-fn parse(data: &[u8]) -> Parsed {
+pub(crate) fn parse(data: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut request = httparse::Request::new(&mut headers);
     let len = match request.parse(data) {

@@ -62,6 +62,8 @@ pub mod control;
 mod error;
 pub mod faults;
 pub mod files;
+#[cfg(test)]
+mod fuzz;
 pub mod http;
 mod listener;
 pub mod metrics;

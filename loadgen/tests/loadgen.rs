@@ -135,7 +135,9 @@ fn chat_against_ricochet_delivers_every_line_to_every_other_member() {
     let v = json(&out);
     assert_eq!(out.status.code(), Some(0), "{v}");
     let lines = v["messages"].as_u64().unwrap();
-    assert!((1900..=2000).contains(&lines), "{v}");
+    // A message counts when it is handed over in the period: on a loaded machine a connection's
+    // last warm-up message may be handed over just after the period began (2001 seen in CI).
+    assert!((1900..=2000 + 5).contains(&lines), "{v}");
     assert_eq!(v["deliveries"].as_u64().unwrap(), lines * 4);
 }
 

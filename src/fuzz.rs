@@ -1,0 +1,389 @@
+//! Fuzz targets for the parsers and framers that read other people's bytes, as property tests on
+//! stable Rust (proptest: already the WebSocket property tests' engine, it shrinks a failing input
+//! to a small one, and it runs here without the nightly toolchain cargo-fuzz needs). Each target
+//! states invariants, not only "no panic": round trips where a format is written and read,
+//! framing independent of how the input is split into reads, incremental UTF-8 checking equal
+//! to `std::str::from_utf8` on the whole, bounds never exceeded.
+//!
+//! Budget: a plain `cargo test` runs each target for [`MIN_CASES`] inputs;
+//! `RICOCHET_FUZZ_SECS=N` runs each for N seconds (at least as many inputs), and
+//! `scripts/fuzz.sh N` does that for every target and prints the inputs tried per target. A
+//! failure panics with the shrunk input; it is fixed, and the input goes into
+//! `fuzz/corpus/TARGET/` (one file per input, raw bytes), which the target replays first on
+//! every run.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseResult, TestRunner};
+
+/// Inputs per target in a plain test run.
+const MIN_CASES: u64 = 500;
+
+/// Runs `test` on the target's corpus, then on inputs from `strategy` for the budget; prints
+/// `fuzz TARGET: N inputs in S s` (seen with `--nocapture`).
+fn fuzz<S: Strategy>(target: &str, strategy: S, test: impl Fn(S::Value) -> TestCaseResult)
+where
+    S::Value: FromCorpus,
+{
+    for (path, bytes) in corpus(target) {
+        if let Err(e) = test(S::Value::from_corpus(bytes)) {
+            panic!("fuzz {target}: corpus input {} fails: {e}", path.display());
+        }
+    }
+    run(target, strategy, test);
+}
+
+/// An input as a corpus file holds it.
+trait FromCorpus {
+    fn from_corpus(bytes: Vec<u8>) -> Self;
+}
+
+impl FromCorpus for Vec<u8> {
+    fn from_corpus(bytes: Vec<u8>) -> Self {
+        bytes
+    }
+}
+
+impl FromCorpus for String {
+    fn from_corpus(bytes: Vec<u8>) -> Self {
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// As [`fuzz`], for targets whose inputs are not kept as files (no corpus).
+fn run<S: Strategy>(target: &str, strategy: S, test: impl Fn(S::Value) -> TestCaseResult) {
+    let budget = std::env::var("RICOCHET_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs_f64);
+    let mut runner = TestRunner::new(Config { failure_persistence: None, ..Config::default() });
+    let start = Instant::now();
+    let mut tried = 0u64;
+    while tried < MIN_CASES || start.elapsed() < budget {
+        let tree = strategy.new_tree(&mut runner).expect("the strategies never reject");
+        if let Err(e) = runner.run_one(tree, &test) {
+            panic!("fuzz {target}: {e}");
+        }
+        tried += 1;
+    }
+    println!("fuzz {target}: {tried} inputs in {:.1} s", start.elapsed().as_secs_f64());
+}
+
+/// The files of `fuzz/corpus/TARGET/`, sorted.
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(_) => return Vec::new(),
+    };
+    files.sort();
+    files.into_iter().map(|p| (p.clone(), std::fs::read(&p).expect("a corpus file"))).collect()
+}
+
+/// Any bytes, short ones more often than long.
+fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..32),
+        proptest::collection::vec(any::<u8>(), 0..max),
+    ]
+}
+
+/// Cut points for splitting an input into reads.
+fn cuts() -> impl Strategy<Value = Vec<usize>> {
+    proptest::collection::vec(0usize..64, 0..16)
+}
+
+/// `data` split at `cuts` (each a length, cycled), as reads would deliver it.
+fn split<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    let mut i = 0;
+    while at < data.len() {
+        let len = cuts.get(i % cuts.len().max(1)).copied().unwrap_or(data.len()).max(1);
+        let end = (at + len).min(data.len());
+        pieces.push(&data[at..end]);
+        at = end;
+        i += 1;
+    }
+    pieces
+}
+
+mod proxy_header {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::proxy::{encode, parse, Header, Proxy, V1_MAX, V2_MAX};
+
+    fn version() -> impl Strategy<Value = Proxy> {
+        prop_oneof![Just(Proxy::V1), Just(Proxy::V2), Just(Proxy::Any)]
+    }
+
+    /// Any bytes: a verdict, never a panic; a whole header is within the bytes and the bounds;
+    /// a header's verdict does not change with what follows it, and every prefix of it is
+    /// `Partial`.
+    /// Headers as a balancer writes them, some with a byte changed or cut short, and bytes
+    /// after them; v1-looking text; and any bytes.
+    fn near_headers() -> impl Strategy<Value = Vec<u8>> {
+        let addr = any::<([u8; 4], u16)>().prop_map(|(ip, port)| SocketAddr::from((ip, port)));
+        let header = (prop_oneof![Just(Proxy::V1), Just(Proxy::V2)], addr.clone(), addr)
+            .prop_map(|(v, s, d)| encode(v, Some(s), Some(d)));
+        prop_oneof![
+            bytes(V2_MAX + 64),
+            (header.clone(), bytes(16)).prop_map(|(h, rest)| [h, rest].concat()),
+            (header.clone(), any::<prop::sample::Index>(), any::<u8>()).prop_map(
+                |(mut h, at, b)| {
+                    let i = at.index(h.len());
+                    h[i] = b;
+                    h
+                }
+            ),
+            (header, any::<prop::sample::Index>())
+                .prop_map(|(h, at)| h[..at.index(h.len())].to_vec()),
+            "PROXY (TCP4|TCP6|UNKNOWN)[ 0-9a-f.:]{0,60}(\r\n)?".prop_map(String::into_bytes),
+        ]
+    }
+
+    #[test]
+    fn parse_any_bytes() {
+        let strategy = (near_headers(), version());
+        fuzz("proxy", strategy.prop_map(|(b, v)| Input(b, v)), |Input(data, version)| {
+            if let Header::Whole { len, .. } = parse(&data, version) {
+                prop_assert!(len <= data.len() && len <= V2_MAX);
+                let whole = parse(&data[..len], version);
+                prop_assert_eq!(whole, parse(&data, version));
+                for cut in 0..len {
+                    prop_assert_eq!(parse(&data[..cut], version), Header::Partial, "cut {}", cut);
+                }
+            }
+            if data.len() > V1_MAX && data.starts_with(b"PROXY ") && version != Proxy::V2 {
+                prop_assert!(!matches!(parse(&data, version), Header::Partial));
+            }
+            Ok(())
+        });
+    }
+
+    /// What `encode` writes for any addresses, `parse` reads back, with anything after it.
+    #[test]
+    fn encode_round_trips() {
+        let addr = prop_oneof![
+            any::<([u8; 4], u16)>().prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+            any::<([u8; 16], u16)>().prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+        ];
+        let strategy =
+            (prop_oneof![Just(Proxy::V1), Just(Proxy::V2)], addr.clone(), addr, bytes(64));
+        run("proxy-encode", strategy, |(version, source, dest, rest)| {
+            let header = encode(version, Some(source), Some(dest));
+            let same_family = source.is_ipv4() == dest.is_ipv4();
+            let want = Header::Whole { len: header.len(), source: same_family.then_some(source) };
+            prop_assert_eq!(parse(&[header.as_slice(), &rest].concat(), Proxy::Any), want);
+            Ok(())
+        });
+    }
+
+    /// Bytes and a version, from raw corpus bytes (the first byte picks the version).
+    #[derive(Debug, Clone)]
+    struct Input(Vec<u8>, Proxy);
+
+    impl FromCorpus for Input {
+        fn from_corpus(mut bytes: Vec<u8>) -> Input {
+            let version = match bytes.first().copied().unwrap_or(0) % 3 {
+                0 => Proxy::V1,
+                1 => Proxy::V2,
+                _ => Proxy::Any,
+            };
+            if !bytes.is_empty() {
+                bytes.remove(0);
+            }
+            Input(bytes, version)
+        }
+    }
+}
+
+mod http_head {
+    use super::*;
+
+    /// The metrics listener's request head: any bytes get a verdict, and a whole head's length
+    /// is within the bytes.
+    #[test]
+    fn parse_any_bytes() {
+        fuzz("http", bytes(10_000), |data| {
+            if let crate::http::Parsed::Request { len, .. } = crate::http::parse(&data) {
+                prop_assert!(len <= data.len());
+            }
+            Ok(())
+        });
+    }
+}
+
+mod chat_lines {
+    use super::*;
+    use crate::behaviour::chat::lines::{Framer, Piece};
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum P {
+        Lines(Vec<u8>, usize),
+        Command(Vec<u8>),
+        TooLong,
+    }
+
+    /// Frames `pieces` one read at a time with line cap `max`: what is delivered, lines joined
+    /// (a run of lines may come in one piece or several, by how the reads fell).
+    fn frame(pieces: &[&[u8]], max: usize) -> Vec<P> {
+        let mut f = Framer::default();
+        let mut got: Vec<P> = Vec::new();
+        let mut push = |p: Piece<'_>| {
+            let p = match p {
+                Piece::Lines(b, n) => P::Lines(b.to_vec(), n),
+                Piece::Command(b) => P::Command(b.to_vec()),
+                Piece::TooLong => P::TooLong,
+            };
+            match (got.last_mut(), p) {
+                (Some(P::Lines(all, count)), P::Lines(more, n)) => {
+                    all.extend_from_slice(&more);
+                    *count += n;
+                }
+                (_, p) => got.push(p),
+            }
+            true
+        };
+        for piece in pieces {
+            if !f.feed(piece, max, &mut push) {
+                return got; // too long: the member is cut off
+            }
+            assert!(f.held() <= max, "held {} over the cap {max}", f.held());
+        }
+        got
+    }
+
+    /// The chat framing is independent of how the input was split into reads, never holds more
+    /// than the line cap, and delivers every byte of complete lines exactly once.
+    #[test]
+    fn framing_is_independent_of_reads() {
+        let text = proptest::collection::vec(
+            prop_oneof![Just(b'\n'), Just(b'/'), Just(b'a'), any::<u8>()],
+            0..600,
+        );
+        let strategy = (text, cuts(), 1usize..200);
+        run("chat-lines", strategy, |(data, cuts, max)| {
+            let whole = frame(&[&data], max);
+            let pieces = split(&data, &cuts);
+            prop_assert_eq!(frame(&pieces, max), whole.clone());
+            // Every complete line, each byte once and in order (a command without its `\n`).
+            let mut delivered = Vec::new();
+            for p in &whole {
+                match p {
+                    P::Lines(b, n) => {
+                        prop_assert_eq!(b.iter().filter(|&&c| c == b'\n').count(), *n);
+                        delivered.extend_from_slice(b);
+                    }
+                    P::Command(b) => {
+                        prop_assert!(b.first() == Some(&b'/') && !b.contains(&b'\n'));
+                        delivered.extend_from_slice(b);
+                        delivered.push(b'\n');
+                    }
+                    P::TooLong => {}
+                }
+            }
+            if !whole.contains(&P::TooLong) {
+                let complete = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                prop_assert_eq!(&delivered[..], &data[..complete]);
+            }
+            Ok(())
+        });
+    }
+}
+
+mod utf8 {
+    use super::*;
+    use crate::websocket::Utf8Check;
+
+    /// Incremental UTF-8 checking, over any split, agrees with `std::str::from_utf8` on the
+    /// whole: valid and complete, valid so far, or invalid.
+    #[test]
+    fn incremental_equals_whole() {
+        let text = prop_oneof![
+            any::<String>().prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..64),
+            (any::<String>(), any::<u8>(), 0usize..8).prop_map(|(s, b, at)| {
+                let mut v = s.into_bytes();
+                let at = at.min(v.len());
+                v.insert(at, b);
+                v
+            }),
+        ];
+        run("utf8", (text, cuts()), |(data, cuts)| {
+            let mut check = Utf8Check::default();
+            let ok = split(&data, &cuts).iter().all(|piece| check.feed(piece));
+            match std::str::from_utf8(&data) {
+                Ok(_) => prop_assert!(ok && check.is_complete()),
+                // Invalid for good, or valid so far with a character cut at the end.
+                Err(e) => prop_assert_eq!(ok && !check.is_complete(), e.error_len().is_none()),
+            }
+            Ok(())
+        });
+    }
+}
+
+mod text_values {
+    use super::*;
+    use crate::units::{parse_bytes, parse_duration};
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[0-9_.]{0,30}[a-zA-Z%]{0,4}",
+            "[0-9]{1,25}(ns|us|ms|s|m|h|d|KiB|MiB|GiB|kB|MB|GB|b)?",
+        ]
+    }
+
+    /// Sizes and durations: any text gets a value or a one-line message, never a panic.
+    #[test]
+    fn units_any_text() {
+        fuzz("units", text(), |s| {
+            if let Err(msg) = parse_bytes(&s) {
+                prop_assert!(!msg.is_empty() && !msg.contains('\n'));
+            }
+            if let Err(msg) = parse_duration(&s) {
+                prop_assert!(!msg.is_empty());
+            }
+            Ok(())
+        });
+    }
+
+    /// Fault plans: any text is a plan or a message; a plan's text parses to the same plan.
+    #[test]
+    fn fault_plans_any_text() {
+        let plan = prop_oneof![
+            any::<String>(),
+            "((latency|jitter|rate|slice|close-after|reset-after|stall-after|corrupt|p|drop|dup|seed)=[0-9.a-zA-Z%]{0,8}&?){0,4}",
+        ];
+        fuzz("faults", plan, |s| {
+            if let Ok(plan) = crate::faults::Faults::parse(&s) {
+                let again = crate::faults::Faults::parse(plan.text());
+                prop_assert!(again.is_ok(), "{:?} reads back as {:?}", plan.text(), again);
+            }
+            Ok(())
+        });
+    }
+
+    /// Listen URLs: any text is a listener or a message; a listener's URL reads back as itself.
+    #[test]
+    fn listen_urls_round_trip() {
+        let url = prop_oneof![
+            any::<String>(),
+            "(tcp|udp|tls|ws|wss|chat|chat\\+tls|chat\\+ws|chat\\+wss)://127\\.0\\.0\\.1:[0-9]{1,5}(\\?(room=[a-z]{1,5}|proxy=(v1|v2|any|v3))(&(room=[a-z]{1,3}|proxy=v1|latency=1ms))?)?",
+            "(unix|chat\\+unix):/tmp/[a-z]{0,8}(\\?proxy=v2)?",
+        ];
+        fuzz("listen-urls", url, |s| {
+            if let Ok(parsed) = crate::url::parse_listen(&s) {
+                let text = parsed.spec.to_string();
+                let again = crate::url::parse_listen(&text);
+                prop_assert!(again.is_ok(), "{} -> {} fails: {:?}", s, text, again.err());
+                prop_assert_eq!(again.unwrap().spec, parsed.spec);
+            }
+            Ok(())
+        });
+    }
+}
