@@ -252,6 +252,10 @@ pub enum Command {
         /// For tls:// targets.
         #[command(flatten)]
         trust: TlsArgs,
+        /// Begin with a PROXY protocol header of this version (v1 or v2), for a listener behind
+        /// a load balancer (ricochet's `?proxy=`).
+        #[arg(long, value_name = "VERSION", value_parser = parse_proxy_version)]
+        proxy_header: Option<ricochet::proxy::Proxy>,
     },
     /// Draw results (JSON from --json/--out, or --hlog logs) into one SVG: the percentile
     /// spectrum with every run overlaid, and rate and latency over time.

@@ -71,6 +71,7 @@ pub fn probe(
     message: &[u8],
     timeout: std::time::Duration,
     trust: &TlsArgs,
+    proxy: Option<ricochet::proxy::Proxy>,
 ) -> Result<ExitCode, String> {
     let target = Target::parse(target)?;
     let tls = match target.is_tls() {
@@ -83,7 +84,7 @@ pub fn probe(
         },
         false => None,
     };
-    Ok(probe_target(&target, message, timeout, tls.as_ref()))
+    Ok(probe_target(&target, message, timeout, tls.as_ref(), proxy))
 }
 
 /// `loadgen sweep`: a row per step as it completes, then the answer (exit 0), or exit 1 when
@@ -268,8 +269,9 @@ fn probe_target(
     message: &[u8],
     timeout: std::time::Duration,
     tls: Option<&crate::tls::TlsClient>,
+    proxy: Option<ricochet::proxy::Proxy>,
 ) -> ExitCode {
-    match crate::probe::probe(target, message, timeout, tls) {
+    match crate::probe::probe(target, message, timeout, tls, proxy) {
         Ok(p) if p.echo == message => {
             println!(
                 "echo from {}: {:?} ({} bytes) in {:.1} µs",

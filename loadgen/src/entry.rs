@@ -27,8 +27,8 @@ pub fn main() -> ExitCode {
         Args::command().error(clap::error::ErrorKind::ValueValidation, msg).exit()
     };
     match &args.command {
-        Some(Command::Probe { target, message, timeout, trust }) => {
-            return commands::probe(target, message.as_bytes(), *timeout, trust)
+        Some(Command::Probe { target, message, timeout, trust, proxy_header }) => {
+            return commands::probe(target, message.as_bytes(), *timeout, trust, *proxy_header)
                 .unwrap_or_else(|e| usage(e));
         }
         Some(Command::Completions { shell }) => return commands::completions(*shell),

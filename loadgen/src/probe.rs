@@ -29,10 +29,12 @@ pub fn probe(
     message: &[u8],
     timeout: Duration,
     tls: Option<&TlsClient>,
+    proxy: Option<ricochet::proxy::Proxy>,
 ) -> Result<Probe, Error> {
     let endpoints = target.resolve().map_err(Error::new)?;
     let mut last = None;
-    for endpoint in endpoints {
+    for mut endpoint in endpoints {
+        endpoint.proxy = proxy;
         match probe_one(&endpoint, message, timeout, tls) {
             Ok(p) => return Ok(p),
             Err(e) => last = Some(e),
@@ -171,7 +173,7 @@ fn probe_one(
     }
     match &endpoint.address {
         Address::Tcp(addr) => {
-            let s = TcpStream::connect_timeout(addr, timeout)
+            let s = connect(*addr, timeout, endpoint.proxy)
                 .map_err(|e| fail("cannot connect to", e))?;
             let _ = s.set_nodelay(true);
             s.set_read_timeout(Some(timeout)).map_err(|e| fail("socket", e))?;
@@ -188,9 +190,13 @@ fn probe_one(
             probe
         }
         Address::Unix(path) => {
-            let s = UnixStream::connect(path).map_err(|e| fail("cannot connect to", e))?;
+            let mut s = UnixStream::connect(path).map_err(|e| fail("cannot connect to", e))?;
             s.set_read_timeout(Some(timeout)).map_err(|e| fail("socket", e))?;
             s.set_write_timeout(Some(timeout)).map_err(|e| fail("socket", e))?;
+            if let Some(version) = endpoint.proxy {
+                let header = ricochet::proxy::encode(version, None, None);
+                s.write_all(&header).map_err(|e| fail("cannot write to", e))?;
+            }
             stream_round_trip(endpoint, s, message).map_err(|e| fail("no echo from", e))
         }
         Address::Udp(addr) => {

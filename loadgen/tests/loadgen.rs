@@ -1523,6 +1523,8 @@ fn proxy_header_reaches_a_proxy_listener() {
             "{args:?}"
         );
     }
+    let out = loadgen(&["probe", &format!("tcp://{tcp}"), "--proxy-header", "v2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(server.stats().proxy_refused, 0);
     let out =
         loadgen(&[&format!("tcp://{tcp}"), "-c", "1", "-n", "10", "--timeout", "1s", "--json"]);
