@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every fuzz target (src/fuzz.rs: the PROXY header, the HTTP request head, chat line
-# framing, incremental UTF-8, sizes and durations, fault plans, listen URLs) for DURATION seconds
-# each, in a release build, and prints the inputs tried per target. A failure prints the shrunk
+# Runs every fuzz target (src/fuzz/mod.rs: the PROXY header, the HTTP request head, chat line
+# framing, incremental UTF-8, sizes and durations, fault plans, listen URLs; loadgen/src/fuzz.rs:
+# a result's histogram, interval logs) for DURATION seconds each, in a release build, and prints
+# the inputs tried per target. A failure prints the shrunk
 # input and exits non-zero; keep it under fuzz/corpus/TARGET/ once fixed.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 5)
@@ -11,7 +12,7 @@ secs=${1:-5}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 status=0
-RICOCHET_FUZZ_SECS="$secs" cargo test --release --locked --quiet --lib fuzz:: -- --nocapture --test-threads 1 \
+RICOCHET_FUZZ_SECS="$secs" cargo test --release --locked --quiet --workspace --lib fuzz:: -- --nocapture --test-threads 1 \
   >"$out" 2>&1 || status=$?
 grep -oE "fuzz [a-z0-9-]+: [0-9]+ inputs in [0-9.]+ s" "$out" | sed 's/^fuzz /  /' || true
 if [ "$status" -ne 0 ]; then

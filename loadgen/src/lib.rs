@@ -39,6 +39,8 @@ pub mod datagram;
 mod echo;
 mod engine;
 mod entry;
+#[cfg(test)]
+mod fuzz;
 mod live;
 pub mod merge;
 pub mod payload;
