@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 
 /// Clients served at once.
 pub const MAX_CLIENTS: usize = 16;
-/// The longest request head read.
+/// The longest request head read (431 past it), here and by the WebSocket opening handshake.
 pub const MAX_HEAD: usize = 8 * 1024;
 /// How long a request head may take to arrive, and how long a kept-alive connection may idle.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -199,6 +199,19 @@ pub(crate) enum Parsed {
     Request { len: usize, method: Method, path: String, keep_alive: bool },
 }
 
+/// The value of a request head's header `name` (any case), if it has one. Shared with the
+/// WebSocket upgrade's head (`transport/ws.rs`).
+pub(crate) fn header<'h>(headers: &[httparse::Header<'h>], name: &str) -> Option<&'h [u8]> {
+    headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+}
+
+/// Whether header `name` lists `token` among its comma-separated values (any case).
+pub(crate) fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
+    header(headers, name).is_some_and(|v| {
+        String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+    })
+}
+
 /// Parses a request head from the start of `data`.
 pub(crate) fn parse(data: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -206,7 +219,6 @@ pub(crate) fn parse(data: &[u8]) -> Parsed {
     let len = match request.parse(data) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(httparse::Error::TooManyHeaders) => return Parsed::Bad,
         Err(_) => return Parsed::Bad,
     };
     let method = match request.method {
@@ -216,20 +228,13 @@ pub(crate) fn parse(data: &[u8]) -> Parsed {
     };
     let target = request.path.unwrap_or("/");
     let path = target.split(['?', '#']).next().unwrap_or("/").to_owned();
-    let header = |name: &str| {
-        request
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
-    };
-    let connection = header("connection").unwrap_or_default();
-    let has_body = header("transfer-encoding").is_some()
-        || header("content-length").is_some_and(|v| v.trim() != "0");
+    let headers = &*request.headers;
+    let has_body = header(headers, "transfer-encoding").is_some()
+        || header(headers, "content-length").is_some_and(|v| v.trim_ascii() != b"0");
     let keep_alive = !has_body
         && match request.version {
-            Some(1) => !connection.split(',').any(|t| t.trim() == "close"),
-            _ => connection.split(',').any(|t| t.trim() == "keep-alive"),
+            Some(1) => !has_token(headers, "connection", "close"),
+            _ => has_token(headers, "connection", "keep-alive"),
         };
     Parsed::Request { len, method, path, keep_alive }
 }

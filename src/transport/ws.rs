@@ -25,12 +25,10 @@ use std::io::IoSlice;
 use libc::EAGAIN;
 
 use super::Transport;
+use crate::http::{self, MAX_HEAD};
 use crate::stats::Stats;
 use crate::sys::Errno;
 use crate::websocket::{self as proto, close, opcode};
-
-/// The largest request head the opening handshake reads (431 past it).
-pub(crate) const MAX_HEAD: usize = 8 * 1024;
 
 /// How long the client's end of stream is awaited after our close frame (or refusal).
 pub(crate) const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
@@ -1176,14 +1174,8 @@ fn judge(req: &httparse::Request<'_, '_>) -> Answer {
     if req.method != Some("GET") || req.version != Some(1) {
         return Answer::Malformed;
     }
-    let header = |name: &str| {
-        req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
-    };
-    let has_token = |name: &str, token: &str| {
-        header(name).is_some_and(|v| {
-            String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
-        })
-    };
+    let header = |name: &str| http::header(req.headers, name);
+    let has_token = |name: &str, token: &str| http::has_token(req.headers, name, token);
     if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
         return match req.path {
             Some("/") if header("upgrade").is_none() => Answer::Root,
