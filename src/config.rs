@@ -174,6 +174,11 @@ impl ListenSpec {
         matches!(self.endpoint, Endpoint::Ws(_) | Endpoint::Wss(_))
     }
 
+    /// Whether it is a UDP socket (every other listener serves streams).
+    pub fn is_udp(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Udp(_))
+    }
+
     /// Whether its connections are chat room members.
     pub fn is_chat(&self) -> bool {
         matches!(self.behaviour, Behaviour::Chat { .. })
@@ -510,10 +515,16 @@ impl Config {
             if let Behaviour::Chat { room: Some(room) } = &spec.behaviour {
                 check_room_name(room).map_err(Error::Config)?;
             }
-            if matches!(spec.endpoint, Endpoint::Udp(_)) && spec.is_chat() {
+            if spec.is_udp() && spec.is_chat() {
                 return bad(format!(
                     "udp {}: a chat room is served over streams (tcp, tls, unix), not UDP",
                     spec.display_addr()
+                ));
+            }
+            if spec.is_udp() && spec.proxy.is_some() {
+                return bad(format!(
+                    "`{spec}`: proxy= is for stream listeners, not UDP (a PROXY header comes \
+                     before a stream's first byte)"
                 ));
             }
             if let Endpoint::Unix(path) = &spec.endpoint {
@@ -567,6 +578,19 @@ mod tests {
     fn default_is_valid() {
         Config::default().check().unwrap();
         Config::ephemeral().check().unwrap();
+    }
+
+    /// A PROXY header belongs to streams: a UDP listener given one is refused, from a URL or
+    /// from code, with the listener named.
+    #[test]
+    fn proxy_is_for_stream_listeners() {
+        let udp = ListenSpec::udp("127.0.0.1:0".parse().unwrap()).with_proxy(Proxy::V2);
+        let config = Config { listeners: vec![udp], ..Config::default() };
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("udp://127.0.0.1:0?proxy=v2") && err.contains("not UDP"), "{err}");
+        let url = crate::url::parse_listen("udp://127.0.0.1:0?proxy=v2").unwrap();
+        let config = Config { listeners: vec![url.spec], ..Config::default() };
+        assert!(config.check().unwrap_err().to_string().contains("not UDP"));
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! the wire; `active` and `chat_members` are gauges) with one sample per reactor
 //! (`reactor="0"`, ...): their sum is the stopped line's. Each stream listener's connection
 //! counters are `ricochet_listener_{accepted,rejected,closed}_total` and
-//! `ricochet_listener_active`, labelled `listener="tcp://127.0.0.1:7007"` (the ready line's
-//! protocol and address). Byte and message counters are per reactor only: the data path does
+//! `ricochet_listener_active`, labelled `listener="tcp://127.0.0.1:7007"` (the listener's URL as
+//! `--listen` takes it: `unix:/run/echo.sock`, `chat://127.0.0.1:7008?room=lobby`). Byte and message counters are per reactor only: the data path does
 //! not look up its listener per message. Also `ricochet_draining` (0 or 1),
 //! `ricochet_build_info{version}` and `process_start_time_seconds`.
 //!
@@ -25,7 +25,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::config::{Endpoint, ListenSpec};
+use crate::config::ListenSpec;
 use crate::http::{Pages, Response};
 use crate::stats::{ListenerStats, SharedStats, State, Stats};
 
@@ -57,13 +57,7 @@ impl ServerPages {
     /// `listeners`: the server's listeners in the ready line's order.
     pub(crate) fn new(reactors: Vec<Arc<SharedStats>>, listeners: &[ListenSpec]) -> ServerPages {
         let reactors: Arc<[Arc<SharedStats>]> = reactors.into();
-        let names = listeners
-            .iter()
-            .map(|spec| {
-                let stream = !matches!(spec.endpoint, Endpoint::Udp(_));
-                (stream, format!("{}://{}", spec.scheme(), spec.display_addr()))
-            })
-            .collect();
+        let names = listeners.iter().map(|spec| (!spec.is_udp(), spec.to_string())).collect();
         let mut registry = Registry::default();
         registry.register(
             "ricochet_build",
@@ -121,7 +115,8 @@ struct Counters {
 
 impl Collector for Counters {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let each: Vec<Stats> = self.reactors.iter().map(|r| r.load()).collect();
+        // Each reactor's counters, in `Stats::descriptions`' order.
+        let each: Vec<Vec<(&str, u64)>> = self.reactors.iter().map(|r| r.load().fields()).collect();
         let labels: Vec<[(&str, String); 1]> =
             (0..each.len()).map(|i| [("reactor", i.to_string())]).collect();
         let mut name = String::new();
@@ -131,8 +126,8 @@ impl Collector for Counters {
             let gauge = GAUGES.contains(field);
             let kind = if gauge { MetricType::Gauge } else { MetricType::Counter };
             let mut family = encoder.encode_descriptor(&name, help.trim(), None, kind)?;
-            for (stats, label) in each.iter().zip(&labels) {
-                let value = stats.fields()[i].1;
+            for (fields, label) in each.iter().zip(&labels) {
+                let value = fields[i].1;
                 let sample = family.encode_family(label)?;
                 match gauge {
                     true => ConstGauge::new(value as i64).encode(sample)?,

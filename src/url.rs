@@ -15,9 +15,10 @@
 //! | `chat+ws://ADDR`, `chat+wss://ADDR` | a chat room over WebSocket |
 //!
 //! After `?`: `room=NAME` (chat: the shared room of that name), `proxy=v1|v2|any` (every
-//! connection begins with a PROXY protocol header, see [`crate::proxy`]; stream listeners) and an
-//! echo listener's fault plan (`close-after=1KiB&p=0.5`, see [`Faults::parse`]), `&`-separated. Inside a URL `%` would start
-//! an escape, so fractions are written as decimals (`p=0.05`).
+//! connection begins with a PROXY protocol header, see [`crate::proxy`]; stream listeners) and
+//! an echo listener's fault plan (`close-after=1KiB&p=0.5`, see [`Faults::parse`]),
+//! `&`-separated. Inside a URL `%` would start an escape, so fractions are written as decimals
+//! (`p=0.05`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -78,10 +79,8 @@ pub fn parse_listen(text: &str) -> Result<ListenUrl, String> {
         }
     };
     let (room, proxy, plan) = split_query(query.unwrap_or(""))?;
+    // UDP with proxy= is refused by `Config::check`, with every other listener rule.
     let spec = match proxy {
-        Some(_) if matches!(spec.endpoint, crate::config::Endpoint::Udp(_)) => {
-            return Err(format!("`{text}`: proxy= is for stream listeners, not UDP"));
-        }
         Some(version) => spec.with_proxy(version),
         None => spec,
     };
@@ -206,7 +205,6 @@ mod tests {
         let url = parse_listen("tcp://127.0.0.1:0?proxy=any&close-after=10").unwrap();
         assert_eq!((url.spec.proxy, url.plan.is_some()), (Some(Proxy::Any), true));
         for (bad, needle) in [
-            ("udp://127.0.0.1:0?proxy=v2", "not UDP"),
             ("tcp://127.0.0.1:0?proxy=v3", "expected v1, v2 or any"),
             ("tcp://127.0.0.1:0?proxy=v1&proxy=v2", "given twice"),
         ] {

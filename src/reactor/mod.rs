@@ -32,7 +32,7 @@ use slab::Slab;
 use crate::behaviour::chat::{ChatCtx, Directory, Room};
 use crate::behaviour::{CloseReason, Conn, Ctx, Other, Outcome};
 use crate::buffer::BufferPool;
-use crate::config::{Config, Endpoint, ListenSpec};
+use crate::config::{Config, ListenSpec};
 use crate::control::Inbox;
 use crate::error::{Error, Result};
 use crate::listener::{self, AcceptBackoff, Listener};
@@ -158,8 +158,7 @@ impl Reactor {
         } else {
             None
         };
-        let udp_batch =
-            addrs.iter().any(|a| matches!(a.endpoint, Endpoint::Udp(_))).then(Batch::new);
+        let udp_batch = addrs.iter().any(ListenSpec::is_udp).then(Batch::new);
         let reactor = Reactor {
             poll,
             ctx: Ctx {
