@@ -121,6 +121,19 @@ pub fn connect(
     Ok(s)
 }
 
+/// A blocking connection to the Unix socket at `path`, its PROXY protocol header (v1 `UNKNOWN` /
+/// v2 `LOCAL`: no addresses to name) sent first if `proxy` names a version.
+pub fn connect_unix(
+    path: &std::path::Path,
+    proxy: Option<ricochet::proxy::Proxy>,
+) -> std::io::Result<UnixStream> {
+    let mut s = UnixStream::connect(path)?;
+    if let Some(version) = proxy {
+        s.write_all(&ricochet::proxy::encode(version, None, None))?;
+    }
+    Ok(s)
+}
+
 /// A blocking TLS session with `addr`, its handshake done (within `timeout`), after a PROXY
 /// protocol header if `proxy` names a version.
 pub fn handshake(
@@ -190,13 +203,9 @@ fn probe_one(
             probe
         }
         Address::Unix(path) => {
-            let mut s = UnixStream::connect(path).map_err(|e| fail("cannot connect to", e))?;
+            let s = connect_unix(path, endpoint.proxy).map_err(|e| fail("cannot connect to", e))?;
             s.set_read_timeout(Some(timeout)).map_err(|e| fail("socket", e))?;
             s.set_write_timeout(Some(timeout)).map_err(|e| fail("socket", e))?;
-            if let Some(version) = endpoint.proxy {
-                let header = ricochet::proxy::encode(version, None, None);
-                s.write_all(&header).map_err(|e| fail("cannot write to", e))?;
-            }
             stream_round_trip(endpoint, s, message).map_err(|e| fail("no echo from", e))
         }
         Address::Udp(addr) => {

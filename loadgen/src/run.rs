@@ -107,9 +107,11 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
         tls,
         reconnect_every: settings.reconnect_every,
     };
-    let (threads, progress) = spawn_threads(settings, template)?;
+    // Each thread's progress, made first so that `--metrics` is bound before any load starts (an
+    // address in use stops the run with nothing sent).
+    let progress: Vec<Arc<Progress>> = (0..settings.threads).map(|_| Arc::default()).collect();
     let info_labels = [("target", info.target.clone()), ("proto", info.proto.to_string())];
-    let seconds = settings.duration.map(|d| d.as_secs_f64().ceil().max(1.0) as u64);
+    let seconds = settings.duration.map(whole_seconds);
     let live = Live::new(
         settings.live,
         settings.metrics,
@@ -117,17 +119,11 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
         progress.clone(),
         warmup_end,
         info_labels,
-    );
-    let live = match live {
-        Ok(live) => live,
-        Err(e) => {
-            stop.store(true, Ordering::Relaxed);
-            return Err(e);
-        }
-    };
+    )?;
     if let Some(addr) = live.metrics_addr() {
         ricochet::output::stderr_line(&format!("loadgen: serving /metrics on http://{addr}"));
     }
+    let threads = spawn_threads(settings, template, &progress)?;
     let mut collector = Collector { pending: BTreeMap::new(), intervals: Vec::new(), hlog, live };
     watch(settings, &reports, threads.len(), &progress, warmup_end, &mut collector)?;
     let mut tallies = Vec::with_capacity(threads.len());
@@ -247,24 +243,25 @@ fn create_hlog(
 }
 
 type Threads = Vec<std::thread::JoinHandle<std::io::Result<crate::tally::Tally>>>;
-type Progresses = Vec<Arc<Progress>>;
 
 /// Starts the load threads, each with its share of the connections (and of the rate), from
-/// `template`; returns them and each one's progress counter.
-fn spawn_threads(settings: &Settings, template: Plan) -> Result<(Threads, Progresses), Error> {
+/// `template`; thread `t` reports its progress in `progress[t]`.
+fn spawn_threads(
+    settings: &Settings,
+    template: Plan,
+    progress: &[Arc<Progress>],
+) -> Result<Threads, Error> {
     let mut threads = Vec::with_capacity(settings.threads);
-    let mut progress = Vec::with_capacity(settings.threads);
-    for t in 0..settings.threads {
+    for (t, done) in progress.iter().enumerate() {
         let conn_ids: Vec<u32> =
             (t as u32..settings.connections).step_by(settings.threads).collect();
         let share = conn_ids.len() as f64 / settings.connections as f64;
-        let done = Arc::new(Progress::default());
         let plan = Plan {
             endpoint: template.endpoint.clone(),
             rate: template.rate.map(|r| (r * share).max(crate::schedule::MIN_RATE)),
             tickets: template.tickets.clone(),
             stop: Arc::clone(&template.stop),
-            progress: Arc::clone(&done),
+            progress: Arc::clone(done),
             reports: template.reports.clone(),
             conn_ids,
             tls: template.tls.clone(),
@@ -275,9 +272,13 @@ fn spawn_threads(settings: &Settings, template: Plan) -> Result<(Threads, Progre
             .spawn(move || load_thread(plan))
             .map_err(Error::io("starting a load thread"))?;
         threads.push(thread);
-        progress.push(done);
     }
-    Ok((threads, progress))
+    Ok(threads)
+}
+
+/// The seconds a measured period of `d` spans (its last one may be partial), at least one.
+fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// Until every thread has finished: collects their intervals, and shows progress when asked
@@ -365,7 +366,7 @@ impl Collector {
         // Only the measured period's seconds (a message-count run ends inside its last second).
         // Messages sent in the period and echoed after it count in its last second, so that the
         // seconds add up to the run's messages.
-        let seconds = measured.as_secs_f64().ceil().max(1.0) as u64;
+        let seconds = whole_seconds(measured);
         let mut late = new_histogram();
         self.intervals.retain(|(index, hist)| {
             let keep = *index < seconds;
@@ -430,12 +431,7 @@ fn reachable(
             },
             (address, _) => match address {
                 Address::Tcp(addr) => probe::connect(*addr, left(), proxy).map(drop),
-                Address::Unix(path) => {
-                    std::os::unix::net::UnixStream::connect(path).and_then(|mut s| {
-                        let header = proxy.map(|v| ricochet::proxy::encode(v, None, None));
-                        std::io::Write::write_all(&mut s, &header.unwrap_or_default())
-                    })
-                }
+                Address::Unix(path) => probe::connect_unix(path, proxy).map(drop),
                 Address::Tls(addr) => match tls {
                     Some(tls) => {
                         probe::handshake(*addr, tls, left(), proxy).map(probe::close_politely)
