@@ -2,7 +2,7 @@
 //! connection's first byte to say whom it relays. A listener given `?proxy=v1|v2|any` expects
 //! one on every connection: it is read and removed before the echo, the chat or the TLS and
 //! WebSocket handshakes see a byte, and the source address it carries is the client's
-//! (`/whois` in a chat room says it). A missing or malformed header closes the connection
+//! (`/whoami` in a chat room says it). A missing or malformed header closes the connection
 //! (counted as `proxy_refused`); nothing is echoed.
 //!
 //! [`parse`] looks at the start of a connection's bytes (the reactor peeks at them, so that

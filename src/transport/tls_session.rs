@@ -60,8 +60,8 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Tls {
-    /// A server session on `inner`; `limit` bounds the TLS records held unsent.
-    /// A session on `inner`; `inner` back if rustls could not make one.
+    /// A server session on `inner`; `limit` bounds the TLS records held unsent. `inner` back if
+    /// rustls could not make one.
     pub(crate) fn new(
         inner: Plain,
         config: Arc<ServerConfig>,
