@@ -52,7 +52,7 @@ impl Live {
         let (shared, server) = match metrics {
             None => (None, None),
             Some(addr) => {
-                let state = Mutex::new(Snapshot { last: None, run: new_histogram(), seconds: 0 });
+                let state = Mutex::new(Snapshot { last: None, run: new_histogram() });
                 let shared = Arc::new(Shared { progress, state, warmup_end });
                 let pages = Arc::new(LivePages::new(Arc::clone(&shared), info));
                 let server = HttpServer::bind(addr, pages, "metrics")
@@ -74,8 +74,8 @@ impl Live {
         if index < self.printed || (!end && self.last.is_some_and(|last| index + 1 >= last)) {
             return;
         }
-        let summary = IntervalSummary::of(index, hist);
         if self.print {
+            let summary = IntervalSummary::of(index, hist);
             #[derive(serde::Serialize)]
             struct Line<'a> {
                 event: &'static str,
@@ -89,8 +89,7 @@ impl Live {
         if let Some(shared) = &self.shared {
             let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
             state.run.add(hist).expect("same bounds");
-            state.seconds = index + 1;
-            state.last = Some((summary, hist.clone()));
+            state.last = Some((index, hist.clone()));
         }
         self.printed = index + 1;
     }
@@ -106,12 +105,11 @@ struct Shared {
 
 #[derive(Debug)]
 struct Snapshot {
-    /// The last completed second, with its latencies.
-    last: Option<(IntervalSummary, Histogram<u64>)>,
+    /// The last completed second (its index: the seconds completed are one more) and its
+    /// latencies (their count: the current rate).
+    last: Option<(u64, Histogram<u64>)>,
     /// Every completed second's latencies.
     run: Histogram<u64>,
-    /// Seconds completed.
-    seconds: u64,
 }
 
 #[derive(Debug)]
@@ -182,8 +180,9 @@ impl Collector for Running {
             None,
             MetricType::Gauge,
         )?;
-        ConstGauge::new(state.seconds as i64).encode(family)?;
-        let rate = state.last.as_ref().map_or(0, |(s, _)| s.messages);
+        let seconds = state.last.as_ref().map_or(0, |(index, _)| index + 1);
+        ConstGauge::new(seconds as i64).encode(family)?;
+        let rate = state.last.as_ref().map_or(0, |(_, h)| h.len());
         let family = encoder.encode_descriptor(
             "loadgen_rate",
             "Messages completed in the last whole second (the current rate, per second).",
