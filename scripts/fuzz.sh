@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (src/fuzz/mod.rs: the PROXY header, the HTTP request head, chat line
-# framing, incremental UTF-8, sizes and durations, fault plans, listen URLs; loadgen/src/fuzz.rs:
-# a result's histogram, interval logs) for DURATION seconds each, in a release build, and prints
-# the inputs tried per target. A failure prints the shrunk
-# input and exits non-zero; keep it under fuzz/corpus/TARGET/ once fixed.
+# framing, incremental UTF-8, sizes and durations, fault plans, listen URLs, the control
+# protocol, WebSocket frames; src/fuzz/machines.rs: the echo connection, a chat member, the
+# output buffer, the outbox and the deadline heap under random schedules; loadgen/src/fuzz.rs:
+# a result's histogram, interval logs, result files through merge, compare and plot) for
+# DURATION seconds each, in a release build, and prints the inputs tried per target. A failure
+# prints the shrunk input and exits non-zero; keep it under fuzz/corpus/TARGET/ once fixed.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 5)
 set -euo pipefail

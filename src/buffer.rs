@@ -11,7 +11,7 @@
 /// Storage at most this large is kept in the pool; larger blocks go back to the allocator.
 const POOL_MAX_BLOCK: usize = 256 * 1024;
 /// The first block a buffer gets, unless the first push needs more.
-const MIN_BLOCK: usize = 4 * 1024;
+pub(crate) const MIN_BLOCK: usize = 4 * 1024;
 
 /// A bounded FIFO of pending output bytes.
 #[derive(Debug, Default)]

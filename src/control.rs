@@ -31,7 +31,7 @@ use crate::stats::{SharedStats, Stats};
 /// Control connections served at once; more are told so and closed.
 const MAX_CLIENTS: usize = 16;
 /// The longest command line taken.
-const MAX_LINE: u64 = 64 * 1024;
+pub(crate) const MAX_LINE: u64 = 64 * 1024;
 
 /// A change for the reactor, with where to say how it went.
 #[derive(Debug)]
@@ -124,35 +124,62 @@ impl Controller {
     /// Runs one line of the control protocol; returns the reply line (without its newline), or
     /// `None` for a blank line.
     pub fn command(&self, line: &str) -> Option<String> {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let reply = match words.as_slice() {
-            [] => return None,
-            ["stats"] => return Some(crate::stats::event_json("stats", &self.reactor_stats())),
-            ["faults", index, plan] => {
-                let Ok(index) = index.parse::<usize>() else {
-                    return Some(format!("error: `{index}` is not a listener index"));
-                };
-                let plan = match *plan {
-                    "off" => None,
-                    text => match Faults::parse(text) {
-                        Ok(plan) => Some(plan),
-                        Err(e) => return Some(format!("error: {e}")),
-                    },
-                };
-                self.set_faults(index, plan)
+        let reply = match Request::parse(line)? {
+            Ok(Request::Stats) => {
+                return Some(crate::stats::event_json("stats", &self.reactor_stats()))
             }
-            _ => {
-                return Some(format!(
-                    "error: unknown command `{}` (commands: faults INDEX PLAN, faults INDEX off, \
-                     stats)",
-                    line.trim()
-                ))
-            }
+            Ok(Request::Faults { index, plan }) => self.set_faults(index, plan),
+            Err(e) => return Some(format!("error: {e}")),
         };
         Some(match reply {
             Ok(()) => "ok".into(),
             Err(e) => format!("error: {e}"),
         })
+    }
+}
+
+/// One line of the control protocol, read (made once per command line: its size is no cost).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Request {
+    /// `stats`
+    Stats,
+    /// `faults INDEX PLAN` (`Some`) or `faults INDEX off` (`None`).
+    Faults { index: usize, plan: Option<Faults> },
+}
+
+impl Request {
+    /// Reads a command line: `None` for a blank line, else the request or what is wrong with
+    /// it (one line, without the `error: ` the reply puts first).
+    pub(crate) fn parse(line: &str) -> Option<Result<Request, String>> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        Some(match words.as_slice() {
+            [] => return None,
+            ["stats"] => Ok(Request::Stats),
+            ["faults", index, plan] => match index.parse::<usize>() {
+                Err(_) => Err(format!("`{index}` is not a listener index")),
+                Ok(index) => match *plan {
+                    "off" => Ok(Request::Faults { index, plan: None }),
+                    text => {
+                        Faults::parse(text).map(|plan| Request::Faults { index, plan: Some(plan) })
+                    }
+                },
+            },
+            _ => Err(format!(
+                "unknown command `{}` (commands: faults INDEX PLAN, faults INDEX off, stats)",
+                line.trim()
+            )),
+        })
+    }
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Stats => f.write_str("stats"),
+            Request::Faults { index, plan: None } => write!(f, "faults {index} off"),
+            Request::Faults { index, plan: Some(plan) } => write!(f, "faults {index} {plan}"),
+        }
     }
 }
 
@@ -206,12 +233,21 @@ fn accept_loop(listener: UnixListener, controller: Controller, stop: Arc<AtomicB
     crate::side::serve_clients(listener.incoming(), &stop, MAX_CLIENTS, name, busy, serve);
 }
 
-/// Answers each line of one control connection until it closes: one reply per line but a blank
-/// one, and a line that is not a command (too long, not UTF-8) gets its `error: ...` like any
-/// other, so the lines after it are still answered.
+/// Answers each line of one control connection until it closes.
 fn serve_client(stream: UnixStream, controller: &Controller) -> io::Result<()> {
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
+    let writer = stream.try_clone()?;
+    session(stream, writer, |line| controller.command(line))
+}
+
+/// One control session over any reader and writer: one reply per line but a blank one, and a
+/// line that is not a command (too long, not UTF-8) gets its `error: ...` like any other, so the
+/// lines after it are still answered. A last line without its newline is answered too.
+pub(crate) fn session(
+    reader: impl Read,
+    mut writer: impl Write,
+    mut answer: impl FnMut(&str) -> Option<String>,
+) -> io::Result<()> {
+    let mut reader = BufReader::new(reader);
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -224,7 +260,7 @@ fn serve_client(stream: UnixStream, controller: &Controller) -> io::Result<()> {
             Some(format!("error: a command line longer than {MAX_LINE} bytes"))
         } else {
             match std::str::from_utf8(&line) {
-                Ok(text) => controller.command(text),
+                Ok(text) => answer(text),
                 Err(_) => Some("error: a command line must be UTF-8 text".into()),
             }
         };

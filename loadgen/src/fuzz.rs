@@ -1,5 +1,6 @@
 //! Fuzz targets for the readers of files users pass around (see ricochet's `src/fuzz/mod.rs`
-//! for the harness and the budget): a result's `histogram` and an interval log. Invariants: any
+//! for the harness and the budget): a result's `histogram`, an interval log, and whole result
+//! files as `merge`, `compare` and `plot` read them. Invariants: any
 //! input is a value or an error, never a panic (nor an allocation its header claims but the input
 //! cannot back: the readers check sizes first); a histogram written by `encode_histogram` reads
 //! back with the same counts.
@@ -94,4 +95,88 @@ fn interval_logs() {
         prop_assert!(seen as usize <= data.len());
         Ok(())
     });
+}
+
+/// A number as results hold them, and some they should not.
+fn number() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::json;
+    prop_oneof![
+        4 => (0u64..1_000_000).prop_map(|n| json!(n)),
+        2 => (0.0f64..1e7).prop_map(|x| json!(x)),
+        1 => prop_oneof![Just(json!(-1)), Just(json!(1e308)), Just(json!(-1e308)), Just(json!(u64::MAX)), Just(json!(0.0))],
+        1 => prop_oneof![Just(json!(null)), Just(json!("12")), Just(json!([])), Just(json!({}))],
+    ]
+}
+
+/// Results shaped like loadgen's (`--json`), with any numbers, any histogram text, intervals in
+/// any order, keys missing or of the wrong kind; and any bytes.
+fn near_results() -> impl Strategy<Value = Vec<u8>> {
+    use serde_json::{json, Value};
+    let interval = (number(), number(), number(), number(), number())
+        .prop_map(|(t, m, p50, p99, max)| json!({"t": t, "messages": m, "p50_us": p50, "p99_us": p99, "max_us": max}));
+    let latency = proptest::collection::vec(number(), 8).prop_map(|v| {
+        let keys = ["min", "mean", "p50", "p90", "p99", "p999", "p9999", "max"];
+        Value::Object(keys.iter().map(|k| k.to_string()).zip(v).collect())
+    });
+    let fields = (
+        proptest::collection::vec(number(), 12),
+        prop_oneof![latencies().prop_map(|v| encoded(&v)), near_histograms()],
+        proptest::collection::vec(interval, 0..6),
+        latency,
+        prop_oneof![Just("tcp"), Just("udp"), Just("chat")],
+        proptest::collection::vec(any::<prop::sample::Index>(), 0..3),
+    );
+    let result = fields.prop_map(|(n, histogram, intervals, latency, proto, drop)| {
+        let mut v = json!({
+            "target": "tcp://127.0.0.1:7", "proto": proto, "connections": n[0], "size": n[1],
+            "depth": n[2], "rate": null, "duration_s": n[3], "messages": n[4], "bytes": n[5],
+            "msgs_per_sec": n[6], "bytes_per_sec": n[7], "errors": n[8], "mismatches": n[9],
+            "lost": n[10], "latency_us": latency.clone(), "connect_latency_us": latency,
+            "error_causes": {"refused": n[11], "reset": n[0]},
+            "histogram": histogram, "intervals": intervals, "start_unix": n[2],
+        });
+        let keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        for at in drop {
+            v.as_object_mut().unwrap().remove(&keys[at.index(keys.len())]);
+        }
+        serde_json::to_vec(&v).unwrap()
+    });
+    prop_oneof![6 => result, 1 => bytes(600).prop_map(|mut b| { b.insert(0, b'{'); b })]
+}
+
+/// What `merge`, `compare` and `plot` do with a result file, from its bytes: read it, merge it
+/// with itself, print the merge, tabulate and draw it. Any file is a value or an error, never a
+/// panic; a result that reads merges with itself to twice its histogram's count.
+#[test]
+fn results() {
+    let dir = std::env::temp_dir().join(format!("ricochet-fuzz-results-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let svg = dir.join("plot.svg");
+    // Drawing is slow (about 3 ms an input in a release build): fewer inputs in a plain run.
+    fuzz_cases("results", 60, near_results(), |data| {
+        if let Ok(input) = crate::merge::Input::from_bytes("r.json".into(), &data) {
+            let count =
+                crate::results::decode_histogram(input.value["histogram"].as_str().unwrap_or(""))
+                    .map(|h| h.len());
+            match crate::merge::merge(&[input.clone(), input.clone()], false) {
+                Ok(merged) => {
+                    prop_assert_eq!(merged["messages"].as_u64(), count.ok().map(|c| 2 * c));
+                    let _ = crate::merge::text(&merged);
+                }
+                Err(e) => prop_assert!(count.is_err(), "a readable result does not merge: {}", e),
+            }
+        }
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&data) {
+            let _ =
+                crate::report::compare_table(&[("a".into(), value.clone()), ("b".into(), value)]);
+        }
+        if let Ok(series) = crate::plot::Series::from_bytes("r.json".into(), &data) {
+            prop_assert!(
+                crate::plot::draw(&[series], &svg).is_ok(),
+                "a readable result does not draw"
+            );
+        }
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
 }

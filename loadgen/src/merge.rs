@@ -31,10 +31,13 @@ pub struct Input {
 impl Input {
     /// Reads a loadgen JSON result or an hlog.
     pub fn load(path: &Path) -> Result<Input, String> {
-        let name = path.display().to_string();
-        let bytes = crate::results::read_file(path)?;
+        Input::from_bytes(path.display().to_string(), &crate::results::read_file(path)?)
+    }
+
+    /// A result or an hlog from its bytes; `name` names it in errors.
+    pub fn from_bytes(name: String, bytes: &[u8]) -> Result<Input, String> {
         if bytes.first() == Some(&b'{') {
-            let value: Value = serde_json::from_slice(&bytes)
+            let value: Value = serde_json::from_slice(bytes)
                 .map_err(|e| format!("{name}: not a JSON result: {e}"))?;
             if value["histogram"].as_str().is_none() {
                 return Err(format!(
@@ -48,7 +51,7 @@ impl Input {
         }
         let mut hist = crate::tally::new_histogram();
         let mut seconds = 0.0;
-        read_hlog(&bytes, |start, h| {
+        read_hlog(bytes, |start, h| {
             seconds = start.as_secs_f64() + 1.0;
             hist.add(h).map_err(|e| format!("{e:?}"))
         })
@@ -133,7 +136,7 @@ pub fn merge(inputs: &[Input], force: bool) -> Result<Value, String> {
         for iv in input.value["intervals"].as_array().into_iter().flatten() {
             let t = (num(iv, "t") + offset).floor() as i64;
             let entry = seconds.entry(t).or_insert((0, 0.0, 0.0, 0.0));
-            entry.0 += iv["messages"].as_u64().unwrap_or(0);
+            entry.0 = entry.0.saturating_add(iv["messages"].as_u64().unwrap_or(0));
             entry.1 = entry.1.max(num(iv, "p50_us"));
             entry.2 = entry.2.max(num(iv, "p99_us"));
             entry.3 = entry.3.max(num(iv, "max_us"));

@@ -29,20 +29,24 @@ impl Series {
         let label = path
             .file_name()
             .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        Series::from_bytes(label, &bytes).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// A JSON result or an hlog from its bytes, labelled `label`.
+    pub fn from_bytes(label: String, bytes: &[u8]) -> Result<Series, String> {
         if bytes.first() == Some(&b'{') {
-            let value: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|e| format!("{}: not a JSON result: {e}", path.display()))?;
-            return Series::from_json(label, &value)
-                .map_err(|e| format!("{}: {e}", path.display()));
+            let value: serde_json::Value =
+                serde_json::from_slice(bytes).map_err(|e| format!("not a JSON result: {e}"))?;
+            return Series::from_json(label, &value);
         }
         let mut hist = crate::tally::new_histogram();
         let mut summaries = Vec::new();
-        read_hlog(&bytes, |start, h| {
+        read_hlog(bytes, |start, h| {
             summaries.push(summary(start.as_secs_f64(), h));
             hist.add(h).map_err(|e| format!("{e:?}"))
         })
-        .map_err(|e| format!("{}: not an hlog either: {e}", path.display()))?;
-        check_intervals(&summaries).map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| format!("not an hlog either: {e}"))?;
+        check_intervals(&summaries)?;
         Ok(Series { label, hist, intervals: summaries })
     }
 

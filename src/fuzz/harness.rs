@@ -21,12 +21,25 @@ pub(crate) fn fuzz<S: Strategy>(
 ) where
     S::Value: FromCorpus,
 {
+    fuzz_cases(target, MIN_CASES, strategy, test);
+}
+
+/// As [`fuzz`], with `min_cases` inputs in a plain test run instead of [`MIN_CASES`] (for a
+/// target whose every input is slow, so that `cargo test` stays quick).
+pub(crate) fn fuzz_cases<S: Strategy>(
+    target: &str,
+    min_cases: u64,
+    strategy: S,
+    test: impl Fn(S::Value) -> TestCaseResult,
+) where
+    S::Value: FromCorpus,
+{
     for (path, bytes) in corpus(target) {
         if let Err(e) = test(S::Value::from_corpus(bytes)) {
             panic!("fuzz {target}: corpus input {} fails: {e}", path.display());
         }
     }
-    run(target, strategy, test);
+    run_cases(target, min_cases, strategy, test);
 }
 
 /// An input as a corpus file holds it.
@@ -52,6 +65,15 @@ pub(crate) fn run<S: Strategy>(
     strategy: S,
     test: impl Fn(S::Value) -> TestCaseResult,
 ) {
+    run_cases(target, MIN_CASES, strategy, test);
+}
+
+fn run_cases<S: Strategy>(
+    target: &str,
+    min_cases: u64,
+    strategy: S,
+    test: impl Fn(S::Value) -> TestCaseResult,
+) {
     let budget = std::env::var("RICOCHET_FUZZ_SECS")
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
@@ -59,7 +81,7 @@ pub(crate) fn run<S: Strategy>(
     let mut runner = TestRunner::new(Config { failure_persistence: None, ..Config::default() });
     let start = Instant::now();
     let mut tried = 0u64;
-    while tried < MIN_CASES || start.elapsed() < budget {
+    while tried < min_cases || start.elapsed() < budget {
         let tree = strategy.new_tree(&mut runner).expect("the strategies never reject");
         if let Err(e) = runner.run_one(tree, &test) {
             panic!("fuzz {target}: {e}");

@@ -16,6 +16,7 @@
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus");
 
 mod harness;
+mod machines;
 use harness::*;
 use proptest::prelude::*;
 
@@ -294,5 +295,182 @@ mod text_values {
             }
             Ok(())
         });
+    }
+}
+
+mod control {
+    use std::io::Read;
+
+    use super::*;
+    use crate::control::{session, Request, MAX_LINE};
+
+    /// Hands out its bytes in the scripted read sizes (cycled).
+    struct Pieces<'a> {
+        data: &'a [u8],
+        cuts: &'a [usize],
+        turn: usize,
+    }
+
+    impl Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let want =
+                self.cuts.get(self.turn % self.cuts.len().max(1)).copied().unwrap_or(usize::MAX);
+            self.turn += 1;
+            let n = want.max(1).min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// The reply a request line gets, as the server words it but with no server behind it.
+    fn answer(line: &str) -> Option<String> {
+        Some(match Request::parse(line)? {
+            Ok(request) => format!("ok {request}"),
+            Err(e) => format!("error: {e}"),
+        })
+    }
+
+    /// Command lines as scripts write them, broken ones, long ones, and any bytes.
+    fn sessions() -> impl Strategy<Value = Vec<u8>> {
+        let line = prop_oneof![
+            Just("stats".to_string()),
+            "faults [0-9]{1,3} (off|latency=[0-9]{1,3}ms|reset-after=[0-9]{1,4}|corrupt=0\\.[0-9]|x)",
+            "[ \t]{0,2}(faults|stats|FAULTS)( [0-9a-z=&.-]{0,12}){0,3}[ \t\r]{0,2}",
+            any::<String>(),
+        ];
+        let text =
+            proptest::collection::vec(line, 0..8).prop_map(|lines| lines.join("\n").into_bytes());
+        let long = (1usize..3, any::<u8>()).prop_map(|(k, b)| {
+            let mut v = vec![b'a'; MAX_LINE as usize * k - 1 + usize::from(b % 3)];
+            v.extend_from_slice(b"\nstats\n");
+            v
+        });
+        prop_oneof![6 => text, 3 => bytes(400), 1 => long]
+    }
+
+    /// The control protocol: over any bytes in any reads, one reply line per non-blank line (a
+    /// line over the limit, or not UTF-8, gets its error and the session goes on); a request
+    /// reads back from its own words.
+    #[test]
+    fn one_reply_per_line() {
+        fuzz(
+            "control",
+            (sessions(), cuts()).prop_map(|(b, c)| Input(b, c)),
+            |Input(data, cuts)| {
+                let mut out = Vec::new();
+                let reader = Pieces { data: &data, cuts: &cuts, turn: 0 };
+                session(reader, &mut out, answer).expect("reads and writes in memory cannot fail");
+                let mut want = Vec::new();
+                let mut lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+                if data.ends_with(b"\n") || data.is_empty() {
+                    lines.pop();
+                }
+                for line in lines {
+                    let reply = if line.len() >= MAX_LINE as usize {
+                        Some(format!("error: a command line longer than {MAX_LINE} bytes"))
+                    } else {
+                        match std::str::from_utf8(line) {
+                            Ok(text) => answer(text),
+                            Err(_) => Some("error: a command line must be UTF-8 text".into()),
+                        }
+                    };
+                    if let Some(reply) = reply {
+                        prop_assert!(!reply.contains('\n'), "a reply of two lines: {:?}", reply);
+                        want.extend_from_slice(reply.as_bytes());
+                        want.push(b'\n');
+                    }
+                    if let Ok(Some(Ok(request))) = std::str::from_utf8(line).map(Request::parse) {
+                        let again = Request::parse(&request.to_string());
+                        prop_assert_eq!(again, Some(Ok(request)));
+                    }
+                }
+                prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&want));
+                Ok(())
+            },
+        );
+    }
+
+    /// A session's bytes and its read sizes (corpus files hold the bytes; read whole).
+    #[derive(Debug, Clone)]
+    struct Input(Vec<u8>, Vec<usize>);
+
+    impl FromCorpus for Input {
+        fn from_corpus(bytes: Vec<u8>) -> Input {
+            Input(bytes, Vec::new())
+        }
+    }
+}
+
+mod ws_frames {
+    use super::*;
+    use crate::transport::scripted::Scripted;
+    use crate::transport::ws::properties::{
+        client_bytes, message, run_echo, server_frames, REQUEST,
+    };
+    use crate::transport::ws::{Mode, Ws};
+
+    /// The server's output for the client's `data` (after a valid upgrade) read in `reads`:
+    /// the messages it finished, its close code, and whether it ended inside a message.
+    #[allow(clippy::type_complexity)]
+    fn serve(data: &[u8], reads: Vec<usize>) -> (Vec<(u8, Vec<u8>)>, Option<u16>, bool) {
+        let io = Scripted::new([REQUEST, data].concat(), reads, vec![usize::MAX]);
+        let mut ws = Ws::new(io, Mode::Echo, 4096);
+        run_echo(&mut ws);
+        let (messages, _pongs, close, unfinished) = server_frames(&ws.inner_mut().output);
+        (messages, close, unfinished)
+    }
+
+    /// Client frames as clients write them, some with a byte changed or cut short, and any
+    /// bytes.
+    fn client_frames() -> impl Strategy<Value = Vec<u8>> {
+        let valid = || {
+            proptest::collection::vec(message(), 0..4)
+                .prop_map(|m| client_bytes(&m)[REQUEST.len()..].to_vec())
+        };
+        prop_oneof![
+            2 => valid(),
+            3 => (valid(), any::<prop::sample::Index>(), any::<u8>()).prop_map(
+                |(mut v, at, b)| {
+                    if !v.is_empty() {
+                        let i = at.index(v.len());
+                        v[i] = b;
+                    }
+                    v
+                }
+            ),
+            1 => (valid(), any::<prop::sample::Index>()).prop_map(|(v, at)| v[..at.index(v.len() + 1)].to_vec()),
+            2 => bytes(600),
+        ]
+    }
+
+    /// The WebSocket frame decoder, behind a valid upgrade: any client bytes, in any reads,
+    /// never panic or hang, and get well-formed server frames; the messages echoed whole and
+    /// the close code do not depend on how the bytes were split into reads (a message still
+    /// open when the connection fails may have been echoed in part, by how far the reads got).
+    #[test]
+    fn decoding_is_independent_of_reads() {
+        let reads = proptest::collection::vec(1usize..100, 1..6);
+        fuzz(
+            "ws-frames",
+            (client_frames(), reads).prop_map(|(b, r)| Input(b, r)),
+            |Input(data, reads)| {
+                let whole = serve(&data, vec![usize::MAX]);
+                let pieces = serve(&data, reads);
+                prop_assert_eq!(&pieces.0, &whole.0, "messages echoed whole");
+                prop_assert_eq!(pieces.1, whole.1, "close code");
+                Ok(())
+            },
+        );
+    }
+
+    /// Client bytes and read sizes (corpus files hold the bytes after the upgrade; read whole).
+    #[derive(Debug, Clone)]
+    struct Input(Vec<u8>, Vec<usize>);
+
+    impl FromCorpus for Input {
+        fn from_corpus(bytes: Vec<u8>) -> Input {
+            Input(bytes, vec![7])
+        }
     }
 }

@@ -31,6 +31,8 @@ macro_rules! write_by_parts {
 }
 pub(crate) use write_by_parts;
 
+#[cfg(test)]
+pub(crate) mod scripted;
 pub(crate) mod tls_session;
 pub(crate) mod ws;
 

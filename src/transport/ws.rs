@@ -1294,116 +1294,29 @@ impl<T: Transport> Transport for Ws<T> {
 /// model of what must come back (each message whole with its opcode, a pong per ping, the
 /// close code echoed), and arbitrary bytes that must never panic.
 #[cfg(test)]
-mod properties {
-    use std::io::IoSlice;
-
+pub(crate) mod properties {
     use proptest::prelude::*;
 
     use super::{Mode, Ws};
-    use crate::sys::Errno;
+    use crate::transport::scripted::Scripted;
     use crate::transport::Transport;
     use crate::websocket::{self as proto, opcode};
 
-    /// Input given out in pieces of the scripted sizes; output taken in the scripted amounts
-    /// (0: refused, `EAGAIN`).
-    #[derive(Debug)]
-    struct Scripted {
-        input: Vec<u8>,
-        at: usize,
-        reads: Vec<usize>,
-        read_turn: usize,
-        writes: Vec<usize>,
-        write_turn: usize,
-        output: Vec<u8>,
-        shut: bool,
-    }
-
-    impl Scripted {
-        fn new(input: Vec<u8>, reads: Vec<usize>, writes: Vec<usize>) -> Scripted {
-            Scripted {
-                input,
-                at: 0,
-                reads,
-                read_turn: 0,
-                writes,
-                write_turn: 0,
-                output: Vec::new(),
-                shut: false,
-            }
-        }
-    }
-
-    impl Transport for Scripted {
-        fn recv(&mut self, buf: &mut [u8]) -> Result<usize, Errno> {
-            if self.at == self.input.len() {
-                return Ok(0);
-            }
-            let want = self.reads[self.read_turn % self.reads.len()];
-            self.read_turn += 1;
-            if want == 0 {
-                return Err(libc::EAGAIN);
-            }
-            let n = want.min(buf.len()).min(self.input.len() - self.at);
-            buf[..n].copy_from_slice(&self.input[self.at..self.at + n]);
-            self.at += n;
-            Ok(n)
-        }
-
-        fn send(&mut self, buf: &[u8]) -> Result<usize, Errno> {
-            self.send_vectored(&[IoSlice::new(buf)])
-        }
-
-        fn send2(&mut self, first: &[u8], second: &[u8]) -> Result<usize, Errno> {
-            self.send_vectored(&[IoSlice::new(first), IoSlice::new(second)])
-        }
-
-        fn send_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
-            assert!(!self.shut, "a write after FIN");
-            let mut budget = self.writes[self.write_turn % self.writes.len()];
-            self.write_turn += 1;
-            if budget == 0 {
-                return Err(libc::EAGAIN);
-            }
-            let mut n = 0;
-            for b in bufs {
-                let take = budget.min(b.len());
-                self.output.extend_from_slice(&b[..take]);
-                n += take;
-                budget -= take;
-            }
-            Ok(n)
-        }
-
-        fn shutdown_write(&mut self) {
-            self.shut = true;
-        }
-
-        fn unacked(&self) -> usize {
-            0
-        }
-
-        fn reset_on_close(&mut self) {}
-
-        fn source(&mut self) -> &mut dyn mio::event::Source {
-            unreachable!("never registered")
-        }
-    }
-
-    const REQUEST: &[u8] = b"GET /p HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\
+    pub(crate) const REQUEST: &[u8] = b"GET /p HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\
         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
         Sec-WebSocket-Version: 13\r\n\r\n";
 
     /// A client message: its opcode, payload, the fragment sizes it is sent in, and whether a
     /// ping goes between its first two fragments.
     #[derive(Debug, Clone)]
-    struct Message {
+    pub(crate) struct Message {
         op: u8,
         payload: Vec<u8>,
         cuts: Vec<usize>,
         ping: Option<Vec<u8>>,
     }
 
-    fn message() -> impl Strategy<Value = Message> {
+    pub(crate) fn message() -> impl Strategy<Value = Message> {
         (
             prop_oneof![Just(opcode::TEXT), Just(opcode::BINARY)],
             prop::collection::vec(any::<u8>(), 0..300),
@@ -1425,7 +1338,7 @@ mod properties {
     }
 
     /// The client's bytes for `messages`, then a close with code 4000.
-    fn client_bytes(messages: &[Message]) -> Vec<u8> {
+    pub(crate) fn client_bytes(messages: &[Message]) -> Vec<u8> {
         let mut out = REQUEST.to_vec();
         for (i, m) in messages.iter().enumerate() {
             let key = [i as u8, 0x5a, 0xa5, 7];
@@ -1451,7 +1364,8 @@ mod properties {
         out
     }
 
-    /// Parses the server's output: the 101 head, then (messages, pongs, close code); every
+    /// Parses the server's output: the 101 head, then (messages, pongs, close code: 1005 for a
+    /// close without one); every
     /// message must be finished.
     #[allow(clippy::type_complexity)]
     fn server_output(out: &[u8]) -> (Vec<(u8, Vec<u8>)>, Vec<Vec<u8>>, Option<u16>) {
@@ -1479,7 +1393,9 @@ mod properties {
     /// As [`server_output`], also saying whether the output ends inside a message (right when
     /// the client's own message never ended).
     #[allow(clippy::type_complexity)]
-    fn server_frames(out: &[u8]) -> (Vec<(u8, Vec<u8>)>, Vec<Vec<u8>>, Option<u16>, bool) {
+    pub(crate) fn server_frames(
+        out: &[u8],
+    ) -> (Vec<(u8, Vec<u8>)>, Vec<Vec<u8>>, Option<u16>, bool) {
         let end = out.windows(4).position(|w| w == b"\r\n\r\n").expect("an answer") + 4;
         assert!(out.starts_with(b"HTTP/1.1 101 "), "{:?}", String::from_utf8_lossy(&out[..end]));
         let (mut at, mut messages, mut pongs, mut close) = (end, Vec::new(), Vec::new(), None);
@@ -1497,7 +1413,13 @@ mod properties {
             let (fin, op) = (b0 & 0x80 != 0, b0 & 0x0f);
             match op {
                 opcode::PONG => pongs.push(payload),
-                opcode::CLOSE => close = Some(u16::from_be_bytes([payload[0], payload[1]])),
+                // A close without a code answers one without a code: 1005 says so (RFC 6455
+                // §7.1.5), as it never goes on the wire.
+                opcode::CLOSE => {
+                    assert!(payload.len() != 1, "a close payload of one byte");
+                    close =
+                        Some(payload.get(..2).map_or(1005, |c| u16::from_be_bytes([c[0], c[1]])))
+                }
                 opcode::CONTINUATION => {
                     current.as_mut().expect("a started message").1.extend(payload)
                 }
@@ -1515,7 +1437,7 @@ mod properties {
 
     /// Drives `ws` as the echo behaviour does: read, write back what was read, keep what the
     /// transport refused, and at the end of stream flush and shut down.
-    fn run_echo(ws: &mut Ws<Scripted>) {
+    pub(crate) fn run_echo(ws: &mut Ws<Scripted>) {
         let mut pending: Vec<u8> = Vec::new();
         let mut buf = vec![0u8; 4096];
         let mut eof = false;

@@ -501,7 +501,7 @@ fn prefixed(name: &str, bytes: &[u8], count: usize) -> Segment {
     Arc::from(out)
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     (1..=MAX_NAME).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
