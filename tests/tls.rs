@@ -9,7 +9,6 @@ mod util;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ricochet::{Config, ListenSpec};
@@ -206,24 +205,6 @@ fn rustls_client_to(server: &ricochet::Handle, addr: SocketAddr) -> Client {
     rustls_client_trusting(server.tls_cert().unwrap().0, addr)
 }
 
-/// A rustls client of `addr` that trusts exactly the certificate in the PEM file `cert`.
-fn rustls_client_trusting(cert: &std::path::Path, addr: SocketAddr) -> Client {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = "localhost".try_into().unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    rustls::StreamOwned::new(conn, connect(addr))
-}
-
 /// Waits (poll(2)) until the client's socket is readable, or writable when it has records to
 /// write.
 fn wait_ready(client: &Client) {
@@ -236,7 +217,7 @@ fn wait_ready(client: &Client) {
     assert!(n > 0, "the socket stayed idle for the test's timeout");
 }
 
-type Client = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+use util::{rustls_client_trusting, TlsClient as Client};
 
 /// Moves records both ways without blocking; appends the plaintext that arrived to `back`.
 fn pump(client: &mut Client, back: &mut Vec<u8>) {

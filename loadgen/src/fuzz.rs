@@ -144,16 +144,12 @@ fn near_results() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![6 => result, 1 => bytes(600).prop_map(|mut b| { b.insert(0, b'{'); b })]
 }
 
-/// What `merge`, `compare` and `plot` do with a result file, from its bytes: read it, merge it
-/// with itself, print the merge, tabulate and draw it. Any file is a value or an error, never a
-/// panic; a result that reads merges with itself to twice its histogram's count.
+/// What `merge` and `compare` do with a result file, from its bytes: read it, merge it with
+/// itself, print the merge, tabulate it. Any file is a value or an error, never a panic; a result
+/// that reads merges with itself to twice its histogram's count.
 #[test]
 fn results() {
-    let dir = std::env::temp_dir().join(format!("ricochet-fuzz-results-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
-    let svg = dir.join("plot.svg");
-    // Drawing is slow (about 3 ms an input in a release build): fewer inputs in a plain run.
-    fuzz_cases("results", 60, near_results(), |data| {
+    fuzz("results", near_results(), |data| {
         if let Ok(input) = crate::merge::Input::from_bytes("r.json".into(), &data) {
             let count =
                 crate::results::decode_histogram(input.value["histogram"].as_str().unwrap_or(""))
@@ -170,6 +166,18 @@ fn results() {
             let _ =
                 crate::report::compare_table(&[("a".into(), value.clone()), ("b".into(), value)]);
         }
+        Ok(())
+    });
+}
+
+/// What `plot` does with a result file: a result that reads draws. Its own target because
+/// drawing is slow (about 3 ms an input in a release build): fewer inputs in a plain run.
+#[test]
+fn result_plots() {
+    let dir = std::env::temp_dir().join(format!("ricochet-fuzz-plots-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let svg = dir.join("plot.svg");
+    fuzz_cases("results-plot", 40, near_results(), |data| {
         if let Ok(series) = crate::plot::Series::from_bytes("r.json".into(), &data) {
             prop_assert!(
                 crate::plot::draw(&[series], &svg).is_ok(),

@@ -242,3 +242,30 @@ pub fn raise_nofile(want: u64) {
         }
     }
 }
+
+/// A rustls client over a blocking TCP stream.
+pub type TlsClient = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A rustls client of `addr` (connected with [`connect`]'s timeouts) that trusts exactly the
+/// certificate in the PEM file `cert`, for the name `localhost`.
+pub fn rustls_client_trusting(cert: &std::path::Path, addr: SocketAddr) -> TlsClient {
+    rustls_over(cert, connect(addr))
+}
+
+/// As [`rustls_client_trusting`], over a socket already connected.
+pub fn rustls_over(cert: &std::path::Path, sock: TcpStream) -> TlsClient {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = "localhost".try_into().unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    rustls::StreamOwned::new(conn, sock)
+}
