@@ -82,7 +82,15 @@ impl Identity {
             .map_err(|e| Error::Tls(format!("TLS: {e}")))?
             .with_no_client_auth()
             .with_single_cert(chain, key)
-            .map_err(|e| Error::Tls(format!("TLS: the certificate and key do not fit: {e}")))?;
+            .map_err(|e| match (&settings.cert, &settings.key) {
+                (Some(cert), Some(key)) => Error::Tls(format!(
+                    "--tls-key {} is not the key of the certificate in --tls-cert {} ({e}): give \
+                     the key the certificate was made with",
+                    key.display(),
+                    cert.display()
+                )),
+                _ => Error::Tls(format!("TLS: the generated certificate and key do not fit: {e}")),
+            })?;
         Ok(Identity { config: Arc::new(config), cert_path, sha256, temp })
     }
 }
@@ -117,10 +125,18 @@ fn generate(settings: &TlsSettings) -> Result<Generated> {
             names.push(name.clone());
         }
     }
-    let certified = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| Error::Tls(format!("generating a TLS certificate: {e}")))?;
-    let der = certified.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let failed = |e: rcgen::Error| Error::Tls(format!("generating a TLS certificate: {e}"));
+    let mut params = rcgen::CertificateParams::new(names).map_err(failed)?;
+    // Named for what made it, so that whoever meets it (a browser's warning, `openssl x509
+    // -text`) knows where it came from.
+    let mut subject = rcgen::DistinguishedName::new();
+    subject.push(rcgen::DnType::CommonName, "ricochet self-signed certificate");
+    subject.push(rcgen::DnType::OrganizationName, "ricochet");
+    params.distinguished_name = subject;
+    let signing_key = rcgen::KeyPair::generate().map_err(failed)?;
+    let cert = params.self_signed(&signing_key).map_err(failed)?;
+    let der = cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
     let (path, temp) = match &settings.cert_out {
         Some(path) => (path.clone(), false),
         None => {
@@ -129,7 +145,7 @@ fn generate(settings: &TlsSettings) -> Result<Generated> {
             (std::env::temp_dir().join(name), true)
         }
     };
-    crate::ready::write_atomic(&path, certified.cert.pem().trim_end()).map_err(|cause| {
+    crate::ready::write_atomic(&path, cert.pem().trim_end()).map_err(|cause| {
         Error::Tls(format!("writing the TLS certificate to {}: {cause}", path.display()))
     })?;
     Ok((vec![der], key, path, temp))

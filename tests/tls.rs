@@ -192,6 +192,15 @@ fn a_generated_certificate_lives_with_the_server() {
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait().0, 0);
     assert!(out.exists(), "--tls-cert-out stays");
+    // Named for what made it, and for the names it serves.
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-ext", "subjectAltName", "-in"])
+        .arg(&out)
+        .output()
+        .expect("openssl runs");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("subject=CN = ricochet self-signed certificate, O = ricochet"), "{text}");
+    assert!(text.contains("DNS:localhost") && text.contains("IP Address:127.0.0.1"), "{text}");
     std::fs::remove_file(out).unwrap();
 }
 

@@ -204,14 +204,22 @@ fn parse_proxy_version(text: &str) -> Result<ricochet::proxy::Proxy, String> {
 /// How a `tls://` target is trusted (benchmark and probe).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TlsArgs {
-    /// Trust the certificates in this PEM file (the server's own certificate, or its CA).
-    /// Default: the system's bundle (/etc/ssl/certs/ca-certificates.crt).
+    /// Trust the certificates in this PEM file: CAs the server's certificate chains to, or the
+    /// server's own certificate (trusted exactly as it is, even one `openssl req -x509` made
+    /// with CA:TRUE; its names are still checked). Default: the system's bundle
+    /// (/etc/ssl/certs/ca-certificates.crt), unless --tls-pin is given.
     #[arg(long, value_name = "PEM")]
     pub tls_ca: Option<PathBuf>,
 
+    /// Trust exactly the certificate with this SHA-256 fingerprint (64 hex digits, with or
+    /// without `sha256:` and colons: the `sha256` of ricochet's ready line, or `openssl x509
+    /// -noout -fingerprint -sha256`); its names are not checked. Repeat for several.
+    #[arg(long, value_name = "SHA256", value_parser = crate::tls::parse_pin)]
+    pub tls_pin: Vec<String>,
+
     /// Do not verify the server's certificate (the traffic is still encrypted). Marked in the
     /// report.
-    #[arg(long, conflicts_with = "tls_ca")]
+    #[arg(long, conflicts_with_all = ["tls_ca", "tls_pin"])]
     pub insecure: bool,
 
     /// The server name to ask for and verify [default: the target's host].
@@ -224,6 +232,8 @@ impl TlsArgs {
     pub fn given(&self) -> Option<&'static str> {
         if self.tls_ca.is_some() {
             Some("--tls-ca")
+        } else if !self.tls_pin.is_empty() {
+            Some("--tls-pin")
         } else if self.insecure {
             Some("--insecure")
         } else if self.sni.is_some() {

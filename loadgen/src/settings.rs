@@ -66,8 +66,11 @@ pub struct Settings {
 /// How a TLS target's certificate is trusted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Trust {
-    /// Trust the certificates in this PEM file; `None`: the system's bundle.
+    /// Trust the certificates in this PEM file (CAs, or the server's own); `None`: the
+    /// system's bundle, unless there are pins.
     pub ca: Option<PathBuf>,
+    /// Trust exactly the certificates with these SHA-256 fingerprints.
+    pub pins: Vec<String>,
     /// Verify nothing (still encrypted); said in the report.
     pub insecure: bool,
     /// The server name to ask for and verify; `None`: the target's host.
@@ -76,7 +79,12 @@ pub struct Trust {
 
 impl From<&crate::cli::TlsArgs> for Trust {
     fn from(args: &crate::cli::TlsArgs) -> Trust {
-        Trust { ca: args.tls_ca.clone(), insecure: args.insecure, sni: args.sni.clone() }
+        Trust {
+            ca: args.tls_ca.clone(),
+            pins: args.tls_pin.clone(),
+            insecure: args.insecure,
+            sni: args.sni.clone(),
+        }
     }
 }
 
@@ -84,7 +92,12 @@ impl Trust {
     /// The TLS client for a target whose host is `host`.
     pub fn client(&self, host: &str, resume: bool) -> Result<crate::tls::TlsClient, String> {
         let name = self.sni.as_deref().unwrap_or(host);
-        crate::tls::TlsClient::new(self.ca.as_deref(), self.insecure, name, resume)
+        let spec = crate::tls::TrustSpec {
+            ca: self.ca.as_deref(),
+            pins: &self.pins,
+            insecure: self.insecure,
+        };
+        crate::tls::TlsClient::new(&spec, name, resume)
     }
 }
 

@@ -1531,3 +1531,185 @@ fn proxy_header_reaches_a_proxy_listener() {
     assert_eq!(out.status.code(), Some(1), "refused without the header");
     assert!(server.stats().proxy_refused > 0);
 }
+
+/// Runs `openssl` with `args` in `dir`; panics with its message if it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A TLS echo server with the certificate and key in `dir`.
+fn tls_server_with(dir: &std::path::Path, cert: &str, key: &str) -> ricochet::Handle {
+    let mut config = Config {
+        listeners: vec![ListenSpec::tls("127.0.0.1:0".parse().unwrap())],
+        ..Config::default()
+    };
+    config.tls.cert = Some(dir.join(cert));
+    config.tls.key = Some(dir.join(key));
+    ricochet::spawn(config).unwrap()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The certificates people have: one made by `openssl req -x509` with its default extensions
+/// (CA:TRUE, which WebPKI refuses in a leaf) is trusted when given with --tls-ca, as the exact
+/// certificate the server presents, for benchmark and probe alike; its names are still checked.
+/// A CA chain works through the CA. A pin trusts exactly one certificate, whatever its names,
+/// and names the fingerprint it saw when it is not that one.
+#[test]
+fn the_certificates_people_have() {
+    let dir = std::env::temp_dir().join(format!("loadgen-certs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    // A self-signed certificate as most people make one: default extensions (CA:TRUE).
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            "self.key",
+            "-out",
+            "self.pem",
+        ],
+    );
+    let text = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in", &format!("{d}/self.pem")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("CA:TRUE"), "the default is CA:TRUE");
+    let server = tls_server_with(&dir, "self.pem", "self.key");
+    let port = server.tls_addr().unwrap().port();
+    let (by_name, ca) = (format!("tls://localhost:{port}"), format!("{d}/self.pem"));
+    let out = loadgen(&[&by_name, "--tls-ca", &ca, "-n", "200", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["messages"], 200);
+    let out = loadgen(&["probe", &by_name, "--tls-ca", &ca]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Names are still checked: the certificate is for localhost only.
+    let out = loadgen(&["probe", &by_name, "--tls-ca", &ca, "--sni", "example.org"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not valid for name \"example.org\""), "{}", stderr(&out));
+    // A pin: exactly this certificate, whatever the name asked for.
+    let sha256 = server.tls_cert().unwrap().1.to_string();
+    let colons: Vec<String> =
+        sha256.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).to_uppercase()).collect();
+    for pin in [sha256.clone(), format!("sha256:{sha256}"), colons.join(":")] {
+        let out = loadgen(&["probe", &format!("tls://127.0.0.1:{port}"), "--tls-pin", &pin]);
+        assert_eq!(out.status.code(), Some(0), "{pin}: {}", stderr(&out));
+    }
+    let other = "ab".repeat(32);
+    let out = loadgen(&[&by_name, "--tls-pin", &other, "-n", "10"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("SHA-256 {sha256}, which is not pinned")),
+        "{}",
+        stderr(&out)
+    );
+    drop(server);
+
+    // A CA and a leaf it signed: trusted through the CA (WebPKI).
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+        ],
+    );
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=critical,CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "leaf.pem",
+        ],
+    );
+    let server = tls_server_with(&dir, "leaf.pem", "leaf.key");
+    let target = format!("tls://localhost:{}", server.tls_addr().unwrap().port());
+    let out = loadgen(&["probe", &target, "--tls-ca", &format!("{d}/ca.pem")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The leaf's CA is not the self-signed one: refused, naming why.
+    let out = loadgen(&["probe", &target, "--tls-ca", &ca]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("UnknownIssuer"), "{}", stderr(&out));
+    drop(server);
+
+    // A key that is not the certificate's: the message names both files.
+    let mut config = Config {
+        listeners: vec![ListenSpec::tls("127.0.0.1:0".parse().unwrap())],
+        ..Config::default()
+    };
+    config.tls.cert = Some(dir.join("leaf.pem"));
+    config.tls.key = Some(dir.join("self.key"));
+    let e = ricochet::spawn(config).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("--tls-key {d}/self.key"))
+            && e.contains(&format!("--tls-cert {d}/leaf.pem")),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
