@@ -12,7 +12,9 @@
 //!
 //! `cargo test --test random` runs a few fixed seeds. `RICOCHET_SEED=S` replays seed S (a failing
 //! run prints its seed); `RICOCHET_SEEDS=N` runs N seeds from `RICOCHET_SEED` (default: the clock)
-//! on, which is what `scripts/random.sh` does.
+//! on, which is what `scripts/random.sh` does. A seed fixes the schedule (the clients, their
+//! sizes and pieces, the plans, the moment of the SIGTERM); the threads' timing is the machine's,
+//! so a replay runs the same schedule, not always the same interleaving.
 
 mod util;
 
@@ -296,7 +298,12 @@ fn gone(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
         e.kind(),
-        ConnectionRefused | ConnectionReset | BrokenPipe | UnexpectedEof | ConnectionAborted
+        ConnectionRefused
+            | ConnectionReset
+            | BrokenPipe
+            | UnexpectedEof
+            | ConnectionAborted
+            | NotConnected
     )
 }
 
