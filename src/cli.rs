@@ -204,6 +204,12 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", env = "RICOCHET_MAX_LINE", default_value = "64KiB", allow_hyphen_values = true, value_parser = parse_bytes)]
     pub max_line: u64,
 
+    /// Chat: how much of its past each room keeps for `/since SEQ` and `/history N`: LINES
+    /// (within 1 MiB), SIZE (as many lines as fit, e.g. 8MiB), or LINES,SIZE; 0 keeps nothing
+    /// (lines are still numbered). Stored once: the history shares the lines members receive.
+    #[arg(long, value_name = "LIMIT", env = "RICOCHET_CHAT_HISTORY", default_value = "1000")]
+    pub chat_history: crate::config::HistoryLimit,
+
     /// Close a connection after DUR with no progress in either direction. Default: never.
     #[arg(long, value_name = "DUR", env = "RICOCHET_IDLE_TIMEOUT", allow_hyphen_values = true, value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
@@ -359,6 +365,7 @@ impl TryFrom<Args> for Settings {
             max_conns: args.max_conns,
             max_pending: size("max-pending", args.max_pending)?,
             max_line: size("max-line", args.max_line)?,
+            chat_history: args.chat_history,
             idle_timeout: args.idle_timeout,
             drain_timeout: args.drain_timeout,
             drain_grace: args.drain_grace,

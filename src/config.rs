@@ -327,6 +327,8 @@ pub struct Config {
     /// Chat: the longest line a member may send (the `\n` not counted). A member with more than
     /// this buffered without a newline is told so and disconnected.
     pub max_line: usize,
+    /// Chat: how much of its past each room keeps for `/since` and `/history`.
+    pub chat_history: HistoryLimit,
     /// Close a connection after this long with no progress in either direction.
     pub idle_timeout: Option<Duration>,
     /// How long a graceful shutdown may serve busy connections before closing them.
@@ -383,6 +385,7 @@ impl Default for Config {
             max_conns: None,
             max_pending: 256 * 1024,
             max_line: 64 * 1024,
+            chat_history: HistoryLimit::default(),
             idle_timeout: None,
             drain_timeout: Duration::from_secs(5),
             drain_grace: Duration::from_millis(100),
@@ -557,6 +560,62 @@ pub fn check_room_name(name: &str) -> std::result::Result<(), String> {
         false => {
             Err(format!("room `{name}`: a room name is 1 to {MAX_ROOM_NAME} of A-Z a-z 0-9 _ - ."))
         }
+    }
+}
+
+/// How much of its past a chat room keeps (`--chat-history`): at most `lines` lines (notices
+/// count as one) and `bytes` bytes of text, the oldest going first; `lines == 0`: nothing (the
+/// lines are still numbered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimit {
+    /// Lines kept at most (0: none).
+    pub lines: u64,
+    /// Bytes of text kept at most.
+    pub bytes: usize,
+}
+
+impl Default for HistoryLimit {
+    /// The last 1000 lines, within 1 MiB.
+    fn default() -> Self {
+        HistoryLimit { lines: 1000, bytes: 1 << 20 }
+    }
+}
+
+impl std::str::FromStr for HistoryLimit {
+    type Err = String;
+
+    /// `N` (lines, within 1 MiB), `SIZE` (`8MiB`: as many lines as fit), `N,SIZE` (both), or
+    /// `0` (none).
+    fn from_str(text: &str) -> Result<HistoryLimit, String> {
+        const MAX_BYTES: u64 = 1 << 30;
+        let mut limit = HistoryLimit { lines: u64::MAX, bytes: HistoryLimit::default().bytes };
+        let (mut lines, mut bytes) = (false, false);
+        for part in text.split(',') {
+            let part = part.trim();
+            if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && !lines {
+                limit.lines = part.parse().map_err(|_| format!("`{part}` lines is too many"))?;
+                lines = true;
+            } else if !bytes && !part.is_empty() {
+                let size = crate::units::parse_bytes(part)
+                    .map_err(|e| format!("`{text}`: {e} (give LINES, SIZE or LINES,SIZE)"))?;
+                if size > MAX_BYTES {
+                    return Err(format!("`{part}` is more than the 1 GiB a room may keep"));
+                }
+                limit.bytes = size as usize;
+                bytes = true;
+            } else {
+                return Err(format!(
+                    "`{text}` is not LINES, SIZE or LINES,SIZE (e.g. 1000 or 1000,4MiB)"
+                ));
+            }
+        }
+        if !lines && !bytes {
+            return Err("an empty history limit (give LINES, SIZE or LINES,SIZE)".into());
+        }
+        if limit.bytes == 0 {
+            limit.lines = 0;
+        }
+        Ok(limit)
     }
 }
 

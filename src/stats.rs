@@ -94,6 +94,8 @@ counters! {
     /// Lines queued to chat members other than their sender (notices and command answers not
     /// counted).
     chat_deliveries,
+    /// Lines and notices replayed from a room's history (`/since`, `/history`).
+    chat_replayed,
     /// Chat members disconnected because their undelivered output would have passed the cap.
     slow_members,
     /// TLS handshakes completed.
@@ -270,7 +272,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["closed"], 2);
         assert_eq!(v["bytes_out"], 0);
-        assert_eq!(v.as_object().unwrap().len(), 30, "event, 27 counters, faults, reactors");
+        assert_eq!(v.as_object().unwrap().len(), 31, "event, 28 counters, faults, reactors");
         assert_eq!(v["reactors"], serde_json::json!([{"active":0,"accepted":0,"bytes_in":0}]));
         assert_eq!(v["faults"]["dropped"], 3);
         assert_eq!(v["faults"].as_object().unwrap().len(), 9);

@@ -452,3 +452,111 @@ fn a_room_on_a_unix_socket_joined_to_tcp() {
     drop(server);
     assert!(!path.exists(), "the socket file is removed");
 }
+
+/// Parses a JSON line.
+fn json(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+}
+
+/// Sequence numbers, history and the JSON format: every line and notice gets the room's next
+/// number (one counter for all senders); `/since SEQ` replays what came after SEQ (part of a
+/// run of lines too) and says the history is complete, with the room's id and last number;
+/// `/history N` replays the last N; JSON members get `{"seq","room","ts","from","text"}` per line
+/// and JSON answers, text members the same bytes as always.
+#[test]
+fn sequence_numbers_history_and_json() {
+    let server = room();
+    let mut a = Member::join(&server, 1);
+    let mut b = Member::join(&server, 2);
+    b.say("/format json\n");
+    assert_eq!(json(&b.line()), serde_json::json!({"event": "format", "format": "json"}));
+    a.say("one\ntwo\n"); // seq 1, 2
+    let (one, two) = (json(&b.line()), json(&b.line()));
+    assert_eq!(
+        (one["seq"].as_u64(), one["text"].as_str(), one["from"].is_null()),
+        (Some(1), Some("one"), true)
+    );
+    assert_eq!((two["seq"].as_u64(), two["text"].as_str()), (Some(2), Some("two")));
+    let room_id = one["room"].as_str().unwrap().to_string();
+    assert_eq!(room_id.len(), 16);
+    assert!(humantime::parse_rfc3339(one["ts"].as_str().unwrap()).is_ok(), "{one}");
+    a.say("/nick alice\nthree\n"); // the notice is 3, the line 4
+    let notice = json(&b.line());
+    assert_eq!(
+        (notice["seq"].as_u64(), notice["event"].as_str(), notice["name"].as_str()),
+        (Some(3), Some("joined"), Some("alice"))
+    );
+    let three = json(&b.line());
+    assert_eq!(
+        (three["seq"].as_u64(), three["from"].as_str(), three["text"].as_str()),
+        (Some(4), Some("alice"), Some("three"))
+    );
+    b.say("quiet\n"); // 5: a text member sees the same bytes as ever
+    assert_eq!(a.line(), "quiet\n");
+
+    // A third member asks what it missed, in text: the lines as they were delivered.
+    let mut c = Member::join(&server, 3);
+    c.say("/since 1\n");
+    assert_eq!(c.line(), "two\n");
+    assert_eq!(c.line(), "* alice joined\n");
+    assert_eq!(c.line(), "alice: three\n");
+    assert_eq!(c.line(), "quiet\n");
+    assert_eq!(c.line(), format!("* history complete: room {room_id}, last 5\n"));
+    c.say("/history 2\n");
+    assert_eq!(c.line(), "alice: three\n");
+    assert_eq!(c.line(), "quiet\n");
+    assert_eq!(c.line(), format!("* history complete: room {room_id}, last 5\n"));
+    c.say("/since 5\n/since x\n");
+    assert_eq!(c.line(), format!("* history complete: room {room_id}, last 5\n"));
+    assert_eq!(c.line(), "* error: /since takes a number, not \"x\"\n");
+    // In JSON: the replay carries the numbers.
+    b.say("/since 3\n");
+    let replay: Vec<serde_json::Value> = (0..3).map(|_| json(&b.line())).collect();
+    assert_eq!(replay[0]["seq"], 4);
+    assert_eq!((replay[1]["seq"].as_u64(), replay[1]["text"].as_str()), (Some(5), Some("quiet")));
+    assert_eq!(
+        replay[2],
+        serde_json::json!({"event": "history", "complete": true, "room": room_id, "last": 5})
+    );
+    b.say("/who\n/bogus\n");
+    assert_eq!(
+        json(&b.line()),
+        serde_json::json!({"event": "members", "names": ["alice"], "unnamed": 2})
+    );
+    assert_eq!(
+        json(&b.line()),
+        serde_json::json!({"event": "error", "text": "unknown command /bogus"})
+    );
+    assert_eq!(a.sync(), "", "a asked nothing and heard nothing new");
+    let stats = server.shutdown().unwrap();
+    assert_eq!(stats.chat_replayed, 4 + 2 + 2);
+}
+
+/// A bounded history: past its limit the oldest lines go, and a `/since` from before them says
+/// which numbers are gone before replaying what is held.
+#[test]
+fn a_gap_in_the_history_is_named() {
+    let server = room_with(|c| c.chat_history = "3".parse().unwrap());
+    let mut a = Member::join(&server, 1);
+    let mut b = Member::join(&server, 2);
+    a.say("l1\nl2\n");
+    a.say("l3\n");
+    a.say("l4\n");
+    a.say("l5\n");
+    for n in 1..=5 {
+        assert_eq!(b.line(), format!("l{n}\n"));
+    }
+    b.say("/since 0\n");
+    assert_eq!(b.line(), "* history gap: 1..2 no longer held\n");
+    assert_eq!(b.line(), "l3\n");
+    assert_eq!(b.line(), "l4\n");
+    assert_eq!(b.line(), "l5\n");
+    assert!(b.line().starts_with("* history complete: room "));
+    // The limit in bytes: as many lines as fit.
+    assert!("0".parse::<ricochet::config::HistoryLimit>().unwrap().lines == 0);
+    let both: ricochet::config::HistoryLimit = "100,4KiB".parse().unwrap();
+    assert_eq!((both.lines, both.bytes), (100, 4096));
+    for bad in ["", "x", "1,2,3", "2GiB"] {
+        assert!(bad.parse::<ricochet::config::HistoryLimit>().is_err(), "{bad:?}");
+    }
+}

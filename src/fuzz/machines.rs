@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::harness::*;
 use proptest::prelude::*;
 
+use crate::behaviour::chat::history::Posted;
 use crate::behaviour::chat::outbox::Outbox;
 use crate::behaviour::chat::{ChatCtx, Member, Room};
 use crate::behaviour::echo::{Echo, State};
@@ -442,9 +443,9 @@ fn chat_member_schedules() {
             }
             while let Some(mail) = ctx.chat.mail.pop_front() {
                 if mail.lines == 0 {
-                    notices.push(String::from_utf8_lossy(&mail.seg).into_owned());
+                    notices.push(String::from_utf8_lossy(&mail.post.text).into_owned());
                 } else {
-                    posted.extend_from_slice(&mail.seg);
+                    posted.extend_from_slice(&mail.post.text);
                 }
             }
             // Another member's line, as the reactor's fan-out hands it over.
@@ -454,22 +455,23 @@ fn chat_member_schedules() {
                 && matches!(outcome, Outcome::Idle | Outcome::MoreToRead)
                 && next < 200
             {
-                let seg: Arc<[u8]> = Arc::from(format!("other {next}\n").as_bytes());
+                let post = Posted::loose(format!("other {next}\n").as_bytes());
+                let seg = &post.text;
                 next += 1;
                 if direct && member.can_send_now() {
-                    match member.send_now(&seg, &mut ctx.stats, ctx.now) {
-                        Ok(()) => delivered.extend_from_slice(&seg),
+                    match member.send_now(&post, &mut ctx.stats, ctx.now) {
+                        Ok(()) => delivered.extend_from_slice(seg),
                         Err(reason) => outcome = Outcome::Close(reason),
                     }
-                } else if member.deliver(&seg, r.cap, &mut ctx.chat.dirty) {
-                    delivered.extend_from_slice(&seg);
+                } else if member.deliver(&post, r.cap, &mut ctx.chat.dirty) {
+                    delivered.extend_from_slice(seg);
                 } else {
                     let before = member.pending();
                     prop_assert!(before + seg.len() > r.cap);
                     if let Outcome::Close(reason) = member.flush(&mut ctx.stats, ctx.now) {
                         outcome = Outcome::Close(reason);
-                    } else if member.deliver(&seg, r.cap, &mut ctx.chat.dirty) {
-                        delivered.extend_from_slice(&seg);
+                    } else if member.deliver(&post, r.cap, &mut ctx.chat.dirty) {
+                        delivered.extend_from_slice(seg);
                     } else {
                         outcome = Outcome::Close(CloseReason::Slow);
                     }
@@ -494,7 +496,7 @@ fn chat_member_schedules() {
             if let Outcome::Close(reason) = outcome {
                 member.close(&mut ctx);
                 while let Some(mail) = ctx.chat.mail.pop_front() {
-                    notices.push(String::from_utf8_lossy(&mail.seg).into_owned());
+                    notices.push(String::from_utf8_lossy(&mail.post.text).into_owned());
                 }
                 match reason {
                     CloseReason::Eof | CloseReason::LineTooLong => {

@@ -12,9 +12,10 @@
 //! members that owe nothing (one `send` each, nothing queued): with one sender, the common case,
 //! a member costs one touch and one syscall per turn.
 
+use std::sync::Arc;
+
 use super::peers::Relayed;
 use super::Reactor;
-use crate::behaviour::chat::outbox::Segment;
 use crate::behaviour::chat::{ChatCtx, Mail};
 use crate::behaviour::{CloseReason, Conn, Ctx, Outcome};
 
@@ -61,12 +62,15 @@ impl Reactor {
             if self.peers.is_some() && mail.from != REMOTE {
                 relay.push(Relayed {
                     room: mail.room,
-                    seg: Segment::clone(&mail.seg),
+                    post: Arc::clone(&mail.post),
                     lines: mail.lines,
                 });
             }
             let Ctx { chat, stats, cap, now, .. } = &mut self.ctx;
             let last = chat.mail.is_empty();
+            if let Some(delivered) = chat.delivered.get_mut(mail.room) {
+                *delivered = (*delivered).max(mail.post.last());
+            }
             let ChatCtx { rooms, dirty, .. } = chat;
             for &key in &rooms[mail.room].members {
                 if key == mail.from {
@@ -76,19 +80,19 @@ impl Reactor {
                     continue;
                 };
                 if last && member.can_send_now() {
-                    match member.send_now(&mail.seg, stats, *now) {
+                    match member.send_now(&mail.post, stats, *now) {
                         Ok(()) => stats.chat_deliveries += mail.lines,
                         Err(reason) => cut.push((key, reason)),
                     }
                     continue;
                 }
-                if !member.deliver(&mail.seg, *cap, dirty) {
+                if !member.deliver(&mail.post, *cap, dirty) {
                     // Over the cap with this turn's output still unsent: send what it takes.
                     if let Outcome::Close(reason) = member.flush(stats, *now) {
                         cut.push((key, reason));
                         continue;
                     }
-                    if !member.deliver(&mail.seg, *cap, dirty) {
+                    if !member.deliver(&mail.post, *cap, dirty) {
                         cut.push((key, CloseReason::Slow));
                         continue;
                     }
@@ -114,7 +118,7 @@ impl Reactor {
             self.ctx.chat.mail.push_back(Mail {
                 from: REMOTE,
                 room: r.room,
-                seg: r.seg,
+                post: r.post,
                 lines: r.lines,
             });
         }

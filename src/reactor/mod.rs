@@ -149,7 +149,8 @@ impl Reactor {
             }
             listeners.push(Some(listener));
         }
-        let (addrs, rooms) = (built.addrs, (0..built.rooms).map(|_| Room::default()).collect());
+        let history = config.chat_history;
+        let (addrs, rooms) = (built.addrs, (0..built.rooms).map(|_| Room::new(history)).collect());
         let signals = if config.handle_signals {
             Some(
                 Signals::register(poll.registry(), SIGNALS)
@@ -168,7 +169,12 @@ impl Reactor {
                 cap: config.max_pending,
                 budget: config.turn_budget,
                 now: Instant::now(),
-                chat: ChatCtx { rooms, max_line: config.max_line, ..ChatCtx::default() },
+                chat: ChatCtx {
+                    rooms,
+                    max_line: config.max_line,
+                    delivered: vec![0; built.rooms],
+                    ..ChatCtx::default()
+                },
             },
             listener_queued: vec![false; listeners.len()],
             by_listener: vec![ListenerStats::default(); listeners.len()],

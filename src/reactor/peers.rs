@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use mio::Waker;
 
-use crate::behaviour::chat::outbox::Segment;
+use crate::behaviour::chat::history::Posted;
 use crate::stats::{SharedStats, Stats};
 use crate::transport::Stream;
 
@@ -33,7 +33,7 @@ pub(crate) struct Handoff {
 #[derive(Debug)]
 pub(crate) struct Relayed {
     pub room: usize,
-    pub seg: Segment,
+    pub post: Arc<Posted>,
     pub lines: u64,
 }
 
@@ -111,7 +111,7 @@ impl Peers {
             let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
             queue.extend(mail.iter().map(|m| Relayed {
                 room: m.room,
-                seg: Segment::clone(&m.seg),
+                post: Arc::clone(&m.post),
                 lines: m.lines,
             }));
             drop(queue);

@@ -23,6 +23,7 @@
 //! Members are flushed once per reactor turn (everything that arrived for them in the turn, in
 //! one vectored send), not once per line.
 
+pub(crate) mod history;
 pub(crate) mod lines;
 pub(crate) mod outbox;
 
@@ -37,6 +38,7 @@ use super::{CloseReason, Ctx, Life, Outcome};
 use crate::stats::Stats;
 use crate::sys::MAX_IOV;
 use crate::transport::Transport;
+use history::{Event, History, HistoryLimit, Posted};
 use lines::{Framer, Piece};
 use outbox::{Outbox, Segment};
 
@@ -44,20 +46,40 @@ use outbox::{Outbox, Segment};
 pub(crate) const MAX_NAME: usize = 32;
 
 /// One room as one reactor sees it: its members there (slab keys), and the room's directory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Room {
     /// Slab keys of this reactor's members, in joining order.
     pub members: Vec<usize>,
-    /// Names and the unnamed count of the whole room, shared by every reactor serving members
-    /// of it (locked on join, `/nick`, leave and `/who` only, never per line).
+    /// Names, the unnamed count and the numbered history of the whole room, shared by every
+    /// reactor serving members of it (locked on join, `/nick`, leave, `/who`, history commands,
+    /// and once per run of lines a member posts: the room's numbering is one).
     pub dir: Arc<Mutex<Directory>>,
 }
 
-/// Who is in a room: its names and how many members have none.
-#[derive(Debug, Default)]
+impl Room {
+    pub(crate) fn new(history: HistoryLimit) -> Self {
+        Room { members: Vec::new(), dir: Arc::new(Mutex::new(Directory::new(history))) }
+    }
+}
+
+impl Default for Room {
+    fn default() -> Self {
+        Room::new(HistoryLimit::default())
+    }
+}
+
+/// Who is in a room (its names and how many members have none), and what it said lately.
+#[derive(Debug)]
 pub(crate) struct Directory {
     names: BTreeSet<Box<str>>,
     unnamed: usize,
+    history: History,
+}
+
+impl Directory {
+    fn new(history: HistoryLimit) -> Self {
+        Directory { names: BTreeSet::new(), unnamed: 0, history: History::new(history) }
+    }
 }
 
 impl Room {
@@ -73,8 +95,9 @@ pub(crate) struct Mail {
     /// reactor).
     pub from: usize,
     pub room: usize,
-    pub seg: Segment,
-    /// Lines in `seg` (each delivery counts them); 0 for a notice.
+    /// The lines or notice, numbered, with their renderings.
+    pub post: Arc<Posted>,
+    /// Lines in the post (each delivery counts them); 0 for a notice.
     pub lines: u64,
 }
 
@@ -88,6 +111,9 @@ pub(crate) struct ChatCtx {
     pub dirty: Vec<usize>,
     /// `--max-line`.
     pub max_line: usize,
+    /// Per room, the highest sequence number this reactor has delivered: a replay stops there,
+    /// so that lines posted but not yet delivered come once, by delivery (empty: no bound).
+    pub delivered: Vec<u64>,
 }
 
 /// Where a member is in its life.
@@ -120,6 +146,8 @@ pub(crate) struct Member<T> {
     /// The client's address (from the PROXY protocol header if the listener takes one), for
     /// `/whoami`.
     from: Option<std::net::SocketAddr>,
+    /// `/format json`: deliveries and answers as JSON lines.
+    json: bool,
 }
 
 impl<T: Transport> Member<T> {
@@ -150,6 +178,7 @@ impl<T: Transport> Member<T> {
             read_closed: false,
             listed: false,
             from,
+            json: false,
         }
     }
 
@@ -200,8 +229,8 @@ impl<T: Transport> Member<T> {
             ctx.stats.bytes_in += n as u64;
             self.life.last_active = ctx.now;
             let mut framer = std::mem::take(&mut self.framer);
-            let Ctx { buf, chat, stats, .. } = ctx;
-            framer.feed(&buf[..n], chat.max_line, |piece| self.piece(piece, chat, stats));
+            let Ctx { buf, chat, stats, cap, .. } = ctx;
+            framer.feed(&buf[..n], chat.max_line, |piece| self.piece(piece, chat, stats, *cap));
             self.framer = framer;
             if self.out.len() > ctx.cap {
                 // Its own replies (a flood of commands it never reads the answers to).
@@ -225,37 +254,46 @@ impl<T: Transport> Member<T> {
     /// The peer's EOF: its last unterminated line goes out too, then it leaves.
     fn on_eof(&mut self, ctx: &mut Ctx) -> Outcome {
         let mut framer = std::mem::take(&mut self.framer);
-        let Ctx { chat, stats, .. } = ctx;
-        framer.finish(|piece| self.piece(piece, chat, stats));
+        let Ctx { chat, stats, cap, .. } = ctx;
+        framer.finish(|piece| self.piece(piece, chat, stats, *cap));
         if self.state == State::Open {
             self.set_state(State::Leaving(CloseReason::Eof), chat, stats);
         }
         self.flush(&mut ctx.stats, ctx.now)
     }
 
-    /// Handles one framed piece; false stops the framing (the member is leaving).
-    fn piece(&mut self, piece: Piece<'_>, chat: &mut ChatCtx, stats: &mut Stats) -> bool {
+    /// Handles one framed piece; false stops the framing (the member is leaving). `cap`: the
+    /// member's output cap (a history replay fills at most what is left under it).
+    fn piece(
+        &mut self,
+        piece: Piece<'_>,
+        chat: &mut ChatCtx,
+        stats: &mut Stats,
+        cap: usize,
+    ) -> bool {
         match piece {
             Piece::Lines(bytes, count) => {
                 stats.chat_lines += count as u64;
-                let seg = match &self.name {
+                let text = match &self.name {
                     None => Arc::from(bytes),
                     Some(name) => prefixed(name, bytes, count),
                 };
-                chat.mail.push_back(Mail {
-                    from: self.key,
-                    room: self.room,
-                    seg,
-                    lines: count as u64,
-                });
+                let lines = count as u64;
+                let post = chat.rooms[self.room].dir().history.post(
+                    lines,
+                    self.name.as_deref(),
+                    None,
+                    text,
+                );
+                chat.mail.push_back(Mail { from: self.key, room: self.room, post, lines });
                 true
             }
             Piece::Command(line) => {
                 stats.chat_lines += 1;
-                self.command(line, chat, stats)
+                self.command(line, chat, stats, cap)
             }
             Piece::TooLong => {
-                self.reply(b"* error: line too long\n", chat);
+                self.error("line too long", chat);
                 self.set_state(State::Leaving(CloseReason::LineTooLong), chat, stats);
                 false
             }
@@ -263,7 +301,7 @@ impl<T: Transport> Member<T> {
     }
 
     /// One command line (without its `\n`; a trailing `\r` is ignored, for telnet).
-    fn command(&mut self, line: &[u8], chat: &mut ChatCtx, stats: &mut Stats) -> bool {
+    fn command(&mut self, line: &[u8], chat: &mut ChatCtx, stats: &mut Stats, cap: usize) -> bool {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let text = String::from_utf8_lossy(line);
         let (command, arg) = match text.split_once(' ') {
@@ -273,34 +311,86 @@ impl<T: Transport> Member<T> {
         match command {
             "/nick" => self.nick(arg, chat),
             "/who" => {
-                let answer = who(&chat.rooms[self.room]);
-                self.reply(answer.as_bytes(), chat);
+                let dir = chat.rooms[self.room].dir();
+                let (text, json) = who(&dir);
+                drop(dir);
+                self.answer(text, json, chat);
             }
             "/whoami" => {
-                let from = self.from.map_or("an unnamed socket".into(), |a| a.to_string());
-                let answer = match &self.name {
-                    Some(name) => format!("* you are {name}, from {from}\n"),
-                    None => format!("* you are unnamed, from {from}\n"),
-                };
-                self.reply(answer.as_bytes(), chat);
+                let from = self.from.map(|a| a.to_string());
+                let text = format!(
+                    "* you are {}, from {}\n",
+                    self.name.as_deref().unwrap_or("unnamed"),
+                    from.as_deref().unwrap_or("an unnamed socket")
+                );
+                let json =
+                    serde_json::json!({"event": "you", "name": self.name.as_deref(), "from": from});
+                self.answer(text, json, chat);
             }
+            "/format" => match arg {
+                "json" | "text" => {
+                    self.json = arg == "json";
+                    let json = serde_json::json!({"event": "format", "format": arg});
+                    self.answer(format!("* format {arg}\n"), json, chat);
+                }
+                _ => self.error(&format!("/format takes json or text, not {arg:?}"), chat),
+            },
+            "/since" | "/history" => match arg.parse::<u64>() {
+                Ok(n) => {
+                    let since = match command {
+                        "/since" => n,
+                        _ => chat.rooms[self.room].dir().history.last().saturating_sub(n),
+                    };
+                    self.replay(since, chat, stats, cap);
+                }
+                Err(_) => self.error(&format!("{command} takes a number, not {arg:?}"), chat),
+            },
             "/quit" => {
                 self.set_state(State::Leaving(CloseReason::Eof), chat, stats);
                 return false;
             }
-            _ => {
-                let answer = format!("* error: unknown command {command}\n");
-                self.reply(answer.as_bytes(), chat);
-            }
+            _ => self.error(&format!("unknown command {command}"), chat),
         }
         true
     }
 
+    /// Replays the room's lines and notices after number `since` still held (within what is left
+    /// of the member's cap), then says whether that was all.
+    fn replay(&mut self, since: u64, chat: &mut ChatCtx, stats: &mut Stats, cap: usize) {
+        let upto = chat.delivered.get(self.room).copied().unwrap_or(u64::MAX);
+        let budget = cap.saturating_sub(self.out.len()) / 2;
+        let replay = chat.rooms[self.room].dir().history.since(since, upto, budget);
+        let room = chat.rooms[self.room].dir().history.room.clone();
+        if let Some((first, last)) = replay.gap {
+            let text = format!("* history gap: {first}..{last} no longer held\n");
+            let json =
+                serde_json::json!({"event": "gap", "room": &*room, "first": first, "last": last});
+            self.answer(text, json, chat);
+        }
+        for (post, skip) in &replay.posts {
+            stats.chat_replayed += post.lines - *skip as u64;
+            self.out.push(post.rendering(self.json, *skip));
+        }
+        let (text, json) = match replay.more {
+            None => (
+                format!("* history complete: room {room}, last {}\n", replay.last),
+                serde_json::json!({"event": "history", "complete": true, "room": &*room, "last": replay.last}),
+            ),
+            Some(upto) => (
+                format!(
+                    "* history incomplete: room {room}, replayed up to {upto} of {}; ask /since {upto} for more\n",
+                    replay.last
+                ),
+                serde_json::json!({"event": "history", "complete": false, "room": &*room, "last": replay.last, "replayed": upto}),
+            ),
+        };
+        self.answer(text, json, chat);
+    }
+
     fn nick(&mut self, name: &str, chat: &mut ChatCtx) {
         if !valid_name(name) {
-            let answer =
-                format!("* error: a name is 1 to {MAX_NAME} of A-Z a-z 0-9 _ -, not {name:?}\n");
-            return self.reply(answer.as_bytes(), chat);
+            let e = format!("a name is 1 to {MAX_NAME} of A-Z a-z 0-9 _ -, not {name:?}");
+            return self.error(&e, chat);
         }
         if self.name.as_deref() == Some(name) {
             return; // already so named: nothing changes, nobody is told
@@ -308,28 +398,37 @@ impl<T: Transport> Member<T> {
         let mut dir = chat.rooms[self.room].dir();
         if dir.names.contains(name) {
             drop(dir);
-            let answer = format!("* error: the name {name} is taken\n");
-            return self.reply(answer.as_bytes(), chat);
+            return self.error(&format!("the name {name} is taken"), chat);
         }
-        let notice = match self.name.take() {
+        let (notice, event) = match self.name.take() {
             None => {
                 dir.unnamed -= 1;
-                format!("* {name} joined\n")
+                (format!("* {name} joined\n"), Event::Joined)
             }
             Some(old) => {
                 dir.names.remove(&old);
-                format!("* {old} is now {name}\n")
+                (format!("* {old} is now {name}\n"), Event::Renamed(old))
             }
         };
         dir.names.insert(name.into());
+        let post = dir.history.post(1, Some(name), Some(event), Arc::from(notice.as_bytes()));
         drop(dir);
         self.name = Some(name.into());
-        chat.mail.push_back(Mail {
-            from: self.key,
-            room: self.room,
-            seg: Arc::from(notice.as_bytes()),
-            lines: 0,
-        });
+        chat.mail.push_back(Mail { from: self.key, room: self.room, post, lines: 0 });
+    }
+
+    /// Answers this member only, in its format.
+    fn answer(&mut self, text: String, json: serde_json::Value, chat: &mut ChatCtx) {
+        match self.json {
+            false => self.reply(text.as_bytes(), chat),
+            true => self.reply(format!("{json}\n").as_bytes(), chat),
+        }
+    }
+
+    /// `* error: WHAT` (text) or `{"event":"error","text":WHAT}`, to this member only.
+    fn error(&mut self, what: &str, chat: &mut ChatCtx) {
+        let json = serde_json::json!({"event": "error", "text": what});
+        self.answer(format!("* error: {what}\n"), json, chat);
     }
 
     /// Queues an answer for this member only.
@@ -367,23 +466,31 @@ impl<T: Transport> Member<T> {
         match &self.name {
             None => room.dir().unnamed -= 1,
             Some(name) => {
-                room.dir().names.remove(name);
-                let notice = format!("* {name} left\n");
-                chat.mail.push_back(Mail {
-                    from: self.key,
-                    room: self.room,
-                    seg: Arc::from(notice.as_bytes()),
-                    lines: 0,
-                });
+                let mut dir = room.dir();
+                dir.names.remove(name);
+                let notice = Arc::from(format!("* {name} left\n").as_bytes());
+                let post = dir.history.post(1, Some(name), Some(Event::Left), notice);
+                drop(dir);
+                chat.mail.push_back(Mail { from: self.key, room: self.room, post, lines: 0 });
             }
         }
     }
 
-    /// Queues `seg` from another member, unless that would take the undelivered output past
+    /// The rendering of `post` this member receives (text or JSON).
+    #[inline]
+    fn rendering<'p>(&self, post: &'p Posted) -> &'p Segment {
+        match self.json {
+            false => &post.text,
+            true => post.json(),
+        }
+    }
+
+    /// Queues `post` from another member, unless that would take the undelivered output past
     /// `cap` (false: the member is too slow). A member that owes nothing always takes it: one
     /// read's run of lines may be longer than the cap, and a member keeping up is not slow. Lists
     /// the member for the end-of-turn flush.
-    pub(crate) fn deliver(&mut self, seg: &Segment, cap: usize, dirty: &mut Vec<usize>) -> bool {
+    pub(crate) fn deliver(&mut self, post: &Posted, cap: usize, dirty: &mut Vec<usize>) -> bool {
+        let seg = self.rendering(post);
         if !self.out.is_empty() && self.out.len() + seg.len() > cap {
             return false;
         }
@@ -413,10 +520,11 @@ impl<T: Transport> Member<T> {
     /// kept, sharing the segment.
     pub(crate) fn send_now(
         &mut self,
-        seg: &Segment,
+        post: &Posted,
         stats: &mut Stats,
         now: Instant,
     ) -> Result<(), CloseReason> {
+        let seg = self.rendering(post);
         let sent = loop {
             match self.io.send(seg) {
                 Err(EINTR) => continue,
@@ -506,9 +614,8 @@ pub(crate) fn valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The answer to `/who`: names in order, then the count of unnamed members.
-fn who(room: &Room) -> String {
-    let dir = room.dir();
+/// The answer to `/who`: names in order, then the count of unnamed members (text, JSON).
+fn who(dir: &Directory) -> (String, serde_json::Value) {
     let names: Vec<&str> = dir.names.iter().map(|n| &**n).collect();
     let mut answer = format!("* members: {}", names.join(", "));
     if dir.unnamed > 0 {
@@ -518,7 +625,8 @@ fn who(room: &Room) -> String {
         answer.push_str(&format!("(+{} unnamed)", dir.unnamed));
     }
     answer.push('\n');
-    answer
+    let json = serde_json::json!({"event": "members", "names": names, "unnamed": dir.unnamed});
+    (answer, json)
 }
 
 #[cfg(test)]
@@ -546,6 +654,7 @@ mod tests {
             read_closed: false,
             listed: false,
             from: None,
+            json: false,
         };
         (member, theirs)
     }
@@ -558,7 +667,7 @@ mod tests {
         let mut dirty = Vec::new();
         let expected: Vec<u8> = (0..100u8).flat_map(|i| [b'a' + i % 26, b'\n']).collect();
         for line in expected.chunks(2) {
-            assert!(member.deliver(&Arc::from(line), 1 << 20, &mut dirty));
+            assert!(member.deliver(&Posted::loose(line), 1 << 20, &mut dirty));
         }
         assert_eq!(dirty, vec![0], "listed once");
         let mut stats = Stats::default();
@@ -577,9 +686,9 @@ mod tests {
     fn deliver_applies_the_cap_to_members_that_owe() {
         let (mut member, _peer) = member_on_a_socket_pair();
         let mut dirty = Vec::new();
-        let big: Segment = Arc::from(vec![b'x'; 100]);
+        let big = Posted::loose(&[b'x'; 100]);
         assert!(member.deliver(&big, 10, &mut dirty), "owes nothing: takes it");
-        assert!(!member.deliver(&Arc::from(&b"y\n"[..]), 10, &mut dirty), "owes 100 > cap 10");
+        assert!(!member.deliver(&Posted::loose(b"y\n"), 10, &mut dirty), "owes 100 > cap 10");
         assert_eq!(member.pending(), 100);
     }
 
@@ -604,11 +713,15 @@ mod tests {
         room.dir().names.insert("bob".into());
         room.dir().names.insert("alice".into());
         room.dir().unnamed = 3;
-        assert_eq!(who(&room), "* members: alice, bob (+3 unnamed)\n");
+        assert_eq!(who(&room.dir()).0, "* members: alice, bob (+3 unnamed)\n");
+        assert_eq!(
+            who(&room.dir()).1.to_string(),
+            r#"{"event":"members","names":["alice","bob"],"unnamed":3}"#
+        );
         room.dir().unnamed = 0;
-        assert_eq!(who(&room), "* members: alice, bob\n");
+        assert_eq!(who(&room.dir()).0, "* members: alice, bob\n");
         room.dir().names.clear();
         room.dir().unnamed = 2;
-        assert_eq!(who(&room), "* members: (+2 unnamed)\n");
+        assert_eq!(who(&room.dir()).0, "* members: (+2 unnamed)\n");
     }
 }
