@@ -210,6 +210,13 @@ pub struct Args {
     #[arg(long, value_name = "LIMIT", env = "RICOCHET_CHAT_HISTORY", default_value = "1000")]
     pub chat_history: crate::config::HistoryLimit,
 
+    /// Chat: a named member lost without an orderly leave (a reset, a socket error, the idle
+    /// timeout) keeps its name for DUR: a new connection's `/nick NAME` takes it back and the
+    /// others see `* NAME reconnected`; `* NAME left` comes only when DUR runs out. `/quit` and
+    /// EOF leave at once. 0: leave at once always.
+    #[arg(long, value_name = "DUR", env = "RICOCHET_CHAT_LINGER", default_value = "30s", value_parser = parse_duration)]
+    pub chat_linger: Duration,
+
     /// Close a connection after DUR with no progress in either direction. Default: never.
     #[arg(long, value_name = "DUR", env = "RICOCHET_IDLE_TIMEOUT", allow_hyphen_values = true, value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
@@ -366,6 +373,7 @@ impl TryFrom<Args> for Settings {
             max_pending: size("max-pending", args.max_pending)?,
             max_line: size("max-line", args.max_line)?,
             chat_history: args.chat_history,
+            chat_linger: args.chat_linger,
             idle_timeout: args.idle_timeout,
             drain_timeout: args.drain_timeout,
             drain_grace: args.drain_grace,

@@ -329,6 +329,9 @@ pub struct Config {
     pub max_line: usize,
     /// Chat: how much of its past each room keeps for `/since` and `/history`.
     pub chat_history: HistoryLimit,
+    /// Chat: how long a named member lost without an orderly leave (reset, socket error, idle
+    /// timeout) keeps its name for a new connection to take back; zero: it leaves at once.
+    pub chat_linger: Duration,
     /// Close a connection after this long with no progress in either direction.
     pub idle_timeout: Option<Duration>,
     /// How long a graceful shutdown may serve busy connections before closing them.
@@ -386,6 +389,7 @@ impl Default for Config {
             max_pending: 256 * 1024,
             max_line: 64 * 1024,
             chat_history: HistoryLimit::default(),
+            chat_linger: Duration::from_secs(30),
             idle_timeout: None,
             drain_timeout: Duration::from_secs(5),
             drain_grace: Duration::from_millis(100),

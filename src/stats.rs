@@ -96,6 +96,8 @@ counters! {
     chat_deliveries,
     /// Lines and notices replayed from a room's history (`/since`, `/history`).
     chat_replayed,
+    /// Names taken back by a new connection while they lingered after a lost member.
+    chat_reconnects,
     /// Chat members disconnected because their undelivered output would have passed the cap.
     slow_members,
     /// TLS handshakes completed.
@@ -272,7 +274,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["closed"], 2);
         assert_eq!(v["bytes_out"], 0);
-        assert_eq!(v.as_object().unwrap().len(), 31, "event, 28 counters, faults, reactors");
+        assert_eq!(v.as_object().unwrap().len(), 32, "event, 29 counters, faults, reactors");
         assert_eq!(v["reactors"], serde_json::json!([{"active":0,"accepted":0,"bytes_in":0}]));
         assert_eq!(v["faults"]["dropped"], 3);
         assert_eq!(v["faults"].as_object().unwrap().len(), 9);

@@ -25,6 +25,8 @@ pub enum Kind {
     Handshake,
     /// A UDP listener's delayed replies come due: `key` is the listener's index, not a slab key.
     Release,
+    /// A chat room's lingering names may have run out: `key` is the room's index.
+    Linger,
 }
 
 /// One armed deadline: at `at`, do what `kind` says to slab entry `key` if it still holds

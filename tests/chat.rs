@@ -560,3 +560,45 @@ fn a_gap_in_the_history_is_named() {
         assert!(bad.parse::<ricochet::config::HistoryLimit>().is_err(), "{bad:?}");
     }
 }
+
+/// Resets the member's connection (RST, as a dropped network or a killed client would).
+fn reset(member: Member) {
+    socket2::SockRef::from(&member.writer).set_linger(Some(Duration::ZERO)).unwrap();
+}
+
+/// Names survive a reconnect: a named member lost without an orderly leave (a reset) keeps its
+/// name for `--chat-linger`; a new connection's `/nick NAME` takes it back and the others hear
+/// `* NAME reconnected`, not left and joined; a name whose linger runs out leaves then, with
+/// `* NAME left`; an orderly `/quit` leaves at once.
+#[test]
+fn a_lost_members_name_lingers_for_its_reconnect() {
+    let server = room_with(|c| c.chat_linger = Duration::from_millis(300));
+    let mut alice = Member::join(&server, 1);
+    let mut bob = Member::join(&server, 2);
+    alice.say("/nick alice\n");
+    bob.say("/nick bob\n");
+    assert_eq!(bob.line(), "* alice joined\n");
+    assert_eq!(alice.line(), "* bob joined\n");
+    reset(alice);
+    wait_for("the lost member to go", || server.stats().chat_members == 1);
+    bob.say("/who\n");
+    assert_eq!(bob.line(), "* members: alice, bob\n", "the name lingers, untold");
+    let mut again = Member::join(&server, 2);
+    again.say("/nick alice\n");
+    assert_eq!(bob.line(), "* alice reconnected\n");
+    again.say("back\n");
+    assert_eq!(bob.line(), "alice: back\n");
+    // Lost again, and this time nobody comes back: left when the linger runs out.
+    reset(again);
+    assert_eq!(bob.line(), "* alice left\n");
+    bob.say("/who\n");
+    assert_eq!(bob.line(), "* members: bob\n");
+    // An orderly leave is told at once, however long the linger.
+    let mut carol = Member::join(&server, 2);
+    carol.say("/nick carol\n");
+    assert_eq!(bob.line(), "* carol joined\n");
+    carol.say("/quit\n");
+    assert_eq!(bob.line(), "* carol left\n");
+    let stats = server.shutdown().unwrap();
+    assert_eq!(stats.chat_reconnects, 1);
+}

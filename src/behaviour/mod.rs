@@ -320,8 +320,8 @@ impl Conn {
         }
     }
 
-    /// Ends the connection (see each behaviour's `close`).
-    pub(crate) fn close(&mut self, ctx: &mut Ctx) {
+    /// Ends the connection for `reason` (see each behaviour's `close`).
+    pub(crate) fn close(&mut self, ctx: &mut Ctx, reason: CloseReason) {
         match self {
             Conn::Echo(c) => c.close(&mut ctx.pool),
             Conn::Other(other) => match &mut **other {
@@ -330,7 +330,7 @@ impl Conn {
                     c.close(&mut ctx.pool);
                     c.io.inner_mut().count(&mut ctx.stats);
                 }
-                Other::Chat(m) => m.close(ctx),
+                Other::Chat(m) => m.close(ctx, reason),
                 // Dropped with the header unread: the client is reset, as it should be.
                 Other::Proxy(a) => a.closed = true,
             },

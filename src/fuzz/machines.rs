@@ -494,7 +494,7 @@ fn chat_member_schedules() {
             );
             prop_assert!(!member.io.wrote_after_shut);
             if let Outcome::Close(reason) = outcome {
-                member.close(&mut ctx);
+                member.close(&mut ctx, reason);
                 while let Some(mail) = ctx.chat.mail.pop_front() {
                     notices.push(String::from_utf8_lossy(&mail.post.text).into_owned());
                 }

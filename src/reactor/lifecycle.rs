@@ -46,6 +46,10 @@ impl Reactor {
                 self.release_udp(d.key, now);
                 continue;
             }
+            if d.kind == Kind::Linger {
+                crate::behaviour::chat::expire_lingering(&mut self.ctx.chat, d.key, now);
+                continue;
+            }
             let Some(conn) = self.conns.get(d.key) else { continue };
             let life = conn.life();
             if life.id != d.id || life.timer_seq != d.seq || conn.is_closed() {
@@ -86,7 +90,7 @@ impl Reactor {
                         self.close(d.key, CloseReason::HandshakeFailure);
                     }
                 }
-                Kind::Release => unreachable!("handled above"),
+                Kind::Release | Kind::Linger => unreachable!("handled above"),
                 Kind::Quiet => {
                     let grace = self.config.drain_grace;
                     let due = life.last_active + grace;

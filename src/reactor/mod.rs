@@ -173,6 +173,7 @@ impl Reactor {
                     rooms,
                     max_line: config.max_line,
                     delivered: vec![0; built.rooms],
+                    linger: config.chat_linger,
                     ..ChatCtx::default()
                 },
             },
@@ -417,7 +418,12 @@ impl Reactor {
         if let Some(ws) = conn.ws_mut() {
             ws.last_word(reason.ws_close_code()); // the close frame says why
         }
-        conn.close(&mut self.ctx);
+        conn.close(&mut self.ctx, reason);
+        for (room, at) in self.ctx.chat.lingers.drain(..) {
+            let deadline =
+                crate::timer::Deadline { at, key: room, id: 0, seq: 0, kind: Kind::Linger };
+            self.timers.arm(deadline);
+        }
         self.by_listener[conn.life().listener as usize].closed += 1;
         self.by_listener_changed = true;
         self.closed.push(key);

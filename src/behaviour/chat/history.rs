@@ -23,6 +23,8 @@ pub(crate) enum Event {
     Renamed(Box<str>),
     /// A named member left.
     Left,
+    /// A name lingering after a lost member was taken back by a new connection.
+    Reconnected,
 }
 
 /// A run of lines from one member, or a notice, as the room numbered and stamped it.
@@ -108,6 +110,7 @@ impl Posted {
                         Event::Joined => "joined",
                         Event::Renamed(_) => "renamed",
                         Event::Left => "left",
+                        Event::Reconnected => "reconnected",
                     },
                 });
                 if let Event::Renamed(old) = event {

@@ -9,6 +9,13 @@
 //! - `/whoami` answers the asker only: `* you are alice, from 203.0.113.7:56324` (its address as
 //!   the PROXY protocol header gave it, on a listener with `proxy=`; else the socket's peer).
 //! - `/quit` ends the connection once the member's pending output is sent.
+//! - Every line and notice gets the room's next sequence number and is kept in the room's
+//!   [`history`] (`--chat-history`): `/since SEQ` and `/history N` replay it to the asker.
+//! - `/format json` switches the member's deliveries and answers to JSON lines (`/format text`
+//!   back); text members get the same bytes as ever.
+//! - A named member lost without an orderly leave (reset, socket error, idle timeout) keeps its
+//!   name for `--chat-linger`: `/nick NAME` from a new connection takes it back (`* NAME
+//!   reconnected`); `* NAME left` comes when the linger runs out.
 //! - Anything else starting with `/` gets `* error: unknown command /xyz` (the sender only).
 //! - More than `--max-line` bytes without a newline: `* error: line too long`, then the member is
 //!   disconnected; no fragment of that line reaches anyone.
@@ -71,14 +78,40 @@ impl Default for Room {
 /// Who is in a room (its names and how many members have none), and what it said lately.
 #[derive(Debug)]
 pub(crate) struct Directory {
+    /// Every name in use, lingering ones included.
     names: BTreeSet<Box<str>>,
     unnamed: usize,
+    /// Names of members lost without an orderly leave, kept until then for a new connection.
+    lingering: Vec<(Box<str>, Instant)>,
     history: History,
 }
 
 impl Directory {
     fn new(history: HistoryLimit) -> Self {
-        Directory { names: BTreeSet::new(), unnamed: 0, history: History::new(history) }
+        Directory {
+            names: BTreeSet::new(),
+            unnamed: 0,
+            lingering: Vec::new(),
+            history: History::new(history),
+        }
+    }
+}
+
+/// The sender of a notice no member sent (a linger running out): every member gets it.
+const NOBODY: usize = usize::MAX - 1;
+
+/// Names whose linger has run out by `now` leave their room: `* NAME left` to everyone.
+pub(crate) fn expire_lingering(chat: &mut ChatCtx, room: usize, now: Instant) {
+    let ChatCtx { rooms, mail, .. } = chat;
+    let mut dir = rooms[room].dir();
+    let (gone, kept): (Vec<_>, Vec<_>) =
+        std::mem::take(&mut dir.lingering).into_iter().partition(|(_, until)| *until <= now);
+    dir.lingering = kept;
+    for (name, _) in gone {
+        dir.names.remove(&name);
+        let notice = Arc::from(format!("* {name} left\n").as_bytes());
+        let post = dir.history.post(1, Some(&name), Some(Event::Left), notice);
+        mail.push_back(Mail { from: NOBODY, room, post, lines: 0 });
     }
 }
 
@@ -114,6 +147,10 @@ pub(crate) struct ChatCtx {
     /// Per room, the highest sequence number this reactor has delivered: a replay stops there,
     /// so that lines posted but not yet delivered come once, by delivery (empty: no bound).
     pub delivered: Vec<u64>,
+    /// `--chat-linger`.
+    pub linger: std::time::Duration,
+    /// Lingers begun this turn (room, until), for the reactor to arm their deadlines.
+    pub lingers: Vec<(usize, Instant)>,
 }
 
 /// Where a member is in its life.
@@ -309,7 +346,7 @@ impl<T: Transport> Member<T> {
             None => (&*text, ""),
         };
         match command {
-            "/nick" => self.nick(arg, chat),
+            "/nick" => self.nick(arg, chat, stats),
             "/who" => {
                 let dir = chat.rooms[self.room].dir();
                 let (text, json) = who(&dir);
@@ -387,7 +424,7 @@ impl<T: Transport> Member<T> {
         self.answer(text, json, chat);
     }
 
-    fn nick(&mut self, name: &str, chat: &mut ChatCtx) {
+    fn nick(&mut self, name: &str, chat: &mut ChatCtx, stats: &mut Stats) {
         if !valid_name(name) {
             let e = format!("a name is 1 to {MAX_NAME} of A-Z a-z 0-9 _ -, not {name:?}");
             return self.error(&e, chat);
@@ -396,6 +433,23 @@ impl<T: Transport> Member<T> {
             return; // already so named: nothing changes, nobody is told
         }
         let mut dir = chat.rooms[self.room].dir();
+        if let Some(i) = dir.lingering.iter().position(|(n, _)| &**n == name) {
+            // A lost member's name, taken back: the others hear it came back, not left/joined.
+            dir.lingering.remove(i);
+            match self.name.take() {
+                None => dir.unnamed -= 1,
+                Some(old) => {
+                    dir.names.remove(&old);
+                }
+            }
+            let notice = Arc::from(format!("* {name} reconnected\n").as_bytes());
+            let post = dir.history.post(1, Some(name), Some(Event::Reconnected), notice);
+            drop(dir);
+            stats.chat_reconnects += 1;
+            self.name = Some(name.into());
+            chat.mail.push_back(Mail { from: self.key, room: self.room, post, lines: 0 });
+            return;
+        }
         if dir.names.contains(name) {
             drop(dir);
             return self.error(&format!("the name {name} is taken"), chat);
@@ -588,9 +642,24 @@ impl<T: Transport> Member<T> {
         }
     }
 
-    /// Ends the connection: out of the room (the others are told), FIN, output dropped.
-    pub(crate) fn close(&mut self, ctx: &mut Ctx) {
+    /// Ends the connection: out of the room (the others are told), FIN, output dropped. A named
+    /// member lost without an orderly leave (`reason`: a reset, a socket error, the idle timeout)
+    /// leaves the room's list but its name lingers for `--chat-linger`, untold.
+    pub(crate) fn close(&mut self, ctx: &mut Ctx, reason: CloseReason) {
         if self.state != State::Closed {
+            let lost = matches!(reason, CloseReason::Reset | CloseReason::IdleTimeout);
+            if lost && self.joined && !ctx.chat.linger.is_zero() {
+                if let Some(name) = self.name.take() {
+                    self.joined = false;
+                    ctx.stats.chat_members -= 1;
+                    let room = &mut ctx.chat.rooms[self.room];
+                    room.members.retain(|&k| k != self.key);
+                    // The clock now: `ctx.now` is exact only on turns with deadlines.
+                    let until = Instant::now() + ctx.chat.linger;
+                    room.dir().lingering.push((name, until));
+                    ctx.chat.lingers.push((self.room, until));
+                }
+            }
             self.set_state(State::Closed, &mut ctx.chat, &mut ctx.stats);
             self.io.shutdown_write();
         }
