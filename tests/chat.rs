@@ -102,7 +102,8 @@ fn pump(sender: &mut Member, reader: &mut Member, fill: char, batches: usize) {
 /// are errors to the sender only; `/quit` ends a member and the others hear that it left.
 #[test]
 fn three_members_names_notices_and_commands() {
-    let server = room();
+    // No linger: a lost member's name goes at once (the linger has its own test).
+    let server = room_with(|c| c.chat_linger = Duration::ZERO);
     let mut a = Member::join(&server, 1);
     let mut b = Member::join(&server, 2);
     let mut c = Member::join(&server, 3);
@@ -601,4 +602,37 @@ fn a_lost_members_name_lingers_for_its_reconnect() {
     assert_eq!(bob.line(), "* carol left\n");
     let stats = server.shutdown().unwrap();
     assert_eq!(stats.chat_reconnects, 1);
+}
+
+/// A drop the server has not noticed (the old connection still open): `/token` gives the
+/// member a secret for its name, and a new connection's `/nick NAME TOKEN` takes the name from
+/// the old one, which is closed; the others see `* NAME reconnected` only. A wrong token is
+/// refused. With several reactors too (the old and new connections may be on different ones).
+#[test]
+fn a_token_takes_a_name_back_from_a_connection_still_open() {
+    for threads in [1, 3] {
+        let server = room_with(|c| c.threads = threads);
+        let mut alice = Member::join(&server, 1);
+        let mut bob = Member::join(&server, 2);
+        alice.say("/nick alice\n/token\n");
+        assert_eq!(bob.line(), "* alice joined\n");
+        let answer = alice.line();
+        let token = answer.strip_prefix("* token for alice: ").expect(&answer).trim().to_string();
+        assert_eq!(token.len(), 16, "{answer}");
+        alice.say("/token\n");
+        assert_eq!(alice.line(), answer, "the same secret while the name is held");
+        let mut again = Member::join(&server, 3);
+        again.say("/nick alice 0000000000000000\n");
+        assert_eq!(again.line(), "* error: the name alice is taken (the token is not its token)\n");
+        again.say(&format!("/nick alice {token}\n"));
+        assert_eq!(bob.line(), "* alice reconnected\n");
+        assert_eq!(alice.rest(), "", "the old connection is closed, nothing more said to it");
+        wait_for("the old connection to go", || server.stats().chat_members == 2);
+        bob.say("/who\n");
+        assert_eq!(bob.line(), "* members: alice (+1 unnamed)\n");
+        again.say("still me\n");
+        assert_eq!(bob.line(), "alice: still me\n");
+        let stats = server.shutdown().unwrap();
+        assert_eq!((stats.chat_reconnects, stats.chat_members), (1, 0), "threads {threads}");
+    }
 }

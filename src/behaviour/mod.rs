@@ -57,6 +57,8 @@ pub(crate) enum CloseReason {
     HandshakeFailure,
     /// No valid PROXY protocol header came first (counted as `proxy_refused`).
     ProxyRefused,
+    /// A chat member whose name a new connection took back with its `/token`.
+    Replaced,
 }
 
 impl CloseReason {

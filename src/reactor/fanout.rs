@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use super::peers::Relayed;
 use super::Reactor;
+use crate::behaviour::chat::history::Event;
 use crate::behaviour::chat::{ChatCtx, Mail};
 use crate::behaviour::{CloseReason, Conn, Ctx, Outcome};
 
@@ -72,6 +73,7 @@ impl Reactor {
                 *delivered = (*delivered).max(mail.post.last());
             }
             let ChatCtx { rooms, dirty, .. } = chat;
+            let reconnected = mail.post.event == Some(Event::Reconnected);
             for &key in &rooms[mail.room].members {
                 if key == mail.from {
                     continue;
@@ -79,6 +81,12 @@ impl Reactor {
                 let Some(member) = self.conns.get_mut(key).and_then(Conn::member_mut) else {
                     continue;
                 };
+                if reconnected && member.holds(mail.post.name.as_deref(), mail.from) {
+                    // The old connection of a client that came back with its token: it goes,
+                    // and its name stays with the new one.
+                    cut.push((key, CloseReason::Replaced));
+                    continue;
+                }
                 if last && member.can_send_now() {
                     match member.send_now(&mail.post, stats, *now) {
                         Ok(()) => stats.chat_deliveries += mail.lines,
@@ -101,6 +109,11 @@ impl Reactor {
             }
             // Closing posts `* NAME left` notices behind the mail still queued.
             for (key, reason) in cut.drain(..) {
+                if reason == CloseReason::Replaced {
+                    if let Some(member) = self.conns.get_mut(key).and_then(Conn::member_mut) {
+                        member.surrender(&mut self.ctx.chat);
+                    }
+                }
                 self.close(key, reason);
             }
         }

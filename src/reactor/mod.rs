@@ -439,7 +439,8 @@ impl Reactor {
             | CloseReason::HandshakeFailure
             | CloseReason::Eof
             | CloseReason::Drained
-            | CloseReason::LineTooLong => {}
+            | CloseReason::LineTooLong
+            | CloseReason::Replaced => {}
         }
     }
 

@@ -140,6 +140,16 @@ impl Posted {
 
 /// A new room id: 8 random bytes in hex.
 fn room_id() -> Arc<str> {
+    random_hex().into()
+}
+
+/// Whether `text` has a `/token` secret's form: 16 lowercase hex digits.
+pub(crate) fn is_token(text: &str) -> bool {
+    text.len() == 16 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// 8 random bytes in hex (room ids, `/token` secrets).
+pub(crate) fn random_hex() -> String {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 8];
     // The system's random source; should it fail, the clock still tells restarts apart.
@@ -147,7 +157,7 @@ fn room_id() -> Arc<str> {
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         bytes = (now.as_nanos() as u64).to_be_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<String>().into()
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where line `n` (from 0) of `text` begins.

@@ -15,7 +15,9 @@
 //!   back); text members get the same bytes as ever.
 //! - A named member lost without an orderly leave (reset, socket error, idle timeout) keeps its
 //!   name for `--chat-linger`: `/nick NAME` from a new connection takes it back (`* NAME
-//!   reconnected`); `* NAME left` comes when the linger runs out.
+//!   reconnected`); `* NAME left` comes when the linger runs out. `/token` gives a secret for
+//!   the member's name; `/nick NAME TOKEN` takes the name even from a connection still open
+//!   (closed by its reactor when the `reconnected` notice reaches it).
 //! - Anything else starting with `/` gets `* error: unknown command /xyz` (the sender only).
 //! - More than `--max-line` bytes without a newline: `* error: line too long`, then the member is
 //!   disconnected; no fragment of that line reaches anyone.
@@ -34,7 +36,7 @@ pub(crate) mod history;
 pub(crate) mod lines;
 pub(crate) mod outbox;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::IoSlice;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -83,6 +85,8 @@ pub(crate) struct Directory {
     unnamed: usize,
     /// Names of members lost without an orderly leave, kept until then for a new connection.
     lingering: Vec<(Box<str>, Instant)>,
+    /// `/token` secrets, by name: `/nick NAME TOKEN` takes NAME even from an open connection.
+    tokens: HashMap<Box<str>, Box<str>>,
     history: History,
 }
 
@@ -92,6 +96,7 @@ impl Directory {
             names: BTreeSet::new(),
             unnamed: 0,
             lingering: Vec::new(),
+            tokens: HashMap::new(),
             history: History::new(history),
         }
     }
@@ -109,6 +114,7 @@ pub(crate) fn expire_lingering(chat: &mut ChatCtx, room: usize, now: Instant) {
     dir.lingering = kept;
     for (name, _) in gone {
         dir.names.remove(&name);
+        dir.tokens.remove(&name);
         let notice = Arc::from(format!("* {name} left\n").as_bytes());
         let post = dir.history.post(1, Some(&name), Some(Event::Left), notice);
         mail.push_back(Mail { from: NOBODY, room, post, lines: 0 });
@@ -346,7 +352,16 @@ impl<T: Transport> Member<T> {
             None => (&*text, ""),
         };
         match command {
-            "/nick" => self.nick(arg, chat, stats),
+            "/nick" => {
+                // `NAME TOKEN` when the second word is a token's 16 hex digits; otherwise the
+                // whole argument is the name (and a name with a space is refused as such).
+                let (name, token) = match arg.split_once(' ') {
+                    Some((name, token)) if history::is_token(token) => (name, Some(token)),
+                    _ => (arg, None),
+                };
+                self.nick(name, token, chat, stats)
+            }
+            "/token" => self.token(chat),
             "/who" => {
                 let dir = chat.rooms[self.room].dir();
                 let (text, json) = who(&dir);
@@ -424,7 +439,25 @@ impl<T: Transport> Member<T> {
         self.answer(text, json, chat);
     }
 
-    fn nick(&mut self, name: &str, chat: &mut ChatCtx, stats: &mut Stats) {
+    /// `/token`: a secret for the member's name, the same until the name is let go.
+    fn token(&mut self, chat: &mut ChatCtx) {
+        let Some(name) = self.name.clone() else {
+            return self.error("take a name with /nick NAME first", chat);
+        };
+        let token = chat.rooms[self.room]
+            .dir()
+            .tokens
+            .entry(name.clone())
+            .or_insert_with(|| history::random_hex().into())
+            .clone();
+        let json = serde_json::json!({"event": "token", "name": &*name, "token": &*token});
+        self.answer(format!("* token for {name}: {token}\n"), json, chat);
+    }
+
+    /// `/nick NAME [TOKEN]`: takes NAME if it is free, lingering after a lost member, or held by
+    /// a connection that TOKEN (from `/token`) says is this client's own (that connection is
+    /// then closed by the reactor that serves it, on seeing the `reconnected` notice).
+    fn nick(&mut self, name: &str, token: Option<&str>, chat: &mut ChatCtx, stats: &mut Stats) {
         if !valid_name(name) {
             let e = format!("a name is 1 to {MAX_NAME} of A-Z a-z 0-9 _ -, not {name:?}");
             return self.error(&e, chat);
@@ -433,13 +466,18 @@ impl<T: Transport> Member<T> {
             return; // already so named: nothing changes, nobody is told
         }
         let mut dir = chat.rooms[self.room].dir();
-        if let Some(i) = dir.lingering.iter().position(|(n, _)| &**n == name) {
+        let lingering = dir.lingering.iter().position(|(n, _)| &**n == name);
+        let owned = token.is_some() && dir.tokens.get(name).map(|t| &**t) == token;
+        if lingering.is_some() || (owned && dir.names.contains(name)) {
             // A lost member's name, taken back: the others hear it came back, not left/joined.
-            dir.lingering.remove(i);
+            if let Some(i) = lingering {
+                dir.lingering.remove(i);
+            }
             match self.name.take() {
                 None => dir.unnamed -= 1,
                 Some(old) => {
                     dir.names.remove(&old);
+                    dir.tokens.remove(&old);
                 }
             }
             let notice = Arc::from(format!("* {name} reconnected\n").as_bytes());
@@ -452,7 +490,8 @@ impl<T: Transport> Member<T> {
         }
         if dir.names.contains(name) {
             drop(dir);
-            return self.error(&format!("the name {name} is taken"), chat);
+            let why = if token.is_some() { " (the token is not its token)" } else { "" };
+            return self.error(&format!("the name {name} is taken{why}"), chat);
         }
         let (notice, event) = match self.name.take() {
             None => {
@@ -461,6 +500,7 @@ impl<T: Transport> Member<T> {
             }
             Some(old) => {
                 dir.names.remove(&old);
+                dir.tokens.remove(&old);
                 (format!("* {old} is now {name}\n"), Event::Renamed(old))
             }
         };
@@ -522,11 +562,25 @@ impl<T: Transport> Member<T> {
             Some(name) => {
                 let mut dir = room.dir();
                 dir.names.remove(name);
+                dir.tokens.remove(name);
                 let notice = Arc::from(format!("* {name} left\n").as_bytes());
                 let post = dir.history.post(1, Some(name), Some(Event::Left), notice);
                 drop(dir);
                 chat.mail.push_back(Mail { from: self.key, room: self.room, post, lines: 0 });
             }
+        }
+    }
+
+    /// Whether this member holds `name` and is not `taker` (the connection taking it back).
+    pub(crate) fn holds(&self, name: Option<&str>, taker: usize) -> bool {
+        self.key != taker && self.name.is_some() && self.name.as_deref() == name
+    }
+
+    /// Gives up its name, silently, to a new connection that took it back with its token: it
+    /// leaves as an unnamed member would (no notice; the name stays the taker's).
+    pub(crate) fn surrender(&mut self, chat: &mut ChatCtx) {
+        if self.name.take().is_some() {
+            chat.rooms[self.room].dir().unnamed += 1;
         }
     }
 
