@@ -76,11 +76,21 @@ const BATCH: usize = 100;
 /// batches ahead of `reader`, which checks each line: the reader keeps up, so it is never slow.
 fn pump(sender: &mut Member, reader: &mut Member, fill: char, batches: usize) {
     let line = format!("{}\n", fill.to_string().repeat(999));
+    pump_lines(sender, reader, &line, BATCH, batches);
+}
+
+/// As [`pump`], with `per_batch` copies of `line` per batch.
+fn pump_lines(
+    sender: &mut Member,
+    reader: &mut Member,
+    line: &str,
+    per_batch: usize,
+    batches: usize,
+) {
     let (done, batches_read) = std::sync::mpsc::sync_channel::<()>(batches);
     std::thread::scope(|s| {
-        let line = &line;
         s.spawn(move || {
-            let batch = line.repeat(BATCH);
+            let batch = line.repeat(per_batch);
             for k in 0..batches {
                 if k >= 2 {
                     batches_read.recv().unwrap();
@@ -89,7 +99,7 @@ fn pump(sender: &mut Member, reader: &mut Member, fill: char, batches: usize) {
             }
         });
         for _ in 0..batches {
-            for _ in 0..BATCH {
+            for _ in 0..per_batch {
                 assert_eq!(reader.line(), *line);
             }
             let _ = done.send(()); // the sender stops listening after its last batch
@@ -635,4 +645,48 @@ fn a_token_takes_a_name_back_from_a_connection_still_open() {
         let stats = server.shutdown().unwrap();
         assert_eq!((stats.chat_reconnects, stats.chat_members), (1, 0), "threads {threads}");
     }
+}
+
+/// A full history of large lines stays within its bound in bytes: 32 MiB of 16 KiB lines go
+/// through a room that keeps at most 4 MiB; the server's memory grows by about that, and a
+/// `/since 0` names the numbers no longer held (all but the last 256 lines at most).
+#[test]
+fn a_full_history_of_large_lines_stays_in_its_bound() {
+    let server =
+        util::ServerProcess::start(&["--chat", "127.0.0.1:0", "--chat-history", "100000,4MiB"]);
+    let join = || {
+        let s = connect(server.addr(0));
+        Member { reader: BufReader::new(s.try_clone().unwrap()), writer: s }
+    };
+    let (mut reader, mut sender) = (join(), join());
+    reader.sync();
+    sender.sync();
+    let rss_before = server.rss_kib();
+    let line = format!("{}\n", "h".repeat(16 * 1024 - 1));
+    pump_lines(&mut sender, &mut reader, &line, 32, 64); // 2048 lines, 32 MiB
+    let rss_after = server.rss_kib();
+    assert!(
+        rss_after < rss_before + 12 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB for a 4 MiB history"
+    );
+    reader.say("/since 0\n");
+    let gap = reader.line();
+    let last_gone: u64 = gap
+        .strip_prefix("* history gap: 1..")
+        .and_then(|rest| rest.strip_suffix(" no longer held\n"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{gap:?}"));
+    assert!((2048 - 256..2048).contains(&last_gone), "{gap:?}: at most 256 lines of 16 KiB held");
+    // What follows is the held lines, as many as half the free cap takes, then how to go on.
+    let mut replayed = 0;
+    loop {
+        let l = reader.line();
+        if l.starts_with("* history incomplete:") || l.starts_with("* history complete:") {
+            assert!(l.contains("of 2048;") || l.contains("last 2048"), "{l}");
+            break;
+        }
+        assert_eq!(l, line);
+        replayed += 1;
+    }
+    assert!((1..=256).contains(&replayed), "{replayed}");
 }
