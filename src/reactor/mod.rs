@@ -410,12 +410,18 @@ impl Reactor {
 
     /// Marks a connection closed; it is freed after the current batch.
     #[inline(never)]
-    fn close(&mut self, key: usize, reason: CloseReason) {
+    fn close(&mut self, key: usize, mut reason: CloseReason) {
         let conn = &mut self.conns[key];
         if conn.is_closed() {
             return;
         }
         if let Some(ws) = conn.ws_mut() {
+            if reason == CloseReason::Reset && ws.client_closed() {
+                // The client sent its close and then reset rather than wait for ours (RFC 6455
+                // asks it to wait; many clients do not): the session ended cleanly, whether the
+                // reset showed on its own read or on a chat delivery's write.
+                reason = CloseReason::Eof;
+            }
             ws.last_word(reason.ws_close_code()); // the close frame says why
         }
         conn.close(&mut self.ctx, reason);

@@ -139,16 +139,10 @@ impl Reactor {
     }
 
     /// Counts what a connection's TLS session and WebSocket framing did, tells a failed TLS
-    /// handshake from a peer's reset (and a reset after the client's WebSocket close from an
-    /// abrupt one), and applies the outcome.
-    fn after_tls(&mut self, key: usize, mut outcome: Outcome) {
+    /// handshake from a peer's reset, and applies the outcome.
+    fn after_tls(&mut self, key: usize, outcome: Outcome) {
         if let Some(ws) = self.conns.get_mut(key).and_then(Conn::ws_mut) {
             ws.count(&mut self.ctx.stats);
-            if matches!(outcome, Outcome::Close(CloseReason::Reset)) && ws.client_closed() {
-                // The client sent its close and then reset rather than wait for ours (RFC 6455
-                // asks it to wait; many clients do not): the session ended cleanly.
-                outcome = Outcome::Close(CloseReason::Eof);
-            }
             if ws.linger_began() {
                 // Our close went: the client's end of stream is awaited this long, no longer.
                 self.arm(key, Instant::now() + ws::LINGER, Kind::Handshake);

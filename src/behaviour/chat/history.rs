@@ -81,23 +81,26 @@ impl Posted {
 
     /// The JSON rendering (one object per line), made once.
     pub(crate) fn json(&self) -> &Segment {
-        self.json.get_or_init(|| self.render_json(0))
+        self.json.get_or_init(|| self.render_json(0, usize::MAX))
     }
 
-    /// The rendering for a member, from line `skip` on (0: the shared segment itself).
-    pub(crate) fn rendering(&self, json: bool, skip: usize) -> Segment {
-        match (json, skip) {
-            (false, 0) => Arc::clone(&self.text),
-            (true, 0) => Arc::clone(self.json()),
-            (false, _) => {
-                let at = line_start(&self.text, skip);
-                Arc::from(&self.text[at..])
+    /// The rendering for a member of `take` lines from line `skip` on (all of them: the shared
+    /// segment itself).
+    pub(crate) fn rendering(&self, json: bool, skip: usize, take: usize) -> Segment {
+        let whole = skip == 0 && take as u64 >= self.lines;
+        match (json, whole) {
+            (false, true) => Arc::clone(&self.text),
+            (true, true) => Arc::clone(self.json()),
+            (false, false) => {
+                let from = line_start(&self.text, skip);
+                let to = from + line_start(&self.text[from..], take);
+                Arc::from(&self.text[from..to])
             }
-            (true, _) => self.render_json(skip),
+            (true, false) => self.render_json(skip, take),
         }
     }
 
-    fn render_json(&self, skip: usize) -> Segment {
+    fn render_json(&self, skip: usize, take: usize) -> Segment {
         let room = &*self.room;
         let ts = humantime::format_rfc3339_millis(self.ts).to_string();
         let mut out = String::new();
@@ -121,7 +124,8 @@ impl Posted {
             }
             None => {
                 let prefix = name.map_or(0, |n| n.len() + 2);
-                for (i, line) in self.text.split_inclusive(|&b| b == b'\n').enumerate().skip(skip) {
+                let lines = self.text.split_inclusive(|&b| b == b'\n').enumerate();
+                for (i, line) in lines.skip(skip).take(take) {
                     let body = &line[prefix.min(line.len())..];
                     let body = body.strip_suffix(b"\n").unwrap_or(body);
                     let text = String::from_utf8_lossy(body);
@@ -195,8 +199,8 @@ pub(crate) struct History {
 pub(crate) struct Replay {
     /// Numbers asked for that are no longer held (`first..=last`), said before the lines.
     pub gap: Option<(u64, u64)>,
-    /// Each post with how many of its first lines to skip.
-    pub posts: Vec<(Arc<Posted>, usize)>,
+    /// Each post with how many of its first lines to skip, and how many to take after them.
+    pub posts: Vec<(Arc<Posted>, usize, usize)>,
     /// The last number replayed, when the budget stopped the replay before the end.
     pub more: Option<u64>,
     /// The room's last number now.
@@ -259,8 +263,8 @@ impl History {
         self.next - 1
     }
 
-    /// The posts after number `since`, up to number `upto`, within `budget` bytes of text (at
-    /// least one post goes, so a replay always moves).
+    /// The lines after number `since`, up to number `upto`, within `budget` bytes of text (at
+    /// least one line goes, so a replay always moves; a post is cut between lines).
     pub(crate) fn since(&self, since: u64, upto: u64, budget: usize) -> Replay {
         let oldest = self.posts.front().map_or(self.next, |p| p.seq + self.front_skip);
         let gap = (since + 1 < oldest && since < upto).then(|| (since + 1, (oldest - 1).min(upto)));
@@ -268,13 +272,26 @@ impl History {
         let mut spent = 0;
         let since = since.max(oldest - 1);
         for post in self.posts.iter().filter(|p| p.last() > since && p.seq <= upto) {
-            if !replay.posts.is_empty() && spent + post.text.len() > budget {
-                replay.more = replay.posts.last().map(|(p, _): &(Arc<Posted>, usize)| p.last());
+            let skip = since.saturating_sub(post.seq - 1).min(post.lines) as usize;
+            let from = line_start(&post.text, skip);
+            let mut take = 0;
+            let mut at = from;
+            for line in post.text[from..].split_inclusive(|&b| b == b'\n') {
+                if spent + line.len() > budget && (spent > 0 || take > 0) {
+                    break;
+                }
+                spent += line.len();
+                at += line.len();
+                take += 1;
+            }
+            debug_assert!(at <= post.text.len());
+            if take > 0 {
+                replay.posts.push((Arc::clone(post), skip, take));
+            }
+            if skip + take < post.lines as usize {
+                replay.more = Some(post.seq + (skip + take) as u64 - 1);
                 break;
             }
-            spent += post.text.len();
-            let skip = since.saturating_sub(post.seq - 1) as usize;
-            replay.posts.push((Arc::clone(post), skip.min(post.lines as usize)));
         }
         replay
     }
@@ -315,14 +332,14 @@ mod tests {
         let r = h.since(1, h.last(), 1 << 20);
         assert_eq!(r.gap, Some((2, 2)));
         assert_eq!(r.posts.len(), 2);
-        assert_eq!(&*r.posts[0].0.rendering(false, r.posts[0].1), b"c\n");
+        assert_eq!(&*r.posts[0].0.rendering(false, r.posts[0].1, r.posts[0].2), b"c\n");
         h.post(1, None, None, seg("g\n")); // 3 goes: the first post whole
         let r = h.since(1, h.last(), 1 << 20);
         assert_eq!((r.gap, r.posts.len()), (Some((2, 3)), 2));
-        assert_eq!(&*r.posts[0].0.rendering(false, r.posts[0].1), b"d\ne\nf\n");
+        assert_eq!(&*r.posts[0].0.rendering(false, r.posts[0].1, r.posts[0].2), b"d\ne\nf\n");
         let r = h.since(4, h.last(), 1 << 20);
         assert_eq!((r.gap, r.posts[0].1), (None, 1));
-        assert_eq!(&*r.posts[0].0.rendering(false, 1), b"e\nf\n");
+        assert_eq!(&*r.posts[0].0.rendering(false, 1, 2), b"e\nf\n");
         assert!(h.since(7, h.last(), 1 << 20).posts.is_empty());
     }
 
@@ -334,6 +351,19 @@ mod tests {
         }
         let r = h.since(0, h.last(), 25);
         assert_eq!((r.posts.len(), r.more, r.last), (2, Some(2), 4));
+        // A post longer than the budget is cut between its lines.
+        let mut h = History::new(HistoryLimit::default());
+        h.post(4, None, None, seg("aaaa\nbbbb\ncccc\ndddd\n"));
+        let r = h.since(1, h.last(), 10);
+        assert_eq!((r.posts.len(), r.more), (1, Some(3)));
+        assert_eq!(&*r.posts[0].0.rendering(false, r.posts[0].1, r.posts[0].2), b"bbbb\ncccc\n");
+        let r = h.since(3, h.last(), 1);
+        assert_eq!(
+            &*r.posts[0].0.rendering(false, r.posts[0].1, r.posts[0].2),
+            b"dddd\n",
+            "one line at least"
+        );
+        assert_eq!(r.more, None);
     }
 
     #[test]

@@ -419,9 +419,9 @@ impl<T: Transport> Member<T> {
                 serde_json::json!({"event": "gap", "room": &*room, "first": first, "last": last});
             self.answer(text, json, chat);
         }
-        for (post, skip) in &replay.posts {
-            stats.chat_replayed += post.lines - *skip as u64;
-            self.out.push(post.rendering(self.json, *skip));
+        for (post, skip, take) in &replay.posts {
+            stats.chat_replayed += *take as u64;
+            self.out.push(post.rendering(self.json, *skip, *take));
         }
         let (text, json) = match replay.more {
             None => (
