@@ -252,18 +252,33 @@ fn the_http_listener_is_bounded() {
     let _ = c.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{answer}");
 
-    // 16 clients hold their connections (a partial head each); the 17th is told 503.
-    let held: Vec<TcpStream> = (0..16)
-        .map(|_| {
-            let mut c = connect(metrics);
-            c.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
-            c
-        })
-        .collect();
-    wait_for("the 17th client to be refused", || {
-        get(metrics, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n").0
-            == "HTTP/1.1 503 Service Unavailable"
+    // Clients hold their connections (a partial head each) until a new one is told 503. A held
+    // one may itself be refused while the threads of the clients above are still ending, so
+    // more are opened while a probe is still served; then exactly 16 of the held ones are being
+    // served (they have no answer yet) and the others were refused.
+    let hold = || {
+        let mut c = connect(metrics);
+        c.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+        c
+    };
+    let mut held: Vec<TcpStream> = (0..16).map(|_| hold()).collect();
+    wait_for("a new client to be refused", || {
+        let probe = get(metrics, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n").0;
+        if probe == "HTTP/1.1 503 Service Unavailable" {
+            return true;
+        }
+        held.push(hold()); // a held one was refused: hold one more
+        false
     });
+    let served = held
+        .iter()
+        .filter(|c| {
+            c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            let mut byte = [0u8; 1];
+            matches!((&**c).read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    assert_eq!(served, 16, "16 clients served at once, the others refused");
     drop(held);
     wait_for("a client's place to free up", || {
         get(metrics, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n").0 == "HTTP/1.1 200 OK"
