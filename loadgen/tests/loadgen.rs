@@ -1562,6 +1562,17 @@ fn tls_server_with(dir: &std::path::Path, cert: &str, key: &str) -> ricochet::Ha
     ricochet::spawn(config).unwrap()
 }
 
+/// A self-signed P-256 certificate as `openssl req -x509` makes one by default (CA:TRUE),
+/// for `subject` with `extra` options: `NAME.pem` and `NAME.key` in `dir`.
+fn self_signed(dir: &std::path::Path, subject: &str, extra: &[&str], name: &str) {
+    let (key, cert) = (format!("{name}.key"), format!("{name}.pem"));
+    let mut args = vec!["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    args.extend(["-nodes", "-days", "1", "-subj", subject]);
+    args.extend(extra);
+    args.extend(["-keyout", &key, "-out", &cert]);
+    openssl(dir, &args);
+}
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -1577,28 +1588,7 @@ fn the_certificates_people_have() {
     std::fs::create_dir_all(&dir).unwrap();
     let d = dir.to_str().unwrap();
     // A self-signed certificate as most people make one: default extensions (CA:TRUE).
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-keyout",
-            "self.key",
-            "-out",
-            "self.pem",
-        ],
-    );
+    self_signed(&dir, "/CN=localhost", &["-addext", "subjectAltName=DNS:localhost"], "self");
     let text = std::process::Command::new("openssl")
         .args(["x509", "-noout", "-text", "-in", &format!("{d}/self.pem")])
         .output()
@@ -1635,26 +1625,7 @@ fn the_certificates_people_have() {
     drop(server);
 
     // A CA and a leaf it signed: trusted through the CA (WebPKI).
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ],
-    );
+    self_signed(&dir, "/CN=test CA", &[], "ca");
     openssl(
         &dir,
         &[

@@ -275,16 +275,13 @@ impl History {
             let skip = since.saturating_sub(post.seq - 1).min(post.lines) as usize;
             let from = line_start(&post.text, skip);
             let mut take = 0;
-            let mut at = from;
             for line in post.text[from..].split_inclusive(|&b| b == b'\n') {
                 if spent + line.len() > budget && (spent > 0 || take > 0) {
                     break;
                 }
                 spent += line.len();
-                at += line.len();
                 take += 1;
             }
-            debug_assert!(at <= post.text.len());
             if take > 0 {
                 replay.posts.push((Arc::clone(post), skip, take));
             }

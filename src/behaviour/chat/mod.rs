@@ -411,8 +411,10 @@ impl<T: Transport> Member<T> {
     fn replay(&mut self, since: u64, chat: &mut ChatCtx, stats: &mut Stats, cap: usize) {
         let upto = chat.delivered.get(self.room).copied().unwrap_or(u64::MAX);
         let budget = cap.saturating_sub(self.out.len()) / 2;
-        let replay = chat.rooms[self.room].dir().history.since(since, upto, budget);
-        let room = chat.rooms[self.room].dir().history.room.clone();
+        let (replay, room) = {
+            let dir = chat.rooms[self.room].dir();
+            (dir.history.since(since, upto, budget), Arc::clone(&dir.history.room))
+        };
         if let Some((first, last)) = replay.gap {
             let text = format!("* history gap: {first}..{last} no longer held\n");
             let json =
