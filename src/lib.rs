@@ -35,6 +35,8 @@
 //! - [`faults`]: every fault: plans (`ADDR?close-after=1KiB`, `--faults`) and their seeded
 //!   generator, `faults/stream.rs` (a plan on a connection's output), `faults/datagram.rs` (a plan
 //!   on a UDP socket's replies).
+//! - [`client`]: the client sides loadgen and the chat client share: which TLS certificates to
+//!   trust (`client/tls.rs`) and WebSocket's client framing (`client/websocket.rs`).
 //! - [`control`]: fault plans changed at run time ([`Controller`]) and the `--control` socket's
 //!   line protocol ([`ControlSocket`]).
 //! - [`buffer`]: the capped per-connection output buffer and its pool.
@@ -57,6 +59,7 @@ mod behaviour;
 pub mod buffer;
 pub mod certificate;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod control;
 mod error;

@@ -56,7 +56,8 @@ pub mod sweep;
 pub mod tally;
 pub mod target;
 pub mod tls;
-pub mod websocket;
+/// WebSocket's client side (ricochet's, shared with the chat client).
+pub use ricochet::client::websocket;
 pub mod wire;
 
 pub use entry::main;

@@ -1,5 +1,5 @@
-//! The client side of WebSocket (RFC 6455) for loadgen's `ws://`, `wss://`, `chat+ws://` and
-//! `chat+wss://` targets: the opening handshake, each message framed and masked as the RFC
+//! The client side of WebSocket (RFC 6455), for loadgen's `ws://`, `wss://`, `chat+ws://` and
+//! `chat+wss://` targets and the chat client: the opening handshake, each message framed and masked as the RFC
 //! requires (a fresh key per frame, applied a word at a time), and the server's frames decoded
 //! back into the byte stream the workloads check.
 //!
@@ -12,7 +12,7 @@
 
 use std::io;
 
-use ricochet::websocket::{self as ws, opcode};
+use crate::websocket::{self as ws, opcode};
 
 /// Framed bytes held ahead of the socket at most.
 pub const OUT_LIMIT: usize = 256 * 1024;
