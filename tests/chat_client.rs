@@ -10,7 +10,7 @@ mod util;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -185,6 +185,9 @@ struct Relay {
     pairs: Arc<Mutex<Vec<(TcpStream, TcpStream)>>>,
     refusing: Arc<AtomicBool>,
     cutting: Arc<AtomicBool>,
+    /// Connections from a generation below this one are black holes (see [`Relay::freeze`]).
+    generation: Arc<AtomicUsize>,
+    frozen_below: Arc<AtomicUsize>,
 }
 
 impl Relay {
@@ -196,9 +199,13 @@ impl Relay {
             pairs: Arc::default(),
             refusing: Arc::default(),
             cutting: Arc::default(),
+            generation: Arc::default(),
+            frozen_below: Arc::default(),
         };
         let (pairs, refusing, cutting) =
             (Arc::clone(&relay.pairs), Arc::clone(&relay.refusing), Arc::clone(&relay.cutting));
+        let (generation, frozen_below) =
+            (Arc::clone(&relay.generation), Arc::clone(&relay.frozen_below));
         std::thread::spawn(move || {
             for down in listener.incoming() {
                 let Ok(down) = down else { break };
@@ -208,10 +215,12 @@ impl Relay {
                 }
                 let up = connect(upstream);
                 pairs.lock().unwrap().push((down.try_clone().unwrap(), up.try_clone().unwrap()));
+                let born = generation.load(Ordering::SeqCst);
                 for (from, to) in [(down.try_clone().unwrap(), up.try_clone().unwrap()), (up, down)]
                 {
-                    let cutting = Arc::clone(&cutting);
-                    std::thread::spawn(move || pump(from, to, &cutting));
+                    let (cutting, frozen_below) = (Arc::clone(&cutting), Arc::clone(&frozen_below));
+                    let frozen = move || born < frozen_below.load(Ordering::SeqCst);
+                    std::thread::spawn(move || pump(from, to, &cutting, frozen));
                 }
             }
         });
@@ -230,6 +239,13 @@ impl Relay {
         }
     }
 
+    /// The connections open now go silent both ways, without a close or a reset: what a
+    /// network change or a dead NAT entry looks like. New connections are relayed.
+    fn freeze(&self) {
+        let next = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.frozen_below.store(next, Ordering::SeqCst);
+    }
+
     fn refuse(&self, refuse: bool) {
         self.refusing.store(refuse, Ordering::SeqCst);
         if !refuse {
@@ -242,11 +258,12 @@ impl Relay {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, cutting: &AtomicBool) {
+fn pump(mut from: TcpStream, mut to: TcpStream, cutting: &AtomicBool, frozen: impl Fn() -> bool) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
+            Ok(_) if frozen() => {} // lost on the way
             Ok(n) => {
                 if to.write_all(&buf[..n]).is_err() {
                     break;
@@ -254,7 +271,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, cutting: &AtomicBool) {
             }
         }
     }
-    if !cutting.load(Ordering::SeqCst) {
+    if !cutting.load(Ordering::SeqCst) && !frozen() {
         let _ = to.shutdown(Shutdown::Write);
     }
 }
@@ -283,7 +300,7 @@ fn two_members_talk_and_an_end_of_input_leaves_after_every_line() {
     assert_eq!(bob.line(), "* alice left", "an orderly leave at the end of input");
     assert_eq!(code, 0, "stderr {err:?}");
     assert_eq!(out, ["bob: hello alice", "* members: alice, bob"]);
-    assert!(err.is_empty(), "{err:?}");
+    assert_eq!(err, ["ricochet-chat: in the room as alice"]);
 }
 
 #[test]
@@ -353,6 +370,33 @@ fn a_dropped_connection_comes_back_with_every_line_both_ways() {
         "every line once, in order"
     );
     assert!(err.iter().any(|l| l.contains("reconnecting in")), "{err:?}");
+    assert_eq!(server.stats().chat_reconnects, 1);
+}
+
+/// A connection that goes silent without a close (the server still holds it): the keepalive
+/// finds it dead, and the client takes its name back from the open connection with its token.
+#[test]
+fn a_silent_drop_is_found_by_the_keepalive_and_the_name_taken_back_with_the_token() {
+    let server = room();
+    let relay = Relay::to(server.chat_addr().unwrap());
+    let mut bob = Member::join(server.chat_addr().unwrap(), "bob");
+    let keepalive = ["--keepalive", "200ms", "--connect-timeout", "1s"];
+    let mut alice = Client::start(&relay.url(), "alice", &keepalive);
+    assert_eq!(bob.line(), "* alice joined");
+    alice.expect_err("in the room as alice");
+    relay.freeze();
+    alice.say("into the void");
+    bob.say("unheard");
+    alice.expect_err("connection lost: no answer from the server for 1s 200ms");
+    alice.expect_err("back in the room as alice");
+    assert_eq!(bob.line(), "* alice reconnected", "the open connection's name, by its token");
+    assert_eq!(bob.line(), "alice: into the void", "the line lost in the silence, sent again");
+    alice.expect_out("bob: unheard");
+    bob.say("/who");
+    assert_eq!(bob.line(), "* members: alice, bob", "the frozen connection was closed");
+    let (code, out, _) = alice.finish();
+    assert_eq!(code, 0);
+    assert_eq!(out, ["bob: unheard"]);
     assert_eq!(server.stats().chat_reconnects, 1);
 }
 
@@ -464,54 +508,64 @@ fn tls_with_a_pin_or_the_certificate_and_websocket() {
     assert!(err.contains(&format!("has SHA-256 {sha256}, which is not pinned")), "{err}");
 }
 
-/// In a real terminal: the line being typed stays whole while the room's lines arrive above it.
+/// Two clients in real terminals (tmux): each line typed reaches the other, and the line
+/// being typed stays whole while the room's lines arrive above it.
 #[test]
-fn in_a_terminal_typing_is_not_garbled_by_arriving_lines() {
+fn in_terminals_two_clients_talk_and_typing_is_not_garbled() {
     if Command::new("tmux").arg("-V").output().is_err() {
         eprintln!("skipped: no tmux (apt-get install tmux)");
         return;
     }
     let server = room();
     let addr = server.chat_addr().unwrap();
-    let mut bob = Member::join(addr, "bob");
-    let session = format!("ricochet-chat-test-{}", std::process::id());
-    let socket = std::env::temp_dir().join(&session);
+    let prefix = format!("ricochet-chat-test-{}", std::process::id());
+    let socket = std::env::temp_dir().join(&prefix);
     let tmux = |args: &[&str]| {
         let out = Command::new("tmux").arg("-S").arg(&socket).args(args).output().unwrap();
         assert!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let command =
-        format!("{} chat://{addr} --nick alice --history 0", env!("CARGO_BIN_EXE_ricochet-chat"));
-    tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &command]);
-    struct Kill<'a>(&'a std::path::Path, &'a str);
+    struct Kill<'a>(&'a std::path::Path);
     impl Drop for Kill<'_> {
         fn drop(&mut self) {
-            let _ = Command::new("tmux")
-                .arg("-S")
-                .arg(self.0)
-                .args(["kill-session", "-t", self.1])
-                .output();
+            let _ = Command::new("tmux").arg("-S").arg(self.0).arg("kill-server").output();
         }
     }
-    let _kill = Kill(&socket, &session);
-    assert_eq!(bob.line(), "* alice joined");
-    let screen = || tmux(&["capture-pane", "-p", "-t", &session]);
-    let shown = |text: &str| {
-        let text = text.to_string();
-        move || screen().lines().any(|l| l.trim_end() == text)
+    let _kill = Kill(&socket);
+    let start = |name: &str| {
+        let command = format!(
+            "{} chat://{addr} --nick {name} --history 0",
+            env!("CARGO_BIN_EXE_ricochet-chat")
+        );
+        tmux(&["new-session", "-d", "-s", name, "-x", "100", "-y", "30", &command]);
     };
-    tmux(&["send-keys", "-t", &session, "-l", "half a li"]);
-    wait_for("the typing to show", shown("alice> half a li"));
+    let screen = |name: &str| -> Vec<String> {
+        let text = tmux(&["capture-pane", "-p", "-t", name]);
+        text.lines().map(|l| l.trim_end().to_string()).filter(|l| !l.is_empty()).collect()
+    };
+    let shows = |name: &str, line: &str| screen(name).iter().any(|l| l == line);
+    let type_in = |name: &str, text: &str, enter: bool| {
+        tmux(&["send-keys", "-t", name, "-l", text]);
+        if enter {
+            tmux(&["send-keys", "-t", name, "Enter"]);
+        }
+    };
+
+    start("alice");
+    wait_for("alice in the room", || shows("alice", "~ in the room as alice"));
+    start("bob");
+    wait_for("bob in alice's room", || shows("alice", "* bob joined"));
+    type_in("alice", "half a li", false);
+    wait_for("alice's typing", || shows("alice", "alice> half a li"));
     for i in 1..=3 {
-        bob.say(&format!("line {i} from bob"));
+        type_in("bob", &format!("line {i} from bob"), true);
     }
-    wait_for("bob's lines on screen", shown("bob: line 3 from bob"));
-    let text = screen();
-    let lines: Vec<&str> = text.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect();
+    wait_for("bob's lines at alice's", || shows("alice", "bob: line 3 from bob"));
     assert_eq!(
-        lines,
+        screen("alice"),
         [
+            "~ in the room as alice",
+            "* bob joined",
             "bob: line 1 from bob",
             "bob: line 2 from bob",
             "bob: line 3 from bob",
@@ -519,10 +573,19 @@ fn in_a_terminal_typing_is_not_garbled_by_arriving_lines() {
         ],
         "the room's lines above, the line being typed whole below"
     );
-    tmux(&["send-keys", "-t", &session, "-l", "ne"]);
-    tmux(&["send-keys", "-t", &session, "Enter"]);
-    assert_eq!(bob.line(), "alice: half a line");
-    tmux(&["send-keys", "-t", &session, "-l", "/quit"]);
-    tmux(&["send-keys", "-t", &session, "Enter"]);
-    assert_eq!(bob.line(), "* alice left");
+    type_in("alice", "ne", true);
+    wait_for("alice's line at bob's", || shows("bob", "alice: half a line"));
+    assert_eq!(
+        screen("bob"),
+        [
+            "~ in the room as bob",
+            "bob> line 1 from bob",
+            "bob> line 2 from bob",
+            "bob> line 3 from bob",
+            "alice: half a line",
+            "bob>"
+        ]
+    );
+    type_in("alice", "/quit", true);
+    wait_for("alice's leave at bob's", || shows("bob", "* alice left"));
 }

@@ -89,6 +89,11 @@ struct Args {
     /// Stop reconnecting after this long without the room, and exit 1 (default: never).
     #[arg(long, value_name = "DUR", value_parser = ricochet::units::parse_duration)]
     give_up: Option<Duration>,
+    /// After this long without a word from the server, ask it for one; no answer within
+    /// --connect-timeout means the connection is gone (a drop neither side was told of, as
+    /// after a network change), and the client reconnects. 0: never ask.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = ricochet::units::parse_duration)]
+    keepalive: Duration,
     /// How long a connection and joining the room may take.
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = ricochet::units::parse_duration)]
     connect_timeout: Duration,
@@ -156,8 +161,9 @@ fn main() {
         Waker::new(poll.registry(), WAKE).unwrap_or_else(|e| fail(exit::GAVE_UP, &format!("{e}"))),
     );
     let (tx, rx) = mpsc::channel();
-    let session = Session::new(Settings { nick: nick.clone(), history: args.history });
     let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let settings = Settings { nick: nick.clone(), history: args.history, patient: !terminal };
+    let session = Session::new(settings);
     if !terminal {
         // The driver's own handle keeps the waker open after the input thread ends (closing
         // its eventfd would take a wake not yet seen with it).
@@ -244,6 +250,10 @@ struct Driver {
     join_by: Option<Instant>,
     /// Without the room since then.
     offline_since: Instant,
+    /// The server's last word (any bytes).
+    heard: Instant,
+    /// A keepalive question is out since then.
+    asked: Option<Instant>,
     rng: u64,
 }
 
@@ -272,6 +282,8 @@ impl Driver {
             next_try: now,
             join_by: None,
             offline_since: now,
+            heard: now,
+            asked: None,
             rng: rng | 1,
         }
     }
@@ -282,6 +294,9 @@ impl Driver {
         loop {
             if self.link.is_none() && Instant::now() >= self.next_try {
                 self.connect(poll);
+            }
+            if let Some(why) = self.keepalive(Instant::now()) {
+                self.drop_link(&why);
             }
             if let Some(code) = self.act() {
                 return code;
@@ -314,7 +329,7 @@ impl Driver {
             let timeout = match (&self.link, self.join_by) {
                 (None, _) => Some(self.next_try.saturating_duration_since(now)),
                 (Some(_), Some(by)) => Some(by.saturating_duration_since(now)),
-                (Some(_), None) => None,
+                (Some(_), None) => self.keepalive_due().map(|at| at.saturating_duration_since(now)),
             };
             if let Err(e) = poll.poll(&mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
@@ -332,12 +347,45 @@ impl Driver {
         }
     }
 
+    /// When the keepalive next has something to do (in the room, with `--keepalive`).
+    fn keepalive_due(&self) -> Option<Instant> {
+        if self.args.keepalive.is_zero() || !self.session.is_live() {
+            return None;
+        }
+        Some(match self.asked {
+            Some(at) => at + self.args.connect_timeout,
+            None => self.heard + self.args.keepalive,
+        })
+    }
+
+    /// Asks a quiet server for a word; `Some(why)` when it did not answer in time.
+    fn keepalive(&mut self, now: Instant) -> Option<String> {
+        let due = self.keepalive_due()?;
+        if now < due {
+            return None;
+        }
+        match self.asked {
+            Some(_) => Some(format!(
+                "no answer from the server for {}",
+                humantime::format_duration(Duration::from_millis(
+                    (self.args.keepalive + self.args.connect_timeout).as_millis() as u64
+                ))
+            )),
+            None => {
+                self.asked = Some(now);
+                self.session.ping();
+                None
+            }
+        }
+    }
+
     /// Tries to connect; a failure is the session's to judge (fatal the first time).
     fn connect(&mut self, poll: &mut Poll) {
         match Link::connect(&self.args.target, self.tls.as_ref(), self.args.connect_timeout) {
             Ok(mut link) => match link.register(poll.registry(), SOCKET) {
                 Ok(()) => {
                     self.link = Some(link);
+                    (self.heard, self.asked) = (Instant::now(), None);
                     self.join_by = Some(Instant::now() + self.args.connect_timeout);
                     self.session.connected();
                 }
@@ -389,6 +437,10 @@ impl Driver {
         let Some(link) = &mut self.link else { return };
         let mut lines = Vec::new();
         let result = link.readable(&mut lines);
+        if !lines.is_empty() {
+            self.heard = Instant::now();
+            self.asked = None;
+        }
         for line in &lines {
             self.session.line(line);
         }

@@ -56,6 +56,9 @@ pub struct Settings {
     pub nick: String,
     /// Lines of the room's history to show on joining.
     pub history: u64,
+    /// At the end, wait for the room to take every line typed, however long reconnecting takes
+    /// (a script's input); otherwise (a person leaving) go at once when not in the room.
+    pub patient: bool,
 }
 
 /// An answer awaited, in the order the commands were sent.
@@ -75,6 +78,8 @@ enum Expect {
     Since,
     /// `/history 0` after lines were sent: acknowledges that many lines.
     Probe(usize),
+    /// `/history 0` after a quiet spell: proves the connection still works.
+    Ping,
     /// The user's `/since` or `/history`: everything is shown, seen before or not.
     Replay,
     /// Any other command the user typed: the answer is shown.
@@ -264,9 +269,23 @@ impl Session {
         self.status(text);
     }
 
+    /// Asks the room for an answer, to find out whether a quiet connection still works.
+    pub fn ping(&mut self) {
+        if self.phase == Phase::Live {
+            self.send("/history 0".into(), Expect::Ping);
+        }
+    }
+
     /// The user's input ended: leave once every line typed has reached the room.
     pub fn end(&mut self) {
         self.ending = true;
+        if !self.settings.patient && self.phase != Phase::Live {
+            let unsent = self.unsent();
+            if unsent > 0 {
+                self.status(format!("left without the room: {unsent} line(s) typed were not sent"));
+            }
+            return self.out.push(Action::Done);
+        }
         self.finish();
     }
 
@@ -389,6 +408,7 @@ impl Session {
                     self.go_live(true);
                 }
             },
+            (Expect::Ping, "history") => {}
             (Expect::Probe(count), "history") => {
                 self.probing = false;
                 for _ in 0..count.min(self.unacked.len()) {
@@ -413,8 +433,9 @@ impl Session {
         self.phase = Phase::Live;
         self.was_live = true;
         self.out.push(Action::Joined);
-        if again {
-            self.status(format!("back in the room as {}", self.nick));
+        match again {
+            true => self.status(format!("back in the room as {}", self.nick)),
+            false => self.status(format!("in the room as {}", self.nick)),
         }
         let resend: Vec<String> = self.unacked.iter().cloned().collect();
         for line in resend {
@@ -541,7 +562,7 @@ mod tests {
     const ROOM: &str = "r1";
 
     fn session() -> Session {
-        Session::new(Settings { nick: "alice".into(), history: 5 })
+        Session::new(Settings { nick: "alice".into(), history: 5, patient: true })
     }
 
     /// The texts of one kind of action, in order.
@@ -746,6 +767,30 @@ mod tests {
         assert_eq!(sent(&s.take()), ["/quit"]);
         s.lost("closed by the server");
         assert_eq!(s.take(), [Action::Done]);
+    }
+
+    #[test]
+    fn a_person_leaves_at_once_when_offline_a_script_waits() {
+        let mut s = session();
+        join(&mut s, 0);
+        s.lost("reset");
+        s.typed("unsent".into());
+        s.take();
+        s.end();
+        assert!(s.take().is_empty(), "a script's lines wait for the room");
+        let mut s = Session::new(Settings { nick: "alice".into(), history: 5, patient: false });
+        join(&mut s, 0);
+        s.lost("reset");
+        s.typed("unsent".into());
+        s.take();
+        s.end();
+        assert_eq!(
+            s.take(),
+            [
+                Action::Status("left without the room: 1 line(s) typed were not sent".into()),
+                Action::Done
+            ]
+        );
     }
 
     #[test]
