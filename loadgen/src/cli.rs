@@ -186,6 +186,18 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub reconnect_every: Option<u64>,
 
+    /// Connect from these local addresses, connection i from the i-th (round robin): a list
+    /// and/or ranges, IPv4 or IPv6 like the target (`127.0.0.2-127.0.0.40`, `10.0.0.1,10.0.0.2`,
+    /// `fd00::1-fd00::8`). Each address has its own ephemeral ports, so more connections to one
+    /// target than one address's port range allows (`net.ipv4.ip_local_port_range`) can be open.
+    #[arg(long, value_name = "ADDRS", value_parser = crate::settings::parse_sources)]
+    pub source: Option<crate::settings::Sources>,
+
+    /// Open connections at N per second (in all), instead of all at once; messages flow on
+    /// those open meanwhile. The progress line counts them.
+    #[arg(long, value_name = "N")]
+    pub connect_rate: Option<f64>,
+
     /// Begin every connection with a PROXY protocol header of this version (v1 or v2), as a load
     /// balancer would: for servers behind one (ricochet's `?proxy=` listeners). It names the
     /// connection's own addresses (v1 UNKNOWN / v2 LOCAL over a Unix socket).

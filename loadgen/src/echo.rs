@@ -123,10 +123,23 @@ impl<C: EchoConn> EchoLoad<C> {
         self.conns[i].drop_connection(e.poll.registry(), now, &mut e.tally);
     }
 
+    /// Starts connection `i`'s connect, when `--connect-rate` lets it (else it stays down, and
+    /// maintenance tries again).
     fn reconnect(&mut self, e: &mut Engine, i: usize, now: Instant) {
+        if !e.may_connect(now) {
+            return;
+        }
         let conn = &mut self.conns[i];
         let tls = e.plan.tls.as_deref();
         if let Err(err) = conn.connect(&e.plan.endpoint, tls, e.poll.registry(), Token(i)) {
+            if e.fatal.is_none() {
+                let open = self
+                    .conns
+                    .iter()
+                    .filter(|c| matches!(c.life().phase, Phase::Up | Phase::Connecting))
+                    .count();
+                e.fatal = crate::engine::limit_hit(&err, &e.plan.endpoint, open);
+            }
             self.handle(e, i, Status::Failed(Cause::of_connect(&err)), now);
         } else if conn.life().phase == Phase::Up {
             self.refill(e, i, now, e.plan.depth); // UDP: no handshake

@@ -55,11 +55,14 @@ pub struct Progress {
     pub messages: AtomicU64,
     /// Errors counted (of any cause).
     pub errors: AtomicU64,
+    /// Connects completed (the progress line's count with `--connect-rate`).
+    pub connects: AtomicU64,
 }
 
 impl Progress {
     fn store(&self, tally: &Tally) {
         self.messages.store(tally.messages, Ordering::Relaxed);
+        self.connects.store(tally.opened, Ordering::Relaxed);
         let errors = tally.errors.iter().map(|(_, n)| n).sum();
         self.errors.store(errors, Ordering::Relaxed);
     }
@@ -112,6 +115,32 @@ pub struct Plan {
     pub tls: Option<Arc<crate::tls::TlsClient>>,
     /// Close and reopen each connection after this many messages.
     pub reconnect_every: Option<u64>,
+    /// Connects per second this thread may start (its share of `--connect-rate`).
+    pub connect_rate: Option<f64>,
+}
+
+/// `--connect-rate`: connects evenly spaced at a rate; turns missed are not saved up beyond one
+/// maintenance tick's worth (so a late tick never opens a burst).
+#[derive(Debug)]
+pub(crate) struct Gate {
+    interval: Duration,
+    next: Instant,
+}
+
+impl Gate {
+    pub(crate) fn new(per_second: f64, start: Instant) -> Gate {
+        Gate { interval: Duration::from_secs_f64(1.0 / per_second), next: start }
+    }
+
+    /// Whether a connect may start at `now` (it then takes its turn).
+    pub(crate) fn admit(&mut self, now: Instant) -> bool {
+        if now < self.next {
+            return false;
+        }
+        let floor = now.checked_sub(MAINTENANCE).unwrap_or(now);
+        self.next = self.next.max(floor) + self.interval;
+        true
+    }
 }
 
 /// A timerfd with nanosecond precision, for open-loop pacing.
@@ -188,9 +217,18 @@ pub(crate) struct Engine {
     pub tally: Tally,
     /// No more messages may be issued (message-count mode: the tickets ran out).
     issuing_done: bool,
+    /// `--connect-rate`'s pacing.
+    gate: Option<Gate>,
+    /// A limit the run cannot go past (out of ports or file descriptors): the run stops with it.
+    pub fatal: Option<io::Error>,
 }
 
 impl Engine {
+    /// Whether a connect may start at `now` (`--connect-rate`; always without it).
+    pub(crate) fn may_connect(&mut self, now: Instant) -> bool {
+        self.gate.as_mut().is_none_or(|gate| gate.admit(now))
+    }
+
     /// Whether messages may be issued at `now`: before the end (duration mode), while tickets
     /// last (message-count mode).
     pub(crate) fn may_issue(&self, now: Instant) -> bool {
@@ -306,7 +344,8 @@ pub(crate) fn drive<W: Workload>(plan: Plan, make: impl FnOnce(&Plan) -> W) -> i
     let record_from = if plan.tickets.is_some() { plan.start } else { plan.warmup_end };
     let tally = Tally::new(plan.hlog, plan.start, record_from);
     let mut work = make(&plan);
-    let mut e = Engine { poll: Poll::new()?, tally, plan, issuing_done: false };
+    let gate = plan.connect_rate.map(|rate| Gate::new(rate, Instant::now()));
+    let mut e = Engine { poll: Poll::new()?, tally, plan, issuing_done: false, gate, fatal: None };
     let mut tick = match e.plan.rate {
         Some(_) => Some(Tick::new(&e.poll)?),
         None => None,
@@ -316,6 +355,7 @@ pub(crate) fn drive<W: Workload>(plan: Plan, make: impl FnOnce(&Plan) -> W) -> i
     let mut next_interval = e.plan.warmup_end + HLOG_INTERVAL;
     let mut interval_index = 0;
     work.start(&mut e, Instant::now())?;
+    stop_if_fatal(&mut e)?;
     // The turn's time, read once after each poll: the next turn plans its wait from it, late by
     // that turn's work (microseconds; the open loop's timer is absolute).
     let mut now = Instant::now();
@@ -352,6 +392,7 @@ pub(crate) fn drive<W: Workload>(plan: Plan, make: impl FnOnce(&Plan) -> W) -> i
         if now >= next_maintenance {
             next_maintenance = now + MAINTENANCE;
             work.maintain(&mut e, now);
+            stop_if_fatal(&mut e)?;
             e.plan.progress.store(&e.tally);
             while now >= next_interval {
                 send_interval(&e.plan.reports, &mut e.tally, interval_index);
@@ -369,6 +410,52 @@ pub(crate) fn drive<W: Workload>(plan: Plan, make: impl FnOnce(&Plan) -> W) -> i
     work.end(&mut e);
     e.plan.progress.store(&e.tally);
     Ok(e.tally)
+}
+
+/// A limit hit (see [`Engine::fatal`]): every thread stops, and this one fails with it.
+fn stop_if_fatal(e: &mut Engine) -> io::Result<()> {
+    match e.fatal.take() {
+        Some(err) => {
+            e.plan.stop.store(true, Ordering::Relaxed);
+            Err(err)
+        }
+        None => Ok(()),
+    }
+}
+
+/// A connect error that no retry can mend, as a message naming the limit and what to do;
+/// `None` for the others (refused, unreachable: counted, and retried with backoff).
+pub(crate) fn limit_hit(err: &io::Error, endpoint: &Endpoint, open: usize) -> Option<io::Error> {
+    let text = match err.raw_os_error()? {
+        libc::EADDRNOTAVAIL => {
+            let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+                .map(|r| r.split_whitespace().collect::<Vec<_>>().join("-"))
+                .unwrap_or_else(|_| "?".into());
+            let from = match endpoint.sources.len() {
+                0 => "this host's address".to_string(),
+                n => format!("{n} source address(es)"),
+            };
+            format!(
+                "out of local ports towards {endpoint} from {from} with {open} connections of \
+                 this thread open (ephemeral ports {range}, net.ipv4.ip_local_port_range): \
+                 spread the connections over more local addresses with --source (e.g. \
+                 --source 127.0.0.1-127.0.0.8 towards 127.0.0.1), or open fewer"
+            )
+        }
+        libc::EMFILE | libc::ENFILE => {
+            let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: getrlimit fills the struct it is given.
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+            format!(
+                "out of file descriptors with {open} connections of this thread open (the \
+                 open-file limit is {}, hard {}; `ulimit -n`): ask for fewer connections, or \
+                 raise the limit",
+                limit.rlim_cur, limit.rlim_max
+            )
+        }
+        _ => return None,
+    };
+    Some(io::Error::new(err.kind(), text))
 }
 
 /// The end of a run: waits (at most [`CLOSE_GRACE`]) until every connection marked `open` has
@@ -411,7 +498,27 @@ pub(crate) fn send_interval(reports: &Sender<Report>, tally: &mut Tally, index: 
 
 #[cfg(test)]
 mod tests {
-    use super::Pending;
+    use super::{Gate, Pending, MAINTENANCE};
+    use std::time::{Duration, Instant};
+
+    /// `--connect-rate`: connects evenly spaced; a late tick opens at most a tick's worth.
+    #[test]
+    fn the_gate_spaces_connects_and_saves_up_no_burst() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut gate = Gate::new(1000.0, t0); // one per ms
+        assert!(gate.admit(t0));
+        assert!(!gate.admit(t0), "the next one's turn is a millisecond later");
+        assert!(gate.admit(t0 + ms(1)));
+        // A tick 10 ms on: the turns missed since, and not one more.
+        let later = t0 + ms(2) + MAINTENANCE;
+        let opened = (0..100).take_while(|_| gate.admit(later)).count();
+        assert_eq!(opened, MAINTENANCE.as_millis() as usize + 1);
+        // Far later: still one tick's worth, not the whole second's.
+        let much_later = later + Duration::from_secs(1);
+        let opened = (0..10_000).take_while(|_| gate.admit(much_later)).count();
+        assert_eq!(opened, MAINTENANCE.as_millis() as usize + 1);
+    }
 
     /// Each connection is written once per turn, in the order marked; a mark made while the
     /// turn's list is being written waits for the next turn instead of being lost.

@@ -106,6 +106,7 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
         publishers: settings.publishers,
         tls,
         reconnect_every: settings.reconnect_every,
+        connect_rate: settings.connect_rate,
     };
     // Each thread's progress, made first so that `--metrics` is bound before any load starts (an
     // address in use stops the run with nothing sent).
@@ -168,18 +169,29 @@ fn target(settings: &Settings) -> Result<Chosen, Error> {
         .then(|| settings.trust.client(target.host().unwrap_or("localhost"), settings.tls_resume));
     let tls = tls.transpose().map_err(Error::new)?;
     let mut endpoint = reachable(target, settings.timeout, tls.as_ref(), settings.proxy_header)?;
-    websocket_settings(&mut endpoint, settings);
+    websocket_settings(&mut endpoint, settings)?;
     Ok((endpoint, None, tls.map(Arc::new)))
 }
 
 /// A WebSocket target's message shape from the settings: `--size` bytes each (chat: a line),
-/// text with `--ws-text`; and the PROXY protocol header, if asked for.
-fn websocket_settings(endpoint: &mut Endpoint, settings: &Settings) {
+/// text with `--ws-text`; the PROXY protocol header, if asked for; the source addresses
+/// (`--source`), which must be of the address's family.
+fn websocket_settings(endpoint: &mut Endpoint, settings: &Settings) -> Result<(), Error> {
     endpoint.proxy = settings.proxy_header;
+    if let Some(addr) = endpoint.socket_addr() {
+        if let Some(wrong) = settings.sources.iter().find(|s| s.is_ipv6() != addr.is_ipv6()) {
+            return Err(Error::new(format!(
+                "--source {wrong} cannot reach {addr}: give addresses of the target's family \
+                 (a name that resolves to both: give the target's address)"
+            )));
+        }
+    }
+    endpoint.sources = Arc::new(settings.sources.clone());
     if let Some(ws) = &mut endpoint.websocket {
         ws.message = settings.size;
         ws.text = settings.ws_text;
     }
+    Ok(())
 }
 
 /// An embedded ricochet on 127.0.0.1:0: echo, a chat room (`--chat`), over TLS (`--tls`, its
@@ -226,8 +238,9 @@ fn embedded(settings: &Settings) -> Result<Chosen, Error> {
         message: 0,
         lines: spec.is_chat(),
     });
-    let mut endpoint = Endpoint { workload, address, websocket, proxy: None };
-    websocket_settings(&mut endpoint, settings);
+    let mut endpoint =
+        Endpoint { workload, address, websocket, proxy: None, sources: Arc::default() };
+    websocket_settings(&mut endpoint, settings)?;
     Ok((endpoint, Some(server), tls))
 }
 
@@ -259,6 +272,7 @@ fn spawn_threads(
         let plan = Plan {
             endpoint: template.endpoint.clone(),
             rate: template.rate.map(|r| (r * share).max(crate::schedule::MIN_RATE)),
+            connect_rate: template.connect_rate.map(|r| r * share),
             tickets: template.tickets.clone(),
             stop: Arc::clone(&template.stop),
             progress: Arc::clone(done),
@@ -301,6 +315,18 @@ fn watch(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         let (Some(bar), now) = (&bar, Instant::now()) else { continue };
+        // With --connect-rate, how far the opening has come.
+        let opened = settings.connect_rate.map(|_| {
+            let n: u64 = progress.iter().map(|p| p.connects.load(Ordering::Relaxed)).sum();
+            format!(", {} of {} connected", crate::report::group(n), settings.connections)
+        });
+        let opened = opened.unwrap_or_default();
+        if now < warmup_end && !opened.is_empty() {
+            let left = humantime::format_duration(Duration::from_secs(
+                warmup_end.saturating_duration_since(now).as_secs_f64().ceil() as u64,
+            ));
+            bar.set_message(format!("warm-up, {left} left (not recorded){opened}"));
+        }
         if now >= warmup_end {
             let done: u64 = progress.iter().map(|p| p.messages.load(Ordering::Relaxed)).sum();
             let dt = now.duration_since(last.0).as_secs_f64();
@@ -310,7 +336,7 @@ fn watch(
             if dt >= 0.5 || last.0 < warmup_end {
                 last = (now.max(warmup_end), done);
             }
-            bar.set_message(progress_message(settings, since, done, rate));
+            bar.set_message(progress_message(settings, since, done, rate) + &opened);
         }
         bar.tick();
     }

@@ -59,6 +59,10 @@ pub struct Settings {
     pub reconnect_every: Option<u64>,
     /// A PROXY protocol header first on every connection.
     pub proxy_header: Option<ricochet::proxy::Proxy>,
+    /// `--source`: local addresses, round robin over the connections (empty: the kernel's choice).
+    pub sources: Vec<std::net::IpAddr>,
+    /// `--connect-rate`: connections opened per second, in all.
+    pub connect_rate: Option<f64>,
     /// Start the warm-up at this instant (several loadgens together).
     pub start_at: Option<SystemTime>,
 }
@@ -206,6 +210,26 @@ impl TryFrom<&Args> for Settings {
                 );
             }
         }
+        if let Some(sources) = &args.source {
+            let stream = target.as_ref().is_none_or(|t| t.host().is_some()) && !udp;
+            if !stream || sources.0.is_empty() {
+                return Err(
+                    "--source is for TCP targets (tcp, tls, ws, wss and chat over them)".into()
+                );
+            }
+        }
+        if let Some(rate) = args.connect_rate {
+            if !(rate.is_finite() && (0.1..=1e6).contains(&rate)) {
+                return Err(format!(
+                    "--connect-rate {rate} must be between 0.1 and 1e6 connections per second"
+                ));
+            }
+            if chat {
+                return Err(
+                    "--connect-rate is for echo targets (chat members all join at once)".into()
+                );
+            }
+        }
         let duration = match args.messages {
             Some(_) => None,
             None => Some(args.duration.unwrap_or(Duration::from_secs(10))),
@@ -236,9 +260,59 @@ impl TryFrom<&Args> for Settings {
             tls_resume: args.tls_resume,
             reconnect_every: args.reconnect_every,
             proxy_header: args.proxy_header,
+            sources: args.source.clone().map(|s| s.0).unwrap_or_default(),
+            connect_rate: args.connect_rate,
             start_at: args.start_at,
         })
     }
+}
+
+/// The most addresses `--source` takes (a range past it is a typo more often than a plan).
+const MAX_SOURCES: u128 = 65536;
+
+/// `--source`'s addresses, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sources(pub Vec<std::net::IpAddr>);
+
+/// Reads `--source`: comma-separated addresses and `FIRST-LAST` ranges (IPv4 or IPv6, one
+/// family), in order, each address once.
+pub fn parse_sources(text: &str) -> Result<Sources, String> {
+    use std::net::IpAddr;
+    let bad = |part: &str, why: &str| format!("--source `{part}`: {why}");
+    let mut out: Vec<IpAddr> = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let parse = |s: &str| s.parse::<IpAddr>().map_err(|_| bad(part, "not an IP address"));
+        let (first, last) = (parse(first)?, parse(last)?);
+        let (lo, hi) = match (first, last) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) as u128, u32::from(b) as u128),
+            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b)),
+            _ => return Err(bad(part, "a range's ends must be of one family")),
+        };
+        if hi < lo {
+            return Err(bad(part, "the range ends before it begins"));
+        }
+        if (hi - lo + 1) + out.len() as u128 > MAX_SOURCES {
+            return Err(bad(part, "more than 65536 addresses"));
+        }
+        for n in lo..=hi {
+            let ip = match first {
+                IpAddr::V4(_) => IpAddr::from(std::net::Ipv4Addr::from(n as u32)),
+                IpAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::from(n)),
+            };
+            if out.contains(&ip) {
+                return Err(bad(part, &format!("{ip} is given twice")));
+            }
+            out.push(ip);
+        }
+    }
+    if out.windows(2).any(|w| w[0].is_ipv6() != w[1].is_ipv6()) {
+        return Err(format!("--source `{text}`: addresses of one family (IPv4 or IPv6)"));
+    }
+    Ok(Sources(out))
 }
 
 #[cfg(test)]
@@ -251,6 +325,44 @@ mod tests {
         let args = Args::try_parse_from(std::iter::once("loadgen").chain(argv.iter().copied()))
             .map_err(|e| e.to_string())?;
         Settings::try_from(&args)
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn sources_are_lists_and_ranges_of_one_family() {
+        let ips = |t: &str| {
+            parse_sources(t).map(|s| s.0.iter().map(|ip| ip.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(ips("127.0.0.2-127.0.0.4").unwrap(), ["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+        assert_eq!(
+            ips("10.0.0.255-10.0.1.0, 10.0.2.1").unwrap(),
+            ["10.0.0.255", "10.0.1.0", "10.0.2.1"]
+        );
+        assert_eq!(ips("fd00::9-fd00::a").unwrap(), ["fd00::9", "fd00::a"]);
+        for (bad, why) in [
+            ("127.0.0.4-127.0.0.2", "ends before it begins"),
+            ("127.0.0.1,::1", "one family"),
+            ("127.0.0.1-::1", "one family"),
+            ("localhost", "not an IP address"),
+            ("127.0.0.1,127.0.0.1", "given twice"),
+            ("10.0.0.0-10.1.0.0", "more than 65536"),
+        ] {
+            let e = ips(bad).unwrap_err();
+            assert!(e.contains(why) && e.contains("--source"), "{bad}: {e}");
+        }
+        let e = settings(&["udp://127.0.0.1:9", "--source", "127.0.0.2"]).unwrap_err();
+        assert!(e.contains("--source is for TCP targets"), "{e}");
+        let e = settings(&["--chat", "--connect-rate", "10"]).unwrap_err();
+        assert!(e.contains("--connect-rate is for echo targets"), "{e}");
+        let e = settings(&["--connect-rate", "0"]).unwrap_err();
+        assert!(e.contains("between 0.1 and 1e6"), "{e}");
+        let s = settings(&["--source", "127.0.0.2-127.0.0.3", "--connect-rate", "50"]).unwrap();
+        assert_eq!((s.sources.len(), s.connect_rate), (2, Some(50.0)));
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub struct Tally {
     pub errors: Vec<(Cause, u64)>,
     /// Connections established (connect, and the TLS handshake) in the measured period.
     pub connects: u64,
+    /// Connects completed in the whole run, warm-up included (the progress line's count).
+    pub opened: u64,
     /// How long each of those took, in nanoseconds.
     pub connect_hist: Histogram<u64>,
     /// When the last recorded message completed.
@@ -215,6 +217,7 @@ impl Tally {
             reordered: 0,
             errors: Vec::new(),
             connects: 0,
+            opened: 0,
             connect_hist: new_histogram(),
             last_completion: None,
             recorded_inflight: 0,
@@ -283,6 +286,7 @@ impl Tally {
     /// A connection came up at `now` after `took` (connect and handshake); counted in the
     /// measured period only.
     pub(crate) fn connected(&mut self, now: u64, took: std::time::Duration) {
+        self.opened += 1;
         if now >= self.record_from {
             self.connects += 1;
             self.connect_hist.saturating_record((took.as_nanos() as u64).max(1));

@@ -9,8 +9,9 @@
 //! (`localhost` may resolve to `::1` first while the server listens on 127.0.0.1 only).
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use crate::websocket::WsTarget;
 
@@ -73,6 +74,9 @@ pub struct Endpoint {
     pub websocket: Option<WsTarget>,
     /// A PROXY protocol header first on every connection (`--proxy-header`).
     pub proxy: Option<ricochet::proxy::Proxy>,
+    /// Local addresses to connect from, connection i from the i-th (`--source`; empty: the
+    /// kernel's choice).
+    pub sources: Arc<Vec<IpAddr>>,
 }
 
 /// The schemes loadgen takes, for messages.
@@ -202,6 +206,7 @@ impl Target {
                 address,
                 websocket: websocket.clone(),
                 proxy: None,
+                sources: Arc::default(),
             })
             .collect())
     }
@@ -235,12 +240,24 @@ fn scheme(workload: Workload, tls: bool, ws: bool, kind: Kind) -> &'static str {
 impl Endpoint {
     /// A resolved echo target.
     pub fn echo(address: Address) -> Endpoint {
-        Endpoint { workload: Workload::Echo, address, websocket: None, proxy: None }
+        Endpoint {
+            workload: Workload::Echo,
+            address,
+            websocket: None,
+            proxy: None,
+            sources: Arc::default(),
+        }
     }
 
     /// A resolved chat room.
     pub fn chat(address: Address) -> Endpoint {
-        Endpoint { workload: Workload::Chat, address, websocket: None, proxy: None }
+        Endpoint {
+            workload: Workload::Chat,
+            address,
+            websocket: None,
+            proxy: None,
+            sources: Arc::default(),
+        }
     }
 
     /// The scheme (as [`Target::proto`]).

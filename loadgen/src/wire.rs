@@ -14,7 +14,7 @@
 //!   before it completes.
 
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
@@ -39,6 +39,37 @@ impl Socket {
     /// Starts a non-blocking TCP connect.
     pub fn tcp(addr: SocketAddr) -> io::Result<Socket> {
         TcpStream::connect(addr).map(Socket::Tcp)
+    }
+
+    /// Starts a TCP connect from the local address `source` (its port chosen at connect, with
+    /// `IP_BIND_ADDRESS_NO_PORT`, so every source address has the whole ephemeral port range
+    /// towards each target, not towards all of them at once).
+    pub fn tcp_from(addr: SocketAddr, source: IpAddr) -> io::Result<Socket> {
+        use socket2::{Domain, Protocol, SockAddr, Socket as Raw, Type};
+        let sock =
+            Raw::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt on our own socket with a c_int option of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        sock.bind(&SockAddr::from(SocketAddr::new(source, 0)))
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot use --source {source}: {e}")))?;
+        match sock.connect(&SockAddr::from(addr)) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(Socket::Tcp(TcpStream::from_std(sock.into())))
     }
 
     /// Connects to a Unix-domain stream socket.
@@ -358,11 +389,20 @@ pub fn connect(
     tls: Option<&TlsClient>,
     seed: u64,
 ) -> io::Result<(Socket, Wire)> {
+    // Connection `seed` (its id) from the seed-th source address, round robin.
+    let source = match endpoint.sources.len() {
+        0 => None,
+        n => Some(endpoint.sources[seed as usize % n]),
+    };
+    let tcp = |addr: SocketAddr| match source {
+        Some(source) => Socket::tcp_from(addr, source),
+        None => Socket::tcp(addr),
+    };
     let (socket, mut wire, peer) = match &endpoint.address {
-        Address::Tcp(addr) => (Socket::tcp(*addr)?, Wire::plain(), Some(*addr)),
+        Address::Tcp(addr) => (tcp(*addr)?, Wire::plain(), Some(*addr)),
         Address::Tls(addr) => {
             let tls = tls.ok_or_else(|| io::Error::other("a TLS target without TLS settings"))?;
-            (Socket::tcp(*addr)?, Wire::tls(tls)?, Some(*addr))
+            (tcp(*addr)?, Wire::tls(tls)?, Some(*addr))
         }
         Address::Unix(path) => (Socket::unix(path)?, Wire::plain(), None),
         Address::Udp(_) => return Err(io::Error::other("UDP is not a stream transport")),

@@ -37,6 +37,8 @@ fn settings(target: Option<Target>) -> Settings {
         tls_resume: false,
         reconnect_every: None,
         proxy_header: None,
+        sources: Vec::new(),
+        connect_rate: None,
         start_at: None,
     }
 }
@@ -1692,4 +1694,79 @@ fn the_certificates_people_have() {
         "{e}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A network namespace of the test's own (removed on drop), for per-namespace sysctls.
+struct Netns(String);
+
+impl Netns {
+    /// A new namespace with its loopback up; `None` (the test then skips) without root or
+    /// `ip netns`.
+    fn new() -> Option<Netns> {
+        let name = format!("lgtest{}", std::process::id());
+        let ok = |args: &[&str]| {
+            std::process::Command::new("ip").args(args).output().is_ok_and(|o| o.status.success())
+        };
+        if !ok(&["netns", "add", &name]) {
+            return None;
+        }
+        let ns = Netns(name);
+        assert!(ok(&["-n", &ns.0, "link", "set", "lo", "up"]));
+        Some(ns)
+    }
+
+    /// Runs a command inside.
+    fn run(&self, program: &str, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.0, program])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// More connections to one target than one address's ports allow: a clear error naming the
+/// limit without `--source`, every one of them open with it (here: 100 ports, 300 connections
+/// over 4 addresses), and `--connect-rate` opening them all at its pace.
+#[test]
+fn source_addresses_open_more_connections_than_the_port_range_allows() {
+    let Some(ns) = Netns::new() else {
+        eprintln!("skipped: needs root and `ip netns` (a namespace of its own for the port range)");
+        return;
+    };
+    let sysctl = ns.run("sysctl", &["-w", "net.ipv4.ip_local_port_range=40000 40099"]);
+    assert!(sysctl.status.success(), "{}", String::from_utf8_lossy(&sysctl.stderr));
+    let loadgen = env!("CARGO_BIN_EXE_loadgen");
+    let base = ["-c", "300", "-t", "1s", "--warmup", "0s", "--json"];
+    // Each run from addresses of its own: the ports a run leaves in TIME_WAIT are its
+    // addresses' ports, unavailable to the next run for a minute.
+    let with_sources = [&base[..], &["--source", "127.0.0.2-127.0.0.5"]].concat();
+    let out = ns.run(loadgen, &with_sources);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = json(&out);
+    assert_eq!((r["connects"].as_u64(), r["errors"].as_u64()), (Some(300), Some(0)));
+    assert!(r["messages"].as_u64().unwrap() > 0);
+
+    let paced = [&base[..], &["--source", "127.0.0.6-127.0.0.9", "--connect-rate", "400"]].concat();
+    let out = ns.run(loadgen, &paced);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = json(&out);
+    assert_eq!((r["connects"].as_u64(), r["errors"].as_u64()), (Some(300), Some(0)));
+
+    let out = ns.run(loadgen, &base);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("out of local ports")
+            && err.contains("40000-40099")
+            && err.contains("--source"),
+        "{err}"
+    );
 }
