@@ -85,9 +85,19 @@ pub struct Args {
 
     /// Open loop: send N messages per second in total (chat: lines, round-robin over the
     /// publishers), at fixed intended times, and measure each latency from its intended send
-    /// time. Without it: closed loop.
-    #[arg(short = 'r', long, value_name = "N")]
-    pub rate: Option<f64>,
+    /// time. Without it: closed loop. A rate that changes (echo targets): FROM..TO with --ramp
+    /// DUR (linear over DUR, then TO), or A,B,C with --step DUR (each for DUR, the last to the
+    /// end); the warm-up runs at the first rate.
+    #[arg(short = 'r', long, value_name = "N", value_parser = crate::settings::parse_rate)]
+    pub rate: Option<crate::settings::RateArg>,
+
+    /// With --rate FROM..TO: how long the ramp takes.
+    #[arg(long, value_name = "DUR", value_parser = ricochet::units::parse_duration)]
+    pub ramp: Option<Duration>,
+
+    /// With --rate A,B,C: how long each rate lasts.
+    #[arg(long, value_name = "DUR", value_parser = ricochet::units::parse_duration)]
+    pub step: Option<Duration>,
 
     /// Run this long before measuring; messages completing during it are not recorded (with
     /// --messages: messages sent during it) [default: 1s, or 0 with --messages].

@@ -44,7 +44,12 @@ impl<C: EchoConn> EchoLoad<C> {
             pending: Pending::new(n),
             scratch: vec![0; plan.size.max(64 * 1024)],
             check: Vec::new(),
-            schedule: plan.rate.map(|rate| Schedule::new(plan.start, rate)),
+            schedule: plan.rate.map(|rate| match &plan.profile {
+                Some(profile) => {
+                    Schedule::shaped(plan.start, plan.warmup_end - plan.start, profile)
+                }
+                None => Schedule::new(plan.start, rate),
+            }),
             slots: VecDeque::new(),
             starved: false,
         }

@@ -117,6 +117,8 @@ pub struct Plan {
     pub reconnect_every: Option<u64>,
     /// Connects per second this thread may start (its share of `--connect-rate`).
     pub connect_rate: Option<f64>,
+    /// Open loop with a changing rate: this thread's share of it.
+    pub profile: Option<crate::schedule::Profile>,
 }
 
 /// `--connect-rate`: connects evenly spaced at a rate; turns missed are not saved up beyond one

@@ -107,6 +107,7 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
         tls,
         reconnect_every: settings.reconnect_every,
         connect_rate: settings.connect_rate,
+        profile: settings.profile.clone(),
     };
     // Each thread's progress, made first so that `--metrics` is bound before any load starts (an
     // address in use stops the run with nothing sent).
@@ -273,6 +274,7 @@ fn spawn_threads(
             endpoint: template.endpoint.clone(),
             rate: template.rate.map(|r| (r * share).max(crate::schedule::MIN_RATE)),
             connect_rate: template.connect_rate.map(|r| r * share),
+            profile: template.profile.as_ref().map(|p| p.scaled(share)),
             tickets: template.tickets.clone(),
             stop: Arc::clone(&template.stop),
             progress: Arc::clone(done),

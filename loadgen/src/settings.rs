@@ -29,8 +29,11 @@ pub struct Settings {
     pub duration: Option<Duration>,
     /// Recorded messages to complete (message-count mode).
     pub messages: Option<u64>,
-    /// Open loop: messages per second in total.
+    /// Open loop: messages per second in total (a changing rate: its mean over the run, or its
+    /// last rate in message-count mode).
     pub rate: Option<f64>,
+    /// Open loop with a changing rate (`--rate FROM..TO --ramp`, `--rate A,B,C --step`).
+    pub profile: Option<crate::schedule::Profile>,
     /// Not recorded, before the measured period.
     pub warmup: Duration,
     /// Load threads.
@@ -173,7 +176,21 @@ impl TryFrom<&Args> for Settings {
                 args.threads
             ));
         }
-        if let Some(rate) = args.rate {
+        let profile = rate_profile(args)?;
+        if profile.is_some() && (chat || args.messages.is_some()) {
+            return Err(
+                "a changing --rate is for echo runs of a duration (-t), not chat or -n".into()
+            );
+        }
+        let rates = match (&args.rate, &profile) {
+            (_, Some(p)) => {
+                let (lo, hi) = p.bounds();
+                vec![lo, hi]
+            }
+            (Some(RateArg::Fixed(r)), None) => vec![*r],
+            _ => Vec::new(),
+        };
+        for rate in rates {
             if !(rate.is_finite() && (crate::schedule::MIN_RATE..=1e9).contains(&rate)) {
                 return Err(format!(
                     "--rate {rate} must be between {} and 1e9 messages per second",
@@ -245,7 +262,15 @@ impl TryFrom<&Args> for Settings {
             depth: args.depth as usize,
             duration,
             messages: args.messages,
-            rate: args.rate,
+            rate: match (&args.rate, &profile) {
+                (_, Some(p)) => {
+                    let d = args.duration.unwrap_or(Duration::from_secs(10));
+                    Some(p.messages_in(d) / d.as_secs_f64())
+                }
+                (Some(RateArg::Fixed(r)), None) => Some(*r),
+                _ => None,
+            },
+            profile,
             warmup: args.warmup.unwrap_or(default_warmup),
             threads: threads as usize,
             timeout: args.timeout,
@@ -264,6 +289,55 @@ impl TryFrom<&Args> for Settings {
             connect_rate: args.connect_rate,
             start_at: args.start_at,
         })
+    }
+}
+
+/// `--rate` as given: a number, `FROM..TO` or `A,B,C`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RateArg {
+    /// `N`.
+    Fixed(f64),
+    /// `FROM..TO` (with `--ramp`).
+    Ramp(f64, f64),
+    /// `A,B,C` (with `--step`).
+    Steps(Vec<f64>),
+}
+
+/// Reads `--rate`.
+pub fn parse_rate(text: &str) -> Result<RateArg, String> {
+    let number = |s: &str| {
+        s.trim().parse::<f64>().map_err(|_| {
+            format!("--rate `{text}`: expected N, FROM..TO (with --ramp) or A,B,C (with --step)")
+        })
+    };
+    if let Some((from, to)) = text.split_once("..") {
+        return Ok(RateArg::Ramp(number(from)?, number(to)?));
+    }
+    if text.contains(',') {
+        return text.split(',').map(number).collect::<Result<_, _>>().map(RateArg::Steps);
+    }
+    number(text).map(RateArg::Fixed)
+}
+
+/// The changing rate `--rate` with `--ramp` or `--step` asks for, checked.
+fn rate_profile(args: &Args) -> Result<Option<crate::schedule::Profile>, String> {
+    use crate::schedule::Profile;
+    match (&args.rate, args.ramp, args.step) {
+        (Some(RateArg::Ramp(from, to)), Some(over), None) if !over.is_zero() => {
+            Ok(Some(Profile::Ramp { from: *from, to: *to, over }))
+        }
+        (Some(RateArg::Steps(rates)), None, Some(each)) if !each.is_zero() => {
+            Ok(Some(Profile::Steps { rates: rates.clone(), each }))
+        }
+        (Some(RateArg::Ramp(..)), _, _) => {
+            Err("--rate FROM..TO needs --ramp DUR (longer than 0), and no --step".into())
+        }
+        (Some(RateArg::Steps(_)), _, _) => {
+            Err("--rate A,B,C needs --step DUR (longer than 0), and no --ramp".into())
+        }
+        (_, Some(_), _) => Err("--ramp is for --rate FROM..TO".into()),
+        (_, _, Some(_)) => Err("--step is for --rate A,B,C".into()),
+        _ => Ok(None),
     }
 }
 

@@ -23,6 +23,7 @@ fn settings(target: Option<Target>) -> Settings {
         duration: Some(Duration::from_millis(500)),
         messages: None,
         rate: None,
+        profile: None,
         warmup: Duration::from_millis(100),
         threads: 1,
         timeout: Duration::from_secs(5),
@@ -1769,4 +1770,41 @@ fn source_addresses_open_more_connections_than_the_port_range_allows() {
             && err.contains("--source"),
         "{err}"
     );
+}
+
+/// A changing open-loop rate: each second's achieved messages follow the steps and the ramp
+/// (embedded echo, far below capacity; each second's count is its intended count, within 3 %
+/// and a few messages either way for completions on an interval's edge).
+#[test]
+fn rate_steps_and_ramps_are_followed_second_by_second() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(args)
+            .args(["-c", "4", "--json"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let r = json(&out);
+        let per_second: Vec<u64> = r["intervals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["messages"].as_u64().unwrap())
+            .collect();
+        (r["rate"].as_f64().unwrap(), per_second)
+    };
+    let near = |got: &[u64], want: &[u64]| {
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for (g, w) in got.iter().zip(want) {
+            let slack = w * 3 / 100 + 3;
+            assert!(g.abs_diff(*w) <= slack, "{got:?} against {want:?}");
+        }
+    };
+    let (rate, got) = run(&["--rate", "200,400,800", "--step", "1s", "-t", "3s", "--warmup", "0s"]);
+    near(&got, &[200, 400, 800]);
+    assert!((rate - 1400.0 / 3.0).abs() < 1e-6, "the report's rate is the run's mean: {rate}");
+    // 100 to 1100 over 4 s after a 1 s warm-up at 100: second k intends 225 + 250k, then 1100.
+    let (_, got) = run(&["--rate", "100..1100", "--ramp", "4s", "-t", "5s", "--warmup", "1s"]);
+    near(&got, &[225, 475, 725, 975, 1100]);
 }
