@@ -45,6 +45,8 @@ SHAPES = [
     ("1000 conns", "1000 connections, 64 B, depth 1", ["-c", "1000", "-d", "1", "-s", "64"]),
     ("pipelined", "50 connections × depth 16, 64 B", ["-c", "50", "-d", "16", "-s", "64"]),
     ("bulk", "4 connections × depth 4, 64 KiB", ["-c", "4", "-d", "4", "-s", "64KiB"]),
+    ("churn", "20 clients: connect → echo 64 B → close, again (per message = per connection)",
+     ["-c", "20", "-d", "1", "-s", "64", "--reconnect-every", "1"]),
     ("fan-out 1-100", "chat room: 1 publisher → 100 members, 64 B lines, 16 in flight",
      ["-c", "100", "--publishers", "1", "-d", "16", "-s", "64"]),
     ("fan-out 50x50", "chat room: 50 members all publishing, 64 B lines, 1 in flight each",
@@ -426,8 +428,8 @@ def main():
     client = {}
     c_server = next(s for s in servers if s.name == "C epoll")
     for shape, _, flags in shapes if not args.no_client else []:
-        if is_chat(shape):
-            continue  # the C client speaks echo only
+        if is_chat(shape) or "--reconnect-every" in flags:
+            continue  # the C client speaks echo only, on connections it keeps
         conns, depth, size = flags[1], flags[3], str(size_bytes(flags[5]))
         for rnd in range(args.rounds):
             for which in (["loadgen", "C client"] if rnd % 2 == 0 else ["C client", "loadgen"]):

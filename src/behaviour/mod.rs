@@ -297,14 +297,6 @@ impl Conn {
         }
     }
 
-    pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
-        use crate::transport::Transport;
-        match self {
-            Conn::Echo(c) => c.io.source(),
-            Conn::Other(other) => each_other!(&mut **other, c => c.io.source()),
-        }
-    }
-
     /// Serves the connection again after it stopped at its budget.
     pub(crate) fn resume(&mut self, ctx: &mut Ctx) -> Outcome {
         match self {
