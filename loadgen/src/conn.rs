@@ -57,6 +57,8 @@ pub struct Life {
     pub issued: u64,
     /// See `issued`.
     pub completed: u64,
+    /// It has been up at least once in the run.
+    pub ever_up: bool,
 }
 
 impl Life {
@@ -71,6 +73,7 @@ impl Life {
             connect_started: Instant::now(),
             issued: 0,
             completed: 0,
+            ever_up: false,
         }
     }
 
@@ -85,6 +88,7 @@ impl Life {
     /// Connected (and the handshake done): the backoff starts over.
     pub fn up(&mut self) {
         self.phase = Phase::Up;
+        self.ever_up = true;
         self.backoff = FIRST_BACKOFF;
     }
 

@@ -264,7 +264,8 @@ impl<C: EchoConn> Workload for EchoLoad<C> {
     /// Closes every connection the way a polite client does: half-close, then read the rest of
     /// the echo until the server's EOF. Dropping connections with echo data unread would make
     /// the kernel reset them, and the server count resets.
-    fn begin_close(&mut self, _e: &mut Engine) -> Vec<bool> {
+    fn begin_close(&mut self, e: &mut Engine) -> Vec<bool> {
+        e.tally.never_up = self.conns.iter().filter(|c| !c.life().ever_up).count() as u64;
         self.conns.iter_mut().map(C::begin_close).collect()
     }
 

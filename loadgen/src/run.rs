@@ -136,6 +136,16 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
             .map_err(Error::io("a load thread failed"))?;
         tallies.push(tally);
     }
+    let never: u64 = tallies.iter().map(|t| t.never_up).sum();
+    if never > 0 && !interrupted_early(&stop) {
+        ricochet::output::stderr_line(&format!(
+            "loadgen: {never} of {} connection(s) never came up during the run: the figures are \
+             the others'. Many connections at once can overflow the server's listen queue \
+             (dropped SYNs are retried after 1 s, 3 s, ...): open them with --connect-rate, or \
+             give a longer --warmup",
+            settings.connections
+        ));
+    }
     while let Ok(report) = reports.try_recv() {
         if let Report::Interval(interval) = report {
             collector.add(interval, settings.threads)?;
@@ -157,6 +167,11 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
     };
     let intervals = collector.finish(measured)?;
     Ok(report::merge(&info, tallies, measured, interrupted, &intervals))
+}
+
+/// Whether the run was stopped (Ctrl-C, or a thread's limit): connections may be down then.
+fn interrupted_early(stop: &AtomicBool) -> bool {
+    stop.load(Ordering::Relaxed)
 }
 
 /// What to load: the given target, checked to answer (with its TLS client), or an embedded

@@ -102,6 +102,8 @@ pub struct Tally {
     pub connects: u64,
     /// Connects completed in the whole run, warm-up included (the progress line's count).
     pub opened: u64,
+    /// Connections that were never up in the whole run (echo workloads).
+    pub never_up: u64,
     /// How long each of those took, in nanoseconds.
     pub connect_hist: Histogram<u64>,
     /// When the last recorded message completed.
@@ -218,6 +220,7 @@ impl Tally {
             errors: Vec::new(),
             connects: 0,
             opened: 0,
+            never_up: 0,
             connect_hist: new_histogram(),
             last_completion: None,
             recorded_inflight: 0,

@@ -1808,3 +1808,27 @@ fn rate_steps_and_ramps_are_followed_second_by_second() {
     let (_, got) = run(&["--rate", "100..1100", "--ramp", "4s", "-t", "5s", "--warmup", "1s"]);
     near(&got, &[225, 475, 725, 975, 1100]);
 }
+
+/// Connections that never come up (a server that never accepts, its listen queue of one full)
+/// are said, with what to do, instead of a report of nothing that looks like a result.
+#[test]
+fn connections_that_never_came_up_are_said() {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    socket.listen(1).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let args =
+        [&addr.to_string(), "-c", "20", "-t", "500ms", "--warmup", "0s", "--timeout", "300ms"];
+    let (code, err, _) = loadgen_bounded(&args);
+    // 1: the few in the listen queue are up, and their messages time out (errors).
+    assert!(code == 0 || code == 1, "{code}: {err}");
+    let said = err
+        .lines()
+        .find(|l| l.contains("never came up during the run"))
+        .unwrap_or_else(|| panic!("{err}"));
+    let never: u64 =
+        said.trim_start_matches("loadgen: ").split(' ').next().unwrap().parse().unwrap();
+    assert!((15..=20).contains(&never), "at most the listen queue's few came up: {said}");
+    assert!(said.contains("of 20 connection(s)") && said.contains("--connect-rate"), "{said}");
+    drop(socket);
+}
