@@ -88,8 +88,8 @@ pub struct Args {
     /// time. Without it: closed loop. A rate that changes (echo targets): FROM..TO with --ramp
     /// DUR (linear over DUR, then TO), or A,B,C with --step DUR (each for DUR, the last to the
     /// end); the warm-up runs at the first rate.
-    #[arg(short = 'r', long, value_name = "N", value_parser = crate::settings::parse_rate)]
-    pub rate: Option<crate::settings::RateArg>,
+    #[arg(short = 'r', long, value_name = "N", value_parser = parse_rate)]
+    pub rate: Option<RateArg>,
 
     /// With --rate FROM..TO: how long the ramp takes.
     #[arg(long, value_name = "DUR", value_parser = ricochet::units::parse_duration)]
@@ -200,8 +200,8 @@ pub struct Args {
     /// and/or ranges, IPv4 or IPv6 like the target (`127.0.0.2-127.0.0.40`, `10.0.0.1,10.0.0.2`,
     /// `fd00::1-fd00::8`). Each address has its own ephemeral ports, so more connections to one
     /// target than one address's port range allows (`net.ipv4.ip_local_port_range`) can be open.
-    #[arg(long, value_name = "ADDRS", value_parser = crate::settings::parse_sources)]
-    pub source: Option<crate::settings::Sources>,
+    #[arg(long, value_name = "ADDRS", value_parser = parse_sources)]
+    pub source: Option<Sources>,
 
     /// Open connections at N per second (in all), instead of all at once; messages flow on
     /// those open meanwhile. The progress line counts them.
@@ -360,4 +360,79 @@ pub fn parse_start_at(text: &str) -> Result<std::time::SystemTime, String> {
         Ok(wait) if wait > MAX_DURATION => Err(too_far()),
         Ok(_) => Ok(at),
     }
+}
+
+/// `--rate` as given: a number, `FROM..TO` or `A,B,C`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RateArg {
+    /// `N`.
+    Fixed(f64),
+    /// `FROM..TO` (with `--ramp`).
+    Ramp(f64, f64),
+    /// `A,B,C` (with `--step`).
+    Steps(Vec<f64>),
+}
+
+/// Reads `--rate`.
+pub fn parse_rate(text: &str) -> Result<RateArg, String> {
+    let number = |s: &str| {
+        s.trim().parse::<f64>().map_err(|_| {
+            format!("--rate `{text}`: expected N, FROM..TO (with --ramp) or A,B,C (with --step)")
+        })
+    };
+    if let Some((from, to)) = text.split_once("..") {
+        return Ok(RateArg::Ramp(number(from)?, number(to)?));
+    }
+    if text.contains(',') {
+        return text.split(',').map(number).collect::<Result<_, _>>().map(RateArg::Steps);
+    }
+    number(text).map(RateArg::Fixed)
+}
+
+/// The most addresses `--source` takes (a range past it is a typo more often than a plan).
+const MAX_SOURCES: u128 = 65536;
+
+/// `--source`'s addresses, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sources(pub Vec<std::net::IpAddr>);
+
+/// Reads `--source`: comma-separated addresses and `FIRST-LAST` ranges (IPv4 or IPv6, one
+/// family), in order, each address once.
+pub fn parse_sources(text: &str) -> Result<Sources, String> {
+    use std::net::IpAddr;
+    let bad = |part: &str, why: &str| format!("--source `{part}`: {why}");
+    let mut out: Vec<IpAddr> = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let parse = |s: &str| s.parse::<IpAddr>().map_err(|_| bad(part, "not an IP address"));
+        let (first, last) = (parse(first)?, parse(last)?);
+        let (lo, hi) = match (first, last) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) as u128, u32::from(b) as u128),
+            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b)),
+            _ => return Err(bad(part, "a range's ends must be of one family")),
+        };
+        if hi < lo {
+            return Err(bad(part, "the range ends before it begins"));
+        }
+        if (hi - lo + 1) + out.len() as u128 > MAX_SOURCES {
+            return Err(bad(part, "more than 65536 addresses"));
+        }
+        for n in lo..=hi {
+            let ip = match first {
+                IpAddr::V4(_) => IpAddr::from(std::net::Ipv4Addr::from(n as u32)),
+                IpAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::from(n)),
+            };
+            if out.contains(&ip) {
+                return Err(bad(part, &format!("{ip} is given twice")));
+            }
+            out.push(ip);
+        }
+    }
+    if out.windows(2).any(|w| w[0].is_ipv6() != w[1].is_ipv6()) {
+        return Err(format!("--source `{text}`: addresses of one family (IPv4 or IPv6)"));
+    }
+    Ok(Sources(out))
 }

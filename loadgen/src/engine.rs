@@ -55,14 +55,15 @@ pub struct Progress {
     pub messages: AtomicU64,
     /// Errors counted (of any cause).
     pub errors: AtomicU64,
-    /// Connects completed (the progress line's count with `--connect-rate`).
-    pub connects: AtomicU64,
+    /// Connections opened so far, warm-up included (the progress line's count with
+    /// `--connect-rate`).
+    pub opened: AtomicU64,
 }
 
 impl Progress {
     fn store(&self, tally: &Tally) {
         self.messages.store(tally.messages, Ordering::Relaxed);
-        self.connects.store(tally.opened, Ordering::Relaxed);
+        self.opened.store(tally.opened, Ordering::Relaxed);
         let errors = tally.errors.iter().map(|(_, n)| n).sum();
         self.errors.store(errors, Ordering::Relaxed);
     }

@@ -136,8 +136,14 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
             .map_err(Error::io("a load thread failed"))?;
         tallies.push(tally);
     }
+    while let Ok(report) = reports.try_recv() {
+        if let Report::Interval(interval) = report {
+            collector.add(interval, settings.threads)?;
+        }
+    }
+    let interrupted = stop.load(Ordering::Relaxed);
     let never: u64 = tallies.iter().map(|t| t.never_up).sum();
-    if never > 0 && !interrupted_early(&stop) {
+    if never > 0 && !interrupted {
         ricochet::output::stderr_line(&format!(
             "loadgen: {never} of {} connection(s) never came up during the run: the figures are \
              the others'. Many connections at once can overflow the server's listen queue \
@@ -146,12 +152,6 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
             settings.connections
         ));
     }
-    while let Ok(report) = reports.try_recv() {
-        if let Report::Interval(interval) = report {
-            collector.add(interval, settings.threads)?;
-        }
-    }
-    let interrupted = stop.load(Ordering::Relaxed);
     let measured = match (settings.duration, interrupted) {
         (Some(d), false) => d,
         (Some(_), true) => Instant::now().saturating_duration_since(warmup_end),
@@ -169,11 +169,6 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
     Ok(report::merge(&info, tallies, measured, interrupted, &intervals))
 }
 
-/// Whether the run was stopped (Ctrl-C, or a thread's limit): connections may be down then.
-fn interrupted_early(stop: &AtomicBool) -> bool {
-    stop.load(Ordering::Relaxed)
-}
-
 /// What to load: the given target, checked to answer (with its TLS client), or an embedded
 /// ricochet started for the run (kept alive by the returned handle).
 type Chosen = (Endpoint, Option<ricochet::Handle>, Option<Arc<crate::tls::TlsClient>>);
@@ -185,14 +180,14 @@ fn target(settings: &Settings) -> Result<Chosen, Error> {
         .then(|| settings.trust.client(target.host().unwrap_or("localhost"), settings.tls_resume));
     let tls = tls.transpose().map_err(Error::new)?;
     let mut endpoint = reachable(target, settings.timeout, tls.as_ref(), settings.proxy_header)?;
-    websocket_settings(&mut endpoint, settings)?;
+    endpoint_settings(&mut endpoint, settings)?;
     Ok((endpoint, None, tls.map(Arc::new)))
 }
 
-/// A WebSocket target's message shape from the settings: `--size` bytes each (chat: a line),
-/// text with `--ws-text`; the PROXY protocol header, if asked for; the source addresses
-/// (`--source`), which must be of the address's family.
-fn websocket_settings(endpoint: &mut Endpoint, settings: &Settings) -> Result<(), Error> {
+/// What the settings add to an endpoint: a WebSocket target's message shape (`--size` bytes
+/// each, chat: a line; text with `--ws-text`), the PROXY protocol header if asked for, and the
+/// source addresses (`--source`), which must be of the address's family.
+fn endpoint_settings(endpoint: &mut Endpoint, settings: &Settings) -> Result<(), Error> {
     endpoint.proxy = settings.proxy_header;
     if let Some(addr) = endpoint.socket_addr() {
         if let Some(wrong) = settings.sources.iter().find(|s| s.is_ipv6() != addr.is_ipv6()) {
@@ -256,7 +251,7 @@ fn embedded(settings: &Settings) -> Result<Chosen, Error> {
     });
     let mut endpoint =
         Endpoint { workload, address, websocket, proxy: None, sources: Arc::default() };
-    websocket_settings(&mut endpoint, settings)?;
+    endpoint_settings(&mut endpoint, settings)?;
     Ok((endpoint, Some(server), tls))
 }
 
@@ -334,7 +329,7 @@ fn watch(
         let (Some(bar), now) = (&bar, Instant::now()) else { continue };
         // With --connect-rate, how far the opening has come.
         let opened = settings.connect_rate.map(|_| {
-            let n: u64 = progress.iter().map(|p| p.connects.load(Ordering::Relaxed)).sum();
+            let n: u64 = progress.iter().map(|p| p.opened.load(Ordering::Relaxed)).sum();
             format!(", {} of {} connected", crate::report::group(n), settings.connections)
         });
         let opened = opened.unwrap_or_default();

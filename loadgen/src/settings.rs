@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use crate::cli::Args;
+use crate::cli::{Args, RateArg};
 use crate::payload::{MIN_LINE, SEQ_LEN};
 use crate::target::Target;
 
@@ -227,9 +227,9 @@ impl TryFrom<&Args> for Settings {
                 );
             }
         }
-        if let Some(sources) = &args.source {
+        if args.source.is_some() {
             let stream = target.as_ref().is_none_or(|t| t.host().is_some()) && !udp;
-            if !stream || sources.0.is_empty() {
+            if !stream {
                 return Err(
                     "--source is for TCP targets (tcp, tls, ws, wss and chat over them)".into()
                 );
@@ -292,33 +292,6 @@ impl TryFrom<&Args> for Settings {
     }
 }
 
-/// `--rate` as given: a number, `FROM..TO` or `A,B,C`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RateArg {
-    /// `N`.
-    Fixed(f64),
-    /// `FROM..TO` (with `--ramp`).
-    Ramp(f64, f64),
-    /// `A,B,C` (with `--step`).
-    Steps(Vec<f64>),
-}
-
-/// Reads `--rate`.
-pub fn parse_rate(text: &str) -> Result<RateArg, String> {
-    let number = |s: &str| {
-        s.trim().parse::<f64>().map_err(|_| {
-            format!("--rate `{text}`: expected N, FROM..TO (with --ramp) or A,B,C (with --step)")
-        })
-    };
-    if let Some((from, to)) = text.split_once("..") {
-        return Ok(RateArg::Ramp(number(from)?, number(to)?));
-    }
-    if text.contains(',') {
-        return text.split(',').map(number).collect::<Result<_, _>>().map(RateArg::Steps);
-    }
-    number(text).map(RateArg::Fixed)
-}
-
 /// The changing rate `--rate` with `--ramp` or `--step` asks for, checked.
 fn rate_profile(args: &Args) -> Result<Option<crate::schedule::Profile>, String> {
     use crate::schedule::Profile;
@@ -341,58 +314,10 @@ fn rate_profile(args: &Args) -> Result<Option<crate::schedule::Profile>, String>
     }
 }
 
-/// The most addresses `--source` takes (a range past it is a typo more often than a plan).
-const MAX_SOURCES: u128 = 65536;
-
-/// `--source`'s addresses, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sources(pub Vec<std::net::IpAddr>);
-
-/// Reads `--source`: comma-separated addresses and `FIRST-LAST` ranges (IPv4 or IPv6, one
-/// family), in order, each address once.
-pub fn parse_sources(text: &str) -> Result<Sources, String> {
-    use std::net::IpAddr;
-    let bad = |part: &str, why: &str| format!("--source `{part}`: {why}");
-    let mut out: Vec<IpAddr> = Vec::new();
-    for part in text.split(',').map(str::trim) {
-        let (first, last) = match part.split_once('-') {
-            Some((a, b)) => (a.trim(), b.trim()),
-            None => (part, part),
-        };
-        let parse = |s: &str| s.parse::<IpAddr>().map_err(|_| bad(part, "not an IP address"));
-        let (first, last) = (parse(first)?, parse(last)?);
-        let (lo, hi) = match (first, last) {
-            (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) as u128, u32::from(b) as u128),
-            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b)),
-            _ => return Err(bad(part, "a range's ends must be of one family")),
-        };
-        if hi < lo {
-            return Err(bad(part, "the range ends before it begins"));
-        }
-        if (hi - lo + 1) + out.len() as u128 > MAX_SOURCES {
-            return Err(bad(part, "more than 65536 addresses"));
-        }
-        for n in lo..=hi {
-            let ip = match first {
-                IpAddr::V4(_) => IpAddr::from(std::net::Ipv4Addr::from(n as u32)),
-                IpAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::from(n)),
-            };
-            if out.contains(&ip) {
-                return Err(bad(part, &format!("{ip} is given twice")));
-            }
-            out.push(ip);
-        }
-    }
-    if out.windows(2).any(|w| w[0].is_ipv6() != w[1].is_ipv6()) {
-        return Err(format!("--source `{text}`: addresses of one family (IPv4 or IPv6)"));
-    }
-    Ok(Sources(out))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Command;
+    use crate::cli::{parse_sources, Command};
     use clap::Parser;
 
     fn settings(argv: &[&str]) -> Result<Settings, String> {
