@@ -264,49 +264,39 @@ impl Link {
     /// Reads what has arrived; whole lines go to `lines`. `Ok(false)`: the server closed.
     pub fn readable(&mut self, lines: &mut Vec<String>) -> io::Result<bool> {
         let mut bytes = Vec::new();
-        let open = self.read_plain(&mut bytes)?;
-        let mut opened = false;
-        let bytes = match &mut self.ws {
-            None => bytes,
-            Some(ws) => {
-                let mut payload = Vec::new();
-                let mut rest = &bytes[..];
-                if !ws.is_open() {
-                    if ws.on_response(rest)? {
-                        let mut early = vec![0; 64 * 1024];
-                        loop {
-                            let n = ws.take_early(&mut early);
-                            if n == 0 {
-                                break;
-                            }
-                            payload.extend_from_slice(&early[..n]);
+        let mut open = self.read_plain(&mut bytes)?;
+        if let Some(ws) = &mut self.ws {
+            let mut payload = Vec::new();
+            if !ws.is_open() {
+                // The answer to the upgrade, and any frames that came with it.
+                if ws.on_response(&bytes)? {
+                    let mut early = vec![0; 64 * 1024];
+                    loop {
+                        let n = ws.take_early(&mut early);
+                        if n == 0 {
+                            break;
                         }
-                        opened = true;
+                        payload.extend_from_slice(&early[..n]);
                     }
-                    rest = &[];
                 }
-                if !rest.is_empty() {
-                    // A byte in front: room for the `\n` after the first message.
-                    let mut buf = Vec::with_capacity(rest.len() + 1);
-                    buf.push(0);
-                    buf.extend_from_slice(rest);
-                    let n = buf.len();
-                    let m = ws.decode_range(&mut buf, 0, 1, n)?;
-                    payload.extend_from_slice(&buf[..m]);
-                }
-                let closed = ws.is_closed();
-                self.take_framed(); // pongs
-                if opened {
-                    let held = std::mem::take(&mut self.held);
-                    self.frame(&held);
-                }
-                if closed {
-                    self.split_lines(&payload, lines)?;
-                    return Ok(false);
-                }
-                payload
+            } else if !bytes.is_empty() {
+                // A byte in front: room for the `\n` after the first message.
+                let mut buf = Vec::with_capacity(bytes.len() + 1);
+                buf.push(0);
+                buf.extend_from_slice(&bytes);
+                let n = buf.len();
+                let m = ws.decode_range(&mut buf, 0, 1, n)?;
+                payload.extend_from_slice(&buf[..m]);
             }
-        };
+            open &= !ws.is_closed();
+            bytes = payload;
+            // Pongs; and once the handshake is done, the lines held for it.
+            self.take_framed();
+            if self.ws.as_ref().is_some_and(WsClient::is_open) && !self.held.is_empty() {
+                let held = std::mem::take(&mut self.held);
+                self.frame(&held);
+            }
+        }
         self.split_lines(&bytes, lines)?;
         Ok(open)
     }

@@ -480,7 +480,7 @@ impl Driver {
                         self.join_by = None;
                         if let Some(prompt) = &self.prompt {
                             if let Ok(mut p) = prompt.lock() {
-                                p.clone_from(&self.session.nick().to_string());
+                                *p = self.session.nick().to_owned();
                             }
                         }
                     }

@@ -229,7 +229,7 @@ impl Session {
         } else if !self.was_live {
             self.out.push(Action::Fatal(Failure::Connect(why.into())));
         } else if joined {
-            self.status(format!("connection lost: {why}"));
+            self.note(format!("connection lost: {why}"));
         }
     }
 
@@ -245,7 +245,7 @@ impl Session {
         let command = line.split(' ').next().unwrap_or("");
         match command {
             "/quit" => self.end(),
-            "/format" => self.status(
+            "/format" => self.note(
                 "this client reads the room in JSON; start it with --json to see the JSON lines"
                     .into(),
             ),
@@ -264,9 +264,9 @@ impl Session {
         }
     }
 
-    /// The driver's own news, in order with the session's.
+    /// The client's own news (the session's, and the driver's in order with it).
     pub fn note(&mut self, text: String) {
-        self.status(text);
+        self.out.push(Action::Status(text));
     }
 
     /// Asks the room for an answer, to find out whether a quiet connection still works.
@@ -282,7 +282,7 @@ impl Session {
         if !self.settings.patient && self.phase != Phase::Live {
             let unsent = self.unsent();
             if unsent > 0 {
-                self.status(format!("left without the room: {unsent} line(s) typed were not sent"));
+                self.note(format!("left without the room: {unsent} line(s) typed were not sent"));
             }
             return self.out.push(Action::Done);
         }
@@ -314,7 +314,6 @@ impl Session {
     /// A line or notice of the room, live or replayed.
     fn delivery(&mut self, seq: u64, msg: &Msg, raw: &str) {
         let front = self.expect.front();
-        let replaying = matches!(front, Some(Expect::Replay | Expect::First | Expect::Since));
         let own_line = msg.event.is_none() && msg.from.as_deref() == Some(&*self.nick);
         if msg.event.is_some()
             && msg.name.as_deref() == Some(&*self.nick)
@@ -336,7 +335,7 @@ impl Session {
         }
         let fresh = self.seen.insert(seq);
         self.last = self.last.max(seq);
-        if fresh || (replaying && front == Some(&Expect::Replay)) {
+        if fresh || front == Some(&Expect::Replay) {
             self.show(render(msg), raw);
         }
     }
@@ -365,7 +364,7 @@ impl Session {
                 if let Some(name) = msg.name.as_ref().filter(|&name| *name != self.nick) {
                     self.nick = name.clone();
                     if self.phase == Phase::Live {
-                        self.status(format!("you are {name} now"));
+                        self.note(format!("you are {name} now"));
                         self.out.push(Action::Joined); // the prompt shows it
                     }
                 }
@@ -382,7 +381,7 @@ impl Session {
                         let seen = self.seen.range(first..=last).count() as u64;
                         let missed = (last + 1).saturating_sub(first).saturating_sub(seen);
                         if missed > 0 {
-                            self.status(format!(
+                            self.note(format!(
                                 "missed {missed} line{} (#{first}..#{last}): the server no longer holds them",
                                 if missed == 1 { "" } else { "s" }
                             ));
@@ -434,8 +433,8 @@ impl Session {
         self.was_live = true;
         self.out.push(Action::Joined);
         match again {
-            true => self.status(format!("back in the room as {}", self.nick)),
-            false => self.status(format!("in the room as {}", self.nick)),
+            true => self.note(format!("back in the room as {}", self.nick)),
+            false => self.note(format!("in the room as {}", self.nick)),
         }
         let resend: Vec<String> = self.unacked.iter().cloned().collect();
         for line in resend {
@@ -455,7 +454,7 @@ impl Session {
         match &self.room {
             Some(known) if known == room => {}
             Some(known) => {
-                self.status(format!(
+                self.note(format!(
                     "the server restarted (room {known} is gone, {room} is new): lines said \
                      before the restart that you had not seen are lost"
                 ));
@@ -502,10 +501,6 @@ impl Session {
 
     fn show(&mut self, text: String, raw: &str) {
         self.out.push(Action::Show { text, json: raw.into() });
-    }
-
-    fn status(&mut self, text: String) {
-        self.out.push(Action::Status(text));
     }
 }
 
@@ -600,6 +595,13 @@ mod tests {
         format!(r#"{{"event":"token","name":"{name}","token":"0123456789abcdef"}}"#)
     }
 
+    /// Connects; the server has switched to JSON.
+    fn connect_json(s: &mut Session) {
+        s.connected();
+        s.take();
+        s.line(r#"{"event":"format","format":"json"}"#);
+    }
+
     /// Joins for the first time; the room's last number is `last`.
     fn join(s: &mut Session, last: u64) {
         s.connected();
@@ -620,9 +622,7 @@ mod tests {
     #[test]
     fn the_first_join_shows_the_history_and_lines_are_rendered() {
         let mut s = session();
-        s.connected();
-        s.take();
-        s.line(r#"{"event":"format","format":"json"}"#);
+        connect_json(&mut s);
         s.line(&token("alice"));
         s.line(&message(1, "bob", "hi"));
         s.line(&message(2, "alice", "from an earlier run"));
@@ -647,9 +647,7 @@ mod tests {
     #[test]
     fn a_taken_name_on_joining_is_fatal() {
         let mut s = session();
-        s.connected();
-        s.take();
-        s.line(r#"{"event":"format","format":"json"}"#);
+        connect_json(&mut s);
         s.line(r#"{"event":"error","text":"the name alice is taken"}"#);
         assert_eq!(s.take(), [Action::Fatal(Failure::NameTaken("the name alice is taken".into()))]);
     }
@@ -727,9 +725,7 @@ mod tests {
         let mut s = session();
         join(&mut s, 3);
         s.lost("closed");
-        s.connected();
-        s.take();
-        s.line(r#"{"event":"format","format":"json"}"#);
+        connect_json(&mut s);
         s.line(&token("alice"));
         s.line(&history(ROOM, 20));
         s.take();
@@ -744,9 +740,7 @@ mod tests {
         );
 
         s.lost("closed");
-        s.connected();
-        s.take();
-        s.line(r#"{"event":"format","format":"json"}"#);
+        connect_json(&mut s);
         s.line(&token("alice"));
         s.line(&history("r2", 2));
         let actions = s.take();
