@@ -349,6 +349,10 @@ def main():
                          "machine: --rounds 20 --duration 1s")
     ap.add_argument("--out", default=None, help="the report to write (default docs/BENCHMARKS.md)")
     ap.add_argument("--bins", required=True, help="JSON map of built binaries (from compare.sh)")
+    ap.add_argument("--before", default=None,
+                    help="a directory holding another build's ricochet (e.g. a worktree's "
+                         "target/release), run beside the others as 'ricochet (before)' in the echo "
+                         "shapes: a change measured side by side with what it changed")
     args = ap.parse_args()
     bins = json.loads(args.bins)
     if args.client_only:
@@ -366,6 +370,10 @@ def main():
                            bins["c_echo"]], "fixed"),
         Server("tokio", [bins["tokio_echo"], "0"] + ([] if n == 1 else [str(n)]), "stdout"),
     ]
+    if args.before:
+        servers.insert(1, Server("ricochet (before)",
+                                 [os.path.join(args.before, "ricochet"), "--tcp", "127.0.0.1:0",
+                                  "--max-pending", "1MiB", "--threads", str(n)], "ready-json"))
     if bins.get("socat"):
         servers.append(Server("socat", [bins["socat"], "TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr", "EXEC:cat"], "fixed"))
     # The fan-out shapes' rooms, under the same names so that the tables and targets line up.

@@ -27,7 +27,7 @@ pub const GULP: usize = 64 * 1024;
 pub const TLS_FAILED: Errno = libc::EPROTO;
 
 thread_local! {
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; GULP].into_boxed_slice());
+    static SCRATCH: RefCell<crate::buffer::Aligned> = RefCell::new(crate::buffer::Aligned::zeroed(GULP));
 }
 
 /// Ciphertext read from the socket that rustls has not taken yet, and whether the socket's end

@@ -49,7 +49,7 @@ const MAX_ERRORS_PER_TURN: usize = 4;
 /// The reactor's one receive batch, shared by every UDP socket. Allocated only when a UDP
 /// listener exists; the kernel touches only the pages datagrams land in.
 pub(crate) struct Batch {
-    data: Box<[u8]>,
+    data: crate::buffer::Aligned,
     names: Box<[libc::sockaddr_storage; BATCH]>,
     lens: [usize; BATCH],
 }
@@ -63,7 +63,7 @@ impl std::fmt::Debug for Batch {
 impl Batch {
     pub(crate) fn new() -> Box<Batch> {
         Box::new(Batch {
-            data: vec![0; BATCH * SLOT].into_boxed_slice(),
+            data: crate::buffer::Aligned::zeroed(BATCH * SLOT),
             // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
             names: Box::new(unsafe { zeroed() }),
             lens: [0; BATCH],

@@ -27,7 +27,7 @@ use crate::tally::{Cause, InFlight};
 pub(crate) struct EchoLoad<C> {
     conns: Vec<C>,
     pending: Pending,
-    scratch: Vec<u8>,
+    scratch: ricochet::buffer::Aligned,
     check: Vec<u8>,
     schedule: Option<Schedule>,
     /// Open loop: one entry per free depth slot, `(connection, its generation)`.
@@ -42,7 +42,7 @@ impl<C: EchoConn> EchoLoad<C> {
         EchoLoad {
             conns: plan.conn_ids.iter().map(|&id| C::new(id)).collect(),
             pending: Pending::new(n),
-            scratch: vec![0; plan.size.max(64 * 1024)],
+            scratch: ricochet::buffer::Aligned::zeroed(plan.size.max(64 * 1024)),
             check: Vec::new(),
             schedule: plan.rate.map(|rate| match &plan.profile {
                 Some(profile) => {

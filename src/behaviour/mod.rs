@@ -16,7 +16,7 @@ pub(crate) mod echo;
 
 use std::time::Instant;
 
-use crate::buffer::BufferPool;
+use crate::buffer::{Aligned, BufferPool};
 use crate::faults::stream::Faulty;
 use crate::stats::Stats;
 use crate::transport::ws::{Framed, WsState};
@@ -114,7 +114,7 @@ impl Life {
 #[derive(Debug)]
 pub(crate) struct Ctx {
     /// The one shared read buffer.
-    pub buf: Box<[u8]>,
+    pub buf: Aligned,
     /// Recycled output-buffer storage.
     pub pool: BufferPool,
     /// The counters.

@@ -23,7 +23,7 @@ use crate::transport::scripted::{End, Scripted, INTERRUPT};
 /// The reactor's resources for one connection under test.
 fn ctx(buf: usize, cap: usize, budget: usize, max_line: usize) -> Ctx {
     Ctx {
-        buf: vec![0; buf].into_boxed_slice(),
+        buf: crate::buffer::Aligned::zeroed(buf),
         pool: BufferPool::new(4),
         stats: Stats::default(),
         cap,

@@ -31,7 +31,7 @@ use slab::Slab;
 
 use crate::behaviour::chat::{ChatCtx, Directory, Room};
 use crate::behaviour::{CloseReason, Conn, Ctx, Other, Outcome};
-use crate::buffer::BufferPool;
+use crate::buffer::{Aligned, BufferPool};
 use crate::config::{Config, ListenSpec};
 use crate::control::Inbox;
 use crate::error::{Error, Result};
@@ -163,7 +163,7 @@ impl Reactor {
         let reactor = Reactor {
             poll,
             ctx: Ctx {
-                buf: vec![0; config.read_buffer].into_boxed_slice(),
+                buf: Aligned::zeroed(config.read_buffer),
                 pool: BufferPool::new(POOL_BLOCKS),
                 stats: Stats::default(),
                 cap: config.max_pending,

@@ -104,7 +104,7 @@ enum Stage {
 pub(crate) struct ChatLoad {
     members: Vec<Member>,
     pubs: Vec<Publisher>,
-    scratch: Vec<u8>,
+    scratch: ricochet::buffer::Aligned,
     check: Vec<u8>,
     pending: Pending,
     schedule: Option<Schedule>,
@@ -127,7 +127,7 @@ impl ChatLoad {
             pubs: (0..plan.publishers.min(n))
                 .map(|member| Publisher { member, base: 0, lines: VecDeque::new(), unstamped: 0 })
                 .collect(),
-            scratch: vec![0; 256 * 1024],
+            scratch: ricochet::buffer::Aligned::zeroed(256 * 1024),
             check: Vec::new(),
             pending: Pending::new(n),
             schedule: None,
