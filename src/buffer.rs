@@ -1,67 +1,41 @@
 //! The per-connection output buffer and the pool that recycles its storage.
 //!
 //! Invariants:
-//! - An [`OutBuf`] holds the bytes a peer's socket would not take yet, in order; `pos..len` of the
-//!   storage is pending, everything before `pos` was sent.
+//! - An [`OutBuf`] holds the bytes a peer's socket would not take yet, in order; `pos..len` of its
+//!   block's storage is pending, everything before `pos` was sent.
 //! - It never holds more than its cap: callers ask [`OutBuf::room`] before reading more input, so
 //!   a peer that never reads costs at most `cap` bytes of user memory (backpressure, not growth).
-//! - An empty buffer owns no storage: it goes back to the [`BufferPool`] as soon as it drains, so an
-//!   idle connection costs no buffer at all.
+//! - An empty buffer owns no block: the block goes back to the [`BufferPool`] as soon as it
+//!   drains, so an idle connection costs one null pointer (8 bytes of its 64-byte slot; see
+//!   `behaviour::Conn`), and "nothing pending" is one test of that pointer on the hot path.
 
 /// Storage at most this large is kept in the pool; larger blocks go back to the allocator.
 const POOL_MAX_BLOCK: usize = 256 * 1024;
 /// The first block a buffer gets, unless the first push needs more.
 pub(crate) const MIN_BLOCK: usize = 4 * 1024;
 
-/// A bounded FIFO of pending output bytes.
+/// A bounded FIFO of pending output bytes: no block while empty, one block (storage and the
+/// position of the first unsent byte) while bytes are pending.
 #[derive(Debug, Default)]
 pub struct OutBuf {
+    block: Option<Box<Block>>,
+}
+
+/// Storage for pending output, lent by the pool while a buffer has bytes pending.
+#[derive(Debug)]
+pub struct Block {
     data: Vec<u8>,
     pos: usize,
 }
 
-impl OutBuf {
-    /// An empty buffer, holding no storage.
-    pub const fn new() -> Self {
-        OutBuf { data: Vec::new(), pos: 0 }
-    }
-
-    /// Bytes pending.
-    pub fn len(&self) -> usize {
-        self.data.len() - self.pos
-    }
-
-    /// Whether nothing is pending.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The pending bytes, oldest first.
-    pub fn pending(&self) -> &[u8] {
+impl Block {
+    fn pending(&self) -> &[u8] {
         &self.data[self.pos..]
     }
 
-    /// How many more bytes fit under `cap`.
-    pub fn room(&self, cap: usize) -> usize {
-        cap.saturating_sub(self.len())
-    }
-
-    /// Bytes of storage held (0 when idle).
-    pub fn capacity(&self) -> usize {
-        self.data.capacity()
-    }
-
-    /// Appends `bytes` behind what is pending, taking storage from `pool` if it has none. The
-    /// caller keeps the total within its cap (see [`room`](Self::room)); storage grows no larger
-    /// than `cap` or what is needed.
-    pub fn push(&mut self, bytes: &[u8], cap: usize, pool: &mut BufferPool) {
-        if bytes.is_empty() {
-            return;
-        }
-        let needed = self.len() + bytes.len();
-        if self.data.capacity() == 0 {
-            self.data = pool.take(needed.max(MIN_BLOCK.min(cap)));
-        } else if self.data.capacity() - self.data.len() < bytes.len() {
+    fn push(&mut self, bytes: &[u8], cap: usize) {
+        let needed = self.data.len() - self.pos + bytes.len();
+        if self.data.capacity() - self.data.len() < bytes.len() {
             if self.pos > 0 {
                 // Move the pending tail to the front before growing: reuse what we have.
                 self.data.drain(..self.pos);
@@ -74,28 +48,79 @@ impl OutBuf {
         }
         self.data.extend_from_slice(bytes);
     }
+}
 
-    /// Marks `n` pending bytes as sent. When nothing remains, the storage returns to `pool`.
+impl OutBuf {
+    /// An empty buffer, holding no storage.
+    pub const fn new() -> Self {
+        OutBuf { block: None }
+    }
+
+    /// Bytes pending.
+    pub fn len(&self) -> usize {
+        self.block.as_ref().map_or(0, |b| b.data.len() - b.pos)
+    }
+
+    /// Whether nothing is pending (no block is held).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.block.is_none()
+    }
+
+    /// The pending bytes, oldest first.
+    pub fn pending(&self) -> &[u8] {
+        self.block.as_ref().map_or(&[], |b| b.pending())
+    }
+
+    /// How many more bytes fit under `cap`.
+    pub fn room(&self, cap: usize) -> usize {
+        cap.saturating_sub(self.len())
+    }
+
+    /// Bytes of storage held (0 when idle).
+    pub fn capacity(&self) -> usize {
+        self.block.as_ref().map_or(0, |b| b.data.capacity())
+    }
+
+    /// Appends `bytes` behind what is pending, taking a block from `pool` if it has none. The
+    /// caller keeps the total within its cap (see [`room`](Self::room)); storage grows no larger
+    /// than `cap` or what is needed.
+    pub fn push(&mut self, bytes: &[u8], cap: usize, pool: &mut BufferPool) {
+        if bytes.is_empty() {
+            return;
+        }
+        let block = match &mut self.block {
+            Some(block) => block,
+            None => self.block.insert(pool.take(bytes.len().max(MIN_BLOCK.min(cap)))),
+        };
+        block.push(bytes, cap);
+    }
+
+    /// Marks `n` pending bytes as sent. When nothing remains, the block returns to `pool`.
     pub fn consume(&mut self, n: usize, pool: &mut BufferPool) {
         debug_assert!(n <= self.len());
-        self.pos += n.min(self.len());
-        if self.pos == self.data.len() {
+        let Some(block) = &mut self.block else { return };
+        block.pos = (block.pos + n).min(block.data.len());
+        if block.pos == block.data.len() {
             self.release(pool);
         }
     }
 
-    /// Drops whatever is pending and returns the storage to `pool`.
+    /// Drops whatever is pending and returns the block to `pool`.
     pub fn release(&mut self, pool: &mut BufferPool) {
-        self.pos = 0;
-        pool.give(std::mem::take(&mut self.data));
+        if let Some(block) = self.block.take() {
+            pool.give(block);
+        }
     }
 }
 
-/// A small, bounded stack of freed buffer blocks, so that connections which flap between idle and
+/// A small, bounded stack of freed blocks, so that connections which flap between idle and
 /// backpressured do not hit the allocator every time.
 #[derive(Debug)]
 pub struct BufferPool {
-    free: Vec<Vec<u8>>,
+    /// Boxed as the buffers hold them: a block changes hands without an allocation.
+    #[allow(clippy::vec_box)]
+    free: Vec<Box<Block>>,
     max_blocks: usize,
 }
 
@@ -106,18 +131,19 @@ impl BufferPool {
     }
 
     /// An empty block with room for at least `min_capacity` bytes.
-    pub fn take(&mut self, min_capacity: usize) -> Vec<u8> {
-        match self.free.iter().rposition(|b| b.capacity() >= min_capacity) {
+    pub fn take(&mut self, min_capacity: usize) -> Box<Block> {
+        match self.free.iter().rposition(|b| b.data.capacity() >= min_capacity) {
             Some(i) => self.free.swap_remove(i),
-            None => Vec::with_capacity(min_capacity),
+            None => Box::new(Block { data: Vec::with_capacity(min_capacity), pos: 0 }),
         }
     }
 
     /// Returns a block; kept if the pool has space and the block is not oversized.
-    pub fn give(&mut self, mut block: Vec<u8>) {
-        let cap = block.capacity();
+    pub fn give(&mut self, mut block: Box<Block>) {
+        let cap = block.data.capacity();
         if cap > 0 && cap <= POOL_MAX_BLOCK && self.free.len() < self.max_blocks {
-            block.clear();
+            block.data.clear();
+            block.pos = 0;
             self.free.push(block);
         }
     }
@@ -295,13 +321,17 @@ mod tests {
     #[test]
     fn pool_is_bounded_and_skips_huge_blocks() {
         let mut pool = BufferPool::new(2);
+        let block = |capacity| Box::new(Block { data: Vec::with_capacity(capacity), pos: 0 });
         for _ in 0..5 {
-            pool.give(Vec::with_capacity(1024));
+            pool.give(block(1024));
         }
         assert_eq!(pool.len(), 2);
-        pool.give(Vec::with_capacity(POOL_MAX_BLOCK + 1));
+        pool.give(block(POOL_MAX_BLOCK + 1));
         assert_eq!(pool.len(), 2);
-        let block = pool.take(4096);
-        assert!(block.capacity() >= 4096);
+        let taken = pool.take(4096);
+        assert!(taken.data.capacity() >= 4096);
+        assert_eq!(pool.len(), 2, "no pooled block was large enough");
+        assert_eq!(pool.take(1000).data.capacity(), 1024, "a pooled block that fits is reused");
+        assert_eq!(pool.len(), 1);
     }
 }

@@ -160,6 +160,14 @@ pub fn cpus_available() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// The open-file limit this process runs under (the soft one), if it can be read.
+pub fn open_file_limit() -> Option<usize> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit fills the struct it is given.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    ok.then(|| usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
+}
+
 /// When this process started, in seconds since the Unix epoch (from `/proc`: the boot time plus
 /// the process's start in clock ticks after boot).
 pub fn process_start_time() -> Option<f64> {

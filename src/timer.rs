@@ -10,7 +10,45 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// A moment kept small: whole milliseconds since a [`Clock`]'s epoch, wrapping after 49.7 days.
+/// A connection keeps its last activity as one (4 bytes where an `Instant` takes 16: the
+/// connection fits one cache line); [`Clock::instant`] reads it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tick(u32);
+
+/// Converts between instants and [`Tick`]s.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    epoch: Instant,
+}
+
+impl Clock {
+    /// Ticks counted from `epoch`.
+    pub fn new(epoch: Instant) -> Self {
+        Clock { epoch }
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// The tick holding `at`.
+    pub fn tick(&self, at: Instant) -> Tick {
+        Tick(self.millis(at) as u32)
+    }
+
+    /// The end of `tick`'s millisecond, read at `now` (`tick` no later than `now` and no more
+    /// than 49.7 days before it; older ticks read as younger, by multiples of that). The end, so
+    /// that a deadline counted from it is never early: a connection is closed for idleness up to
+    /// a millisecond late, never before its time.
+    pub fn instant(&self, tick: Tick, now: Instant) -> Instant {
+        let now_ms = self.millis(now);
+        let age = u64::from((now_ms as u32).wrapping_sub(tick.0));
+        self.epoch + Duration::from_millis(now_ms.saturating_sub(age) + 1)
+    }
+}
 
 /// What a deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -90,7 +128,24 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn a_tick_reads_back_as_the_end_of_its_millisecond() {
+        let epoch = Instant::now();
+        let clock = Clock::new(epoch);
+        let at = epoch + Duration::from_micros(12_345_678);
+        let tick = clock.tick(at);
+        assert_eq!(tick, Tick(12_345));
+        let later = at + Duration::from_secs(3600);
+        assert_eq!(clock.instant(tick, later), epoch + Duration::from_millis(12_346));
+        assert_eq!(clock.instant(tick, at), epoch + Duration::from_millis(12_346));
+        // Past the wrap (2^32 ms after the epoch), a recent tick still reads right.
+        let wrap = Duration::from_millis(1 << 32);
+        let late = epoch + wrap + Duration::from_millis(500);
+        let tick = clock.tick(late - Duration::from_millis(200));
+        assert_eq!(tick, Tick(300));
+        assert_eq!(clock.instant(tick, late), epoch + wrap + Duration::from_millis(301));
+    }
 
     fn d(at: Instant, key: usize) -> Deadline {
         Deadline { at, key, id: key as u64, seq: 0, kind: Kind::Idle }

@@ -136,7 +136,7 @@ impl<T: Transport> Echo<T> {
             Err(_) => return Ok(Outcome::Close(CloseReason::Reset)),
         };
         ctx.stats.bytes_in += n as u64;
-        self.life.last_active = ctx.now;
+        self.life.last_active = ctx.tick;
         // `echo` would do the same with nothing owed, but calling it here costs ~40 instructions
         // per message (callgrind): its pending-output paths come along. So the send is inline.
         let sent = loop {
@@ -182,7 +182,7 @@ impl<T: Transport> Echo<T> {
                 Err(_) => return Outcome::Close(CloseReason::Reset),
             };
             ctx.stats.bytes_in += n as u64;
-            self.life.last_active = ctx.now;
+            self.life.last_active = ctx.tick;
             if let Err(reason) = self.echo(n, ctx) {
                 return Outcome::Close(reason);
             }
@@ -292,7 +292,7 @@ impl<T: Transport> Echo<T> {
             match self.io.send(self.out.pending()) {
                 Ok(n) => {
                     self.wrote(n, ctx);
-                    self.life.last_active = ctx.now;
+                    self.life.last_active = ctx.tick;
                     let all = n == self.out.len();
                     self.out.consume(n, &mut ctx.pool);
                     if !all {

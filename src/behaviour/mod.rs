@@ -19,6 +19,7 @@ use std::time::Instant;
 use crate::buffer::{Aligned, BufferPool};
 use crate::faults::stream::Faulty;
 use crate::stats::Stats;
+use crate::timer::{Clock, Tick};
 use crate::transport::ws::{Framed, WsState};
 use crate::transport::{Plain, Wire};
 use chat::{ChatCtx, Member};
@@ -93,8 +94,8 @@ pub(crate) enum Outcome {
 pub(crate) struct Life {
     /// Unique over the server's life (slab keys are reused).
     pub id: u64,
-    /// Last time a byte moved in either direction.
-    pub last_active: Instant,
+    /// Last time a byte moved in either direction (stamped with [`Ctx::tick`]).
+    pub last_active: Tick,
     /// Which arming of this connection's deadline is live (see `timer.rs`).
     pub timer_seq: u32,
     /// Already in the reactor's ready queue.
@@ -104,7 +105,7 @@ pub(crate) struct Life {
 }
 
 impl Life {
-    pub(crate) fn new(id: u64, now: Instant, listener: u16) -> Self {
+    pub(crate) fn new(id: u64, now: Tick, listener: u16) -> Self {
         Life { id, last_active: now, timer_seq: 0, queued: false, listener }
     }
 }
@@ -125,16 +126,36 @@ pub(crate) struct Ctx {
     pub budget: usize,
     /// The current turn's time (exact when a deadline needs it; see the reactor).
     pub now: Instant,
+    /// The same time as a [`Tick`] of `clock`, for stamping connections.
+    pub tick: Tick,
+    /// The reactor's clock for ticks.
+    pub clock: Clock,
     /// The chat rooms and what their members posted for delivery.
     pub chat: ChatCtx,
 }
 
+impl Ctx {
+    /// Sets the turn's time, and its tick.
+    pub(crate) fn set_now(&mut self, now: Instant) {
+        self.now = now;
+        self.tick = self.clock.tick(now);
+    }
+}
+
 /// One connection in the reactor's slab: the plain echo, or anything else behind one box.
+///
+/// One cache line: 64 bytes, aligned to 64 (tested). The plain echo's 56 bytes are its socket
+/// (the descriptor and two flags), its output buffer (one pointer, null while nothing is owed),
+/// its [`Life`] (the last activity as a 32-bit [`Tick`]), its byte count and three state bytes.
+/// Serving an event touches that one line and no other, whatever the connection's place in the
+/// slab; an idle connection costs its 64 bytes. Before, 96 bytes straddled two lines, and the
+/// first load from a connection was the hottest instruction at 1 000 connections.
 ///
 /// Two variants on purpose. The plain echo's fast path begins with this match; with a third
 /// variant its tag no longer folds into the echo's own state test, and the plain echo path costs
 /// 5 more instructions per message (callgrind).
 #[derive(Debug)]
+#[repr(align(64))]
 pub(crate) enum Conn {
     Echo(Echo<Plain>),
     /// Boxed: larger than an echo connection, and idle echo connections must stay small.
@@ -330,5 +351,23 @@ impl Conn {
             },
         }
         self.count_wire(&mut ctx.stats);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{align_of, size_of};
+
+    /// A plain echo connection is one cache line: its slab slot is 64 bytes, aligned to 64, so
+    /// serving an event touches one line and an idle connection costs 64 bytes (see [`Conn`]).
+    #[test]
+    fn a_connection_is_one_cache_line() {
+        assert_eq!(size_of::<Echo<Plain>>(), 56, "the plain echo connection's fields");
+        assert_eq!(size_of::<Conn>(), 64);
+        assert_eq!(align_of::<Conn>(), 64);
+        // The slab's slot (vacant or occupied) takes no more: its tag fits in a niche, as
+        // Option's does.
+        assert_eq!(size_of::<Option<Conn>>(), 64);
     }
 }

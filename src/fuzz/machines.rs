@@ -17,7 +17,7 @@ use crate::behaviour::echo::{Echo, State};
 use crate::behaviour::{CloseReason, Ctx, Life, Outcome};
 use crate::buffer::{BufferPool, OutBuf};
 use crate::stats::Stats;
-use crate::timer::{Deadline, Kind, Timers};
+use crate::timer::{Clock, Deadline, Kind, Tick, Timers};
 use crate::transport::scripted::{End, Scripted, INTERRUPT};
 
 /// The reactor's resources for one connection under test.
@@ -29,6 +29,8 @@ fn ctx(buf: usize, cap: usize, budget: usize, max_line: usize) -> Ctx {
         cap,
         budget,
         now: Instant::now(),
+        tick: Tick::default(),
+        clock: Clock::new(Instant::now()),
         chat: ChatCtx { rooms: vec![Room::default()], max_line, ..ChatCtx::default() },
     }
 }
@@ -105,7 +107,7 @@ fn echo_schedules() {
         let mut io = Scripted::new(r.data.clone(), r.reads.clone(), r.writes.clone());
         io.end = r.end;
         let mut ctx = ctx(r.buf, r.cap, r.budget, 0);
-        let mut echo = Echo::new(io, Life::new(0, ctx.now, 0));
+        let mut echo = Echo::new(io, Life::new(0, ctx.tick, 0));
         let mut outcome = Outcome::Idle;
         let (mut step, mut last, mut still) = (0usize, (0, 0, 0), 0);
         while still < STUCK {
@@ -419,7 +421,7 @@ fn chat_member_schedules() {
         let mut io = Scripted::new(input, r.reads.clone(), r.writes.clone());
         io.end = r.end;
         let mut ctx = ctx(512, r.cap, 4096, r.max_line);
-        let mut member = Member::join(io, Life::new(0, ctx.now, 0), 0, 0, None, &mut ctx);
+        let mut member = Member::join(io, Life::new(0, ctx.tick, 0), 0, 0, None, &mut ctx);
         let model = chat_model(&r.lines, r.max_line);
         let (mut delivered, mut posted, mut notices) = (Vec::new(), Vec::new(), Vec::new());
         let mut outcome = Outcome::Idle;
@@ -459,7 +461,7 @@ fn chat_member_schedules() {
                 let seg = &post.text;
                 next += 1;
                 if direct && member.can_send_now() {
-                    match member.send_now(&post, &mut ctx.stats, ctx.now) {
+                    match member.send_now(&post, &mut ctx.stats, ctx.tick) {
                         Ok(()) => delivered.extend_from_slice(seg),
                         Err(reason) => outcome = Outcome::Close(reason),
                     }
@@ -468,7 +470,7 @@ fn chat_member_schedules() {
                 } else {
                     let before = member.pending();
                     prop_assert!(before + seg.len() > r.cap);
-                    if let Outcome::Close(reason) = member.flush(&mut ctx.stats, ctx.now) {
+                    if let Outcome::Close(reason) = member.flush(&mut ctx.stats, ctx.tick) {
                         outcome = Outcome::Close(reason);
                     } else if member.deliver(&post, r.cap, &mut ctx.chat.dirty) {
                         delivered.extend_from_slice(seg);
@@ -481,7 +483,7 @@ fn chat_member_schedules() {
             for _ in std::mem::take(&mut ctx.chat.dirty) {
                 member.unlist();
                 if matches!(outcome, Outcome::Idle | Outcome::MoreToRead) {
-                    outcome = member.flush(&mut ctx.stats, ctx.now);
+                    outcome = member.flush(&mut ctx.stats, ctx.tick);
                 }
             }
             let got = from_others(&member.io.output);

@@ -117,7 +117,7 @@ impl Reactor {
     pub(super) fn adopt_handoffs(&mut self) {
         let Some(peers) = self.peers.clone() else { return };
         let now = Instant::now();
-        self.ctx.now = now;
+        self.ctx.set_now(now);
         for handoff in peers.take_handoffs(self.index) {
             self.adopt(handoff.stream, handoff.listener, handoff.id, now);
         }
@@ -134,7 +134,7 @@ impl Reactor {
         let (handshake, proxy) = (tls.is_some() || *websocket || proxy.is_some(), *proxy);
         listener::configure_accepted(&stream, &self.config);
         let key = self.conns.vacant_entry().key();
-        let life = Life::new(id, now, index as u16);
+        let life = Life::new(id, self.ctx.clock.tick(now), index as u16);
         let mut io = Plain::new(stream);
         let registered = self.poll.registry().register(
             crate::transport::Transport::source(&mut io),

@@ -76,7 +76,7 @@ impl Reactor {
     /// Gives connection `key` of listener `index` its listener's new plan, then serves it.
     fn refault(&mut self, key: usize, index: usize, plan: Option<Arc<Faults>>) {
         let now = Instant::now();
-        self.ctx.now = now;
+        self.ctx.set_now(now);
         let (seed, cap) = (self.config.seed, self.config.max_pending);
         let slot = &mut self.conns[key];
         let life = *slot.life();

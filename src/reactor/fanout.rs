@@ -42,7 +42,7 @@ impl Reactor {
                 if member.is_closed() {
                     continue;
                 }
-                let outcome = member.flush(&mut self.ctx.stats, self.ctx.now);
+                let outcome = member.flush(&mut self.ctx.stats, self.ctx.tick);
                 self.apply(key, outcome);
             }
             // Keep the list's storage for the next turn.
@@ -67,7 +67,7 @@ impl Reactor {
                     lines: mail.lines,
                 });
             }
-            let Ctx { chat, stats, cap, now, .. } = &mut self.ctx;
+            let Ctx { chat, stats, cap, tick, .. } = &mut self.ctx;
             let last = chat.mail.is_empty();
             if let Some(delivered) = chat.delivered.get_mut(mail.room) {
                 *delivered = (*delivered).max(mail.post.last());
@@ -88,7 +88,7 @@ impl Reactor {
                     continue;
                 }
                 if last && member.can_send_now() {
-                    match member.send_now(&mail.post, stats, *now) {
+                    match member.send_now(&mail.post, stats, *tick) {
                         Ok(()) => stats.chat_deliveries += mail.lines,
                         Err(reason) => cut.push((key, reason)),
                     }
@@ -96,7 +96,7 @@ impl Reactor {
                 }
                 if !member.deliver(&mail.post, *cap, dirty) {
                     // Over the cap with this turn's output still unsent: send what it takes.
-                    if let Outcome::Close(reason) = member.flush(stats, *now) {
+                    if let Outcome::Close(reason) = member.flush(stats, *tick) {
                         cut.push((key, reason));
                         continue;
                     }

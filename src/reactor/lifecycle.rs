@@ -58,7 +58,7 @@ impl Reactor {
             match d.kind {
                 Kind::Idle => {
                     let Some(idle) = self.config.idle_timeout else { continue };
-                    let due = life.last_active + idle;
+                    let due = self.ctx.clock.instant(life.last_active, now) + idle;
                     if due > now {
                         self.arm(d.key, due, Kind::Idle);
                     } else {
@@ -93,7 +93,7 @@ impl Reactor {
                 Kind::Release | Kind::Linger => unreachable!("handled above"),
                 Kind::Quiet => {
                     let grace = self.config.drain_grace;
-                    let due = life.last_active + grace;
+                    let due = self.ctx.clock.instant(life.last_active, now) + grace;
                     if due > now {
                         self.arm(d.key, due, Kind::Quiet);
                     } else if conn.owes_output() {
@@ -118,7 +118,7 @@ impl Reactor {
         }
         let now = Instant::now();
         // Connections served later in this turn must be stamped with this time, not an old one.
-        self.ctx.now = now;
+        self.ctx.set_now(now);
         self.phase = Phase::Draining { deadline: now + self.config.drain_timeout };
         self.close_listeners();
         let grace = self.config.drain_grace;
@@ -129,7 +129,7 @@ impl Reactor {
             // The new arming replaces any idle deadline.
             let life = self.conns[key].life_mut();
             life.timer_seq = life.timer_seq.wrapping_add(1);
-            life.last_active = now;
+            life.last_active = self.ctx.tick;
             self.arm(key, now + grace, Kind::Quiet);
             // The new arming made a pending release deadline stale: arm it again.
             if let Some(conn) = self.conns[key].faulty_mut() {

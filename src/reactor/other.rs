@@ -100,7 +100,7 @@ impl Reactor {
         }
         let (life, io) = (wait.life, std::mem::replace(&mut wait.io, Plain::husk()));
         let now = Instant::now();
-        self.ctx.now = now;
+        self.ctx.set_now(now);
         match self.make_conn(io, life, key, now, source) {
             Ok(conn) => self.conns[key] = conn,
             Err(io) => {

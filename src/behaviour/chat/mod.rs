@@ -46,6 +46,7 @@ use libc::{EAGAIN, EINTR};
 use super::{CloseReason, Ctx, Life, Outcome};
 use crate::stats::Stats;
 use crate::sys::MAX_IOV;
+use crate::timer::Tick;
 use crate::transport::Transport;
 use history::{Event, History, HistoryLimit, Posted};
 use lines::{Framer, Piece};
@@ -245,14 +246,14 @@ impl<T: Transport> Member<T> {
         let mut outcome = Outcome::Idle;
         if writable && self.write_blocked {
             self.write_blocked = false;
-            outcome = self.flush(&mut ctx.stats, ctx.now);
+            outcome = self.flush(&mut ctx.stats, ctx.tick);
         }
         if readable && outcome == Outcome::Idle {
             outcome = self.on_readable(ctx, 0);
             if outcome == Outcome::Idle && !self.out.is_empty() && !self.write_blocked {
                 // Output queued while the handshake went on, which these reads may have ended:
                 // no writable edge will say so.
-                outcome = self.flush(&mut ctx.stats, ctx.now);
+                outcome = self.flush(&mut ctx.stats, ctx.tick);
             }
         }
         outcome
@@ -270,7 +271,7 @@ impl<T: Transport> Member<T> {
                 Err(_) => return Outcome::Close(CloseReason::Reset),
             };
             ctx.stats.bytes_in += n as u64;
-            self.life.last_active = ctx.now;
+            self.life.last_active = ctx.tick;
             let mut framer = std::mem::take(&mut self.framer);
             let Ctx { buf, chat, stats, cap, .. } = ctx;
             framer.feed(&buf[..n], chat.max_line, |piece| self.piece(piece, chat, stats, *cap));
@@ -280,7 +281,7 @@ impl<T: Transport> Member<T> {
                 return Outcome::Close(CloseReason::Slow);
             }
             if self.state != State::Open {
-                return self.flush(&mut ctx.stats, ctx.now);
+                return self.flush(&mut ctx.stats, ctx.tick);
             }
             used += n;
             // A short read on a stream socket means its receive queue was empty (epoll(7)).
@@ -302,7 +303,7 @@ impl<T: Transport> Member<T> {
         if self.state == State::Open {
             self.set_state(State::Leaving(CloseReason::Eof), chat, stats);
         }
-        self.flush(&mut ctx.stats, ctx.now)
+        self.flush(&mut ctx.stats, ctx.tick)
     }
 
     /// Handles one framed piece; false stops the framing (the member is leaving). `cap`: the
@@ -632,7 +633,7 @@ impl<T: Transport> Member<T> {
         &mut self,
         post: &Posted,
         stats: &mut Stats,
-        now: Instant,
+        now: Tick,
     ) -> Result<(), CloseReason> {
         let seg = self.rendering(post);
         let sent = loop {
@@ -663,7 +664,7 @@ impl<T: Transport> Member<T> {
     /// Sends pending output until it is gone or the transport refuses more; closes a leaving
     /// member once everything is out. During a handshake nothing is sent: the output stays
     /// queued (under the cap, like any member's) until a read ends the handshake.
-    pub(crate) fn flush(&mut self, stats: &mut Stats, now: Instant) -> Outcome {
+    pub(crate) fn flush(&mut self, stats: &mut Stats, now: Tick) -> Outcome {
         if self.io.is_handshaking() {
             return Outcome::Idle;
         }
@@ -767,7 +768,7 @@ mod tests {
         let io = Plain::new(Stream::Unix(mio::net::UnixStream::from_std(ours)));
         let member = Member {
             io,
-            life: Life::new(0, Instant::now(), 0),
+            life: Life::new(0, Tick::default(), 0),
             key: 0,
             room: 0,
             state: State::Open,
@@ -796,7 +797,7 @@ mod tests {
         }
         assert_eq!(dirty, vec![0], "listed once");
         let mut stats = Stats::default();
-        assert_eq!(member.flush(&mut stats, Instant::now()), Outcome::Idle);
+        assert_eq!(member.flush(&mut stats, Tick::default()), Outcome::Idle);
         assert!(!member.write_blocked, "nothing was refused");
         assert_eq!(member.pending(), 0);
         assert_eq!(stats.bytes_out, 200);
