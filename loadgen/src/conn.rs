@@ -170,6 +170,8 @@ pub trait EchoConn {
     /// What waited past `timeout` at `now` (ns): a stream's failure, or datagrams lost (how
     /// many: their slots are free again).
     fn expire(&mut self, now: u64, timeout: Duration, tally: &mut Tally) -> (Status, usize);
+    /// When the oldest message that [`EchoConn::expire`] will time out was sent (ns), if any.
+    fn oldest_sent(&self) -> Option<u64>;
     /// Messages in flight.
     fn in_flight(&self) -> usize;
     /// End of the run: our end of stream; whether there is anything to wait for.

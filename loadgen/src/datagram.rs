@@ -243,6 +243,10 @@ impl EchoConn for DatagramConn {
         (Status::Ok, lost)
     }
 
+    fn oldest_sent(&self) -> Option<u64> {
+        self.datagrams.iter().flatten().next().map(|m| m.sent)
+    }
+
     #[inline]
     fn in_flight(&self) -> usize {
         self.outstanding

@@ -19,7 +19,7 @@ use mio::event::Event;
 use mio::Token;
 
 use crate::conn::{EchoConn, Phase, Status};
-use crate::engine::{Engine, Pending, Plan, Workload};
+use crate::engine::{Engine, Pending, Plan, Watch, Workload};
 use crate::schedule::Schedule;
 use crate::tally::{Cause, InFlight};
 
@@ -34,6 +34,11 @@ pub(crate) struct EchoLoad<C> {
     slots: VecDeque<(usize, u32)>,
     /// Open loop: a message is due but no slot is free; wait for completions, not for time.
     starved: bool,
+    /// When each connection next needs maintenance: its oldest message's timeout while up, its
+    /// reconnect while down.
+    watch: Watch,
+    /// Connections due to reconnect that `--connect-rate` holds back, in order.
+    waiting: VecDeque<usize>,
 }
 
 impl<C: EchoConn> EchoLoad<C> {
@@ -52,6 +57,8 @@ impl<C: EchoConn> EchoLoad<C> {
             }),
             slots: VecDeque::new(),
             starved: false,
+            watch: Watch::new(n),
+            waiting: VecDeque::new(),
         }
     }
 
@@ -119,19 +126,41 @@ impl<C: EchoConn> EchoLoad<C> {
         }
     }
 
+    /// What a connection's status asks for: nothing, or (out of line: it is the rare case, and
+    /// inlined it cost the closed loop's path 100 instructions per message) its end.
+    #[inline(always)]
     fn handle(&mut self, e: &mut Engine, i: usize, status: Status, now: Instant) {
+        if status != Status::Ok {
+            self.fail(e, i, status, now);
+        }
+    }
+
+    /// Counts the failure, drops connection `i` and watches for its reconnect.
+    #[cold]
+    #[inline(never)]
+    fn fail(&mut self, e: &mut Engine, i: usize, status: Status, now: Instant) {
         match status {
             Status::Ok => return,
             Status::Failed(cause) => e.tally.error(cause),
             Status::Mismatch => {} // counted where it was found
         }
         self.conns[i].drop_connection(e.poll.registry(), now, &mut e.tally);
+        if let Phase::Down(at) = self.conns[i].life().phase {
+            self.watch.arm(i, e.tally.ns(at));
+        }
     }
 
-    /// Starts connection `i`'s connect, when `--connect-rate` lets it (else it stays down, and
-    /// maintenance tries again).
+    /// Connection `i` is up: its timeouts are watched from now, and its depth filled.
+    fn came_up(&mut self, e: &mut Engine, i: usize, now: Instant) {
+        self.watch.arm(i, e.tally.ns(now) + e.plan.timeout.as_nanos() as u64);
+        self.refill(e, i, now, e.plan.depth);
+    }
+
+    /// Starts connection `i`'s connect, when `--connect-rate` lets it (else it waits its turn,
+    /// in order, and maintenance starts it when the rate allows).
     fn reconnect(&mut self, e: &mut Engine, i: usize, now: Instant) {
         if !e.may_connect(now) {
+            self.waiting.push_back(i);
             return;
         }
         let conn = &mut self.conns[i];
@@ -147,7 +176,7 @@ impl<C: EchoConn> EchoLoad<C> {
             }
             self.handle(e, i, Status::Failed(Cause::of_connect(&err)), now);
         } else if conn.life().phase == Phase::Up {
-            self.refill(e, i, now, e.plan.depth); // UDP: no handshake
+            self.came_up(e, i, now); // UDP: no handshake
         }
     }
 }
@@ -177,7 +206,7 @@ impl<C: EchoConn> Workload for EchoLoad<C> {
                 }
                 self.handle(e, i, status, now);
                 if up {
-                    self.refill(e, i, now, e.plan.depth);
+                    self.came_up(e, i, now);
                 }
             }
             Phase::Up => {
@@ -232,23 +261,42 @@ impl<C: EchoConn> Workload for EchoLoad<C> {
         Ok(())
     }
 
+    /// Looks at the connections whose time came (see [`Watch`]), then starts the connects the
+    /// rate now allows.
     fn maintain(&mut self, e: &mut Engine, now: Instant) {
-        for i in 0..self.conns.len() {
+        let now_ns = e.tally.ns(now);
+        let timeout = e.plan.timeout.as_nanos() as u64;
+        while let Some(i) = self.watch.pop_due(now_ns) {
             match self.conns[i].life().phase {
                 Phase::Up => {
-                    let now_ns = e.tally.ns(now);
                     let (status, lost) = self.conns[i].expire(now_ns, e.plan.timeout, &mut e.tally);
                     self.handle(e, i, status, now);
                     if lost > 0 {
                         self.refill(e, i, now, lost);
                     }
+                    if self.conns[i].life().phase == Phase::Up {
+                        // `expire` fails a message older than the timeout: look just after.
+                        let oldest = self.conns[i].oldest_sent().unwrap_or(now_ns);
+                        self.watch.arm(i, oldest + timeout + 1);
+                    }
                 }
                 Phase::Connecting => {}
-                Phase::Down(at) => {
-                    if at <= now && e.more_to_issue(now) {
+                Phase::Down(at) if at > now => self.watch.arm(i, e.tally.ns(at)),
+                Phase::Down(_) => {
+                    if e.more_to_issue(now) {
                         self.reconnect(e, i, now);
                     }
                 }
+            }
+        }
+        while let Some(&i) = self.waiting.front() {
+            if !e.connect_open(now) {
+                break;
+            }
+            self.waiting.pop_front();
+            let due = matches!(self.conns[i].life().phase, Phase::Down(at) if at <= now);
+            if due && e.more_to_issue(now) {
+                self.reconnect(e, i, now);
             }
         }
     }

@@ -18,6 +18,8 @@
 //! millisecond granularity (rounded up), which would add up to a millisecond of client-made
 //! latency to messages measured from their intended time.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -143,6 +145,56 @@ impl Gate {
         let floor = now.checked_sub(MAINTENANCE).unwrap_or(now);
         self.next = self.next.max(floor) + self.interval;
         true
+    }
+}
+
+impl Engine {
+    /// Whether `--connect-rate` would let a connect start at `now` (without taking its turn).
+    pub(crate) fn connect_open(&self, now: Instant) -> bool {
+        self.gate.as_ref().is_none_or(|gate| now >= gate.next)
+    }
+}
+
+/// When each connection next needs maintenance (a message's timeout, a reconnect after its
+/// backoff), as a min-heap of `(time in ns, connection)` with lazy deletion: a connection has at
+/// most one live entry, the one whose time `due` still holds; re-arming earlier leaves the old
+/// entry stale, skipped when it comes up. Maintenance thus looks only at the connections whose
+/// time came, not at every connection every [`MAINTENANCE`]: walking 20 000 of them took
+/// milliseconds each time, and the open loop's messages waited behind the walk.
+#[derive(Debug, Default)]
+pub(crate) struct Watch {
+    heap: BinaryHeap<Reverse<(u64, usize)>>,
+    /// Per connection: the time of its live entry (`u64::MAX`: none).
+    due: Vec<u64>,
+}
+
+impl Watch {
+    /// Nothing armed, for connections `0..n`.
+    pub(crate) fn new(n: usize) -> Watch {
+        Watch { heap: BinaryHeap::new(), due: vec![u64::MAX; n] }
+    }
+
+    /// Connection `i` wants a look at `at` (ns), or earlier if it is armed earlier already.
+    pub(crate) fn arm(&mut self, i: usize, at: u64) {
+        if at < self.due[i] {
+            self.due[i] = at;
+            self.heap.push(Reverse((at, i)));
+        }
+    }
+
+    /// The next connection whose time came by `now` (ns); disarmed.
+    pub(crate) fn pop_due(&mut self, now: u64) -> Option<usize> {
+        while let Some(&Reverse((at, i))) = self.heap.peek() {
+            if at > now {
+                return None;
+            }
+            self.heap.pop();
+            if self.due[i] == at {
+                self.due[i] = u64::MAX;
+                return Some(i);
+            }
+        }
+        None
     }
 }
 
@@ -501,7 +553,7 @@ pub(crate) fn send_interval(reports: &Sender<Report>, tally: &mut Tally, index: 
 
 #[cfg(test)]
 mod tests {
-    use super::{Gate, Pending, MAINTENANCE};
+    use super::{Gate, Pending, Watch, MAINTENANCE};
     use std::time::{Duration, Instant};
 
     /// `--connect-rate`: connects evenly spaced; a late tick opens at most a tick's worth.
@@ -539,5 +591,25 @@ mod tests {
         pending.mark(1);
         pending.mark(1);
         assert_eq!(pending.take(), [1]);
+    }
+
+    /// Connections come up in time order, each once however often it was armed; arming earlier
+    /// wins, arming later than the live entry changes nothing, and a popped connection can be
+    /// armed again.
+    #[test]
+    fn the_watch_yields_each_connection_once_when_its_time_comes() {
+        let mut watch = Watch::new(4);
+        watch.arm(0, 50);
+        watch.arm(1, 20);
+        watch.arm(2, 80);
+        watch.arm(0, 10); // earlier: the entry at 50 goes stale
+        watch.arm(1, 60); // later than its live entry: ignored
+        assert_eq!(watch.pop_due(5), None);
+        let due: Vec<usize> = std::iter::from_fn(|| watch.pop_due(55)).collect();
+        assert_eq!(due, [0, 1], "0 at 10, 1 at 20; 0's stale entry at 50 is skipped");
+        watch.arm(0, 70);
+        let due: Vec<usize> = std::iter::from_fn(|| watch.pop_due(100)).collect();
+        assert_eq!(due, [0, 2]);
+        assert_eq!(watch.pop_due(u64::MAX - 1), None, "connection 3 was never armed");
     }
 }

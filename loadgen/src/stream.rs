@@ -351,6 +351,11 @@ impl EchoConn for StreamConn {
         (if stale { Status::Failed(Cause::Timeout) } else { Status::Ok }, 0)
     }
 
+    fn oldest_sent(&self) -> Option<u64> {
+        let run = self.runs.front().filter(|_| self.unstamped < self.runs.len())?;
+        Some(run.msg.sent)
+    }
+
     #[inline]
     fn in_flight(&self) -> usize {
         self.outstanding
