@@ -355,23 +355,24 @@ fn rate_throttles_to_the_limit() {
 }
 
 /// slice=100&slice-delay=40ms: 1000 bytes come back exactly, in reads of at most 100 bytes, and
-/// never early: byte `o` arrives no sooner than (o / 100) × 40 ms after the first. Each chunk the
-/// slicing cut is counted.
+/// never early: byte `o` arrives no sooner than (o / 100) × 40 ms after the data was sent (the
+/// first slice leaves after the data came, the others 40 ms apart). Timed from the write, not
+/// from the first read: a test thread woken late for its first read would make every later
+/// slice look early. Each chunk the slicing cut is counted.
 #[test]
 fn slice_writes_pieces_apart() {
     let server = faulty(tcp(), "slice=100&slice-delay=40ms", |_| {});
     let mut s = connect(server.tcp_addr().unwrap());
     let data = pattern(1000);
+    let sent = std::time::Instant::now();
     s.write_all(&data).unwrap();
     let mut back = Vec::new();
     let mut reads = Vec::new();
     let mut buf = [0u8; 4096];
-    let mut first = None;
     while back.len() < data.len() {
         let n = s.read(&mut buf).unwrap();
         assert!(n > 0, "EOF after {} bytes", back.len());
-        let at = *first.get_or_insert_with(std::time::Instant::now);
-        reads.push((back.len(), n, at.elapsed()));
+        reads.push((back.len(), n, sent.elapsed()));
         back.extend_from_slice(&buf[..n]);
     }
     assert!(back == data, "exact");

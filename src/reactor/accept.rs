@@ -241,7 +241,7 @@ impl Reactor {
                     Role::Echo => Conn::other(Other::Echo(Echo::new(wire, life))),
                     Role::Chat { room } => {
                         let member = Member::join(wire, life, key, room, from, &mut self.ctx);
-                        Conn::other(Other::Chat(member))
+                        Conn::other(Other::Chat(Box::new(member)))
                     }
                 }
             }
