@@ -6,6 +6,9 @@
 #     latency is the time to open them all (they start together);
 #   - saturation: closed loop, 64 B, depth 1, for --duration after a 1 s warm-up: messages/s,
 #     p50/p99, and the server's user and system CPU per message (/proc);
+#   - the server's user CPU per message sampled by perf (cpu-clock every 50 µs of its CPU time,
+#     as compare.py does), in a second saturation run of its own: /proc's 10 ms ticks are a
+#     handful per run at these costs;
 #   - a fixed rate (open loop, --rate, default 20 000 msgs/s in all): p50/p99 at the same load
 #     whatever N is;
 #   - memory, read in the middle of the fixed-rate run: the server's RSS growth per connection,
