@@ -37,6 +37,9 @@ pub struct Inbound {
     pending: Vec<u8>,
     /// The peer's end of stream: `read_plain` returns 0 once what came before it is read.
     pub eof: bool,
+    /// The poll reported the peer's end: a short read is not the socket drained (the end may
+    /// wait behind it, and no new edge would announce it), so read on until it shows.
+    pub end_reported: bool,
 }
 
 /// The socket as `io::Write` for rustls's `write_tls`, through the direct syscalls.
@@ -188,6 +191,7 @@ pub fn read_plain<D>(
         })?;
         match gulp {
             Gulp::More => {}
+            Gulp::Drained if inbound.end_reported => {}
             // A short read (the socket is drained), or nothing at all.
             Gulp::Drained | Gulp::Empty if filled > 0 || inbound.eof => return Ok(filled),
             Gulp::Drained | Gulp::Empty => return Err(EAGAIN),

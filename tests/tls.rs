@@ -104,6 +104,31 @@ fn plain_bytes_and_silent_clients_are_refused() {
     assert_eq!((stats.tls_handshakes, stats.resets), (1, 0), "{stats:?}");
 }
 
+/// A client that ends its stream in the middle of the handshake, with no alert (rustls's client
+/// does that when it rejects our certificate: a ChangeCipherSpec record, then its end), is
+/// closed at once and counted as a failed handshake, on an echo and a chat listener alike.
+/// Before, it stayed open until the handshake timeout (here two minutes: the Python client
+/// would wait for the end, and fail, at 30 s): the end was never read when it came with the
+/// record (the read was short, taken as the socket drained, and no new edge came), nor acted on
+/// when read alone (the behaviours wait for the handshake before they write or close).
+#[test]
+fn a_client_that_leaves_mid_handshake_is_closed_at_once() {
+    let server = tls_server(|c| {
+        c.handshake_timeout = Duration::from_secs(120);
+        c.listeners.push(ListenSpec::tls_chat("127.0.0.1:0".parse().unwrap()));
+    });
+    let listeners = [server.tls_addr().unwrap(), server.first("tls-chat").unwrap()];
+    for addr in listeners {
+        for _ in 0..5 {
+            python("leave", addr, &[]);
+            python("leave", addr, &["ccs"]);
+        }
+    }
+    wait_for("every failure counted", || server.stats().tls_failures == 20);
+    let stats = server.stats();
+    assert_eq!((stats.active, stats.tls_handshakes), (0, 0), "{stats:?}");
+}
+
 /// A certificate and key made by `openssl req` (RSA, PKCS#8) are served as given: the ready line
 /// names the file and the fingerprint openssl computes, and a client trusting exactly that
 /// certificate gets its echo.

@@ -7,6 +7,11 @@ tests/tls.rs. Each mode prints one line starting with "ok" or exits non-zero wit
     resume ADDR CA                  a second connection resumes the first one's session
     plain ADDR                      plain bytes to a TLS port: an alert, then the end
     chat ADDR CA                    two members of a TLS chat room: a line goes across
+    leave ADDR [ccs]                a ClientHello, the server's answer read, then our end of
+                                    stream with no alert (a client that gave up): the server's
+                                    end must follow. With `ccs`, a ChangeCipherSpec record goes
+                                    just before the end, as rustls's client sends it: the two
+                                    arrive together, and the end must still be seen
 """
 
 import os
@@ -188,6 +193,28 @@ def chat(addr, ca):
     print("ok chat")
 
 
+def leave(addr, ccs):
+    raw = socket.create_connection(split(addr), timeout=TIMEOUT)
+    inbio, outbio = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(inbio, outbio, server_hostname="localhost")
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    raw.sendall(outbio.read())  # the ClientHello
+    first = raw.recv(4096)
+    if not first.startswith(b"\x16\x03"):
+        sys.exit(f"expected the server's handshake records, got {first[:16]!r}")
+    if ccs:
+        raw.sendall(b"\x14\x03\x03\x00\x01\x01")
+    raw.shutdown(socket.SHUT_WR)  # no alert, no more records: just our end
+    while True:
+        chunk = raw.recv(4096)
+        if not chunk:
+            break
+    print("ok leave")
+
+
 def main():
     mode, addr = sys.argv[1], sys.argv[2]
     rest = sys.argv[3:]
@@ -207,6 +234,8 @@ def main():
         plain(addr)
     elif mode == "chat":
         chat(addr, rest[0])
+    elif mode == "leave":
+        leave(addr, rest[:1] == ["ccs"])
     else:
         sys.exit(f"unknown mode {mode}")
 

@@ -276,6 +276,27 @@ fn a_slowloris_handshake_is_cut_off() {
     server.shutdown().unwrap();
 }
 
+/// A client that sends half a request head and then its end of stream is closed at once, not at
+/// the handshake timeout (two minutes here), and counted as a failure; whether the end comes
+/// with the bytes or after them.
+#[test]
+fn a_client_that_leaves_mid_handshake_is_closed_at_once() {
+    let (server, addr) = ws_echo(|c| c.handshake_timeout = Duration::from_secs(120));
+    for pause in [false, true] {
+        let mut half = connect(addr);
+        half.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgr").unwrap();
+        if pause {
+            std::thread::sleep(Duration::from_millis(50)); // the bytes alone first
+        }
+        half.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        let _ = half.read_to_end(&mut rest); // its end (or a reset), long before two minutes
+        assert!(rest.is_empty(), "{rest:?}");
+    }
+    wait_for("both failures counted", || server.stats().ws_failures == 2);
+    assert_eq!(server.stats().active, 0);
+}
+
 /// A client that writes and never reads: the server stops reading it at its cap and keeps
 /// serving others; once the client reads, every message comes back exact and in order.
 #[test]

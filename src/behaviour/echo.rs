@@ -315,6 +315,7 @@ impl<T: Transport> Echo<T> {
     /// while the connection waited for its PROXY header).
     pub(crate) fn note_read_closed(&mut self) {
         self.read_closed = true;
+        self.io.note_read_closed();
     }
 
     /// Serves one readiness event: the writable side when output is owed, then the readable
@@ -333,6 +334,7 @@ impl<T: Transport> Echo<T> {
         }
         if read_closed {
             self.read_closed = true;
+            self.io.note_read_closed();
         }
         let mut outcome = Outcome::Idle;
         // mio reports writable with nearly every event; it matters only when output is owed (a

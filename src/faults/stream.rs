@@ -605,6 +605,10 @@ impl<T: Transport> Transport for Faulty<T> {
         self.inner.reset_on_close();
     }
 
+    fn note_read_closed(&mut self) {
+        self.inner.note_read_closed();
+    }
+
     fn source(&mut self) -> &mut dyn mio::event::Source {
         self.inner.source()
     }

@@ -117,6 +117,11 @@ pub(crate) trait Transport {
     fn unacked(&self) -> usize;
     /// Makes the coming close a reset (TCP: RST instead of FIN).
     fn reset_on_close(&mut self);
+    /// The poll reported the peer's end of stream (EPOLLRDHUP). A transport that reads ahead of
+    /// what it returns (TLS) must from now on read until the end shows instead of taking a short
+    /// read as drained: no new edge announces an end that came with the last bytes.
+    #[inline(always)]
+    fn note_read_closed(&mut self) {}
     /// The socket, for registration with the poll.
     fn source(&mut self) -> &mut dyn mio::event::Source;
 }
@@ -225,6 +230,10 @@ impl Transport for Wire {
 
     fn reset_on_close(&mut self) {
         wire!(self, io => io.reset_on_close())
+    }
+
+    fn note_read_closed(&mut self) {
+        wire!(self, io => io.note_read_closed())
     }
 
     fn source(&mut self) -> &mut dyn mio::event::Source {

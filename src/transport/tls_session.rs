@@ -176,6 +176,15 @@ impl Transport for Tls {
                 self.happened.failure = !self.established;
                 Err(libc::ECONNRESET)
             }
+            // The client's end of stream before the handshake's: it gave up (a client that
+            // rejects our certificate and closes without an alert, as rustls's does). Nothing
+            // can follow, and a behaviour that waits for the handshake before it writes or
+            // closes would wait for the handshake timeout: a failed handshake, now.
+            Ok(0) if !self.established => {
+                self.failed = true;
+                self.happened.failure = true;
+                Err(libc::ECONNRESET)
+            }
             other => other,
         }
     }
@@ -212,6 +221,10 @@ impl Transport for Tls {
 
     fn reset_on_close(&mut self) {
         self.inner.reset_on_close();
+    }
+
+    fn note_read_closed(&mut self) {
+        self.inbound.end_reported = true;
     }
 
     fn source(&mut self) -> &mut dyn mio::event::Source {

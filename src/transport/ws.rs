@@ -236,6 +236,9 @@ pub(crate) struct Ws<T> {
     linger_began: bool,
     /// The last read from `inner` filled what was asked (more may wait).
     full: bool,
+    /// The poll reported the client's end of stream: read until it shows (a short read is not
+    /// the socket drained).
+    end_reported: bool,
     happened: Happened,
 }
 
@@ -258,6 +261,7 @@ impl<T: Transport> Ws<T> {
             wrote: 0,
             linger_began: false,
             full: false,
+            end_reported: false,
             happened: Happened::default(),
         }
     }
@@ -284,6 +288,7 @@ impl<T: Transport> Ws<T> {
             owes: self.owes,
             linger_began: self.linger_began,
             full: self.full,
+            end_reported: self.end_reported,
             told: self.told,
             wrote: self.wrote,
             happened: self.happened,
@@ -1140,6 +1145,10 @@ impl<T: Transport> Transport for Framed<T> {
         framed!(self, io => io.reset_on_close())
     }
 
+    fn note_read_closed(&mut self) {
+        framed!(self, io => io.note_read_closed())
+    }
+
     fn source(&mut self) -> &mut dyn mio::event::Source {
         framed!(self, io => io.source())
     }
@@ -1203,11 +1212,20 @@ impl<T: Transport> Transport for Ws<T> {
                 return self.linger(buf);
             }
             let n = match self.inner.recv(&mut buf[from..]) {
+                // The client's end before its request head was whole: it gave up. A failed
+                // handshake, now, not at the handshake timeout (the behaviours wait for the
+                // upgrade before they write or close).
+                Ok(0) if self.is_opening() => {
+                    self.happened.failure = true;
+                    self.phase = Phase::Refused;
+                    return Err(libc::ECONNRESET);
+                }
                 Ok(0) => return Ok(0),
                 Ok(n) => n,
                 Err(e) => return Err(e),
             };
-            self.full = n == buf.len() - from || !self.inner.short_read_drains();
+            self.full =
+                n == buf.len() - from || !self.inner.short_read_drains() || self.end_reported;
             let mut start = from;
             if self.is_opening() {
                 match self.open(&buf[from..from + n]) {
@@ -1282,6 +1300,11 @@ impl<T: Transport> Transport for Ws<T> {
 
     fn reset_on_close(&mut self) {
         self.inner.reset_on_close()
+    }
+
+    fn note_read_closed(&mut self) {
+        self.end_reported = true;
+        self.inner.note_read_closed()
     }
 
     fn source(&mut self) -> &mut dyn mio::event::Source {

@@ -242,7 +242,10 @@ impl<T: Transport> Member<T> {
         writable: bool,
         read_closed: bool,
     ) -> Outcome {
-        self.read_closed |= read_closed;
+        if read_closed {
+            self.read_closed = true;
+            self.io.note_read_closed();
+        }
         let mut outcome = Outcome::Idle;
         if writable && self.write_blocked {
             self.write_blocked = false;
