@@ -148,13 +148,6 @@ impl Gate {
     }
 }
 
-impl Engine {
-    /// Whether `--connect-rate` would let a connect start at `now` (without taking its turn).
-    pub(crate) fn connect_open(&self, now: Instant) -> bool {
-        self.gate.as_ref().is_none_or(|gate| now >= gate.next)
-    }
-}
-
 /// When each connection next needs maintenance (a message's timeout, a reconnect after its
 /// backoff), as a min-heap of `(time in ns, connection)` with lazy deletion: a connection has at
 /// most one live entry, the one whose time `due` still holds; re-arming earlier leaves the old
@@ -282,6 +275,11 @@ impl Engine {
     /// Whether a connect may start at `now` (`--connect-rate`; always without it).
     pub(crate) fn may_connect(&mut self, now: Instant) -> bool {
         self.gate.as_mut().is_none_or(|gate| gate.admit(now))
+    }
+
+    /// Whether `--connect-rate` would let a connect start at `now` (without taking its turn).
+    pub(crate) fn connect_open(&self, now: Instant) -> bool {
+        self.gate.as_ref().is_none_or(|gate| now >= gate.next)
     }
 
     /// Whether messages may be issued at `now`: before the end (duration mode), while tickets

@@ -345,12 +345,12 @@ impl EchoConn for StreamConn {
     /// The oldest message sent has waited longer than `timeout`: a `Timeout` failure.
     fn expire(&mut self, now: u64, timeout: Duration, _tally: &mut Tally) -> (Status, usize) {
         let timeout = timeout.as_nanos() as u64;
-        let stale = self.runs.front().is_some_and(|run| {
-            self.unstamped < self.runs.len() && now.saturating_sub(run.msg.sent) > timeout
-        });
+        let stale = self.oldest_sent().is_some_and(|sent| now.saturating_sub(sent) > timeout);
         (if stale { Status::Failed(Cause::Timeout) } else { Status::Ok }, 0)
     }
 
+    /// The oldest run's send time, once it is stamped (a closed-loop run is stamped when its
+    /// first byte goes out; the unstamped runs are the newest).
     fn oldest_sent(&self) -> Option<u64> {
         let run = self.runs.front().filter(|_| self.unstamped < self.runs.len())?;
         Some(run.msg.sent)

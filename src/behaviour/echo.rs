@@ -333,8 +333,7 @@ impl<T: Transport> Echo<T> {
             return None;
         }
         if read_closed {
-            self.read_closed = true;
-            self.io.note_read_closed();
+            self.note_read_closed();
         }
         let mut outcome = Outcome::Idle;
         // mio reports writable with nearly every event; it matters only when output is owed (a
