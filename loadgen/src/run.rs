@@ -125,6 +125,11 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>) -> Result<Merged, Error> 
     if let Some(addr) = live.metrics_addr() {
         ricochet::output::stderr_line(&format!("loadgen: serving /metrics on http://{addr}"));
     }
+    if let Some(warning) =
+        crate::engine::port_search_warning(&template.endpoint, settings.connections as usize)
+    {
+        ricochet::output::stderr_line(&warning);
+    }
     let threads = spawn_threads(settings, template, &progress)?;
     let mut collector = Collector { pending: BTreeMap::new(), intervals: Vec::new(), hlog, live };
     watch(settings, &reports, threads.len(), &progress, warmup_end, &mut collector)?;
