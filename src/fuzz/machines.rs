@@ -280,14 +280,14 @@ fn timer_schedules() {
     run("timers", proptest::collection::vec(op, 0..60), |ops| {
         let start = Instant::now();
         let mut now = start;
-        let mut timers = Timers::new();
+        let mut timers = Timers::new(start);
         let mut model: Vec<Deadline> = Vec::new();
         for (seq, (arm, ms, key)) in ops.into_iter().enumerate() {
             if arm {
                 let d = Deadline {
                     at: now + Duration::from_millis(ms),
                     key,
-                    id: key as u64,
+                    id: key as u32,
                     seq: seq as u32,
                     kind: Kind::Idle,
                 };

@@ -221,7 +221,7 @@ impl Reactor {
             (Role::Echo, Some(plan), wire) => {
                 // One draw per connection decides whether `p` makes it faulty: reproducible from
                 // the seed, the listener and the connection's number.
-                let rng = Rng::new(plan.seed_or(self.config.seed), index, life.id);
+                let rng = Rng::new(plan.seed_or(self.config.seed), index, u64::from(life.id));
                 let max_pending = self.config.max_pending;
                 let io = match framing {
                     None => Framed::Raw(Faulty::new(wire, plan, rng, max_pending, now, 0)),
@@ -232,18 +232,20 @@ impl Reactor {
                 };
                 Conn::other(Other::FaultyEcho(Box::new(Echo::new(io, life))))
             }
-            (role, _, wire) => {
+            (Role::Echo, None, wire) => match framing {
+                None => Conn::other(Other::Echo(Echo::new(wire, life))),
+                Some(mode) => {
+                    let ws = ws::Ws::new(wire, mode, max_message);
+                    Conn::other(Other::WsEcho(Echo::new(ws, life)))
+                }
+            },
+            (Role::Chat { room }, _, wire) => {
                 let wire = match framing {
                     None => wire,
                     Some(mode) => Wire::Ws(Box::new(ws::Ws::new(wire, mode, max_message))),
                 };
-                match role {
-                    Role::Echo => Conn::other(Other::Echo(Echo::new(wire, life))),
-                    Role::Chat { room } => {
-                        let member = Member::join(wire, life, key, room, from, &mut self.ctx);
-                        Conn::other(Other::Chat(Box::new(member)))
-                    }
-                }
+                let member = Member::join(wire, life, key, room, from, &mut self.ctx);
+                Conn::other(Other::Chat(Box::new(member)))
             }
         };
         Ok(conn)

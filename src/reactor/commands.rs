@@ -83,7 +83,7 @@ impl Reactor {
         let husk = || Conn::Echo(Echo::new(Plain::husk(), life));
         // The generator and draw it would have had at accept (see `admit`).
         let faulty = |wire, sent, plan: Arc<Faults>| {
-            let rng = Rng::new(plan.seed_or(seed), index, life.id);
+            let rng = Rng::new(plan.seed_or(seed), index, u64::from(life.id));
             Faulty::new(wire, plan, rng, cap, now, sent)
         };
         match (&mut *slot, plan) {
@@ -97,13 +97,17 @@ impl Reactor {
             (Conn::Other(other), plan) => match (&mut **other, plan) {
                 (Other::Echo(_), Some(plan)) => {
                     let Some(Other::Echo(echo)) = take_other(slot, husk()) else { unreachable!() };
-                    // Under WebSocket framing the plan goes under it, counting the bytes written
-                    // under it since the upgrade.
-                    let echo = echo.map_io(|wire, sent| match wire {
-                        Wire::Ws(ws) => Framed::Ws(Box::new(
-                            ws.map_inner(|wire, wrote| faulty(wire, wrote, plan)),
-                        )),
-                        wire => Framed::Raw(faulty(wire, sent, plan)),
+                    let echo = echo.map_io(|wire, sent| Framed::Raw(faulty(wire, sent, plan)));
+                    *slot = Conn::other(Other::FaultyEcho(Box::new(echo)));
+                }
+                (Other::WsEcho(_), Some(plan)) => {
+                    let Some(Other::WsEcho(echo)) = take_other(slot, husk()) else {
+                        unreachable!()
+                    };
+                    // The plan goes under the framing, counting the bytes written under it
+                    // since the upgrade.
+                    let echo = echo.map_io(|ws, _| {
+                        Framed::Ws(Box::new(ws.map_inner(|wire, wrote| faulty(wire, wrote, plan))))
                     });
                     *slot = Conn::other(Other::FaultyEcho(Box::new(echo)));
                 }
@@ -115,22 +119,10 @@ impl Reactor {
                         let Some(Other::FaultyEcho(echo)) = take_other(slot, husk()) else {
                             unreachable!()
                         };
-                        let echo = echo.map_io(|framed, _| match framed {
-                            Framed::Raw(faulty) => faulty.into_inner(),
-                            Framed::Ws(ws) => {
-                                Wire::Ws(Box::new(ws.map_inner(|faulty, _| faulty.into_inner())))
-                            }
-                        });
-                        *slot = match echo.io {
-                            Wire::Plain(_) => Conn::Echo(echo.map_io(|wire, _| match wire {
-                                Wire::Plain(plain) => plain,
-                                Wire::Tls(_) | Wire::Ws(_) => unreachable!("matched above"),
-                            })),
-                            Wire::Tls(_) | Wire::Ws(_) => Conn::other(Other::Echo(echo)),
-                        };
+                        *slot = without_plan(*echo);
                     }
                 }
-                (Other::Echo(_), None) | (Other::Chat(_), _) => return,
+                (Other::Echo(_) | Other::WsEcho(_), None) | (Other::Chat(_), _) => return,
                 // It takes its listener's plan as it is when its PROXY header has come.
                 (Other::Proxy(_), _) => return,
             },
@@ -156,5 +148,28 @@ fn take_other(slot: &mut Conn, husk: Conn) -> Option<Other> {
     match std::mem::replace(slot, husk) {
         Conn::Other(other) => Some(*other),
         Conn::Echo(_) => None,
+    }
+}
+
+/// An echo whose fault plan is spent, as the connection it was before the plan: plain, TLS or
+/// WebSocket.
+fn without_plan(echo: Echo<Framed<Faulty<Wire>>>) -> Conn {
+    if matches!(echo.io, Framed::Ws(_)) {
+        let echo = echo.map_io(|framed, _| match framed {
+            Framed::Ws(ws) => ws.map_inner(|faulty, _| faulty.into_inner()),
+            Framed::Raw(_) => unreachable!("matched above"),
+        });
+        return Conn::other(Other::WsEcho(echo));
+    }
+    let echo = echo.map_io(|framed, _| match framed {
+        Framed::Raw(faulty) => faulty.into_inner(),
+        Framed::Ws(_) => unreachable!("matched above"),
+    });
+    match echo.io {
+        Wire::Plain(_) => Conn::Echo(echo.map_io(|wire, _| match wire {
+            Wire::Plain(plain) => plain,
+            Wire::Tls(_) | Wire::Ws(_) => unreachable!("matched above"),
+        })),
+        Wire::Tls(_) | Wire::Ws(_) => Conn::other(Other::Echo(echo)),
     }
 }

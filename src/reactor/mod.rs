@@ -173,6 +173,7 @@ impl Reactor {
             None
         };
         let udp_batch = addrs.iter().any(ListenSpec::is_udp).then(Batch::new);
+        let epoch = Instant::now();
         let reactor = Reactor {
             poll,
             ctx: Ctx {
@@ -183,7 +184,7 @@ impl Reactor {
                 budget: config.turn_budget,
                 now: Instant::now(),
                 tick: Tick::default(),
-                clock: Clock::new(Instant::now()),
+                clock: Clock::new(epoch),
                 chat: ChatCtx {
                     rooms,
                     max_line: config.max_line,
@@ -204,7 +205,7 @@ impl Reactor {
             signals,
             ready: VecDeque::new(),
             closed: Vec::new(),
-            timers: Timers::new(),
+            timers: Timers::new(epoch),
             backoff: AcceptBackoff::new(),
             phase: Phase::Running,
             next_id: 0,

@@ -7,14 +7,13 @@ use std::time::Instant;
 
 use super::Reactor;
 use crate::behaviour::echo::Echo;
-use crate::behaviour::{CloseReason, Conn, Other, Outcome};
+use crate::behaviour::{CloseReason, Conn, Ctx, Other, Outcome};
 use crate::faults::stream::Faulty;
 use crate::proxy::{self, Header};
 use crate::sys;
 use crate::timer::Kind;
 use crate::transport::ws::{self, Framed};
-use crate::transport::Plain;
-use crate::transport::Wire;
+use crate::transport::{OwnOutput, Plain, Transport, Wire};
 
 /// After the echo of a connection with a fault plan ran: what it just wrote may be due at once
 /// (a rate or slices without latency).
@@ -24,6 +23,23 @@ fn release_written(conn: &mut Echo<Framed<Faulty<Wire>>>, outcome: Outcome) -> O
             Outcome::Close(CloseReason::Reset)
         }
         other => other,
+    }
+}
+
+/// An echo over TLS or WebSocket: a writable edge goes to the transport's own output first.
+fn serve_echo<T: Transport + OwnOutput>(
+    echo: &mut Echo<T>,
+    ctx: &mut Ctx,
+    readable: bool,
+    writable: bool,
+    read_closed: bool,
+) -> Option<Outcome> {
+    if writable && echo.io.write_own().is_err() {
+        return Some(Outcome::Close(CloseReason::Reset));
+    }
+    match echo.on_event(ctx, readable, writable, read_closed) {
+        Some(Outcome::Idle) if echo.is_finished() => Some(Outcome::Close(CloseReason::Eof)),
+        outcome => outcome,
     }
 }
 
@@ -44,21 +60,11 @@ impl Reactor {
         }
         let ctx = &mut self.ctx;
         let outcome = match &mut **other {
-            Other::Echo(echo) => {
-                if writable && echo.io.on_writable_edge().is_err() {
-                    Some(Outcome::Close(CloseReason::Reset))
-                } else {
-                    match echo.on_event(ctx, readable, writable, read_closed) {
-                        Some(Outcome::Idle) if echo.is_finished() => {
-                            Some(Outcome::Close(CloseReason::Eof))
-                        }
-                        outcome => outcome,
-                    }
-                }
-            }
+            Other::Echo(echo) => serve_echo(echo, ctx, readable, writable, read_closed),
+            Other::WsEcho(echo) => serve_echo(echo, ctx, readable, writable, read_closed),
             Other::Chat(member) if member.is_closed() => None,
             Other::Chat(member) => {
-                if writable && member.io.on_writable_edge().is_err() {
+                if writable && member.io.write_own().is_err() {
                     Some(Outcome::Close(CloseReason::Reset))
                 } else {
                     Some(member.on_event(ctx, readable, writable, read_closed))
@@ -179,7 +185,7 @@ impl Reactor {
         if writable {
             faulty.writable();
             // The wire's own output (TLS records), then the framing's (WebSocket control frames).
-            let edge = faulty.inner_mut().on_writable_edge();
+            let edge = faulty.inner_mut().write_own();
             let framing = conn.io.ws_mut().map_or(Ok(()), |ws| ws.on_writable_edge());
             if edge.is_err() || framing.is_err() {
                 return self.after_fault(key, Outcome::Close(CloseReason::Reset));

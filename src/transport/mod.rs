@@ -153,18 +153,28 @@ impl Wire {
             _ => None,
         }
     }
+}
 
-    /// A writable edge: write what the transport itself holds (TLS records, WebSocket control
-    /// frames), lowest layer first.
-    pub(crate) fn on_writable_edge(&mut self) -> Result<(), Errno> {
+/// What a writable edge asks of a transport before its behaviour writes: the output it holds
+/// itself (TLS records, WebSocket control frames), lowest layer first.
+pub(crate) trait OwnOutput {
+    fn write_own(&mut self) -> Result<(), Errno>;
+}
+
+impl OwnOutput for Wire {
+    fn write_own(&mut self) -> Result<(), Errno> {
         match self {
             Wire::Tls(tls) => tls.on_writable_edge(),
             Wire::Plain(_) => Ok(()),
-            Wire::Ws(ws) => {
-                ws.inner_mut().on_writable_edge()?;
-                ws::WsState::on_writable_edge(&mut **ws)
-            }
+            Wire::Ws(ws) => ws.write_own(),
         }
+    }
+}
+
+impl OwnOutput for ws::Ws<Wire> {
+    fn write_own(&mut self) -> Result<(), Errno> {
+        self.inner_mut().write_own()?;
+        ws::WsState::on_writable_edge(self)
     }
 }
 

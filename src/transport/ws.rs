@@ -21,6 +21,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::num::NonZeroU16;
 
 use libc::EAGAIN;
 
@@ -54,8 +55,8 @@ pub(crate) enum Mode {
 
 #[derive(Debug, PartialEq, Eq)]
 enum Phase {
-    /// Reading the request head (kept here until it is whole).
-    Opening(Vec<u8>),
+    /// Reading the request head (kept in [`Aside::head`] until it is whole).
+    Opening,
     /// Messages flow.
     Open,
     /// The request got an HTTP answer other than 101: closed once it is written.
@@ -77,51 +78,79 @@ struct Happened {
 /// The reading side: where the decoder is in the client's frames.
 #[derive(Debug, Default)]
 struct Rx {
-    /// The current frame's header, as far as it has arrived.
+    /// The current frame's header, as far as it has arrived; whole, it stays while the
+    /// payload arrives (its masking key is read from it).
     head: [u8; proto::MAX_HEADER],
     have: u8,
     /// In a frame's payload (else in a header).
     in_payload: bool,
-    /// Payload bytes of the current frame still to come.
-    left: u64,
-    key: [u8; 4],
+    /// Payload bytes of the current frame still to come (a data frame's are within
+    /// `max_message`, at most 1 GiB, a control frame's within 125).
+    left: u32,
     /// Offset into the payload, mod 4, for the mask.
     phase: u8,
     op: u8,
     fin: bool,
     /// The data message in progress (its first frame's opcode), or 0.
     msg: u8,
-    msg_len: u64,
+    msg_len: u32,
     /// The message's last byte so far was `\n` (lines: no `\n` to add).
     ends_nl: bool,
     utf8: proto::Utf8Check,
-    /// A control frame's payload as it arrives (at most 125 bytes, allocated only then).
+}
+
+impl Rx {
+    /// The current frame's masking key: the last 4 bytes of its header.
+    #[inline]
+    fn key(&self) -> [u8; 4] {
+        let end = header_len(self.head[1]);
+        self.head[end - 4..end].try_into().expect("4 bytes")
+    }
+}
+
+/// What a connection holds only for a while, boxed so that an idle one holds one null pointer
+/// (see [`tidy`]): the request head while it arrives, our own output waiting for a frame
+/// boundary (the handshake's answer, pongs, a close), a control frame's payload as it arrives,
+/// the echo's replies owed beyond the oldest.
+#[derive(Debug, Default)]
+struct Aside {
+    head: Vec<u8>,
+    ctl: Vec<u8>,
+    /// At most 125 bytes.
     control: Vec<u8>,
+    more: VecDeque<OutMsg>,
+}
+
+impl Aside {
+    fn is_empty(&self) -> bool {
+        self.head.is_empty()
+            && self.ctl.is_empty()
+            && self.control.is_empty()
+            && self.more.is_empty()
+    }
+}
+
+/// The aside, made if there is none yet.
+fn aside(slot: &mut Option<Box<Aside>>) -> &mut Aside {
+    slot.get_or_insert_with(Box::default)
 }
 
 /// A message received, as the echo sends it back.
 #[derive(Debug, Clone, Copy)]
 struct OutMsg {
     op: u8,
-    /// Payload bytes received so far.
-    len: u64,
+    /// Payload bytes received so far (within `max_message`).
+    len: u32,
     /// Payload bytes put in reply frames so far.
-    sent: u64,
+    sent: u32,
     /// Its last frame arrived.
     complete: bool,
     /// A reply frame of it went out (the next is a continuation).
     started: bool,
 }
 
-/// The messages an echo owes replies to, oldest first: the oldest inline (the common case, one
-/// at a time, costs no allocation and an idle connection holds none), the rest behind it.
-#[derive(Debug, Default)]
-struct Replies {
-    first: Option<OutMsg>,
-    more: VecDeque<OutMsg>,
-}
-
-impl Replies {
+impl Tx {
+    /// Echo: the oldest message owed a reply.
     fn front(&self) -> Option<&OutMsg> {
         self.first.as_ref()
     }
@@ -129,45 +158,67 @@ impl Replies {
     fn front_mut(&mut self) -> Option<&mut OutMsg> {
         self.first.as_mut()
     }
+}
 
-    fn back_mut(&mut self) -> Option<&mut OutMsg> {
-        match self.more.back_mut() {
-            Some(last) => Some(last),
-            None => self.first.as_mut(),
-        }
+/// Echo: the messages owed replies, oldest first: [`Tx::first`], then [`Aside::more`]. Free
+/// functions of the two fields, so that the decoder can use them while it holds the reader.
+fn reply_back<'a>(
+    first: &'a mut Option<OutMsg>,
+    aside: &'a mut Option<Box<Aside>>,
+) -> Option<&'a mut OutMsg> {
+    match aside.as_mut().and_then(|a| a.more.back_mut()) {
+        Some(last) => Some(last),
+        None => first.as_mut(),
     }
+}
 
-    fn get(&self, i: usize) -> Option<&OutMsg> {
-        match i {
-            0 => self.first.as_ref(),
-            i => self.more.get(i - 1),
-        }
+fn reply_get<'a>(
+    first: &'a Option<OutMsg>,
+    aside: &'a Option<Box<Aside>>,
+    i: usize,
+) -> Option<&'a OutMsg> {
+    match i {
+        0 => first.as_ref(),
+        i => aside.as_ref()?.more.get(i - 1),
     }
+}
 
-    fn push_back(&mut self, msg: OutMsg) {
-        match self.first {
-            None => self.first = Some(msg),
-            Some(_) => self.more.push_back(msg),
-        }
+fn reply_push(first: &mut Option<OutMsg>, aside_slot: &mut Option<Box<Aside>>, msg: OutMsg) {
+    match first {
+        None => *first = Some(msg),
+        Some(_) => aside(aside_slot).more.push_back(msg),
     }
+}
 
-    fn pop_front(&mut self) {
-        self.first = self.more.pop_front();
-        if self.first.is_none() && self.more.capacity() > 0 {
-            self.more = VecDeque::new(); // back to holding nothing
+fn reply_pop(first: &mut Option<OutMsg>, aside: &mut Option<Box<Aside>>) {
+    *first = None;
+    if let Some(a) = aside {
+        *first = a.more.pop_front();
+        if a.more.is_empty() {
+            a.more = VecDeque::new(); // back to holding nothing
         }
+        tidy(aside);
+    }
+}
+
+/// Lets the aside go once it holds nothing.
+fn tidy(aside: &mut Option<Box<Aside>>) {
+    if aside.as_ref().is_some_and(|a| a.is_empty()) {
+        *aside = None;
     }
 }
 
 /// The writing side: where our frames are.
 #[derive(Debug, Default)]
 struct Tx {
-    /// Echo: the messages whose reply is not all sent, oldest first.
-    queue: Replies,
+    /// Echo: the oldest message whose reply is not all sent, inline (the common case, one at a
+    /// time, costs no allocation and an idle connection holds none); those after it are in
+    /// [`Aside::more`].
+    first: Option<OutMsg>,
     /// Lines: a text message was started and awaits its FIN.
     started: bool,
     /// Payload bytes of the current frame still owed (its header went out, or is in `hdr`).
-    left: u64,
+    left: u32,
     /// The current frame ends a line: its `\n` is taken, not sent, after `left`.
     newline: bool,
     /// What is left of a header only partly written.
@@ -209,13 +260,14 @@ pub(crate) struct Ws<T> {
     inner: T,
     mode: Mode,
     phase: Phase,
-    max_message: u64,
+    /// At most 1 GiB (`--max-message`).
+    max_message: u32,
     rx: Rx,
     tx: Tx,
-    /// Our own output waiting for a frame boundary: the handshake's answer, pongs, a close.
-    ctl: Vec<u8>,
+    /// The request head, our own output, a control frame's payload: `None` when there are none.
+    aside: Option<Box<Aside>>,
     /// The close code we will send (the client's, echoed; or why we end it).
-    close_code: Option<u16>,
+    close_code: Option<NonZeroU16>,
     /// Our last word is queued (the close frame, or the HTTP answer refusing the handshake):
     /// nothing more goes out, and what the client still sends is read and dropped until its
     /// end of stream (or the linger deadline), so that our close is not lost to a reset.
@@ -247,11 +299,11 @@ impl<T: Transport> Ws<T> {
         Ws {
             inner,
             mode,
-            phase: Phase::Opening(Vec::new()),
-            max_message,
+            phase: Phase::Opening,
+            max_message: max_message.min(crate::config::MAX_PENDING_LIMIT as u64) as u32,
             rx: Rx::default(),
             tx: Tx::default(),
-            ctl: Vec::new(),
+            aside: None,
             close_code: None,
             close_sent: false,
             fin_sent: false,
@@ -280,7 +332,7 @@ impl<T: Transport> Ws<T> {
             max_message: self.max_message,
             rx: self.rx,
             tx: self.tx,
-            ctl: self.ctl,
+            aside: self.aside,
             close_code: self.close_code,
             close_sent: self.close_sent,
             fin_sent: self.fin_sent,
@@ -318,7 +370,7 @@ impl<T: Transport> Ws<T> {
 
     /// Queues the close frame with our code (none: an empty body).
     fn queue_close(&mut self) {
-        let payload = match self.close_code {
+        let payload = match self.close_code.map(NonZeroU16::get) {
             None | Some(NO_STATUS) => Vec::new(),
             Some(code) => code.to_be_bytes().to_vec(),
         };
@@ -340,7 +392,7 @@ impl<T: Transport> Ws<T> {
     /// Writes `ctl` (at a frame boundary) until it is gone (true) or the socket refuses.
     #[inline]
     fn flush_ctl(&mut self) -> Result<bool, Errno> {
-        if self.ctl.is_empty() && self.told && !self.tx.owns_header_rest() {
+        if self.aside.is_none() && self.told && !self.tx.owns_header_rest() {
             return Ok(true); // the common case: nothing of our own to write
         }
         self.flush_ctl_slow()
@@ -366,17 +418,17 @@ impl<T: Transport> Ws<T> {
                 Err(e) => return Err(e),
             }
         }
-        while !self.ctl.is_empty() {
+        while let Some(a) = self.aside.as_mut().filter(|a| !a.ctl.is_empty()) {
             if !self.tx.at_boundary() {
                 return Ok(false);
             }
-            match self.inner.send(&self.ctl) {
+            match self.inner.send(&a.ctl) {
                 Ok(n) => {
                     if self.told {
                         self.wrote += n as u64;
                     }
-                    self.ctl.drain(..n);
-                    if !self.ctl.is_empty() {
+                    a.ctl.drain(..n);
+                    if !a.ctl.is_empty() {
                         return Ok(false);
                     }
                 }
@@ -385,9 +437,10 @@ impl<T: Transport> Ws<T> {
                 Err(e) => return Err(e),
             }
         }
-        if self.ctl.capacity() > 0 {
-            self.ctl = Vec::new(); // an idle connection holds no buffer
+        if let Some(a) = &mut self.aside {
+            a.ctl = Vec::new(); // an idle connection holds no buffer
         }
+        tidy(&mut self.aside);
         if !self.told && !self.is_opening() {
             // The upgrade's answer is out: a fault plan below starts here.
             self.told = true;
@@ -398,7 +451,19 @@ impl<T: Transport> Ws<T> {
 
     /// Queues a control frame (or the handshake's answer) for the next frame boundary.
     fn queue_frame(&mut self, op: u8, payload: &[u8]) {
-        proto::frame(&mut self.ctl, true, op, payload, None);
+        proto::frame(&mut aside(&mut self.aside).ctl, true, op, payload, None);
+    }
+
+    /// Whether none of our own output waits.
+    fn ctl_is_empty(&self) -> bool {
+        self.aside.as_ref().is_none_or(|a| a.ctl.is_empty())
+    }
+
+    /// Takes the control frame's payload that arrived.
+    fn take_control(&mut self) -> Vec<u8> {
+        let payload = self.aside.as_mut().map(|a| std::mem::take(&mut a.control));
+        tidy(&mut self.aside);
+        payload.unwrap_or_default()
     }
 
     /// What this listener serves, for the HTTP answer to a plain GET.
@@ -412,14 +477,17 @@ impl<T: Transport> Ws<T> {
     /// Fails the connection with `code`: nothing more is read, and the close says why.
     fn fail(&mut self, code: u16) {
         self.happened.protocol_error = true;
-        self.close_code = Some(code);
+        self.close_code = NonZeroU16::new(code);
         self.phase = Phase::Closing;
     }
 
     /// Reads the request head; answers it once it is whole. Returns where the bytes after the
     /// head (frames the client sent at once) start in `data`, once the handshake is answered.
     fn open(&mut self, data: &[u8]) -> Option<usize> {
-        let Phase::Opening(head) = &mut self.phase else { return Some(0) };
+        if self.phase != Phase::Opening {
+            return Some(0);
+        }
+        let head = &mut aside(&mut self.aside).head;
         let before = head.len();
         let take = data.len().min(MAX_HEAD + 1 - before);
         head.extend_from_slice(&data[..take]);
@@ -436,6 +504,7 @@ impl<T: Transport> Ws<T> {
             Err(httparse::Error::TooManyHeaders) => (Answer::TooLarge, data.len()),
             Err(_) => (Answer::Malformed, data.len()),
         };
+        aside(&mut self.aside).head = Vec::new();
         self.answer(answer);
         Some(rest)
     }
@@ -443,7 +512,7 @@ impl<T: Transport> Ws<T> {
     fn answer(&mut self, answer: Answer) {
         let (status, extra, body) = match answer {
             Answer::Upgrade(key) => {
-                self.ctl = format!(
+                aside(&mut self.aside).ctl = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
                      Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
                     proto::accept_key(key.as_bytes())
@@ -480,7 +549,7 @@ impl<T: Transport> Ws<T> {
         if !matches!(answer, Answer::Root) {
             self.happened.failure = true;
         }
-        self.ctl = format!(
+        aside(&mut self.aside).ctl = format!(
             "HTTP/1.1 {status}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {}\r\n\
              Connection: close\r\n\r\n{body}",
             body.len()
@@ -520,11 +589,11 @@ impl<T: Transport> Ws<T> {
                 }
                 continue;
             }
-            let take = (self.rx.left.min((to - r) as u64)) as usize;
+            let take = (self.rx.left as usize).min(to - r);
             let rx = &mut self.rx;
-            proto::mask(&mut buf[r..r + take], rx.key, rx.phase as usize);
+            proto::mask(&mut buf[r..r + take], rx.key(), rx.phase as usize);
             if rx.op >= 8 {
-                rx.control.extend_from_slice(&buf[r..r + take]);
+                aside(&mut self.aside).control.extend_from_slice(&buf[r..r + take]);
             } else {
                 if rx.msg == opcode::TEXT && !rx.utf8.feed(&buf[r..r + take]) {
                     self.fail(close::INVALID_DATA);
@@ -534,14 +603,14 @@ impl<T: Transport> Ws<T> {
                     rx.ends_nl = buf[r + take - 1] == b'\n';
                     buf.copy_within(r..r + take, w);
                     w += take;
-                    if let Some(last) = self.tx.queue.back_mut() {
-                        last.len += take as u64;
+                    if let Some(last) = reply_back(&mut self.tx.first, &mut self.aside) {
+                        last.len += take as u32;
                     }
                 }
             }
             r += take;
             let rx = &mut self.rx;
-            rx.left -= take as u64;
+            rx.left -= take as u32;
             rx.phase = (rx.phase + (take & 3) as u8) & 3;
             if rx.left == 0 {
                 self.end_frame(buf, &mut w);
@@ -553,7 +622,6 @@ impl<T: Transport> Ws<T> {
     /// A whole header arrived: check it and start its frame.
     fn start_frame(&mut self) -> Result<(), u16> {
         let rx = &mut self.rx;
-        let need = header_len(rx.head[1]);
         rx.have = 0;
         let (b0, b1) = (rx.head[0], rx.head[1]);
         let fin = b0 & 0x80 != 0;
@@ -586,19 +654,18 @@ impl<T: Transport> Ws<T> {
                     rx.utf8 = proto::Utf8Check::default();
                     if self.mode == Mode::Echo {
                         let msg = OutMsg { op, len: 0, sent: 0, complete: false, started: false };
-                        self.tx.queue.push_back(msg);
+                        reply_push(&mut self.tx.first, &mut self.aside, msg);
                     }
                 }
-                rx.msg_len += len;
-                if rx.msg_len > self.max_message {
+                if len > u64::from(self.max_message - rx.msg_len) {
                     return Err(close::TOO_BIG);
                 }
+                rx.msg_len += len as u32;
             }
             _ => return Err(close::PROTOCOL), // a reserved opcode
         }
-        rx.key.copy_from_slice(&rx.head[need - 4..need]);
         rx.phase = 0;
-        rx.left = len;
+        rx.left = len as u32; // within max_message, or 125 for a control frame
         rx.op = op;
         rx.fin = fin;
         rx.in_payload = true;
@@ -611,17 +678,17 @@ impl<T: Transport> Ws<T> {
         rx.in_payload = false;
         match rx.op {
             opcode::PING => {
-                let payload = std::mem::take(&mut rx.control);
+                let payload = self.take_control();
                 self.queue_frame(opcode::PONG, &payload);
-                if self.ctl.len() > MAX_CTL {
+                if self.aside.as_ref().is_some_and(|a| a.ctl.len() > MAX_CTL) {
                     self.fail(close::POLICY); // pings sent, their pongs never read
                 }
             }
-            opcode::PONG => rx.control = Vec::new(),
+            opcode::PONG => drop(self.take_control()),
             opcode::CLOSE => {
-                let payload = std::mem::take(&mut rx.control);
+                let payload = self.take_control();
                 match payload.len() {
-                    0 => self.close_code = Some(NO_STATUS),
+                    0 => self.close_code = NonZeroU16::new(NO_STATUS),
                     1 => return self.fail(close::PROTOCOL),
                     _ => {
                         let code = u16::from_be_bytes([payload[0], payload[1]]);
@@ -631,7 +698,7 @@ impl<T: Transport> Ws<T> {
                         if std::str::from_utf8(&payload[2..]).is_err() {
                             return self.fail(close::INVALID_DATA);
                         }
-                        self.close_code = Some(code);
+                        self.close_code = NonZeroU16::new(code);
                     }
                 }
                 self.their_close = true;
@@ -645,7 +712,7 @@ impl<T: Transport> Ws<T> {
                 self.happened.messages_in += 1;
                 match self.mode {
                     Mode::Echo => {
-                        if let Some(last) = self.tx.queue.back_mut() {
+                        if let Some(last) = reply_back(&mut self.tx.first, &mut self.aside) {
                             last.complete = true;
                         }
                         self.end_replies();
@@ -667,12 +734,12 @@ impl<T: Transport> Ws<T> {
     /// its last byte was sent, or was empty) get their final, empty frame now.
     fn end_replies(&mut self) {
         while self.tx.at_boundary() {
-            let Some(head) = self.tx.queue.front() else { break };
+            let Some(head) = self.tx.front() else { break };
             if !(head.complete && head.sent == head.len) {
                 break;
             }
             let op = if head.started { opcode::CONTINUATION } else { head.op };
-            self.tx.queue.pop_front();
+            reply_pop(&mut self.tx.first, &mut self.aside);
             self.queue_frame(op, &[]);
             self.happened.messages_out += 1;
         }
@@ -682,9 +749,7 @@ impl<T: Transport> Ws<T> {
     fn write_parts(&mut self, parts: &[&[u8]]) -> Result<usize, Errno> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let result = self.write_data(parts, total);
-        if self.tx.at_boundary()
-            && self.tx.queue.front().is_some_and(|m| m.complete && m.sent == m.len)
-        {
+        if self.tx.at_boundary() && self.tx.front().is_some_and(|m| m.complete && m.sent == m.len) {
             // A message that ended while its last frame was going out: its FIN, now.
             self.end_replies();
             self.flush_ctl()?;
@@ -699,7 +764,7 @@ impl<T: Transport> Ws<T> {
     /// Frames and writes `parts` (`total` bytes in all).
     fn write_data(&mut self, parts: &[&[u8]], total: usize) -> Result<usize, Errno> {
         match self.phase {
-            Phase::Opening(_) => return Err(EAGAIN),
+            Phase::Opening => return Err(EAGAIN),
             // Nothing goes out after our last word (RFC 6455 §5.5.1): the rest is dropped.
             Phase::Refused => return Ok(total),
             _ if self.close_sent => return Ok(total),
@@ -772,15 +837,15 @@ impl<T: Transport> Ws<T> {
     /// `None` when the general path must plan it.
     #[inline]
     fn write_whole_reply(&mut self, bytes: &[u8]) -> Result<Option<usize>, Errno> {
-        if self.mode != Mode::Echo || !self.tx.at_boundary() || !self.ctl.is_empty() {
+        if self.mode != Mode::Echo || !self.tx.at_boundary() || !self.ctl_is_empty() {
             return Ok(None);
         }
-        let Some(msg) = self.tx.queue.front() else { return Ok(None) };
+        let Some(msg) = self.tx.front() else { return Ok(None) };
         let owed = msg.len - msg.sent;
-        if (bytes.len() as u64) > owed || bytes.is_empty() || !self.told {
+        if bytes.len() > owed as usize || bytes.is_empty() || !self.told {
             return Ok(None);
         }
-        let fin = msg.complete && bytes.len() as u64 == owed;
+        let fin = msg.complete && bytes.len() == owed as usize;
         let op = if msg.started { opcode::CONTINUATION } else { msg.op };
         let mut hdr = [0; proto::MAX_HEADER];
         let hdr_len = proto::header(&mut hdr, fin, op, bytes.len() as u64, None);
@@ -789,14 +854,14 @@ impl<T: Transport> Ws<T> {
         self.wrote += written as u64;
         if written == hdr_len + bytes.len() {
             // All of it: the message moves on, no frame is left half sent.
-            let msg = self.tx.queue.front_mut().expect("checked above");
-            msg.sent += bytes.len() as u64;
+            let msg = self.tx.front_mut().expect("checked above");
+            msg.sent += bytes.len() as u32;
             msg.started = true;
             if fin {
-                self.tx.queue.pop_front();
+                reply_pop(&mut self.tx.first, &mut self.aside);
                 self.happened.messages_out += 1;
                 // A message behind it whose bytes are all out (an empty one) ends now.
-                if self.tx.queue.front().is_some_and(|m| m.complete && m.sent == m.len) {
+                if self.tx.front().is_some_and(|m| m.complete && m.sent == m.len) {
                     self.end_replies();
                     self.flush_ctl()?;
                 }
@@ -831,14 +896,14 @@ impl<T: Transport> Ws<T> {
     ) -> usize {
         let mut n = 0;
         let mut queue_at = 0;
-        let mut sent_of_head = None::<(u64, bool)>; // the head message's state as planned
+        let mut sent_of_head = None::<(u32, bool)>; // the head message's state as planned
         let mut started = self.tx.started;
         let blank = [0; proto::MAX_HEADER];
         if !self.tx.at_boundary() {
             // Continue the current frame first.
             let avail = parts.get(part).map_or(0, |p| p.len() - at);
-            let len = (self.tx.left.min(avail as u64)) as usize;
-            let newline = self.tx.newline && len as u64 == self.tx.left && avail > len;
+            let len = (self.tx.left as usize).min(avail);
+            let newline = self.tx.newline && len == self.tx.left as usize && avail > len;
             let hdr_left = self.tx.hdr_at < self.tx.hdr_len;
             if len == 0 && !newline && !hdr_left {
                 return 0; // its bytes are not offered yet
@@ -854,7 +919,7 @@ impl<T: Transport> Ws<T> {
                 cont: true,
             });
             n = 1;
-            if (len as u64) < self.tx.left || (self.tx.newline && !newline) {
+            if len < self.tx.left as usize || (self.tx.newline && !newline) {
                 return n; // the frame goes on in the next part
             }
             at += len + newline as usize;
@@ -867,11 +932,11 @@ impl<T: Transport> Ws<T> {
             let avail = parts.get(part).map_or(0, |p| p.len() - at);
             let (op, len, fin, newline) = match self.mode {
                 Mode::Echo => {
-                    let Some(msg) = self.tx.queue.get(queue_at) else { break };
+                    let Some(msg) = reply_get(&self.tx.first, &self.aside, queue_at) else { break };
                     let (sent, began) = sent_of_head.unwrap_or((msg.sent, msg.started));
                     let owed = msg.len - sent;
-                    let len = (owed.min(avail as u64)) as usize;
-                    let fin = msg.complete && len as u64 == owed;
+                    let len = (owed as usize).min(avail);
+                    let fin = msg.complete && len == owed as usize;
                     if len == 0 && !fin {
                         break;
                     }
@@ -879,7 +944,7 @@ impl<T: Transport> Ws<T> {
                         queue_at += 1;
                         sent_of_head = None;
                     } else {
-                        sent_of_head = Some((sent + len as u64, true));
+                        sent_of_head = Some((sent + len as u32, true));
                     }
                     (if began { opcode::CONTINUATION } else { msg.op }, len, fin, false)
                 }
@@ -890,7 +955,8 @@ impl<T: Transport> Ws<T> {
                     let rest = &parts[part][at..];
                     let (len, fin) = match memchr::memchr(b'\n', rest) {
                         Some(i) => (i, true),
-                        None => (rest.len(), false),
+                        // A frame's length is held in 32 bits: a longer line takes two.
+                        None => (rest.len().min(u32::MAX as usize), false),
                     };
                     let op = if started { opcode::CONTINUATION } else { opcode::TEXT };
                     started = !fin;
@@ -926,14 +992,14 @@ impl<T: Transport> Ws<T> {
             taken += p;
             if frame.cont {
                 self.tx.hdr_at += h as u8;
-                self.tx.left -= p as u64;
+                self.tx.left -= p as u32;
             } else {
                 // A new frame begun: the message moves on.
                 self.begin(frame);
                 self.tx.hdr = frame.hdr[..10].try_into().expect("10 bytes");
                 self.tx.hdr_at = h as u8;
                 self.tx.hdr_len = hdr_len as u8;
-                self.tx.left = (frame.len - p) as u64;
+                self.tx.left = (frame.len - p) as u32;
                 self.tx.newline = frame.newline;
             }
             if self.tx.hdr_at < self.tx.hdr_len || self.tx.left > 0 {
@@ -956,11 +1022,11 @@ impl<T: Transport> Ws<T> {
     fn begin(&mut self, frame: &Planned) {
         match self.mode {
             Mode::Echo => {
-                let head = self.tx.queue.front_mut().expect("a reply frame has its message");
-                head.sent += frame.len as u64;
+                let head = self.tx.front_mut().expect("a reply frame has its message");
+                head.sent += frame.len as u32;
                 head.started = true;
                 if frame.fin {
-                    self.tx.queue.pop_front();
+                    reply_pop(&mut self.tx.first, &mut self.aside);
                     self.happened.messages_out += 1;
                 }
             }
@@ -1012,7 +1078,7 @@ pub(crate) trait WsState {
 
 impl<T: Transport> WsState for Ws<T> {
     fn is_opening(&self) -> bool {
-        matches!(self.phase, Phase::Opening(_))
+        matches!(self.phase, Phase::Opening)
     }
 
     fn time_out(&mut self) {
@@ -1033,7 +1099,7 @@ impl<T: Transport> WsState for Ws<T> {
 
     fn last_word(&mut self, code: Option<u16>) {
         if self.phase == Phase::Open && self.close_code.is_none() {
-            self.close_code = code;
+            self.close_code = code.and_then(NonZeroU16::new);
         }
     }
 
@@ -1239,7 +1305,7 @@ impl<T: Transport> Transport for Ws<T> {
                 }
             }
             let m = self.decode(buf, start, from + n);
-            if self.tx.at_boundary() && !self.ctl.is_empty() {
+            if self.tx.at_boundary() && !self.ctl_is_empty() {
                 self.flush_ctl()?;
             }
             if m > 0 {
@@ -1271,7 +1337,7 @@ impl<T: Transport> Transport for Ws<T> {
     }
 
     fn has_buffered(&self) -> bool {
-        !self.ctl.is_empty() || self.tx.owns_header_rest() || self.inner.has_buffered()
+        !self.ctl_is_empty() || self.tx.owns_header_rest() || self.inner.has_buffered()
     }
 
     fn is_handshaking(&self) -> bool {
@@ -1280,7 +1346,7 @@ impl<T: Transport> Transport for Ws<T> {
 
     fn short_read_drains(&self) -> bool {
         // Closing: read again, for our close and the end of stream that follow the data.
-        !self.full && matches!(self.phase, Phase::Open | Phase::Opening(_))
+        !self.full && matches!(self.phase, Phase::Open | Phase::Opening)
     }
 
     fn reserve(&self) -> usize {
@@ -1471,7 +1537,7 @@ pub(crate) mod properties {
                 let (tl, th, ta) = (ws.tx.left, ws.tx.hdr_at, ws.tx.hdr_len);
                 let r = ws.send(&pending);
                 if trace {
-                    eprintln!("send {} -> {:?} closing {} sent {} owes {} out +{} tx before left {} hdr {}/{} ctl {} front {:?}", pending.len(), r, ws.phase == super::Phase::Closing, ws.close_sent, ws.owes, ws.inner.output.len() - before, tl, th, ta, ws.ctl.len(), ws.tx.queue.front());
+                    eprintln!("send {} -> {:?} closing {} sent {} owes {} out +{} tx before left {} hdr {}/{} ctl {} front {:?}", pending.len(), r, ws.phase == super::Phase::Closing, ws.close_sent, ws.owes, ws.inner.output.len() - before, tl, th, ta, ws.aside.as_ref().map_or(0, |a| a.ctl.len()), ws.tx.front());
                 }
                 if let Ok(n) = r {
                     pending.drain(..n);
@@ -1502,8 +1568,8 @@ pub(crate) mod properties {
         }
         panic!(
             "no progress: phase {:?} pending {} ctl {} tx left {} hdr {}/{} newline {} close_sent {} owes {} queue {:?}",
-            ws.phase, pending.len(), ws.ctl.len(), ws.tx.left, ws.tx.hdr_at, ws.tx.hdr_len,
-            ws.tx.newline, ws.close_sent, ws.owes, ws.tx.queue
+            ws.phase, pending.len(), ws.aside.as_ref().map_or(0, |a| a.ctl.len()), ws.tx.left, ws.tx.hdr_at, ws.tx.hdr_len,
+            ws.tx.newline, ws.close_sent, ws.owes, ws.tx.first
         );
     }
 
