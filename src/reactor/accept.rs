@@ -213,7 +213,8 @@ impl Reactor {
             Role::Echo => ws::Mode::Echo,
             Role::Chat { .. } => ws::Mode::Lines,
         });
-        let max_message = self.config.max_message as u64;
+        // At most 1 GiB (the configuration is checked), so it fits.
+        let max_message = u32::try_from(self.config.max_message).unwrap_or(u32::MAX);
         let conn = match (role, plan, wire) {
             (Role::Echo, None, Wire::Plain(io)) if framing.is_none() => {
                 Conn::Echo(Echo::new(io, life))

@@ -295,12 +295,12 @@ pub(crate) struct Ws<T> {
 }
 
 impl<T: Transport> Ws<T> {
-    pub(crate) fn new(inner: T, mode: Mode, max_message: u64) -> Self {
+    pub(crate) fn new(inner: T, mode: Mode, max_message: u32) -> Self {
         Ws {
             inner,
             mode,
             phase: Phase::Opening,
-            max_message: max_message.min(crate::config::MAX_PENDING_LIMIT as u64) as u32,
+            max_message,
             rx: Rx::default(),
             tx: Tx::default(),
             aside: None,
