@@ -55,6 +55,7 @@
 
 #![deny(missing_docs)]
 
+pub mod alloc;
 mod behaviour;
 pub mod buffer;
 pub mod certificate;

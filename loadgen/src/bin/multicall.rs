@@ -4,6 +4,10 @@
 //! half the size of the two binaries side by side. Built only with `--features multicall`
 //! (`scripts/image.sh`).
 
+/// Large blocks on a cache line (see [`ricochet::alloc`]).
+#[global_allocator]
+static ALLOCATOR: ricochet::alloc::LineAligned = ricochet::alloc::LineAligned;
+
 fn main() -> std::process::ExitCode {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     let name = std::path::Path::new(&argv0).file_name().unwrap_or_default();
