@@ -900,7 +900,11 @@ fn reconnect_every_message_over_tls() {
     let stats = server.shutdown().unwrap();
     // Every connect is a handshake, plus the preflight's; none resumed without --tls-resume.
     assert_eq!(stats.tls_handshakes, connects + 1, "{stats:?}");
-    assert_eq!((stats.tls_resumed, stats.tls_failures), (0, 0));
+    assert_eq!(stats.tls_resumed, 0, "{stats:?}");
+    // A connection reopened while a message was left, whose last message the other connection
+    // then took, is closed mid-handshake at the end: the server counts that abandoned
+    // handshake as a failure (it is one). At most one here (two connections); usually none.
+    assert!(stats.tls_failures <= 1, "{stats:?}");
 }
 
 /// --tls-resume: reconnects resume their session.
