@@ -67,11 +67,28 @@ fn settle_wire(wire: &mut Wire, stats: &mut Stats) -> Settled {
 
 /// Counts what a WebSocket framing and the wire under it did since last asked (the framing
 /// first, as the reactor always has).
-fn settle_ws(ws: &mut Ws<Wire>, stats: &mut Stats) -> Settled {
+fn settle_ws<T: Transport + OnWire>(ws: &mut Ws<T>, stats: &mut Stats) -> Settled {
     ws.count(stats);
     let linger_began = ws.linger_began();
-    let under = settle_wire(ws.inner_mut(), stats);
+    let under = settle_wire(ws.inner_mut().wire(), stats);
     Settled { linger_began, tls_failed: under.tls_failed }
+}
+
+/// What a WebSocket framing sits on: the wire, or a fault plan on the wire.
+trait OnWire {
+    fn wire(&mut self) -> &mut Wire;
+}
+
+impl OnWire for Wire {
+    fn wire(&mut self) -> &mut Wire {
+        self
+    }
+}
+
+impl OnWire for Faulty<Wire> {
+    fn wire(&mut self) -> &mut Wire {
+        self.inner_mut()
+    }
 }
 
 impl Reactor {
@@ -180,21 +197,6 @@ impl Reactor {
         self.apply(key, Outcome::MoreToRead);
     }
 
-    /// Counts what a connection's TLS session and WebSocket framing did, tells a failed TLS
-    /// handshake from a peer's reset, and applies the outcome.
-    fn after_tls(&mut self, key: usize, outcome: Outcome) {
-        let mut settled = Settled::default();
-        if let Some(ws) = self.conns.get_mut(key).and_then(Conn::ws_mut) {
-            ws.count(&mut self.ctx.stats);
-            settled.linger_began = ws.linger_began();
-        }
-        if let Some(tls) = self.conns.get_mut(key).and_then(Conn::tls_mut) {
-            tls.count(&mut self.ctx.stats);
-            settled.tls_failed = tls.failed();
-        }
-        self.settled(key, outcome, settled);
-    }
-
     /// Applies `outcome` once the connection's layers are counted: arms the linger deadline if
     /// our WebSocket close just went, and takes a reset of a failed TLS session for the failed
     /// handshake it is.
@@ -250,18 +252,25 @@ impl Reactor {
     /// reset from a peer's, and arm a `Resume` deadline when its plan needs time to pass.
     fn after_fault(&mut self, key: usize, outcome: Outcome) {
         let Some(conn) = self.conns.get_mut(key).and_then(Conn::faulty_mut) else { return };
+        let stats = &mut self.ctx.stats;
         let faulty = conn.io.inner_mut();
-        faulty.count(&mut self.ctx.stats);
+        faulty.count(stats);
         let outcome = match outcome {
             Outcome::Close(CloseReason::Reset) if faulty.reset_due() => {
                 Outcome::Close(CloseReason::FaultReset)
             }
             other => other,
         };
-        if let Some(at) = faulty.arm_at() {
+        let resume = faulty.arm_at();
+        // The framing and the wire, under the plan or over it.
+        let settled = match &mut conn.io {
+            Framed::Raw(faulty) => settle_wire(faulty.inner_mut(), stats),
+            Framed::Ws(ws) => settle_ws(ws, stats),
+        };
+        if let Some(at) = resume {
             self.arm(key, at, Kind::Resume);
         }
-        self.after_tls(key, outcome);
+        self.settled(key, outcome, settled);
     }
 
     /// A `Resume` deadline of a connection with a fault plan: reset it if its reset is due,
