@@ -180,9 +180,7 @@ def measure(server, bins, flags, args, profile=False, chat=False):
     if profile:
         stat = subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", pid],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        record = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-c", str(SAMPLE_NS),
-                                   "-p", pid, "-o", samples],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        record = start_sampling(pid, samples)
         time.sleep(0.3)
     u0, s0 = server.cpu_ticks()
     report = loadgen(bins, server.port, flags, args.duration, "0s", args.load_cpu, chat)
@@ -215,6 +213,16 @@ def measure(server, bins, flags, args, profile=False, chat=False):
         "syscalls": syscalls / msgs if syscalls is not None else None,
         "sampled_user_us": user_samples * SAMPLE_NS / 1e3 / msgs if user_samples is not None else None,
     }
+
+
+def start_sampling(pid, path, seconds=None):
+    """perf record's cpu-clock samples of process `pid` into `path`, one per SAMPLE_NS of its
+    CPU time: until it is sent SIGINT, or for `seconds`."""
+    argv = ["perf", "record", "-q", "-e", "cpu-clock", "-c", str(SAMPLE_NS), "-p", str(pid),
+            "-o", path]
+    if seconds is not None:
+        argv += ["--", "sleep", str(seconds)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def count_user_samples(path):
@@ -682,10 +690,11 @@ GENERATED = ("Memory per idle connection", "User-space instructions per message"
              "Targets", "Reproduce")
 
 
-def hand_written_sections(path):
+def hand_written_sections(path, generated=None):
     """The `## ` sections of an earlier report that this script does not write (an assessment, a
     many-cores table, the soak's and the image's figures): kept, in their order, so that a new run
-    does not erase them."""
+    does not erase them. `generated`: the titles another script writes itself (compare_tls.py,
+    compare_ws.py); by default this script's, and its shapes'."""
     try:
         with open(path) as f:
             text = f.read()
@@ -695,7 +704,10 @@ def hand_written_sections(path):
     for part in text.split("\n## ")[1:]:
         title = part.splitlines()[0]
         shape = title.split(":")[0]
-        if title in GENERATED or any(shape == name for name, _, _ in SHAPES):
+        if generated is not None:
+            if title in generated:
+                continue
+        elif title in GENERATED or any(shape == name for name, _, _ in SHAPES):
             continue
         sections.append("## " + part)
     return sections

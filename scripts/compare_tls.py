@@ -286,14 +286,8 @@ def write(args, started, results, ciphers, plain, names, idle):
         lines.append(f"| {what} | {value:.2f} | ≥ {goal} | {status} |")
     lines += [""]
     # The assessment is written by hand after a run: kept as it is, to be brought up to date.
-    try:
-        kept = open(args.out).read()
-    except FileNotFoundError:
-        kept = ""
-    at = kept.find("## Assessment")
-    end = kept.find("## Reproduce")
-    if at >= 0:
-        lines += [kept[at:end if end > at else len(kept)].rstrip("\n"), ""]
+    for section in compare.hand_written_sections(args.out, generated=("Targets", "Reproduce")):
+        lines += [section.rstrip("\n"), ""]
     lines += ["## Reproduce", "", "```sh", "bash scripts/compare-tls.sh            "
               "# installs HAProxy and stunnel4 if missing; about 4 minutes", "```", ""]
     with open(args.out, "w") as f:

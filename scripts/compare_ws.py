@@ -231,13 +231,8 @@ def write(args, started, results, names, idle, fan, cost):
               "bash scripts/compare-ws.sh              # builds every server; about 4 minutes",
               "```", ""]
     # The assessment is written by hand after a run: kept as it is, to be brought up to date.
-    try:
-        kept = open(args.out).read()
-    except FileNotFoundError:
-        kept = ""
-    at = kept.find("## Assessment")
-    if at >= 0:
-        lines += [kept[at:].rstrip("\n"), ""]
+    for section in compare.hand_written_sections(args.out, generated=("Targets", "Reproduce")):
+        lines += [section.rstrip("\n"), ""]
     with open(args.out, "w") as f:
         f.write("\n".join(lines))
     print(f"wrote {args.out}")

@@ -91,10 +91,7 @@ def perf_sample(pid, seconds):
     if not shutil.which("perf"):
         return None
     path = f"/tmp/ricochet-scale-{os.getpid()}.perf"
-    p = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-c", str(compare.SAMPLE_NS),
-                          "-p", str(pid), "-o", path, "--", "sleep", str(seconds)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return p, path
+    return compare.start_sampling(pid, path, seconds), path
 
 
 def perf_sample_user_us(handle, seconds, msgs_per_sec):
