@@ -4,6 +4,7 @@
 #   server   ricochet's plain TCP echo, 50 connections, loadgen as the client
 #   loadgen  loadgen's ping-pong (1 connection, depth 1, 64 bytes) against the minimal C server
 #   ws       ricochet's WebSocket echo (--ws), 50 connections × 64 B, loadgen ws:// as the client
+#   tls      ricochet's TLS echo (--tls, TLS 1.3), 50 connections × 64 B, loadgen tls:// as the client
 # Each figure is the marginal cost between a short and a long run, so start-up cancels out.
 #
 # Usage: scripts/callgrind.sh [BIN_DIR]      (default: target/release, built here if missing)
@@ -29,7 +30,9 @@ server_run() { # $1: messages, $2: scheme (tcp or ws)
   for _ in $(seq 600); do [ -s "$work/server.stdout" ] && break; sleep 0.1; done
   local addr
   addr=$(head -n1 "$work/server.stdout" | python3 -c 'import json,sys; print(json.load(sys.stdin)["listeners"][0]["addr"])')
-  "$bins/loadgen" "$scheme://$addr" -c 50 -n "$1" --json >/dev/null
+  local trust=()
+  [ "$scheme" = tls ] && trust=(--insecure)
+  "$bins/loadgen" "$scheme://$addr" -c 50 -n "$1" --json "${trust[@]}" >/dev/null
   kill -TERM "$pid"; wait "$pid" || true
   total "$work/server.out"
 }
@@ -53,3 +56,5 @@ if "$bins/ricochet" --help | grep -q -- '--ws '; then
   a=$(server_run 20000 ws); b=$(server_run 120000 ws)
   python3 -c "print(f'ws       echo, 50 conns:       {($b - $a) / 100000:.1f} instructions per message')"
 fi
+a=$(server_run 20000 tls); b=$(server_run 120000 tls)
+python3 -c "print(f'tls      echo, 50 conns:       {($b - $a) / 100000:.1f} instructions per message')"

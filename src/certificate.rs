@@ -77,7 +77,7 @@ impl Identity {
             }
         };
         let sha256 = fingerprint(&chain[0]);
-        let config = ServerConfig::builder_with_provider(provider())
+        let mut config = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| Error::Tls(format!("TLS: {e}")))?
             .with_no_client_auth()
@@ -91,6 +91,9 @@ impl Identity {
                 )),
                 _ => Error::Tls(format!("TLS: the generated certificate and key do not fit: {e}")),
             })?;
+        // A TLS 1.3 session's records are protected by the transport once the handshake is
+        // done, with the secrets rustls hands over (src/transport/tls13.rs).
+        config.enable_secret_extraction = true;
         Ok(Identity { config: Arc::new(config), cert_path, sha256, temp })
     }
 }

@@ -1,5 +1,6 @@
-//! Moving TLS records between a non-blocking socket and a rustls session, for the server's TLS
-//! transport and loadgen's TLS client alike (public but hidden, like [`crate::sys`]).
+//! Moving TLS records between a non-blocking socket and a buffered rustls session, for loadgen's
+//! TLS client (public but hidden, like [`crate::sys`]). The server's transport runs rustls's
+//! unbuffered API and its own TLS 1.3 records instead (`transport/tls_session.rs`).
 //!
 //! rustls's own `read_tls` reads at most 4 KiB per call, so a 64 KiB message would cost sixteen
 //! `recv`s. Here the socket is read in gulps of [`GULP`] bytes into a per-thread scratch buffer

@@ -1,0 +1,295 @@
+//! TLS 1.3 records after rustls's handshake, protected here with the traffic secrets rustls
+//! negotiated — what the kernel does for kTLS (rustls's `dangerous_into_kernel_connection` is
+//! made for it), in user space: this machine's kernel has no `tls` module.
+//!
+//! Why: an established rustls connection keeps ≈ 3 KB of state that an echo never uses again
+//! (the handshake deframer's spans, the connection's own queues, the state machine), and hands
+//! each record's plaintext over in a `Vec` of its own. Here an idle connection keeps two AEAD
+//! keys, two nonces and two sequence numbers (plus rustls's small post-handshake state, for key
+//! updates), and a record is decrypted in place in the reactor's scratch buffer.
+//!
+//! What is handled after the handshake (RFC 8446 §4.6, §5, §6): application data; alerts
+//! (close_notify ends the stream, user_canceled is ignored, any other ends the connection);
+//! KeyUpdate from the client (our receive key moves on; when it asks, we answer with our own and
+//! move our send key on); our own KeyUpdate before a send key has sealed [`UPDATE_AFTER`]
+//! records (AES-GCM's confidentiality limit, RFC 8446 §5.5, is 2^24.5). A handshake message
+//! split across records is refused (no client splits a 5-byte KeyUpdate; rustls would join
+//! it), as is any other post-handshake message (the server asks for no client certificate and
+//! a client sends no tickets).
+//!
+//! TLS 1.2 sessions stay with rustls throughout.
+
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use rustls::kernel::KernelConnection;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::ConnectionTrafficSecrets;
+
+/// A record's header: content type, legacy version, length.
+pub(super) const HEADER: usize = 5;
+/// The AEAD tag after each record's ciphertext.
+pub(super) const TAG: usize = 16;
+/// The largest plaintext of one record.
+pub(super) const RECORD: usize = 16 * 1024;
+/// What one record adds to its plaintext: header, inner content type, tag.
+pub(super) const OVERHEAD: usize = HEADER + 1 + TAG;
+/// The longest ciphertext a record may carry (RFC 8446 §5.2).
+const MAX_CIPHERTEXT: usize = RECORD + 256;
+
+/// Records sealed with one send key before we move it on.
+const UPDATE_AFTER: u64 = 1 << 23;
+
+/// Records in a row that carry no data (empty ones, key updates, warnings) before the peer is
+/// taken for a pest (rustls allows as many key updates without data between them).
+const MAX_FRUITLESS: u8 = 32;
+
+const CHANGE_CIPHER_SPEC: u8 = 20;
+const ALERT: u8 = 21;
+const HANDSHAKE: u8 = 22;
+const APPLICATION_DATA: u8 = 23;
+const KEY_UPDATE: u8 = 24;
+
+/// An alert we send before we close: the connection failed (its description, RFC 8446 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Alert(pub u8);
+
+impl Alert {
+    const UNEXPECTED_MESSAGE: Alert = Alert(10);
+    const BAD_RECORD_MAC: Alert = Alert(20);
+    const RECORD_OVERFLOW: Alert = Alert(22);
+    const DECODE_ERROR: Alert = Alert(50);
+    const INTERNAL_ERROR: Alert = Alert(80);
+    /// Not an alert to send: the peer sent a fatal one.
+    pub(super) const PEER_FAILED: Alert = Alert(0);
+}
+
+/// What one record held.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Opened {
+    /// Application data, at this range of the record's buffer.
+    Data(std::ops::Range<usize>),
+    /// The peer's close_notify: nothing follows.
+    Closed,
+    /// Nothing for the caller (a key update, a warning).
+    Nothing,
+}
+
+/// One direction's key, nonce and sequence number.
+struct Direction {
+    key: LessSafeKey,
+    iv: [u8; aead::NONCE_LEN],
+    seq: u64,
+}
+
+impl Direction {
+    fn new((seq, secrets): (u64, ConnectionTrafficSecrets)) -> Result<Direction, Alert> {
+        let (algorithm, key, iv) = match &secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+                (&aead::CHACHA20_POLY1305, key, iv)
+            }
+            _ => return Err(Alert::INTERNAL_ERROR),
+        };
+        let key = UnboundKey::new(algorithm, key.as_ref()).map_err(|_| Alert::INTERNAL_ERROR)?;
+        let iv = iv.as_ref().try_into().map_err(|_| Alert::INTERNAL_ERROR)?;
+        Ok(Direction { key: LessSafeKey::new(key), iv, seq })
+    }
+
+    /// The per-record nonce (RFC 8446 §5.3), and the sequence number moved on.
+    fn next_nonce(&mut self) -> Nonce {
+        let mut nonce = self.iv;
+        for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *n ^= s;
+        }
+        self.seq += 1;
+        Nonce::assume_unique_for_key(nonce)
+    }
+}
+
+/// An established TLS 1.3 session's record protection.
+pub(super) struct Records {
+    tx: Direction,
+    rx: Direction,
+    /// rustls's post-handshake state: the key schedule, for key updates.
+    kernel: KernelConnection<ServerConnectionData>,
+    /// Records a send key seals before we move it on ([`UPDATE_AFTER`]; less in tests).
+    pub(super) update_after: u64,
+    /// Records in a row with no data.
+    fruitless: u8,
+}
+
+impl std::fmt::Debug for Records {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Records")
+            .field("tx_seq", &self.tx.seq)
+            .field("rx_seq", &self.rx.seq)
+            .finish()
+    }
+}
+
+impl Records {
+    /// Takes over a TLS 1.3 session whose handshake is done and whose records are all sent.
+    pub(super) fn take_over(conn: UnbufferedServerConnection) -> Result<Records, Alert> {
+        let (secrets, kernel) =
+            conn.dangerous_into_kernel_connection().map_err(|_| Alert::INTERNAL_ERROR)?;
+        Ok(Records {
+            tx: Direction::new(secrets.tx)?,
+            rx: Direction::new(secrets.rx)?,
+            kernel,
+            update_after: UPDATE_AFTER,
+            fruitless: 0,
+        })
+    }
+
+    /// The length of the whole record at the start of `input`, or `None` if it has not all
+    /// arrived.
+    pub(super) fn record_len(input: &[u8]) -> Result<Option<usize>, Alert> {
+        let Some(header) = input.get(..HEADER) else { return Ok(None) };
+        if header[0] != APPLICATION_DATA {
+            // Every record after the handshake is protected (a plain alert, a late
+            // ChangeCipherSpec or any other type is out of place).
+            return Err(Alert::UNEXPECTED_MESSAGE);
+        }
+        let len = u16::from_be_bytes([header[3], header[4]]) as usize;
+        if len > MAX_CIPHERTEXT {
+            return Err(Alert::RECORD_OVERFLOW);
+        }
+        Ok((input.len() >= HEADER + len).then_some(HEADER + len))
+    }
+
+    /// Decrypts the one whole `record` in place; a reply it calls for (our KeyUpdate) is sealed
+    /// at the end of `replies`.
+    pub(super) fn open(
+        &mut self,
+        record: &mut [u8],
+        replies: &mut Vec<u8>,
+    ) -> Result<Opened, Alert> {
+        let (header, body) = record.split_at_mut(HEADER);
+        let aad = Aad::from(<[u8; HEADER]>::try_from(&*header).expect("a header"));
+        if body.len() < TAG + 1 {
+            return Err(Alert::DECODE_ERROR);
+        }
+        let nonce = self.rx.next_nonce();
+        let plain =
+            self.rx.key.open_in_place(nonce, aad, body).map_err(|_| Alert::BAD_RECORD_MAC)?;
+        // The inner content type is the last byte that is not padding (§5.4).
+        let Some(end) = plain.iter().rposition(|&b| b != 0) else {
+            return Err(Alert::UNEXPECTED_MESSAGE);
+        };
+        if end > RECORD {
+            return Err(Alert::RECORD_OVERFLOW);
+        }
+        let content = &plain[..end];
+        if plain[end] == APPLICATION_DATA && end > 0 {
+            self.fruitless = 0;
+            return Ok(Opened::Data(HEADER..HEADER + end));
+        }
+        self.fruitless += 1;
+        if self.fruitless > MAX_FRUITLESS {
+            return Err(Alert::UNEXPECTED_MESSAGE);
+        }
+        match plain[end] {
+            APPLICATION_DATA => Ok(Opened::Nothing), // empty
+            ALERT => match content {
+                [_, 0] => Ok(Opened::Closed),
+                [1, 90] => Ok(Opened::Nothing), // user_canceled: a warning
+                [_, _] => Err(Alert::PEER_FAILED),
+                _ => Err(Alert::DECODE_ERROR),
+            },
+            HANDSHAKE => self.handshake(content, replies),
+            CHANGE_CIPHER_SPEC => Err(Alert::UNEXPECTED_MESSAGE),
+            _ => Err(Alert::UNEXPECTED_MESSAGE),
+        }
+    }
+
+    /// A post-handshake message from the client: only KeyUpdate, whole, at the record's end.
+    fn handshake(&mut self, message: &[u8], replies: &mut Vec<u8>) -> Result<Opened, Alert> {
+        match message {
+            [KEY_UPDATE, 0, 0, 1, requested @ (0 | 1)] => {
+                self.rx = Direction::new(
+                    self.kernel.update_rx_secret().map_err(|_| Alert::INTERNAL_ERROR)?,
+                )?;
+                if *requested == 1 {
+                    self.update_tx(replies)?;
+                }
+                Ok(Opened::Nothing)
+            }
+            [KEY_UPDATE, ..] => Err(Alert::DECODE_ERROR),
+            _ => Err(Alert::UNEXPECTED_MESSAGE),
+        }
+    }
+
+    /// Sends our KeyUpdate (not asking for the peer's) under the current send key, then moves
+    /// that key on.
+    fn update_tx(&mut self, out: &mut Vec<u8>) -> Result<(), Alert> {
+        self.seal_to(HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0], out);
+        self.tx =
+            Direction::new(self.kernel.update_tx_secret().map_err(|_| Alert::INTERNAL_ERROR)?)?;
+        Ok(())
+    }
+
+    /// Our KeyUpdate, at the end of `out`, if the send key has sealed its share of records.
+    pub(super) fn update_if_due(&mut self, out: &mut Vec<u8>) -> Result<(), Alert> {
+        if self.update_due() {
+            self.update_tx(out)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether [`Records::update_if_due`] has something to do.
+    pub(super) fn update_due(&self) -> bool {
+        self.tx.seq >= self.update_after
+    }
+
+    /// The send and receive sequence numbers (records sealed and opened under the current keys).
+    #[cfg(test)]
+    pub(super) fn seqs(&self) -> (u64, u64) {
+        (self.tx.seq, self.rx.seq)
+    }
+
+    /// Seals a record of application data whose `len` bytes of plaintext the caller put at
+    /// `out[HEADER..]`; returns the record's length (`len + OVERHEAD`, which `out` must hold).
+    pub(super) fn seal_data(&mut self, len: usize, out: &mut [u8]) -> usize {
+        self.seal(APPLICATION_DATA, len, out)
+    }
+
+    /// Our close_notify, at the end of `out`.
+    pub(super) fn close_notify(&mut self, out: &mut Vec<u8>) {
+        self.seal_to(ALERT, &[1, 0], out);
+    }
+
+    /// The fatal alert for `alert` at the end of `out` (none when the peer sent one).
+    pub(super) fn fatal(&mut self, alert: Alert, out: &mut Vec<u8>) {
+        if alert != Alert::PEER_FAILED {
+            self.seal_to(ALERT, &[2, alert.0], out);
+        }
+    }
+
+    /// A record of `content` appended to `out`.
+    fn seal_to(&mut self, typ: u8, content: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + content.len() + OVERHEAD, 0);
+        out[start + HEADER..start + HEADER + content.len()].copy_from_slice(content);
+        self.seal(typ, content.len(), &mut out[start..]);
+    }
+
+    fn seal(&mut self, typ: u8, len: usize, out: &mut [u8]) -> usize {
+        let body = len + 1 + TAG;
+        let header = [APPLICATION_DATA, 3, 3, (body >> 8) as u8, body as u8];
+        out[..HEADER].copy_from_slice(&header);
+        out[HEADER + len] = typ;
+        let nonce = self.tx.next_nonce();
+        let tag = self
+            .tx
+            .key
+            .seal_in_place_separate_tag(
+                nonce,
+                Aad::from(header),
+                &mut out[HEADER..HEADER + len + 1],
+            )
+            .expect("a record within AEAD limits");
+        out[HEADER + len + 1..HEADER + body].copy_from_slice(tag.as_ref());
+        HEADER + body
+    }
+}
