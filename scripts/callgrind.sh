@@ -5,6 +5,7 @@
 #   loadgen  loadgen's ping-pong (1 connection, depth 1, 64 bytes) against the minimal C server
 #   ws       ricochet's WebSocket echo (--ws), 50 connections × 64 B, loadgen ws:// as the client
 #   tls      ricochet's TLS echo (--tls, TLS 1.3), 50 connections × 64 B, loadgen tls:// as the client
+#   loadgen tls  loadgen's TLS ping-pong (1 connection, depth 1, 64 bytes) against ricochet --tls
 # Each figure is the marginal cost between a short and a long run, so start-up cancels out.
 #
 # Usage: scripts/callgrind.sh [BIN_DIR]      (default: target/release, built here if missing)
@@ -48,6 +49,19 @@ loadgen_run() { # $1: messages
   total "$work/loadgen.out"
 }
 
+loadgen_tls_run() { # $1: messages
+  "$bins/ricochet" --tls 127.0.0.1:0 >"$work/tls.stdout" 2>/dev/null &
+  local pid=$!
+  for _ in $(seq 100); do [ -s "$work/tls.stdout" ] && break; sleep 0.05; done
+  local addr
+  addr=$(head -n1 "$work/tls.stdout" | python3 -c 'import json,sys; print(json.load(sys.stdin)["listeners"][0]["addr"])')
+  valgrind --tool=callgrind --callgrind-out-file="$work/loadgen-tls.out" "$bins/loadgen" \
+    "tls://$addr" --insecure -n "$1" -c 1 -d 1 -s 64 --warmup 0s --threads 1 --json \
+    >/dev/null 2>&1
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  total "$work/loadgen-tls.out"
+}
+
 a=$(server_run 20000); b=$(server_run 220000)
 python3 -c "print(f'server   plain echo, 50 conns: {($b - $a) / 200000:.2f} instructions per message')"
 a=$(loadgen_run 20000); b=$(loadgen_run 120000)
@@ -58,3 +72,5 @@ if "$bins/ricochet" --help | grep -q -- '--ws '; then
 fi
 a=$(server_run 20000 tls); b=$(server_run 120000 tls)
 python3 -c "print(f'tls      echo, 50 conns:       {($b - $a) / 100000:.1f} instructions per message')"
+a=$(loadgen_tls_run 20000); b=$(loadgen_tls_run 120000)
+python3 -c "print(f'loadgen  TLS ping-pong:        {($b - $a) / 100000:.1f} instructions per message')"

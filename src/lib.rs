@@ -29,9 +29,11 @@
 //!   `behaviour/chat/` (a room's members, with `lines.rs`, the line framer, and `outbox.rs`, a
 //!   member's queue of shared line segments).
 //! - `transport`: the byte stream under a behaviour (`Plain`: the socket's raw syscalls;
-//!   `transport/tls_session.rs`: a rustls session on it, in the same reactor; `Wire`: either).
-//! - [`certificate`]: the TLS certificate, loaded (size-capped) or generated; `tls_records`: TLS
-//!   records between a non-blocking socket and a session (public but hidden: loadgen uses it).
+//!   `transport/tls_session.rs`: a TLS session on it, in the same reactor; `Wire`: either).
+//! - [`certificate`]: the TLS certificate, loaded (size-capped) or generated; `tls_records`: a
+//!   TLS session on a non-blocking socket (rustls's unbuffered handshake, then TLS 1.3 records
+//!   protected by `tls13` with the keys rustls hands over); both public but hidden: loadgen's
+//!   client uses them too.
 //! - [`faults`]: every fault: plans (`ADDR?close-after=1KiB`, `--faults`) and their seeded
 //!   generator, `faults/stream.rs` (a plan on a connection's output), `faults/datagram.rs` (a plan
 //!   on a UDP socket's replies).
@@ -82,6 +84,8 @@ pub mod stats;
 #[doc(hidden)]
 pub mod sys;
 mod timer;
+#[doc(hidden)]
+pub mod tls13;
 #[doc(hidden)]
 pub mod tls_records;
 mod transport;

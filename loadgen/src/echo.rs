@@ -306,7 +306,14 @@ impl<C: EchoConn> Workload for EchoLoad<C> {
     }
 
     fn finished(&self, e: &Engine, now: Instant) -> bool {
-        !e.may_issue(now) && e.tally.recorded_inflight == 0
+        !e.may_issue(now)
+            && e.tally.recorded_inflight == 0
+            // A connection still in its handshake (reopened for a message another one took, or
+            // as a timed run ended) finishes it first, for at most the timeout: dropped there,
+            // the server would count a failed handshake.
+            && !self.conns.iter().any(|c| {
+                c.life().phase == Phase::Connecting && c.life().connect_time(now) < e.plan.timeout
+            })
     }
 
     /// Closes every connection the way a polite client does: half-close, then read the rest of

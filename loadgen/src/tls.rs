@@ -4,52 +4,25 @@
 //! (`--sni`, else the target's host), and whether to resume sessions (`--tls-resume`; off by
 //! default, so `--reconnect-every` measures full handshakes).
 //!
-//! The load connections' record pumping ([`read_plain`], [`write_records`]) is ricochet's own
-//! (`ricochet::tls_io`): the socket read in 64 KiB gulps, records written until the socket
-//! refuses.
+//! A load connection's session is ricochet's own engine ([`ricochet::tls_records::Session`],
+//! the server's too): rustls's unbuffered API through the handshake, then TLS 1.3 records
+//! sealed and opened in place with the keys rustls hands over; the socket read in 64 KiB gulps,
+//! records written until the socket refuses.
 
 use std::io;
-use std::os::fd::RawFd;
 
-use ricochet::tls_io;
-use rustls::ClientConnection;
+use ricochet::tls_records::TLS_FAILED;
 
 pub use ricochet::client::tls::{parse_pin, TlsClient, TrustSpec, BUFFER_LIMIT, MAX_CA_FILE};
 
-/// Writes records until none is left (`Ok(true)`) or the socket refuses (`Ok(false)`).
-pub fn write_records(tls: &mut ClientConnection, fd: RawFd) -> io::Result<bool> {
-    tls_io::write_records(tls, fd).map_err(io::Error::from_raw_os_error)
-}
+/// A load connection's TLS session.
+pub type Session = ricochet::tls_records::Session<rustls::client::UnbufferedClientConnection>;
 
-/// Moves the handshake on; `Ok(true)` once it is complete.
-pub fn handshake(tls: &mut ClientConnection, fd: RawFd) -> io::Result<bool> {
-    loop {
-        write_records(tls, fd)?;
-        if !tls.is_handshaking() {
-            return Ok(true);
-        }
-        match tls.read_tls(&mut tls_io::Fd(fd)) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(_) => {
-                tls.process_new_packets().map_err(io::Error::other)?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+/// A session's errno as an `io::Error`: a TLS failure says what rustls saw.
+pub fn error(session: &Session, errno: i32) -> io::Error {
+    match (errno, session.error()) {
+        (TLS_FAILED, Some(error)) => io::Error::other(error.clone()),
+        (TLS_FAILED, None) => io::Error::new(io::ErrorKind::InvalidData, "TLS protocol error"),
+        (errno, _) => io::Error::from_raw_os_error(errno),
     }
-}
-
-/// Reads plaintext into `buf` (see `ricochet::tls_io::read_plain`: short only when the socket
-/// is drained or at the server's end, which `inbound.eof` says).
-pub fn read_plain(
-    tls: &mut ClientConnection,
-    fd: RawFd,
-    buf: &mut [u8],
-    inbound: &mut tls_io::Inbound,
-) -> io::Result<usize> {
-    tls_io::read_plain(tls, fd, buf, inbound).map_err(|e| match e {
-        tls_io::TLS_FAILED => io::Error::new(io::ErrorKind::InvalidData, "TLS protocol error"),
-        e => io::Error::from_raw_os_error(e),
-    })
 }

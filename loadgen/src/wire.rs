@@ -3,13 +3,13 @@
 //! closes through it, so a workload never asks which transport it runs on, and a transport is
 //! added here once for all of them.
 //!
-//! Contract, the edge-triggered one of `ricochet::tls_io`:
+//! Contract, the edge-triggered one of `ricochet::tls_records`:
 //! - [`Wire::read`] returns fewer bytes than asked only when the socket is drained, or at the
 //!   peer's end of stream, which [`Wire::saw_end`] then reports (read again rather than wait for
 //!   an edge); `WouldBlock` when there was nothing.
 //! - [`Wire::write`] takes what it can and says whether the socket refused the rest (a writable
-//!   edge follows, then [`Wire::on_writable`]). Over TLS "taken" means taken by the session,
-//!   which holds at most [`tls::BUFFER_LIMIT`] ahead of the socket.
+//!   edge follows, then [`Wire::on_writable`]). Over TLS "taken" means encrypted by the
+//!   session, which holds at most [`tls::BUFFER_LIMIT`] of records the socket refused.
 //! - Connecting includes the TLS handshake ([`Wire::handshake`]): no message is issued or timed
 //!   before it completes.
 
@@ -20,7 +20,6 @@ use std::path::Path;
 
 use mio::net::{TcpStream, UnixStream};
 use ricochet::sys;
-use ricochet::tls_io::Inbound;
 
 use crate::target::{Address, Endpoint};
 use crate::tls::{self, TlsClient};
@@ -137,9 +136,7 @@ pub struct Wire {
 #[derive(Debug, Default)]
 struct Link {
     /// The TLS session (boxed: large, and most runs have none).
-    tls: Option<Box<rustls::ClientConnection>>,
-    /// Ciphertext read ahead of the session, and the server's end of stream.
-    inbound: Inbound,
+    tls: Option<Box<tls::Session>>,
     /// The PROXY protocol header still to write, before anything else (`--proxy-header`).
     preface: Vec<u8>,
 }
@@ -150,9 +147,10 @@ impl Wire {
         Wire::default()
     }
 
-    /// A new TLS session from `client` (its ClientHello waiting to be written).
-    pub fn tls(client: &TlsClient) -> io::Result<Wire> {
-        let session = Box::new(client.session()?);
+    /// A new TLS session from `client` on the socket `fd` (its ClientHello waiting to be
+    /// written).
+    pub fn tls(client: &TlsClient, fd: RawFd) -> io::Result<Wire> {
+        let session = Box::new(tls::Session::new(client.unbuffered()?, fd, tls::BUFFER_LIMIT));
         let link = Link { tls: Some(session), ..Link::default() };
         Ok(Wire { link, ws: None })
     }
@@ -211,7 +209,7 @@ impl Wire {
     /// The peer's end of stream came with what was read: read again, no edge will come.
     #[inline]
     pub fn saw_end(&self) -> bool {
-        self.link.inbound.eof || self.ws.as_ref().is_some_and(|ws| ws.is_closed())
+        self.link.saw_end() || self.ws.as_ref().is_some_and(|ws| ws.is_closed())
     }
 
     /// Writes `bytes` as far as the socket (or the session, or the framing) takes them: how
@@ -301,7 +299,7 @@ fn read_ws(link: &mut Link, ws: &mut WsClient, fd: RawFd, buf: &mut [u8]) -> io:
         if !ws.pending().is_empty() {
             let _ = flush_ws(link, ws, fd)?; // a pong
         }
-        if n < asked && !link.inbound.eof {
+        if n < asked && !link.saw_end() {
             if filled == 0 {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
@@ -324,16 +322,22 @@ impl Link {
             }
         }
         match self.tls.as_deref_mut() {
-            Some(session) => tls::handshake(session, fd),
+            Some(session) => session.handshake().map_err(|e| tls::error(session, e)),
             None => Ok(true),
         }
+    }
+
+    /// The peer's end of stream came with what was read.
+    #[inline]
+    fn saw_end(&self) -> bool {
+        self.tls.as_deref().is_some_and(|session| session.eof())
     }
 
     #[inline]
     fn read(&mut self, fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
         match self.tls.as_deref_mut() {
             None => sys::recv(fd, buf).map_err(io::Error::from_raw_os_error),
-            Some(session) => tls::read_plain(session, fd, buf, &mut self.inbound),
+            Some(session) => session.read_plain(buf).map_err(|e| tls::error(session, e)),
         }
     }
 
@@ -349,33 +353,23 @@ impl Link {
                 }
             };
         };
-        let mut taken = 0;
-        loop {
-            if !tls::write_records(session, fd)? {
-                return Ok((taken, true));
-            }
-            if taken == bytes.len() {
-                return Ok((taken, false));
-            }
-            let n = io::Write::write(&mut session.writer(), &bytes[taken..])?;
-            if n == 0 {
-                return Ok((taken, false)); // cannot happen with the records written: none held
-            }
-            taken += n;
+        match session.write(&[bytes]) {
+            Ok(n) => Ok((n, n < bytes.len() || session.has_buffered())),
+            Err(libc::EAGAIN) => Ok((0, true)),
+            Err(e) => Err(tls::error(session, e)),
         }
     }
 
-    fn on_writable(&mut self, fd: RawFd) -> io::Result<bool> {
+    fn on_writable(&mut self, _fd: RawFd) -> io::Result<bool> {
         match self.tls.as_deref_mut() {
-            Some(session) => tls::write_records(session, fd),
+            Some(session) => session.flush().map_err(|e| tls::error(session, e)),
             None => Ok(true),
         }
     }
 
-    fn close_notify(&mut self, fd: RawFd) {
+    fn close_notify(&mut self, _fd: RawFd) {
         if let Some(session) = self.tls.as_deref_mut() {
-            session.send_close_notify();
-            let _ = tls::write_records(session, fd);
+            session.close_notify();
         }
     }
 }
@@ -402,7 +396,9 @@ pub fn connect(
         Address::Tcp(addr) => (tcp(*addr)?, Wire::plain(), Some(*addr)),
         Address::Tls(addr) => {
             let tls = tls.ok_or_else(|| io::Error::other("a TLS target without TLS settings"))?;
-            (tcp(*addr)?, Wire::tls(tls)?, Some(*addr))
+            let socket = tcp(*addr)?;
+            let wire = Wire::tls(tls, socket.fd())?;
+            (socket, wire, Some(*addr))
         }
         Address::Unix(path) => (Socket::unix(path)?, Wire::plain(), None),
         Address::Udp(_) => return Err(io::Error::other("UDP is not a stream transport")),

@@ -8,11 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
 
-/// Bytes of plaintext a connection hands rustls ahead of the socket, at most: what it accepted
+/// Bytes of plaintext a load connection encrypts ahead of the socket, at most: what it accepted
 /// is nearly what went out, so closed-loop start times stay honest.
 pub const BUFFER_LIMIT: usize = 64 * 1024;
 
@@ -46,6 +47,9 @@ impl TlsClient {
         if !resume {
             config.resumption = rustls::client::Resumption::disabled();
         }
+        // A load connection's TLS 1.3 records are protected by `ricochet::tls13` once the
+        // handshake is done, with the secrets rustls hands over.
+        config.enable_secret_extraction = true;
         let name = ServerName::try_from(name.trim_start_matches('[').trim_end_matches(']'))
             .map_err(|e| format!("`{name}` is not a TLS server name: {e}"))?
             .to_owned();
@@ -58,6 +62,15 @@ impl TlsClient {
             .map_err(io::Error::other)?;
         conn.set_buffer_limit(Some(BUFFER_LIMIT));
         Ok(conn)
+    }
+}
+
+impl TlsClient {
+    /// A new unbuffered session (its ClientHello waiting to be written), for a load
+    /// connection's [`crate::tls_records::Session`].
+    pub fn unbuffered(&self) -> io::Result<UnbufferedClientConnection> {
+        UnbufferedClientConnection::new(Arc::clone(&self.config), self.name.clone())
+            .map_err(io::Error::other)
     }
 }
 

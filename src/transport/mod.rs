@@ -33,7 +33,6 @@ pub(crate) use write_by_parts;
 
 #[cfg(test)]
 pub(crate) mod scripted;
-mod tls13;
 pub(crate) mod tls_session;
 pub(crate) mod ws;
 

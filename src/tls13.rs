@@ -1,4 +1,5 @@
-//! TLS 1.3 records after rustls's handshake, protected here with the traffic secrets rustls
+//! TLS 1.3 records after rustls's handshake, for the server's transport and loadgen's client
+//! alike (public but hidden, like [`crate::sys`]), protected here with the traffic secrets rustls
 //! negotiated — what the kernel does for kTLS (rustls's `dangerous_into_kernel_connection` is
 //! made for it), in user space: this machine's kernel has no `tls` module.
 //!
@@ -10,33 +11,35 @@
 //!
 //! What is handled after the handshake (RFC 8446 §4.6, §5, §6): application data; alerts
 //! (close_notify ends the stream, user_canceled is ignored, any other ends the connection);
-//! KeyUpdate from the client (our receive key moves on; when it asks, we answer with our own and
+//! KeyUpdate from the peer (our receive key moves on; when it asks, we answer with our own and
 //! move our send key on); our own KeyUpdate before a send key has sealed [`UPDATE_AFTER`]
-//! records (AES-GCM's confidentiality limit, RFC 8446 §5.5, is 2^24.5). A handshake message
-//! split across records is refused (no client splits a 5-byte KeyUpdate; rustls would join
-//! it), as is any other post-handshake message (the server asks for no client certificate and
-//! a client sends no tickets).
+//! records (AES-GCM's confidentiality limit, RFC 8446 §5.5, is 2^24.5); on the client, the
+//! server's NewSessionTickets (to rustls's session store, for resumption). A handshake message
+//! split across records is refused (no peer splits a 5-byte KeyUpdate or a ticket; rustls would
+//! join them), as is any other post-handshake message (the server asks for no client
+//! certificate, and a client sends no tickets).
 //!
 //! TLS 1.2 sessions stay with rustls throughout.
 
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use rustls::client::ClientConnectionData;
 use rustls::kernel::KernelConnection;
-use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
-use rustls::ConnectionTrafficSecrets;
+use rustls::server::ServerConnectionData;
+use rustls::{ConnectionTrafficSecrets, ExtractedSecrets};
 
 /// A record's header: content type, legacy version, length.
-pub(super) const HEADER: usize = 5;
+pub const HEADER: usize = 5;
 /// The AEAD tag after each record's ciphertext.
-pub(super) const TAG: usize = 16;
+pub const TAG: usize = 16;
 /// The largest plaintext of one record.
-pub(super) const RECORD: usize = 16 * 1024;
+pub const RECORD: usize = 16 * 1024;
 /// What one record adds to its plaintext: header, inner content type, tag.
-pub(super) const OVERHEAD: usize = HEADER + 1 + TAG;
+pub const OVERHEAD: usize = HEADER + 1 + TAG;
 /// The longest ciphertext a record may carry (RFC 8446 §5.2).
 const MAX_CIPHERTEXT: usize = RECORD + 256;
 
 /// Records sealed with one send key before we move it on.
-const UPDATE_AFTER: u64 = 1 << 23;
+pub const UPDATE_AFTER: u64 = 1 << 23;
 
 /// Records in a row that carry no data (empty ones, key updates, warnings) before the peer is
 /// taken for a pest (rustls allows as many key updates without data between them).
@@ -46,11 +49,30 @@ const CHANGE_CIPHER_SPEC: u8 = 20;
 const ALERT: u8 = 21;
 const HANDSHAKE: u8 = 22;
 const APPLICATION_DATA: u8 = 23;
+const NEW_SESSION_TICKET: u8 = 4;
 const KEY_UPDATE: u8 = 24;
+
+/// What a side does with a post-handshake message only its peer may send.
+pub trait Side: Sized {
+    /// A NewSessionTicket's body (the client stores it; the server never gets one).
+    fn ticket(kernel: &mut KernelConnection<Self>, body: &[u8]) -> Result<(), Alert>;
+}
+
+impl Side for ServerConnectionData {
+    fn ticket(_: &mut KernelConnection<Self>, _: &[u8]) -> Result<(), Alert> {
+        Err(Alert::UNEXPECTED_MESSAGE)
+    }
+}
+
+impl Side for ClientConnectionData {
+    fn ticket(kernel: &mut KernelConnection<Self>, body: &[u8]) -> Result<(), Alert> {
+        kernel.handle_new_session_ticket(body).map_err(|_| Alert::DECODE_ERROR)
+    }
+}
 
 /// An alert we send before we close: the connection failed (its description, RFC 8446 §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Alert(pub u8);
+pub struct Alert(pub u8);
 
 impl Alert {
     const UNEXPECTED_MESSAGE: Alert = Alert(10);
@@ -59,18 +81,34 @@ impl Alert {
     const DECODE_ERROR: Alert = Alert(50);
     const INTERNAL_ERROR: Alert = Alert(80);
     /// Not an alert to send: the peer sent a fatal one.
-    pub(super) const PEER_FAILED: Alert = Alert(0);
+    pub const PEER_FAILED: Alert = Alert(0);
 }
 
 /// What one record held.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Opened {
+pub enum Opened {
     /// Application data, at this range of the record's buffer.
     Data(std::ops::Range<usize>),
     /// The peer's close_notify: nothing follows.
     Closed,
     /// Nothing for the caller (a key update, a warning).
     Nothing,
+}
+
+/// The length of the whole record at the start of `input`, or `None` if it has not all
+/// arrived.
+pub fn record_len(input: &[u8]) -> Result<Option<usize>, Alert> {
+    let Some(header) = input.get(..HEADER) else { return Ok(None) };
+    if header[0] != APPLICATION_DATA {
+        // Every record after the handshake is protected (a plain alert, a late
+        // ChangeCipherSpec or any other type is out of place).
+        return Err(Alert::UNEXPECTED_MESSAGE);
+    }
+    let len = u16::from_be_bytes([header[3], header[4]]) as usize;
+    if len > MAX_CIPHERTEXT {
+        return Err(Alert::RECORD_OVERFLOW);
+    }
+    Ok((input.len() >= HEADER + len).then_some(HEADER + len))
 }
 
 /// One direction's key, nonce and sequence number.
@@ -107,18 +145,18 @@ impl Direction {
 }
 
 /// An established TLS 1.3 session's record protection.
-pub(super) struct Records {
+pub struct Records<D> {
     tx: Direction,
     rx: Direction,
     /// rustls's post-handshake state: the key schedule, for key updates.
-    kernel: KernelConnection<ServerConnectionData>,
+    kernel: KernelConnection<D>,
     /// Records a send key seals before we move it on ([`UPDATE_AFTER`]; less in tests).
-    pub(super) update_after: u64,
+    pub update_after: u64,
     /// Records in a row with no data.
     fruitless: u8,
 }
 
-impl std::fmt::Debug for Records {
+impl<D> std::fmt::Debug for Records<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Records")
             .field("tx_seq", &self.tx.seq)
@@ -127,11 +165,10 @@ impl std::fmt::Debug for Records {
     }
 }
 
-impl Records {
-    /// Takes over a TLS 1.3 session whose handshake is done and whose records are all sent.
-    pub(super) fn take_over(conn: UnbufferedServerConnection) -> Result<Records, Alert> {
-        let (secrets, kernel) =
-            conn.dangerous_into_kernel_connection().map_err(|_| Alert::INTERNAL_ERROR)?;
+impl<D: Side> Records<D> {
+    /// Takes over a TLS 1.3 session from what rustls handed over (its handshake done, its
+    /// records all sent).
+    pub fn new(secrets: ExtractedSecrets, kernel: KernelConnection<D>) -> Result<Self, Alert> {
         Ok(Records {
             tx: Direction::new(secrets.tx)?,
             rx: Direction::new(secrets.rx)?,
@@ -141,29 +178,9 @@ impl Records {
         })
     }
 
-    /// The length of the whole record at the start of `input`, or `None` if it has not all
-    /// arrived.
-    pub(super) fn record_len(input: &[u8]) -> Result<Option<usize>, Alert> {
-        let Some(header) = input.get(..HEADER) else { return Ok(None) };
-        if header[0] != APPLICATION_DATA {
-            // Every record after the handshake is protected (a plain alert, a late
-            // ChangeCipherSpec or any other type is out of place).
-            return Err(Alert::UNEXPECTED_MESSAGE);
-        }
-        let len = u16::from_be_bytes([header[3], header[4]]) as usize;
-        if len > MAX_CIPHERTEXT {
-            return Err(Alert::RECORD_OVERFLOW);
-        }
-        Ok((input.len() >= HEADER + len).then_some(HEADER + len))
-    }
-
     /// Decrypts the one whole `record` in place; a reply it calls for (our KeyUpdate) is sealed
     /// at the end of `replies`.
-    pub(super) fn open(
-        &mut self,
-        record: &mut [u8],
-        replies: &mut Vec<u8>,
-    ) -> Result<Opened, Alert> {
+    pub fn open(&mut self, record: &mut [u8], replies: &mut Vec<u8>) -> Result<Opened, Alert> {
         let (header, body) = record.split_at_mut(HEADER);
         let aad = Aad::from(<[u8; HEADER]>::try_from(&*header).expect("a header"));
         if body.len() < TAG + 1 {
@@ -202,21 +219,30 @@ impl Records {
         }
     }
 
-    /// A post-handshake message from the client: only KeyUpdate, whole, at the record's end.
-    fn handshake(&mut self, message: &[u8], replies: &mut Vec<u8>) -> Result<Opened, Alert> {
-        match message {
-            [KEY_UPDATE, 0, 0, 1, requested @ (0 | 1)] => {
-                self.rx = Direction::new(
-                    self.kernel.update_rx_secret().map_err(|_| Alert::INTERNAL_ERROR)?,
-                )?;
-                if *requested == 1 {
-                    self.update_tx(replies)?;
+    /// Post-handshake messages, each whole in this record: KeyUpdate (last in its record:
+    /// the keys change after it), and NewSessionTicket where the side takes one.
+    fn handshake(&mut self, mut messages: &[u8], replies: &mut Vec<u8>) -> Result<Opened, Alert> {
+        while !messages.is_empty() {
+            let [typ, a, b, c, rest @ ..] = messages else { return Err(Alert::DECODE_ERROR) };
+            let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
+            let Some(body) = rest.get(..len) else { return Err(Alert::DECODE_ERROR) };
+            messages = &rest[len..];
+            match (*typ, body) {
+                (KEY_UPDATE, [requested @ (0 | 1)]) if messages.is_empty() => {
+                    self.rx = Direction::new(
+                        self.kernel.update_rx_secret().map_err(|_| Alert::INTERNAL_ERROR)?,
+                    )?;
+                    if *requested == 1 {
+                        self.update_tx(replies)?;
+                    }
                 }
-                Ok(Opened::Nothing)
+                (KEY_UPDATE, [0 | 1]) => return Err(Alert::UNEXPECTED_MESSAGE),
+                (KEY_UPDATE, _) => return Err(Alert::DECODE_ERROR),
+                (NEW_SESSION_TICKET, body) => D::ticket(&mut self.kernel, body)?,
+                _ => return Err(Alert::UNEXPECTED_MESSAGE),
             }
-            [KEY_UPDATE, ..] => Err(Alert::DECODE_ERROR),
-            _ => Err(Alert::UNEXPECTED_MESSAGE),
         }
+        Ok(Opened::Nothing)
     }
 
     /// Sends our KeyUpdate (not asking for the peer's) under the current send key, then moves
@@ -229,7 +255,7 @@ impl Records {
     }
 
     /// Our KeyUpdate, at the end of `out`, if the send key has sealed its share of records.
-    pub(super) fn update_if_due(&mut self, out: &mut Vec<u8>) -> Result<(), Alert> {
+    pub fn update_if_due(&mut self, out: &mut Vec<u8>) -> Result<(), Alert> {
         if self.update_due() {
             self.update_tx(out)
         } else {
@@ -238,29 +264,29 @@ impl Records {
     }
 
     /// Whether [`Records::update_if_due`] has something to do.
-    pub(super) fn update_due(&self) -> bool {
+    pub fn update_due(&self) -> bool {
         self.tx.seq >= self.update_after
     }
 
     /// The send and receive sequence numbers (records sealed and opened under the current keys).
     #[cfg(test)]
-    pub(super) fn seqs(&self) -> (u64, u64) {
+    pub fn seqs(&self) -> (u64, u64) {
         (self.tx.seq, self.rx.seq)
     }
 
     /// Seals a record of application data whose `len` bytes of plaintext the caller put at
     /// `out[HEADER..]`; returns the record's length (`len + OVERHEAD`, which `out` must hold).
-    pub(super) fn seal_data(&mut self, len: usize, out: &mut [u8]) -> usize {
+    pub fn seal_data(&mut self, len: usize, out: &mut [u8]) -> usize {
         self.seal(APPLICATION_DATA, len, out)
     }
 
     /// Our close_notify, at the end of `out`.
-    pub(super) fn close_notify(&mut self, out: &mut Vec<u8>) {
+    pub fn close_notify(&mut self, out: &mut Vec<u8>) {
         self.seal_to(ALERT, &[1, 0], out);
     }
 
     /// The fatal alert for `alert` at the end of `out` (none when the peer sent one).
-    pub(super) fn fatal(&mut self, alert: Alert, out: &mut Vec<u8>) {
+    pub fn fatal(&mut self, alert: Alert, out: &mut Vec<u8>) {
         if alert != Alert::PEER_FAILED {
             self.seal_to(ALERT, &[2, alert.0], out);
         }
