@@ -92,7 +92,7 @@ impl Identity {
                 _ => Error::Tls(format!("TLS: the generated certificate and key do not fit: {e}")),
             })?;
         // A TLS 1.3 session's records are protected by the transport once the handshake is
-        // done, with the secrets rustls hands over (src/transport/tls13.rs).
+        // done, with the secrets rustls hands over (src/tls13.rs).
         config.enable_secret_extraction = true;
         Ok(Identity { config: Arc::new(config), cert_path, sha256, temp })
     }
