@@ -254,18 +254,14 @@ impl<D: Side> Records<D> {
         Ok(())
     }
 
-    /// Our KeyUpdate, at the end of `out`, if the send key has sealed its share of records.
-    pub fn update_if_due(&mut self, out: &mut Vec<u8>) -> Result<(), Alert> {
-        if self.update_due() {
-            self.update_tx(out)
-        } else {
-            Ok(())
+    /// Our KeyUpdate, at the end of `out`, if the send key has sealed its share of records;
+    /// true if it went there.
+    pub fn update_if_due(&mut self, out: &mut Vec<u8>) -> Result<bool, Alert> {
+        if self.tx.seq < self.update_after {
+            return Ok(false);
         }
-    }
-
-    /// Whether [`Records::update_if_due`] has something to do.
-    pub fn update_due(&self) -> bool {
-        self.tx.seq >= self.update_after
+        self.update_tx(out)?;
+        Ok(true)
     }
 
     /// The send and receive sequence numbers (records sealed and opened under the current keys).

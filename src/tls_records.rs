@@ -131,31 +131,34 @@ struct Held {
     end_reported: bool,
 }
 
+/// Sends `bytes` until all went or the socket refuses; returns how many went.
+fn send_some(fd: RawFd, bytes: &[u8]) -> Result<usize, Errno> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match sys::send(fd, &bytes[sent..]) {
+            Ok(n) => sent += n,
+            Err(EINTR) => {}
+            Err(EAGAIN) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
+}
+
 impl Held {
     /// Writes the held records until none is left (true) or the socket refuses (false).
     fn flush(&mut self, fd: RawFd) -> Result<bool, Errno> {
-        let output = &mut self.output;
-        if output.is_empty() {
+        if self.output.is_empty() {
             return Ok(true);
         }
-        let mut sent = 0;
-        let result = loop {
-            if sent == output.len() {
-                break Ok(true);
-            }
-            match sys::send(fd, &output[sent..]) {
-                Ok(n) => sent += n,
-                Err(EINTR) => {}
-                Err(EAGAIN) => break Ok(false),
-                Err(e) => break Err(e),
-            }
-        };
-        if sent == output.len() {
-            *output = Vec::new(); // an idle session holds nothing
+        let sent = send_some(fd, &self.output)?;
+        if sent == self.output.len() {
+            self.output = Vec::new(); // an idle session holds nothing
+            Ok(true)
         } else {
-            output.drain(..sent);
+            self.output.drain(..sent);
+            Ok(false)
         }
-        result
     }
 }
 
@@ -466,6 +469,8 @@ impl<C: Handshake> Session<C> {
             inbox[..len].copy_from_slice(&self.held.input);
             self.held.input = Vec::new();
             let mut fresh = len > 0;
+            // A short read: the socket is drained once what it gave is processed.
+            let mut drained = false;
             loop {
                 if fresh {
                     let (done, stop) =
@@ -473,7 +478,11 @@ impl<C: Handshake> Session<C> {
                     inbox.copy_within(done..len, 0);
                     len -= done;
                     match stop {
-                        Stop::Drained => {}
+                        Stop::Drained if !drained => {}
+                        Stop::Drained => {
+                            self.held.input.extend_from_slice(&inbox[..len]);
+                            return if sink.filled > 0 { Ok(sink.filled) } else { Err(EAGAIN) };
+                        }
                         Stop::Full => {
                             self.held.input.extend_from_slice(&inbox[..len]);
                             return Ok(sink.filled);
@@ -508,20 +517,7 @@ impl<C: Handshake> Session<C> {
                 }
                 len += n;
                 fresh = true;
-                if n < room && !self.held.end_reported {
-                    // A short read: the socket is drained once these records are processed.
-                    let (done, stop) =
-                        self.process(&mut inbox[..len], &mut sink).map_err(|e| self.fail(e))?;
-                    self.held.input.extend_from_slice(&inbox[done..len]);
-                    if let Stop::Closed = stop {
-                        self.held.eof = true;
-                    }
-                    return if sink.filled > 0 || self.held.eof {
-                        Ok(sink.filled)
-                    } else {
-                        Err(EAGAIN)
-                    };
-                }
+                drained = n < room && !self.held.end_reported;
             }
         })
     }
@@ -543,17 +539,15 @@ impl<C: Handshake> Session<C> {
         let mut taken = 0;
         while taken < total {
             if let State::Records(records) = &mut self.state {
-                if records.update_due() {
-                    records
-                        .update_if_due(&mut self.held.output)
-                        .map_err(|a| self.fail(a.into()))?;
-                    if !self.flush()? {
-                        break;
-                    }
+                let updated = records
+                    .update_if_due(&mut self.held.output)
+                    .map_err(|a| self.fail(a.into()))?;
+                if updated && !self.flush()? {
+                    break;
                 }
             }
             let limit = self.limit;
-            let batch = OUTBOX.with(|outbox| {
+            let batch = OUTBOX.with(|outbox| -> Result<(usize, bool), Errno> {
                 let outbox = &mut outbox.borrow_mut()[..];
                 let sealed = match &mut self.state {
                     State::Records(records) => Ok(seal_records(records, &mut from, limit, outbox)),
@@ -561,15 +555,7 @@ impl<C: Handshake> Session<C> {
                     State::Gone => Err(Failed::default()),
                 };
                 let (took, encrypted) = sealed.map_err(|e| self.fail(e))?;
-                let mut sent = 0;
-                while sent < encrypted {
-                    match sys::send(self.fd, &outbox[sent..encrypted]) {
-                        Ok(n) => sent += n,
-                        Err(EINTR) => {}
-                        Err(EAGAIN) => break,
-                        Err(e) => return Err(e),
-                    }
-                }
+                let sent = send_some(self.fd, &outbox[..encrypted])?;
                 self.held.output.extend_from_slice(&outbox[sent..encrypted]);
                 Ok((took, sent == encrypted))
             });

@@ -225,7 +225,7 @@ impl Wire {
     /// A writable edge: writes what the wire holds (TLS records, framed WebSocket output);
     /// false if the socket refuses again.
     pub fn on_writable(&mut self, fd: RawFd) -> io::Result<bool> {
-        if !self.link.on_writable(fd)? {
+        if !self.link.on_writable()? {
             return Ok(false);
         }
         match self.ws.as_deref_mut() {
@@ -241,7 +241,7 @@ impl Wire {
             ws.close();
             let _ = flush_ws(&mut self.link, ws, fd);
         }
-        self.link.close_notify(fd);
+        self.link.close_notify();
     }
 }
 
@@ -360,14 +360,14 @@ impl Link {
         }
     }
 
-    fn on_writable(&mut self, _fd: RawFd) -> io::Result<bool> {
+    fn on_writable(&mut self) -> io::Result<bool> {
         match self.tls.as_deref_mut() {
             Some(session) => session.flush().map_err(|e| tls::error(session, e)),
             None => Ok(true),
         }
     }
 
-    fn close_notify(&mut self, _fd: RawFd) {
+    fn close_notify(&mut self) {
         if let Some(session) = self.tls.as_deref_mut() {
             session.close_notify();
         }

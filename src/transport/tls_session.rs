@@ -104,10 +104,9 @@ impl Tls {
         }
     }
 
+    /// (No handshake ends here: the session takes nothing to write until it has.)
     fn write_parts(&mut self, parts: &[&[u8]]) -> Result<usize, Errno> {
-        let result = self.session.write(parts);
-        self.note_handshake();
-        result.map_err(|e| if e == TLS_FAILED { libc::ECONNRESET } else { e })
+        self.session.write(parts).map_err(|e| if e == TLS_FAILED { libc::ECONNRESET } else { e })
     }
 }
 
