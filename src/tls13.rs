@@ -37,6 +37,8 @@ pub const RECORD: usize = 16 * 1024;
 pub const OVERHEAD: usize = HEADER + 1 + TAG;
 /// The longest ciphertext a record may carry (RFC 8446 §5.2).
 const MAX_CIPHERTEXT: usize = RECORD + 256;
+/// The longest whole record, header included.
+pub const MAX_RECORD: usize = HEADER + MAX_CIPHERTEXT;
 
 /// Records sealed with one send key before we move it on.
 pub const UPDATE_AFTER: u64 = 1 << 23;
@@ -87,8 +89,8 @@ impl Alert {
 /// What one record held.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Opened {
-    /// Application data, at this range of the record's buffer.
-    Data(std::ops::Range<usize>),
+    /// Application data: this many bytes at the region's start.
+    Data(usize),
     /// The peer's close_notify: nothing follows.
     Closed,
     /// Nothing for the caller (a key update, a warning).
@@ -178,17 +180,27 @@ impl<D: Side> Records<D> {
         })
     }
 
-    /// Decrypts the one whole `record` in place; a reply it calls for (our KeyUpdate) is sealed
-    /// at the end of `replies`.
-    pub fn open(&mut self, record: &mut [u8], replies: &mut Vec<u8>) -> Result<Opened, Alert> {
-        let (header, body) = record.split_at_mut(HEADER);
-        let aad = Aad::from(<[u8; HEADER]>::try_from(&*header).expect("a header"));
-        if body.len() < TAG + 1 {
+    /// Decrypts the one whole record at `region[at..]` (header first) to the region's start,
+    /// in one pass (ring's `open_within`: a record read behind plaintext already taken out
+    /// of the buffer lands right after it); a reply it calls for (our KeyUpdate) is sealed at
+    /// the end of `replies`.
+    pub fn open(
+        &mut self,
+        region: &mut [u8],
+        at: usize,
+        replies: &mut Vec<u8>,
+    ) -> Result<Opened, Alert> {
+        if region.len() - at < HEADER + TAG + 1 {
             return Err(Alert::DECODE_ERROR);
         }
+        let header: [u8; HEADER] = region[at..at + HEADER].try_into().expect("a header");
+        let aad = Aad::from(header);
         let nonce = self.rx.next_nonce();
-        let plain =
-            self.rx.key.open_in_place(nonce, aad, body).map_err(|_| Alert::BAD_RECORD_MAC)?;
+        let plain = self
+            .rx
+            .key
+            .open_within(nonce, aad, region, at + HEADER..)
+            .map_err(|_| Alert::BAD_RECORD_MAC)?;
         // The inner content type is the last byte that is not padding (§5.4).
         let Some(end) = plain.iter().rposition(|&b| b != 0) else {
             return Err(Alert::UNEXPECTED_MESSAGE);
@@ -199,7 +211,7 @@ impl<D: Side> Records<D> {
         let content = &plain[..end];
         if plain[end] == APPLICATION_DATA && end > 0 {
             self.fruitless = 0;
-            return Ok(Opened::Data(HEADER..HEADER + end));
+            return Ok(Opened::Data(end));
         }
         self.fruitless += 1;
         if self.fruitless > MAX_FRUITLESS {

@@ -106,14 +106,16 @@ impl StreamConn {
     }
 
     /// Drops echoed bytes from the ring once they are a good share of it, keeping message
-    /// boundaries at multiples of the message size.
+    /// boundaries at multiples of the message size. The bytes kept move to the front, so it
+    /// waits until they are at most a quarter of those dropped: moving at most one byte for
+    /// four echoed (at "half", bulk with a deep queue moved one for one, 3 % of loadgen's CPU).
     fn compact(&mut self) {
         let whole = self.acked - self.partial;
         if whole == self.ring.len() {
             self.ring.clear();
             self.acked = 0;
             self.written = 0;
-        } else if whole >= 64 * 1024 && whole * 2 >= self.ring.len() {
+        } else if whole >= 64 * 1024 && whole >= 4 * (self.ring.len() - whole) {
             self.ring.drain(..whole);
             self.acked -= whole;
             self.written -= whole;

@@ -191,12 +191,19 @@ mod tests {
     /// thread; the server's side echoes.
     struct Pair {
         server: Tls,
+        /// The server's reads: through the inbox when smaller than a record, else straight
+        /// into the buffer ([`READS`]).
+        read: usize,
         client: rustls::ClientConnection,
         sock: UnixStream,
         _identity: Identity,
     }
 
-    fn pair(versions: &[&'static rustls::SupportedProtocolVersion]) -> Pair {
+    /// The server's read sizes each test runs with: through the inbox; one record straight
+    /// into the buffer, the rest through the inbox; records straight into the buffer.
+    const READS: [usize; 3] = [4096, 20_000, 64 * 1024];
+
+    fn pair(versions: &[&'static rustls::SupportedProtocolVersion], read: usize) -> Pair {
         let identity = Identity::new(&TlsSettings::default()).unwrap();
         let (ours, theirs) = UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
@@ -217,7 +224,7 @@ mod tests {
         let client =
             rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap())
                 .unwrap();
-        Pair { server, client, sock: theirs, _identity: identity }
+        Pair { server, read, client, sock: theirs, _identity: identity }
     }
 
     impl Pair {
@@ -234,7 +241,7 @@ mod tests {
                         Err(e) => panic!("{e}"),
                     }
                 }
-                let mut buf = [0u8; 4096];
+                let mut buf = vec![0u8; self.read];
                 match self.server.recv(&mut buf) {
                     Ok(n) if n > 0 => {
                         moved = true;
@@ -285,101 +292,115 @@ mod tests {
 
     #[test]
     fn a_tls13_session_changes_hands_and_echoes() {
-        let mut pair = pair(&[&rustls::version::TLS13]);
-        assert_eq!(pair.echo(b"hello"), b"hello");
-        let seqs = pair.records().seqs();
-        let big: Vec<u8> = (0..100_000).map(|i| (i * 7 % 251) as u8).collect();
-        assert!(pair.echo(&big) == big, "100 kB back, in order");
-        assert!(pair.records().seqs().1 > seqs.1);
-        assert_eq!(pair.server.count_now(), (1, 0, 0));
+        for read in READS {
+            let mut pair = pair(&[&rustls::version::TLS13], read);
+            assert_eq!(pair.echo(b"hello"), b"hello");
+            let seqs = pair.records().seqs();
+            let big: Vec<u8> = (0..100_000).map(|i| (i * 7 % 251) as u8).collect();
+            assert!(pair.echo(&big) == big, "100 kB back, in order");
+            assert!(pair.records().seqs().1 > seqs.1);
+            assert_eq!(pair.server.count_now(), (1, 0, 0));
+        }
     }
 
     #[test]
     fn a_tls12_session_stays_with_rustls() {
-        let mut pair = pair(&[&rustls::version::TLS12]);
-        assert_eq!(pair.echo(b"hello"), b"hello");
-        assert!(pair.server.session.records().is_none());
+        for read in READS {
+            let mut pair = pair(&[&rustls::version::TLS12], read);
+            assert_eq!(pair.echo(b"hello"), b"hello");
+            assert!(pair.server.session.records().is_none());
+        }
     }
 
     /// The client moves its send key on and asks for ours to move too: we answer with our own
     /// KeyUpdate under the old key, then seal under the new one (the client reads it all).
     #[test]
     fn a_key_update_from_the_client_moves_both_keys_on() {
-        let mut pair = pair(&[&rustls::version::TLS13]);
-        assert_eq!(pair.echo(b"hello"), b"hello");
-        for round in 0..3 {
-            pair.client.refresh_traffic_keys().unwrap();
-            assert_eq!(pair.echo(b"after"), b"after", "round {round}");
-            // Our KeyUpdate went under the old key; one echo record under the new one.
-            assert_eq!(pair.records().seqs(), (1, 1), "round {round}");
+        for read in READS {
+            let mut pair = pair(&[&rustls::version::TLS13], read);
+            assert_eq!(pair.echo(b"hello"), b"hello");
+            for round in 0..3 {
+                pair.client.refresh_traffic_keys().unwrap();
+                assert_eq!(pair.echo(b"after"), b"after", "round {round}");
+                // Our KeyUpdate went under the old key; one echo record under the new one.
+                assert_eq!(pair.records().seqs(), (1, 1), "round {round}");
+            }
         }
     }
 
     /// Our send key moves on by itself after `update_after` records.
     #[test]
     fn our_send_key_moves_on_when_worn() {
-        let mut pair = pair(&[&rustls::version::TLS13]);
-        assert_eq!(pair.echo(b"hello"), b"hello");
-        pair.server.session.records_mut().expect("taken over").update_after = 3;
-        for i in 0..10u8 {
-            assert_eq!(pair.echo(&[i; 10]), [i; 10]);
-            assert!(pair.records().seqs().0 <= 3, "{:?}", pair.records().seqs());
+        for read in READS {
+            let mut pair = pair(&[&rustls::version::TLS13], read);
+            assert_eq!(pair.echo(b"hello"), b"hello");
+            pair.server.session.records_mut().expect("taken over").update_after = 3;
+            for i in 0..10u8 {
+                assert_eq!(pair.echo(&[i; 10]), [i; 10]);
+                assert!(pair.records().seqs().0 <= 3, "{:?}", pair.records().seqs());
+            }
         }
     }
 
     /// A record that fails to authenticate ends the session with bad_record_mac.
     #[test]
     fn a_corrupt_record_gets_an_alert() {
-        let mut pair = pair(&[&rustls::version::TLS13]);
-        assert_eq!(pair.echo(b"hello"), b"hello");
-        pair.client.writer().write_all(b"tampered").unwrap();
-        let mut record = Vec::new();
-        pair.client.write_tls(&mut record).unwrap();
-        let last = record.len() - 1;
-        record[last] ^= 1;
-        pair.sock.write_all(&record).unwrap();
-        let mut buf = [0u8; 64];
-        assert_eq!(pair.server.recv(&mut buf), Err(libc::ECONNRESET));
-        assert!(pair.server.failed());
-        assert_eq!(
-            pair.run(),
-            Err(rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac))
-        );
-        // Not a failed handshake: the handshake was done.
-        assert_eq!(pair.server.count_now(), (1, 0, 0));
+        for read in READS {
+            let mut pair = pair(&[&rustls::version::TLS13], read);
+            assert_eq!(pair.echo(b"hello"), b"hello");
+            pair.client.writer().write_all(b"tampered").unwrap();
+            let mut record = Vec::new();
+            pair.client.write_tls(&mut record).unwrap();
+            let last = record.len() - 1;
+            record[last] ^= 1;
+            pair.sock.write_all(&record).unwrap();
+            let mut buf = vec![0u8; read];
+            assert_eq!(pair.server.recv(&mut buf), Err(libc::ECONNRESET));
+            assert!(pair.server.failed());
+            assert_eq!(
+                pair.run(),
+                Err(rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac))
+            );
+            // Not a failed handshake: the handshake was done.
+            assert_eq!(pair.server.count_now(), (1, 0, 0));
+        }
     }
 
     /// Key updates without data between them are a pest past a bound.
     #[test]
     fn endless_key_updates_are_refused() {
-        let mut pair = pair(&[&rustls::version::TLS13]);
-        assert_eq!(pair.echo(b"hello"), b"hello");
-        let mut ended = None;
-        for _ in 0..40 {
-            pair.client.refresh_traffic_keys().unwrap();
-            if let Err(e) = pair.run() {
-                ended = Some(e);
-                break;
+        for read in READS {
+            let mut pair = pair(&[&rustls::version::TLS13], read);
+            assert_eq!(pair.echo(b"hello"), b"hello");
+            let mut ended = None;
+            for _ in 0..40 {
+                pair.client.refresh_traffic_keys().unwrap();
+                if let Err(e) = pair.run() {
+                    ended = Some(e);
+                    break;
+                }
             }
+            assert_eq!(
+                ended,
+                Some(rustls::Error::AlertReceived(rustls::AlertDescription::UnexpectedMessage))
+            );
         }
-        assert_eq!(
-            ended,
-            Some(rustls::Error::AlertReceived(rustls::AlertDescription::UnexpectedMessage))
-        );
     }
 
     /// close_notify reads as the end of the stream, and ours goes back.
     #[test]
     fn close_notify_both_ways() {
-        let mut pair = pair(&[&rustls::version::TLS13]);
-        assert_eq!(pair.echo(b"hello"), b"hello");
-        pair.client.send_close_notify();
-        pair.run().unwrap();
-        let mut buf = [0u8; 64];
-        assert_eq!(pair.server.recv(&mut buf), Ok(0));
-        pair.server.shutdown_write();
-        pair.run().unwrap();
-        let mut plain = [0u8; 8];
-        assert_eq!(pair.client.reader().read(&mut plain).unwrap(), 0, "close_notify");
+        for read in READS {
+            let mut pair = pair(&[&rustls::version::TLS13], read);
+            assert_eq!(pair.echo(b"hello"), b"hello");
+            pair.client.send_close_notify();
+            pair.run().unwrap();
+            let mut buf = vec![0u8; read];
+            assert_eq!(pair.server.recv(&mut buf), Ok(0));
+            pair.server.shutdown_write();
+            pair.run().unwrap();
+            let mut plain = [0u8; 8];
+            assert_eq!(pair.client.reader().read(&mut plain).unwrap(), 0, "close_notify");
+        }
     }
 }
