@@ -130,9 +130,18 @@ pub fn frame(out: &mut Vec<u8>, fin: bool, op: u8, payload: &[u8], key: Option<[
 /// payload, mod 4). Sixteen bytes at a time (one SSE2 register), then eight, then single bytes.
 #[inline]
 pub fn mask(buf: &mut [u8], key: [u8; 4], phase: usize) {
-    let key: [u8; 4] = std::array::from_fn(|i| key[(phase + i) & 3]);
-    let wide = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
+    // The key from `phase` bytes into it: a rotation of its word (towards the low byte in
+    // memory order).
+    let turn = 8 * (phase as u32 & 3);
+    let word = u32::from_ne_bytes(key);
+    let word = if cfg!(target_endian = "little") {
+        word.rotate_right(turn)
+    } else {
+        word.rotate_left(turn)
+    };
+    let key = word.to_ne_bytes();
     // Both halves alike: the same bytes in memory whatever the byte order.
+    let wide = u64::from(word) | (u64::from(word) << 32);
     let wider = u128::from(wide) | (u128::from(wide) << 64);
     let mut chunks = buf.chunks_exact_mut(16);
     for chunk in &mut chunks {

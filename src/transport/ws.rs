@@ -190,8 +190,17 @@ fn reply_push(first: &mut Option<OutMsg>, aside_slot: &mut Option<Box<Aside>>, m
     }
 }
 
+#[inline]
 fn reply_pop(first: &mut Option<OutMsg>, aside: &mut Option<Box<Aside>>) {
     *first = None;
+    if aside.is_some() {
+        reply_pop_more(first, aside);
+    }
+}
+
+/// [`reply_pop`] with replies owed beyond the first (not the common case: kept out of line).
+#[cold]
+fn reply_pop_more(first: &mut Option<OutMsg>, aside: &mut Option<Box<Aside>>) {
     if let Some(a) = aside {
         *first = a.more.pop_front();
         if a.more.is_empty() {
@@ -782,9 +791,9 @@ impl<T: Transport> Ws<T> {
     /// Echo: replies whose every byte went out but whose FIN did not (the message ended after
     /// its last byte was sent, or was empty) get their final, empty frame now.
     fn end_replies(&mut self) {
-        while self.tx.at_boundary() {
-            let Some(head) = self.tx.front() else { break };
-            if !(head.complete && head.sent == head.len) {
+        while let Some(head) = self.tx.front() {
+            // Its bytes all out (the cheap test first), and no frame half sent.
+            if !(head.complete && head.sent == head.len && self.tx.at_boundary()) {
                 break;
             }
             let op = if head.started { opcode::CONTINUATION } else { head.op };
@@ -798,7 +807,7 @@ impl<T: Transport> Ws<T> {
     fn write_parts(&mut self, parts: &[&[u8]]) -> Result<usize, Errno> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let result = self.write_data(parts, total);
-        if self.tx.at_boundary() && self.tx.front().is_some_and(|m| m.complete && m.sent == m.len) {
+        if self.tx.front().is_some_and(|m| m.complete && m.sent == m.len) && self.tx.at_boundary() {
             // A message that ended while its last frame was going out: its FIN, now.
             self.end_replies();
             self.flush_ctl()?;
@@ -886,7 +895,7 @@ impl<T: Transport> Ws<T> {
     /// `None` when the general path must plan it.
     #[inline]
     fn write_whole_reply(&mut self, bytes: &[u8]) -> Result<Option<usize>, Errno> {
-        if self.mode != Mode::Echo || !self.tx.at_boundary() || !self.ctl_is_empty() {
+        if self.mode != Mode::Echo || !self.ctl_is_empty() || !self.tx.at_boundary() {
             return Ok(None);
         }
         let Some(msg) = self.tx.front() else { return Ok(None) };
@@ -1354,7 +1363,7 @@ impl<T: Transport> Transport for Ws<T> {
                 }
             }
             let m = self.decode(buf, start, from + n);
-            if self.tx.at_boundary() && !self.ctl_is_empty() {
+            if !self.ctl_is_empty() && self.tx.at_boundary() {
                 self.flush_ctl()?;
             }
             if m > 0 {
