@@ -151,6 +151,33 @@ fn send_some(fd: RawFd, bytes: &[u8]) -> Result<usize, Errno> {
     Ok(sent)
 }
 
+/// What one `recv` gave, for the two read loops ([`Session::read_plain`]'s through the inbox,
+/// [`read_into`]'s straight into the caller's buffer).
+enum Received {
+    /// `n` bytes; `drained`: a short read, so the socket is drained once they are processed
+    /// (not when the poll reported the peer's end: that may wait behind them, and no new edge
+    /// would announce it).
+    Bytes { n: usize, drained: bool },
+    /// The socket's end.
+    End,
+    /// Nothing (`EAGAIN`).
+    Nothing,
+}
+
+/// Receives into `buf` (not empty), retrying an interrupted call.
+#[inline]
+fn receive(fd: RawFd, buf: &mut [u8], end_reported: bool) -> Result<Received, Errno> {
+    loop {
+        return match sys::recv(fd, buf) {
+            Ok(0) => Ok(Received::End),
+            Ok(n) => Ok(Received::Bytes { n, drained: n < buf.len() && !end_reported }),
+            Err(EINTR) => continue,
+            Err(EAGAIN) => Ok(Received::Nothing),
+            Err(e) => Err(e),
+        };
+    }
+}
+
 impl Held {
     /// Writes the held records until none is left (true) or the socket refuses (false).
     fn flush(&mut self, fd: RawFd) -> Result<bool, Errno> {
@@ -506,31 +533,27 @@ impl<C: Handshake> Session<C> {
                         }
                     }
                 }
-                let room = inbox.len() - len;
-                if room == 0 {
+                if len == inbox.len() {
                     // A handshake message over our whole buffer: no client sends one.
                     return Err(self.fail(Failed::default()));
                 }
-                let n = loop {
-                    match sys::recv(self.fd, &mut inbox[len..]) {
-                        Ok(n) => break n,
-                        Err(EINTR) => {}
-                        Err(EAGAIN) => {
-                            self.held.input.extend_from_slice(&inbox[..len]);
-                            return if sink.filled > 0 { Ok(sink.filled) } else { Err(EAGAIN) };
-                        }
-                        Err(e) => return Err(e),
+                match receive(self.fd, &mut inbox[len..], self.held.end_reported)? {
+                    Received::Bytes { n, drained: short } => {
+                        len += n;
+                        fresh = true;
+                        drained = short;
                     }
-                };
-                if n == 0 {
                     // The socket's end, with or without close_notify; a partial record before
                     // it is dropped.
-                    self.held.eof = true;
-                    return Ok(sink.filled);
+                    Received::End => {
+                        self.held.eof = true;
+                        return Ok(sink.filled);
+                    }
+                    Received::Nothing => {
+                        self.held.input.extend_from_slice(&inbox[..len]);
+                        return if sink.filled > 0 { Ok(sink.filled) } else { Err(EAGAIN) };
+                    }
                 }
-                len += n;
-                fresh = true;
-                drained = n < room && !self.held.end_reported;
             }
         })
     }
@@ -823,21 +846,19 @@ fn read_into<D: Side>(
                 break Direct::Low(plain);
             }
         }
-        let room = buf.len() - end;
-        match sys::recv(fd, &mut buf[end..]) {
+        match receive(fd, &mut buf[end..], held.end_reported) {
+            Ok(Received::Bytes { n, drained: short }) => {
+                end += n;
+                fresh = true;
+                drained = short;
+            }
             // The socket's end, with or without close_notify; a partial record before it is
             // dropped.
-            Ok(0) => {
+            Ok(Received::End) => {
                 held.eof = true;
                 return Ok(Direct::Done(Ok(plain)));
             }
-            Ok(n) => {
-                end += n;
-                fresh = true;
-                drained = n < room && !held.end_reported;
-            }
-            Err(EINTR) => {}
-            Err(EAGAIN) => break Direct::Done(Ok(plain)),
+            Ok(Received::Nothing) => break Direct::Done(Ok(plain)),
             Err(e) => break Direct::Done(Err(e)),
         }
     };
