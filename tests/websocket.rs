@@ -208,6 +208,16 @@ fn protocol_errors_close_with_the_right_code() {
         c.write_all(bad).unwrap();
         expect_close(&mut c, *code);
     }
+    // Good small messages and an invalid one in one write: the good come back (answered in
+    // place), then the invalid one fails the connection as it would alone.
+    let mut c = open(addr);
+    let mut wire = frame(true, opcode::TEXT, b"first");
+    wire.extend(frame(true, opcode::BINARY, b"second"));
+    wire.extend(frame(true, opcode::TEXT, b"twenty bytes, \xff: no"));
+    c.write_all(&wire).unwrap();
+    assert_eq!(read_message(&mut c), (opcode::TEXT, b"first".to_vec()));
+    assert_eq!(read_message(&mut c), (opcode::BINARY, b"second".to_vec()));
+    expect_close(&mut c, ws::close::INVALID_DATA);
     // Invalid UTF-8 split across fragments fails at the fragment that makes it invalid, before
     // the message's last fragment is sent: 0xF4 then 0x90 can never be a character.
     let mut c = open(addr);
@@ -218,8 +228,8 @@ fn protocol_errors_close_with_the_right_code() {
     expect_close(&mut c, ws::close::INVALID_DATA);
     wait_for("every connection to close", || server.stats().active == 0);
     let stats = server.shutdown().unwrap();
-    assert_eq!(stats.ws_protocol_errors, cases.len() as u64 + 1);
-    assert_eq!(stats.ws_handshakes, cases.len() as u64 + 1);
+    assert_eq!(stats.ws_protocol_errors, cases.len() as u64 + 2);
+    assert_eq!(stats.ws_handshakes, cases.len() as u64 + 2);
 }
 
 /// Requests that are not a WebSocket upgrade get a plain HTTP answer and a close; only the
@@ -298,9 +308,17 @@ fn a_client_that_leaves_mid_handshake_is_closed_at_once() {
 }
 
 /// A client that writes and never reads: the server stops reading it at its cap and keeps
-/// serving others; once the client reads, every message comes back exact and in order.
+/// serving others; once the client reads, every message comes back exact and in order. With
+/// large messages (through the echo's buffers) and small ones (answered in place until the
+/// socket refuses, then through the echo's buffers).
 #[test]
 fn a_client_that_never_reads_is_held_at_the_cap() {
+    for size in [4096, 100] {
+        a_client_that_never_reads_is_held(size);
+    }
+}
+
+fn a_client_that_never_reads_is_held(size: usize) {
     let (server, addr) = ws_echo(|c| {
         c.max_pending = 64 * 1024;
         c.max_message = 64 * 1024;
@@ -309,13 +327,14 @@ fn a_client_that_never_reads_is_held_at_the_cap() {
     });
     let mut hog = open(addr);
     hog.set_nonblocking(true).unwrap();
-    let msg = util::payload(4096, 7);
+    let msg = util::payload(size, 7);
     let one = frame(true, opcode::BINARY, &msg);
+    let limit = 80_000_000 / one.len(); // far past what the buffers on the way can hold
     let mut sent = 0usize;
     let mut wire = Vec::new();
     // Write until the socket refuses for a while: the server stopped reading.
     let mut refused = 0;
-    while refused < 50 && sent < 20_000 {
+    while refused < 50 && sent < limit {
         if wire.is_empty() {
             wire = one.clone();
         }
@@ -334,7 +353,7 @@ fn a_client_that_never_reads_is_held_at_the_cap() {
             Err(e) => panic!("{e}"),
         }
     }
-    assert!(sent < 20_000, "the server kept reading a client that never reads");
+    assert!(sent < limit, "the server kept reading a client that never reads ({size} B)");
     let mut other = open(addr);
     other.write_all(&frame(true, opcode::TEXT, b"served")).unwrap();
     assert_eq!(read_message(&mut other), (opcode::TEXT, b"served".to_vec()));
@@ -345,10 +364,40 @@ fn a_client_that_never_reads_is_held_at_the_cap() {
     let finisher = std::thread::spawn(move || writer.write_all(&writer_rest).unwrap());
     let total = sent + usize::from(!wire.is_empty());
     for i in 0..total {
-        assert_eq!(read_message(&mut hog), (opcode::BINARY, msg.clone()), "message {i}");
+        assert_eq!(read_message(&mut hog), (opcode::BINARY, msg.clone()), "message {i} ({size} B)");
     }
     finisher.join().unwrap();
     server.shutdown().unwrap();
+}
+
+/// The idle timeout closes a silent WebSocket connection (close 1001) but not one whose small
+/// messages keep coming, though the framing answers those itself and the echo never sees them.
+#[test]
+fn idle_timeout_spares_a_talking_websocket() {
+    let (server, addr) = ws_echo(|c| c.idle_timeout = Some(Duration::from_millis(300)));
+    let mut idle = open(addr);
+    let mut active = open(addr);
+    let active = std::thread::scope(|s| {
+        let talker = s.spawn(move || {
+            // A message every 50 ms for 1.2 s: four idle timeouts' worth.
+            for i in 0..24 {
+                let text = format!("ping {i}");
+                active.write_all(&frame(true, opcode::TEXT, text.as_bytes())).unwrap();
+                assert_eq!(read_message(&mut active), (opcode::TEXT, text.into_bytes()));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            active
+        });
+        expect_close(&mut idle, 1001);
+        talker.join().unwrap()
+    });
+    wait_for("the idle close to be counted", || server.stats().idle_timeouts == 1);
+    assert_eq!(server.stats().closed, 1, "only the idle one closed");
+    let stats = server.shutdown().unwrap();
+    assert_eq!((stats.ws_messages_in, stats.ws_messages_out), (24, 24));
+    let bytes: u64 = (0..24).map(|i| format!("ping {i}").len() as u64).sum();
+    assert_eq!((stats.bytes_in, stats.bytes_out), (bytes, bytes));
+    drop(active);
 }
 
 /// WebSocket and TCP members in one room: a text message is a line, a line is a text message

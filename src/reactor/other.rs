@@ -51,6 +51,8 @@ struct Settled {
     linger_began: bool,
     /// The TLS session failed: a reset is a failed handshake.
     tls_failed: bool,
+    /// The WebSocket framing echoed messages itself: the connection was active.
+    echoed: bool,
 }
 
 /// Counts what `wire`'s layers did since last asked.
@@ -59,7 +61,7 @@ fn settle_wire(wire: &mut Wire, stats: &mut Stats) -> Settled {
         Wire::Plain(_) => Settled::default(),
         Wire::Tls(tls) => {
             tls.count(stats);
-            Settled { linger_began: false, tls_failed: tls.failed() }
+            Settled { tls_failed: tls.failed(), ..Settled::default() }
         }
         Wire::Ws(ws) => settle_ws(ws, stats),
     }
@@ -68,10 +70,10 @@ fn settle_wire(wire: &mut Wire, stats: &mut Stats) -> Settled {
 /// Counts what a WebSocket framing and the wire under it did since last asked (the framing
 /// first, as the reactor always has).
 fn settle_ws<T: Transport + OnWire>(ws: &mut Ws<T>, stats: &mut Stats) -> Settled {
-    ws.count(stats);
+    let echoed = ws.count(stats);
     let linger_began = ws.linger_began();
     let under = settle_wire(ws.inner_mut().wire(), stats);
-    Settled { linger_began, tls_failed: under.tls_failed }
+    Settled { linger_began, tls_failed: under.tls_failed, echoed }
 }
 
 /// What a WebSocket framing sits on: the wire, or a fault plan on the wire.
@@ -112,8 +114,15 @@ impl Reactor {
         let served = match &mut **other {
             Other::Echo(echo) => serve_echo(echo, ctx, readable, writable, read_closed)
                 .map(|outcome| (outcome, settle_wire(&mut echo.io, &mut ctx.stats))),
-            Other::WsEcho(echo) => serve_echo(echo, ctx, readable, writable, read_closed)
-                .map(|outcome| (outcome, settle_ws(&mut echo.io, &mut ctx.stats))),
+            Other::WsEcho(echo) => {
+                serve_echo(echo, ctx, readable, writable, read_closed).map(|outcome| {
+                    let settled = settle_ws(&mut echo.io, &mut ctx.stats);
+                    if settled.echoed {
+                        echo.life.last_active = ctx.tick; // messages moved the echo never saw
+                    }
+                    (outcome, settled)
+                })
+            }
             Other::Chat(member) if member.is_closed() => None,
             Other::Chat(member) => {
                 let outcome = if writable && member.io.write_own().is_err() {
@@ -199,8 +208,15 @@ impl Reactor {
 
     /// Applies `outcome` once the connection's layers are counted: arms the linger deadline if
     /// our WebSocket close just went, and takes a reset of a failed TLS session for the failed
-    /// handshake it is.
+    /// handshake it is. Nothing to do in the common case (a message served, nothing began).
+    #[inline]
     fn settled(&mut self, key: usize, outcome: Outcome, settled: Settled) {
+        if outcome != Outcome::Idle || settled.linger_began {
+            self.settled_slow(key, outcome, settled);
+        }
+    }
+
+    fn settled_slow(&mut self, key: usize, outcome: Outcome, settled: Settled) {
         if settled.linger_began {
             // Our close went: the client's end of stream is awaited this long, no longer.
             self.arm(key, Instant::now() + ws::LINGER, Kind::Handshake);
@@ -267,6 +283,9 @@ impl Reactor {
             Framed::Raw(faulty) => settle_wire(faulty.inner_mut(), stats),
             Framed::Ws(ws) => settle_ws(ws, stats),
         };
+        if settled.echoed {
+            conn.life.last_active = self.ctx.tick;
+        }
         if let Some(at) = resume {
             self.arm(key, at, Kind::Resume);
         }

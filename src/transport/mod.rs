@@ -172,6 +172,7 @@ impl OwnOutput for Wire {
 }
 
 impl OwnOutput for ws::Ws<Wire> {
+    #[inline]
     fn write_own(&mut self) -> Result<(), Errno> {
         self.inner_mut().write_own()?;
         ws::WsState::on_writable_edge(self)

@@ -73,6 +73,9 @@ struct Happened {
     protocol_error: bool,
     messages_in: u32,
     messages_out: u32,
+    /// Echo: payload bytes answered in place ([`Ws::reply_in_place`]), in and out, never
+    /// handed to the behaviour (which counts the bytes it reads and writes itself).
+    echoed: u32,
 }
 
 /// The reading side: where the decoder is in the client's frames.
@@ -97,6 +100,11 @@ struct Rx {
     /// The message's last byte so far was `\n` (lines: no `\n` to add).
     ends_nl: bool,
     utf8: proto::Utf8Check,
+    /// The last read from below filled what was asked (more may wait).
+    full: bool,
+    /// The poll reported the client's end of stream: read until it shows (a short read is not
+    /// the socket drained).
+    end_reported: bool,
 }
 
 impl Rx {
@@ -234,6 +242,11 @@ struct Tx {
     hdr: [u8; 10],
     hdr_at: u8,
     hdr_len: u8,
+    /// The behaviour's last write was not all taken: it still owes bytes (echo replies), which
+    /// go out before our close frame.
+    owes: bool,
+    /// Our FIN went, after the last word.
+    fin_sent: bool,
 }
 
 impl Tx {
@@ -281,25 +294,15 @@ pub(crate) struct Ws<T> {
     /// nothing more goes out, and what the client still sends is read and dropped until its
     /// end of stream (or the linger deadline), so that our close is not lost to a reset.
     close_sent: bool,
-    /// Our FIN went, after the last word.
-    fin_sent: bool,
     /// The client's close frame arrived: it ended the session, so a reset that follows is the
     /// client not waiting for our close, not an abrupt end.
     their_close: bool,
-    /// The behaviour's last write was not all taken: it still owes bytes (echo replies), which
-    /// go out before our close frame.
-    owes: bool,
     /// The transport below was told the upgrade is done (a fault plan counts from there).
     told: bool,
     /// Bytes written under the framing since the upgrade's answer.
     wrote: u64,
     /// The linger began (the reactor arms its deadline once).
     linger_began: bool,
-    /// The last read from `inner` filled what was asked (more may wait).
-    full: bool,
-    /// The poll reported the client's end of stream: read until it shows (a short read is not
-    /// the socket drained).
-    end_reported: bool,
     happened: Happened,
 }
 
@@ -315,14 +318,10 @@ impl<T: Transport> Ws<T> {
             aside: None,
             close_code: None,
             close_sent: false,
-            fin_sent: false,
             their_close: false,
-            owes: false,
             told: false,
             wrote: 0,
             linger_began: false,
-            full: false,
-            end_reported: false,
             happened: Happened::default(),
         }
     }
@@ -344,12 +343,8 @@ impl<T: Transport> Ws<T> {
             aside: self.aside,
             close_code: self.close_code,
             close_sent: self.close_sent,
-            fin_sent: self.fin_sent,
             their_close: self.their_close,
-            owes: self.owes,
             linger_began: self.linger_began,
-            full: self.full,
-            end_reported: self.end_reported,
             told: self.told,
             wrote: self.wrote,
             happened: self.happened,
@@ -362,7 +357,7 @@ impl<T: Transport> Ws<T> {
         if !self.close_sent {
             match self.phase {
                 // After every reply to what arrived before the client's close.
-                Phase::Closing if self.tx.at_boundary() && !self.owes => {
+                Phase::Closing if self.tx.at_boundary() && !self.tx.owes => {
                     self.queue_close();
                     self.close_sent = true;
                 }
@@ -370,8 +365,8 @@ impl<T: Transport> Ws<T> {
                 _ => {}
             }
         }
-        if self.flush_ctl()? && self.close_sent && !self.fin_sent {
-            self.fin_sent = true;
+        if self.flush_ctl()? && self.close_sent && !self.tx.fin_sent {
+            self.tx.fin_sent = true;
             self.inner.shutdown_write();
         }
         Ok(())
@@ -567,11 +562,10 @@ impl<T: Transport> Ws<T> {
         self.phase = Phase::Refused;
     }
 
-    /// Decodes the client's frames in `buf[from..to]`: data payloads are moved to the front of
-    /// `buf`, unmasked; returns their length. Stops at a close or an error.
-    fn decode(&mut self, buf: &mut [u8], from: usize, to: usize) -> usize {
+    /// Decodes the client's frames in `buf[from..to]`: data payloads are moved to `buf[w..]`,
+    /// unmasked (`w` <= `from`); returns where they end. Stops at a close or an error.
+    fn decode(&mut self, buf: &mut [u8], from: usize, to: usize, mut w: usize) -> usize {
         let mut r = from;
-        let mut w = 0;
         while r < to && self.phase == Phase::Open {
             if !self.rx.in_payload {
                 if self.rx.have == 0 {
@@ -634,21 +628,13 @@ impl<T: Transport> Ws<T> {
         w
     }
 
-    /// The common case in one step: an echo's whole message in one frame in `buf[r..to]` —
-    /// FIN, no reserved bits, text or binary, masked, 1 to 125 bytes, within `max_message`, no
-    /// fragmented message in progress. Its payload is unmasked and moved to `buf[*w..]`, its
-    /// reply queued; returns where the next frame starts. `None` (nothing done) for anything
-    /// else, which the general path takes a header and a payload at a time. The same checks
-    /// and outcomes as that path: it is only shorter.
+    /// An echo's whole message in one frame at `buf[r..to]`, the common case: FIN, no reserved
+    /// bits, text or binary, masked, 1 to 125 bytes, within `max_message`, no fragmented
+    /// message in progress. Its opcode and payload length; `None` for anything else, which the
+    /// general path takes a header and a payload at a time.
     #[inline]
-    fn whole_message(
-        &mut self,
-        buf: &mut [u8],
-        r: usize,
-        to: usize,
-        w: &mut usize,
-    ) -> Option<usize> {
-        if self.mode != Mode::Echo || self.rx.msg != 0 || to - r < 7 {
+    fn small_frame(&self, buf: &[u8], r: usize, to: usize) -> Option<(u8, usize)> {
+        if to - r < 7 {
             return None;
         }
         let (b0, b1) = (buf[r], buf[r + 1]);
@@ -661,6 +647,25 @@ impl<T: Transport> Ws<T> {
         if len as u32 > self.max_message {
             return None;
         }
+        Some((op, len))
+    }
+
+    /// [`Ws::small_frame`] at `buf[r..]`, taken in one step: its payload is unmasked and moved
+    /// to `buf[*w..]`, its reply queued; returns where the next frame starts. `None` (nothing
+    /// done) when it is not one. The same checks and outcomes as the general path: it is only
+    /// shorter.
+    #[inline]
+    fn whole_message(
+        &mut self,
+        buf: &mut [u8],
+        r: usize,
+        to: usize,
+        w: &mut usize,
+    ) -> Option<usize> {
+        if self.mode != Mode::Echo || self.rx.msg != 0 {
+            return None;
+        }
+        let (op, len) = self.small_frame(buf, r, to)?;
         let key: [u8; 4] = buf[r + 2..r + 6].try_into().expect("4 bytes");
         let payload = r + 6..r + 6 + len;
         proto::mask(&mut buf[payload.clone()], key, 0);
@@ -675,6 +680,125 @@ impl<T: Transport> Ws<T> {
         self.happened.messages_in += 1;
         self.end_replies();
         Some(r + 6 + len)
+    }
+
+    /// Whether the echo's replies may be made here, in the read buffer: messages flow, the
+    /// read drained the socket, the decoder is between messages, and nothing is owed before
+    /// them (no reply, no frame half sent, none of our own output).
+    #[inline]
+    fn may_reply_in_place(&self) -> bool {
+        self.mode == Mode::Echo
+            && !self.rx.full
+            && self.aside.is_none()
+            && self.tx.first.is_none()
+            && self.phase == Phase::Open
+            && self.told
+            && !self.close_sent
+            && self.rx.have == 0
+            && !self.rx.in_payload
+            && self.rx.msg == 0
+            && self.tx.at_boundary()
+    }
+
+    /// The echo's common case answered without the behaviour: the run of
+    /// [`Ws::small_frame`]s at `buf[r..to]` becomes its replies where it lies (each header
+    /// shrinks from 6 bytes to 2, each payload is unmasked and moves to the front), and the
+    /// replies go out in one write. Returns where the frames after the run start (the general
+    /// path takes them) and the payload bytes at the front of `buf` for the behaviour: none,
+    /// unless the socket took only part of the replies (see [`Ws::hand_back`]).
+    #[inline]
+    fn reply_in_place(
+        &mut self,
+        buf: &mut [u8],
+        mut r: usize,
+        to: usize,
+    ) -> Result<(usize, usize), Errno> {
+        let (mut out, mut frames, mut payload) = (0, 0u32, 0);
+        let mut invalid = false;
+        while let Some((op, len)) = self.small_frame(buf, r, to) {
+            let key: [u8; 4] = buf[r + 2..r + 6].try_into().expect("4 bytes");
+            let body = r + 6..r + 6 + len;
+            proto::mask(&mut buf[body.clone()], key, 0);
+            if op == opcode::TEXT && std::str::from_utf8(&buf[body.clone()]).is_err() {
+                invalid = true; // fails the connection once the replies before it are out
+                break;
+            }
+            buf.copy_within(body, out + 2);
+            buf[out] = 0x80 | op;
+            buf[out + 1] = len as u8;
+            out += 2 + len;
+            payload += len;
+            frames += 1;
+            r += 6 + len;
+        }
+        if frames == 0 {
+            if invalid {
+                self.fail(close::INVALID_DATA);
+                return Ok((to, 0)); // nothing after it is read (as in the general path)
+            }
+            return Ok((r, 0));
+        }
+        self.happened.messages_in += frames;
+        let written = loop {
+            match self.inner.send(&buf[..out]) {
+                Ok(n) => break n,
+                Err(EAGAIN) => break 0,
+                Err(libc::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        };
+        self.wrote += written as u64;
+        let w = if written == out {
+            self.happened.messages_out += frames;
+            self.happened.echoed += payload as u32;
+            0
+        } else {
+            let w = self.hand_back(buf, out, written);
+            // What went out, whole or in part, is all the payload but what goes back.
+            self.happened.echoed += (payload - w) as u32;
+            w
+        };
+        if invalid {
+            self.fail(close::INVALID_DATA);
+            return Ok((to, w)); // nothing after it is read (as in the general path)
+        }
+        Ok((r, w))
+    }
+
+    /// The socket took `written` of the `out` bytes of reply frames at the front of `buf`: what
+    /// it did not take goes the general way, as if decoded. A frame begun stays the current
+    /// frame (the rest of its header, its payload owed), the frames after it are queued
+    /// replies, and every payload byte unsent moves to the front of `buf` for the behaviour,
+    /// which offers it again. Returns how many there are.
+    #[cold]
+    fn hand_back(&mut self, buf: &mut [u8], out: usize, written: usize) -> usize {
+        let (mut at, mut w) = (0, 0);
+        while at < out {
+            let (b0, len) = (buf[at], (buf[at + 1] & 0x7f) as usize);
+            let end = at + 2 + len;
+            let sent = written.saturating_sub(at).min(2 + len);
+            if sent > 0 {
+                // Begun: the message's reply is under way (counted out, as `begin` does).
+                self.happened.messages_out += 1;
+                let p = sent.saturating_sub(2);
+                if sent < 2 + len {
+                    self.tx.hdr[..2].copy_from_slice(&buf[at..at + 2]);
+                    self.tx.hdr_at = sent.min(2) as u8;
+                    self.tx.hdr_len = 2;
+                    self.tx.left = (len - p) as u32;
+                    buf.copy_within(at + 2 + p..end, w);
+                    w += len - p;
+                }
+            } else {
+                let op = b0 & 0x0f;
+                let msg = OutMsg { op, len: len as u32, sent: 0, complete: true, started: false };
+                reply_push(&mut self.tx.first, &mut self.aside, msg);
+                buf.copy_within(at + 2..end, w);
+                w += len;
+            }
+            at = end;
+        }
+        w
     }
 
     /// A whole header arrived: check it and start its frame.
@@ -812,8 +936,8 @@ impl<T: Transport> Ws<T> {
             self.end_replies();
             self.flush_ctl()?;
         }
-        self.owes = !matches!(result, Ok(n) if n == total);
-        if self.phase == Phase::Closing && !self.close_sent && !self.owes {
+        self.tx.owes = !matches!(result, Ok(n) if n == total);
+        if self.phase == Phase::Closing && !self.close_sent && !self.tx.owes {
             self.last_word_out()?; // the replies are all out: now our close
         }
         result
@@ -1119,8 +1243,9 @@ pub(crate) trait WsState {
     fn is_opening(&self) -> bool;
     /// The handshake did not finish in time.
     fn time_out(&mut self);
-    /// Adds what happened since the last call to the counters.
-    fn count(&mut self, stats: &mut Stats);
+    /// Adds what happened since the last call to the counters; returns whether messages were echoed in place (bytes moved that the behaviour never
+    /// saw: the connection was active).
+    fn count(&mut self, stats: &mut Stats) -> bool;
     /// The reactor is about to close the connection: `code` says why (see
     /// `CloseReason::ws_close_code`), unless the client's close or a failure already chose one.
     fn last_word(&mut self, code: Option<u16>);
@@ -1146,13 +1271,16 @@ impl<T: Transport> WsState for Ws<T> {
         }
     }
 
-    fn count(&mut self, stats: &mut Stats) {
+    fn count(&mut self, stats: &mut Stats) -> bool {
         let h = std::mem::take(&mut self.happened);
         stats.ws_handshakes += h.handshake as u64;
         stats.ws_failures += h.failure as u64;
         stats.ws_protocol_errors += h.protocol_error as u64;
         stats.ws_messages_in += h.messages_in as u64;
         stats.ws_messages_out += h.messages_out as u64;
+        stats.bytes_in += h.echoed as u64;
+        stats.bytes_out += h.echoed as u64;
+        h.echoed > 0
     }
 
     fn last_word(&mut self, code: Option<u16>) {
@@ -1348,13 +1476,13 @@ impl<T: Transport> Transport for Ws<T> {
                 Ok(n) => n,
                 Err(e) => return Err(e),
             };
-            self.full =
-                n == buf.len() - from || !self.inner.short_read_drains() || self.end_reported;
+            self.rx.full =
+                n == buf.len() - from || !self.inner.short_read_drains() || self.rx.end_reported;
             let mut start = from;
             if self.is_opening() {
                 match self.open(&buf[from..from + n]) {
                     None => {
-                        if !self.full {
+                        if !self.rx.full {
                             return Err(EAGAIN);
                         }
                         continue;
@@ -1362,7 +1490,11 @@ impl<T: Transport> Transport for Ws<T> {
                     Some(rest) => start = from + rest,
                 }
             }
-            let m = self.decode(buf, start, from + n);
+            let mut w = 0;
+            if self.may_reply_in_place() {
+                (start, w) = self.reply_in_place(buf, start, from + n)?;
+            }
+            let m = self.decode(buf, start, from + n, w);
             if !self.ctl_is_empty() && self.tx.at_boundary() {
                 self.flush_ctl()?;
             }
@@ -1372,7 +1504,7 @@ impl<T: Transport> Transport for Ws<T> {
             if matches!(self.phase, Phase::Refused | Phase::Closing) {
                 continue; // our last word, then the client's end of stream
             }
-            if !self.full {
+            if !self.rx.full {
                 return Err(EAGAIN);
             }
         }
@@ -1388,8 +1520,8 @@ impl<T: Transport> Transport for Ws<T> {
             self.close_sent = true;
         }
         let _ = self.flush_ctl();
-        if !self.fin_sent {
-            self.fin_sent = true;
+        if !self.tx.fin_sent {
+            self.tx.fin_sent = true;
             self.inner.shutdown_write();
         }
     }
@@ -1404,7 +1536,7 @@ impl<T: Transport> Transport for Ws<T> {
 
     fn short_read_drains(&self) -> bool {
         // Closing: read again, for our close and the end of stream that follow the data.
-        !self.full && matches!(self.phase, Phase::Open | Phase::Opening)
+        !self.rx.full && matches!(self.phase, Phase::Open | Phase::Opening)
     }
 
     fn reserve(&self) -> usize {
@@ -1427,7 +1559,7 @@ impl<T: Transport> Transport for Ws<T> {
     }
 
     fn note_read_closed(&mut self) {
-        self.end_reported = true;
+        self.rx.end_reported = true;
         self.inner.note_read_closed()
     }
 
@@ -1478,6 +1610,31 @@ pub(crate) mod properties {
                 };
                 Message { op, payload, cuts, ping }
             })
+    }
+
+    /// A message small enough to be echoed in place: one frame of 1 to 125 bytes.
+    fn small_message() -> impl Strategy<Value = Message> {
+        (prop_oneof![Just(opcode::TEXT), Just(opcode::BINARY)], 1usize..126, any::<u8>()).prop_map(
+            |(op, len, seed)| {
+                let payload = (0..len).map(|i| b'a' + (seed as usize + i) as u8 % 26).collect();
+                Message { op, payload, cuts: Vec::new(), ping: None }
+            },
+        )
+    }
+
+    /// Where each of the client's frames in `wire` ends.
+    fn frame_ends(wire: &[u8]) -> Vec<usize> {
+        let (mut at, mut ends) = (0, Vec::new());
+        while at < wire.len() {
+            let (len, hl) = match wire[at + 1] & 0x7f {
+                126 => (u16::from_be_bytes([wire[at + 2], wire[at + 3]]) as usize, 8),
+                127 => (u64::from_be_bytes(wire[at + 2..at + 10].try_into().unwrap()) as usize, 14),
+                n => (n as usize, 6),
+            };
+            at += hl + len;
+            ends.push(at);
+        }
+        ends
     }
 
     fn client_frame(out: &mut Vec<u8>, fin: bool, op: u8, payload: &[u8], key: [u8; 4]) {
@@ -1595,7 +1752,7 @@ pub(crate) mod properties {
                 let (tl, th, ta) = (ws.tx.left, ws.tx.hdr_at, ws.tx.hdr_len);
                 let r = ws.send(&pending);
                 if trace {
-                    eprintln!("send {} -> {:?} closing {} sent {} owes {} out +{} tx before left {} hdr {}/{} ctl {} front {:?}", pending.len(), r, ws.phase == super::Phase::Closing, ws.close_sent, ws.owes, ws.inner.output.len() - before, tl, th, ta, ws.aside.as_ref().map_or(0, |a| a.ctl.len()), ws.tx.front());
+                    eprintln!("send {} -> {:?} closing {} sent {} owes {} out +{} tx before left {} hdr {}/{} ctl {} front {:?}", pending.len(), r, ws.phase == super::Phase::Closing, ws.close_sent, ws.tx.owes, ws.inner.output.len() - before, tl, th, ta, ws.aside.as_ref().map_or(0, |a| a.ctl.len()), ws.tx.front());
                 }
                 if let Ok(n) = r {
                     pending.drain(..n);
@@ -1627,7 +1784,7 @@ pub(crate) mod properties {
         panic!(
             "no progress: phase {:?} pending {} ctl {} tx left {} hdr {}/{} newline {} close_sent {} owes {} queue {:?}",
             ws.phase, pending.len(), ws.aside.as_ref().map_or(0, |a| a.ctl.len()), ws.tx.left, ws.tx.hdr_at, ws.tx.hdr_len,
-            ws.tx.newline, ws.close_sent, ws.owes, ws.tx.first
+            ws.tx.newline, ws.close_sent, ws.tx.owes, ws.tx.first
         );
     }
 
@@ -1658,6 +1815,41 @@ pub(crate) mod properties {
             prop_assert_eq!(pongs, pings);
             prop_assert_eq!(close, Some(4000));
             prop_assert!(ws.inner.shut);
+        }
+
+        /// Runs of small messages, several to a read, answered in place, and the socket taking
+        /// any part of each batch of replies (cut in a header, in a payload, between frames):
+        /// what it did not take goes the general way, and every message still comes back whole
+        /// and in order. The reads end on frame boundaries (as a client's messages arrive), so
+        /// that each begins between messages; some messages are the general path's.
+        #[test]
+        fn replies_made_in_place_survive_any_partial_write(
+            messages in prop::collection::vec(
+                prop_oneof![8 => small_message(), 1 => message()], 1..40),
+            groups in prop::collection::vec(1usize..8, 1..8),
+            writes in prop::collection::vec(prop_oneof![1 => 0usize..4, 3 => 4usize..600], 1..8),
+        ) {
+            let input = client_bytes(&messages);
+            let mut reads = vec![REQUEST.len()];
+            let ends = frame_ends(&input[REQUEST.len()..]);
+            let mut at = 0;
+            for (i, &end) in ends.iter().enumerate() {
+                if (i + 1) % groups[i % groups.len()] == 0 {
+                    reads.push(end - at);
+                    at = end;
+                }
+            }
+            reads.push(input.len() - REQUEST.len() - at);
+            let mut writes = writes;
+            writes.push(1 + writes[0]);
+            let io = Scripted::new(input, reads, writes);
+            let mut ws = Ws::new(io, Mode::Echo, 1 << 20);
+            run_echo(&mut ws);
+            let (got, _, close) = server_output(&ws.inner.output);
+            let want: Vec<(u8, Vec<u8>)> =
+                messages.iter().map(|m| (m.op, m.payload.clone())).collect();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(close, Some(4000));
         }
 
         /// Arbitrary bytes after a valid upgrade, in any pieces: never a panic, never a hang,
