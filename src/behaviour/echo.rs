@@ -19,6 +19,7 @@ use libc::{EAGAIN, EINTR};
 
 use super::{CloseReason, Ctx, Life, Outcome};
 use crate::buffer::{BufferPool, OutBuf};
+use crate::sys::Errno;
 use crate::transport::Transport;
 
 /// Where an echo connection is in its life.
@@ -125,16 +126,36 @@ impl<T: Transport> Echo<T> {
     /// returns 0 again), or on EINTR; whatever this call read is fully handled either way.
     #[inline]
     pub(crate) fn fast_echo(&mut self, ctx: &mut Ctx) -> Result<Outcome, usize> {
-        if self.state != State::Open || !self.out.is_empty() || self.read_closed {
+        if !self.is_quiet() {
             return Err(0);
         }
-        let room = self.io.cap(ctx.cap).saturating_sub(self.io.reserve()).min(ctx.buf.len());
+        let room = self.room(ctx);
         let n = match self.io.recv(&mut ctx.buf[..room]) {
             Ok(0) | Err(EINTR) => return Err(0),
             Ok(n) => n,
             Err(EAGAIN) => return Ok(Outcome::Idle), // a spurious event
             Err(_) => return Ok(Outcome::Close(CloseReason::Reset)),
         };
+        self.echo_read(n, room, ctx)
+    }
+
+    /// Open, owing nothing, no EOF reported: the state [`Echo::fast_echo`] serves.
+    #[inline]
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.state == State::Open && self.out.is_empty() && !self.read_closed
+    }
+
+    /// What one read may take with nothing pending: the cap (less what the transport may hold
+    /// of its own), within the shared buffer.
+    #[inline]
+    pub(crate) fn room(&self, ctx: &Ctx) -> usize {
+        self.io.cap(ctx.cap).saturating_sub(self.io.reserve()).min(ctx.buf.len())
+    }
+
+    /// The second half of [`Echo::fast_echo`]: `ctx.buf[..n]` was just read (`n > 0`, `room`
+    /// asked for); sends it, keeps what the transport refused.
+    #[inline]
+    fn echo_read(&mut self, n: usize, room: usize, ctx: &mut Ctx) -> Result<Outcome, usize> {
         ctx.stats.bytes_in += n as u64;
         self.life.last_active = ctx.tick;
         // `echo` would do the same with nothing owed, but calling it here costs ~40 instructions
@@ -160,6 +181,24 @@ impl<T: Transport> Echo<T> {
         } else {
             Err(n)
         }
+    }
+
+    /// Goes on from a read the transport made itself in the quiet state, `room` asked for
+    /// (see `Ws::answer_in_place`): `read` is what a `recv` would have returned, `Ok(0)`
+    /// meaning "read again". As [`Echo::fast_echo`] goes on from its own read.
+    pub(crate) fn after_read(
+        &mut self,
+        read: Result<usize, Errno>,
+        room: usize,
+        ctx: &mut Ctx,
+    ) -> Outcome {
+        let fast = match read {
+            Ok(0) | Err(EINTR) => Err(0),
+            Ok(n) => self.echo_read(n, room, ctx),
+            Err(EAGAIN) => Ok(Outcome::Idle),
+            Err(_) => Ok(Outcome::Close(CloseReason::Reset)),
+        };
+        fast.unwrap_or_else(|used| self.on_readable(ctx, used))
     }
 
     /// Reads and echoes until the socket is drained, the budget is spent (`used` of it already

@@ -44,6 +44,47 @@ fn serve_echo<T: Transport + OwnOutput>(
     }
 }
 
+/// How [`ws_in_place`] went.
+enum InPlace {
+    /// Not for it: nothing was read.
+    Not,
+    /// The read was answered where it lay (or there was nothing to read), the socket drained:
+    /// only messages moved, nothing else to settle.
+    Answered,
+    /// The read went on through the echo, which came to this.
+    Went(Outcome),
+}
+
+/// A WebSocket echo over a plain socket: its common readable event (quiet, and the framing
+/// between messages with nothing owed) is served by the framing, answered in place
+/// ([`Ws::answer_in_place`]); whatever the read brings that is not for that goes on through
+/// the echo as its own read would. No writable edge is owed anything then: neither the echo,
+/// nor the framing, nor a plain socket holds output.
+#[inline]
+fn ws_in_place(
+    echo: &mut Echo<Ws<Wire>>,
+    ctx: &mut Ctx,
+    readable: bool,
+    read_closed: bool,
+) -> InPlace {
+    if !readable
+        || read_closed
+        || !echo.is_quiet()
+        || !matches!(echo.io.inner_mut(), Wire::Plain(_))
+    {
+        return InPlace::Not;
+    }
+    let room = echo.room(ctx);
+    match echo.io.answer_in_place(&mut ctx.buf[..room]) {
+        None => InPlace::Not,
+        Some(Err(libc::EAGAIN)) => InPlace::Answered,
+        Some(read) => InPlace::Went(match echo.after_read(read, room, ctx) {
+            Outcome::Idle if echo.is_finished() => Outcome::Close(CloseReason::Eof),
+            outcome => outcome,
+        }),
+    }
+}
+
 /// What counting a connection's TLS session and WebSocket framing found for the reactor to do.
 #[derive(Debug, Default, Clone, Copy)]
 struct Settled {
@@ -115,7 +156,19 @@ impl Reactor {
             Other::Echo(echo) => serve_echo(echo, ctx, readable, writable, read_closed)
                 .map(|outcome| (outcome, settle_wire(&mut echo.io, &mut ctx.stats))),
             Other::WsEcho(echo) => {
-                serve_echo(echo, ctx, readable, writable, read_closed).map(|outcome| {
+                let outcome = match ws_in_place(echo, ctx, readable, read_closed) {
+                    InPlace::Answered => {
+                        // Only messages moved (or nothing): counted, and the connection stamped
+                        // active if they did.
+                        if echo.io.count(&mut ctx.stats) {
+                            echo.life.last_active = ctx.tick;
+                        }
+                        return;
+                    }
+                    InPlace::Went(outcome) => Some(outcome),
+                    InPlace::Not => serve_echo(echo, ctx, readable, writable, read_closed),
+                };
+                outcome.map(|outcome| {
                     let settled = settle_ws(&mut echo.io, &mut ctx.stats);
                     if settled.echoed {
                         echo.life.last_active = ctx.tick; // messages moved the echo never saw

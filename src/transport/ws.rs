@@ -687,8 +687,13 @@ impl<T: Transport> Ws<T> {
     /// them (no reply, no frame half sent, none of our own output).
     #[inline]
     fn may_reply_in_place(&self) -> bool {
+        !self.rx.full && self.may_reply_in_place_before_read()
+    }
+
+    /// [`Ws::may_reply_in_place`] but for the read, not made yet.
+    #[inline]
+    fn may_reply_in_place_before_read(&self) -> bool {
         self.mode == Mode::Echo
-            && !self.rx.full
             && self.aside.is_none()
             && self.tx.first.is_none()
             && self.phase == Phase::Open
@@ -706,7 +711,7 @@ impl<T: Transport> Ws<T> {
     /// replies go out in one write. Returns where the frames after the run start (the general
     /// path takes them) and the payload bytes at the front of `buf` for the behaviour: none,
     /// unless the socket took only part of the replies (see [`Ws::hand_back`]).
-    #[inline]
+    #[inline(always)]
     fn reply_in_place(
         &mut self,
         buf: &mut [u8],
@@ -724,8 +729,7 @@ impl<T: Transport> Ws<T> {
                 break;
             }
             buf.copy_within(body, out + 2);
-            buf[out] = 0x80 | op;
-            buf[out + 1] = len as u8;
+            buf[out..out + 2].copy_from_slice(&[0x80 | op, len as u8]);
             out += 2 + len;
             payload += len;
             frames += 1;
@@ -799,6 +803,80 @@ impl<T: Transport> Ws<T> {
             at = end;
         }
         w
+    }
+
+    /// What a read of `n` bytes into `buf[from..]` comes to: the request head answered, then the
+    /// frames decoded (the echo's small ones answered in place). `Some(m)`: `m` payload bytes
+    /// at the front of `buf` for the behaviour; `None`: nothing for it, read again (more may
+    /// wait, or our last word and the client's end of stream are due); `EAGAIN`: the socket
+    /// is drained.
+    fn took(&mut self, buf: &mut [u8], from: usize, n: usize) -> Result<Option<usize>, Errno> {
+        self.rx.full =
+            n == buf.len() - from || !self.inner.short_read_drains() || self.rx.end_reported;
+        let mut start = from;
+        if self.is_opening() {
+            match self.open(&buf[from..from + n]) {
+                None if self.rx.full => return Ok(None),
+                None => return Err(EAGAIN),
+                Some(rest) => start = from + rest,
+            }
+        }
+        let mut w = 0;
+        if self.may_reply_in_place() {
+            (start, w) = self.reply_in_place(buf, start, from + n)?;
+        }
+        self.took_frames(buf, start, from + n, w)
+    }
+
+    /// [`Ws::took`] from the frames at `buf[start..end]` on, `w` payload bytes for the behaviour
+    /// already at the front of `buf`.
+    fn took_frames(
+        &mut self,
+        buf: &mut [u8],
+        start: usize,
+        end: usize,
+        w: usize,
+    ) -> Result<Option<usize>, Errno> {
+        let m = self.decode(buf, start, end, w);
+        if !self.ctl_is_empty() && self.tx.at_boundary() {
+            self.flush_ctl()?;
+        }
+        if m > 0 {
+            return Ok(Some(m));
+        }
+        if matches!(self.phase, Phase::Refused | Phase::Closing) || self.rx.full {
+            return Ok(None); // our last word, then the client's end of stream; or more to read
+        }
+        Err(EAGAIN)
+    }
+
+    /// The echo's readable event when the framing can serve it whole (see
+    /// [`Ws::may_reply_in_place`]): one read into `buf`, answered in place where it can be.
+    /// `None` (nothing read) when the framing is in no state for it. Otherwise what
+    /// [`Transport::recv`] would have returned for this read, but for `Ok(0)`, which here
+    /// means "read again" (the end of stream shows then, as it stays).
+    #[inline]
+    pub(crate) fn answer_in_place(&mut self, buf: &mut [u8]) -> Option<Result<usize, Errno>> {
+        if !self.may_reply_in_place_before_read() {
+            return None;
+        }
+        let n = match self.inner.recv(buf) {
+            Ok(0) => return Some(Ok(0)),
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        self.rx.full = n == buf.len() || !self.inner.short_read_drains() || self.rx.end_reported;
+        let (mut start, mut w) = (0, 0);
+        if !self.rx.full {
+            (start, w) = match self.reply_in_place(buf, 0, n) {
+                Ok(done) => done,
+                Err(e) => return Some(Err(e)),
+            };
+            if start == n && w == 0 && self.phase == Phase::Open {
+                return Some(Err(EAGAIN)); // all answered, the socket drained
+            }
+        }
+        Some(self.took_frames(buf, start, n, w).map(|m| m.unwrap_or(0)))
     }
 
     /// A whole header arrived: check it and start its frame.
@@ -1476,36 +1554,8 @@ impl<T: Transport> Transport for Ws<T> {
                 Ok(n) => n,
                 Err(e) => return Err(e),
             };
-            self.rx.full =
-                n == buf.len() - from || !self.inner.short_read_drains() || self.rx.end_reported;
-            let mut start = from;
-            if self.is_opening() {
-                match self.open(&buf[from..from + n]) {
-                    None => {
-                        if !self.rx.full {
-                            return Err(EAGAIN);
-                        }
-                        continue;
-                    }
-                    Some(rest) => start = from + rest,
-                }
-            }
-            let mut w = 0;
-            if self.may_reply_in_place() {
-                (start, w) = self.reply_in_place(buf, start, from + n)?;
-            }
-            let m = self.decode(buf, start, from + n, w);
-            if !self.ctl_is_empty() && self.tx.at_boundary() {
-                self.flush_ctl()?;
-            }
-            if m > 0 {
+            if let Some(m) = self.took(buf, from, n)? {
                 return Ok(m);
-            }
-            if matches!(self.phase, Phase::Refused | Phase::Closing) {
-                continue; // our last word, then the client's end of stream
-            }
-            if !self.rx.full {
-                return Err(EAGAIN);
             }
         }
     }
