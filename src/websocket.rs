@@ -158,6 +158,28 @@ pub fn mask(buf: &mut [u8], key: [u8; 4], phase: usize) {
     }
 }
 
+/// Frames lines for a WebSocket chat member: each `\n`-terminated line of `text` becomes one
+/// text message (a server frame, FIN, unmasked) without its `\n`; bytes after the last `\n`
+/// (a line without its end) are one more. Made once per post and shared by every WebSocket
+/// member it goes to.
+pub fn frame_lines(text: &[u8]) -> Vec<u8> {
+    let lines = memchr::memchr_iter(b'\n', text).count() + usize::from(!text.ends_with(b"\n"));
+    let mut out = Vec::with_capacity(text.len() + lines * 4);
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &[][..]),
+        };
+        let mut hdr = [0; MAX_HEADER];
+        let n = header(&mut hdr, true, opcode::TEXT, line.len() as u64, None);
+        out.extend_from_slice(&hdr[..n]);
+        out.extend_from_slice(line);
+        rest = next;
+    }
+    out
+}
+
 /// Whether a close frame may carry `code` (RFC 6455 §7.4: the defined codes a peer may send,
 /// and the ranges for libraries and applications).
 pub fn is_valid_close_code(code: u16) -> bool {
@@ -253,6 +275,19 @@ mod tests {
                 assert_eq!(fast, slow, "phase {phase}, start {start}");
             }
         }
+    }
+
+    #[test]
+    fn lines_become_one_text_frame_each() {
+        let long = "x".repeat(300);
+        let text = format!("al: hi\n\n* bo joined\n{long}\ntail");
+        let framed = frame_lines(text.as_bytes());
+        let mut want = Vec::new();
+        for line in ["al: hi", "", "* bo joined", &long, "tail"] {
+            frame(&mut want, true, opcode::TEXT, line.as_bytes(), None);
+        }
+        assert_eq!(framed, want);
+        assert_eq!(frame_lines(b""), b"");
     }
 
     #[test]

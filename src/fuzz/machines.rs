@@ -12,7 +12,7 @@ use proptest::prelude::*;
 
 use crate::behaviour::chat::history::Posted;
 use crate::behaviour::chat::outbox::Outbox;
-use crate::behaviour::chat::{ChatCtx, Member, Room};
+use crate::behaviour::chat::{ChatCtx, Member, Renderings, Room};
 use crate::behaviour::echo::{Echo, State};
 use crate::behaviour::{CloseReason, Ctx, Life, Outcome};
 use crate::buffer::{BufferPool, OutBuf};
@@ -459,20 +459,21 @@ fn chat_member_schedules() {
             {
                 let post = Posted::loose(format!("other {next}\n").as_bytes());
                 let seg = &post.text;
+                let mut renderings = Renderings::new(&post);
                 next += 1;
                 if direct && member.can_send_now() {
-                    match member.send_now(&post, &mut ctx.stats, ctx.tick) {
+                    match member.send_now(&mut renderings, &mut ctx.stats, ctx.tick) {
                         Ok(()) => delivered.extend_from_slice(seg),
                         Err(reason) => outcome = Outcome::Close(reason),
                     }
-                } else if member.deliver(&post, r.cap, &mut ctx.chat.dirty) {
+                } else if member.deliver(&mut renderings, r.cap, &mut ctx.chat.dirty) {
                     delivered.extend_from_slice(seg);
                 } else {
                     let before = member.pending();
                     prop_assert!(before + seg.len() > r.cap);
                     if let Outcome::Close(reason) = member.flush(&mut ctx.stats, ctx.tick) {
                         outcome = Outcome::Close(reason);
-                    } else if member.deliver(&post, r.cap, &mut ctx.chat.dirty) {
+                    } else if member.deliver(&mut renderings, r.cap, &mut ctx.chat.dirty) {
                         delivered.extend_from_slice(seg);
                     } else {
                         outcome = Outcome::Close(CloseReason::Slow);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::peers::Relayed;
 use super::Reactor;
 use crate::behaviour::chat::history::Event;
-use crate::behaviour::chat::{ChatCtx, Mail};
+use crate::behaviour::chat::{ChatCtx, Mail, Renderings};
 use crate::behaviour::{CloseReason, Conn, Ctx, Outcome};
 
 impl Reactor {
@@ -74,6 +74,7 @@ impl Reactor {
             }
             let ChatCtx { rooms, dirty, .. } = chat;
             let reconnected = mail.post.event == Some(Event::Reconnected);
+            let mut post = Renderings::new(&mail.post);
             for &key in &rooms[mail.room].members {
                 if key == mail.from {
                     continue;
@@ -88,19 +89,19 @@ impl Reactor {
                     continue;
                 }
                 if last && member.can_send_now() {
-                    match member.send_now(&mail.post, stats, *tick) {
+                    match member.send_now(&mut post, stats, *tick) {
                         Ok(()) => stats.chat_deliveries += mail.lines,
                         Err(reason) => cut.push((key, reason)),
                     }
                     continue;
                 }
-                if !member.deliver(&mail.post, *cap, dirty) {
+                if !member.deliver(&mut post, *cap, dirty) {
                     // Over the cap with this turn's output still unsent: send what it takes.
                     if let Outcome::Close(reason) = member.flush(stats, *tick) {
                         cut.push((key, reason));
                         continue;
                     }
-                    if !member.deliver(&mail.post, *cap, dirty) {
+                    if !member.deliver(&mut post, *cap, dirty) {
                         cut.push((key, CloseReason::Slow));
                         continue;
                     }

@@ -96,6 +96,11 @@ pub(crate) trait Transport {
     fn short_read_drains(&self) -> bool {
         true
     }
+    /// Whether the transport takes whole WebSocket frames (a chat member over WebSocket): the
+    /// behaviour writes its lines framed ([`crate::websocket::frame_lines`]), not as they are.
+    fn frames_lines(&self) -> bool {
+        false
+    }
     /// Bytes of its own the transport may hold unsent (TLS records): the behaviour keeps that
     /// much of its cap free for them.
     #[inline(always)]
@@ -225,6 +230,10 @@ impl Transport for Wire {
 
     fn short_read_drains(&self) -> bool {
         wire!(self, io => io.short_read_drains())
+    }
+
+    fn frames_lines(&self) -> bool {
+        matches!(self, Wire::Ws(ws) if ws.frames_lines())
     }
 
     fn reserve(&self) -> usize {

@@ -11,10 +11,12 @@
 //! - **Writing**, zero-copy: the behaviour's bytes go out from its own buffers, with headers
 //!   between them in one vectored write. In [`Mode::Echo`] each reply frame belongs to a message
 //!   received (its opcode, and FIN once that message has ended and its last byte goes out), so a
-//!   message comes back whole with its opcode; in [`Mode::Lines`] (chat) each `\n`-terminated
-//!   line is one text message, its `\n` dropped. A partial write keeps the current frame's
+//!   message comes back whole with its opcode. A partial write keeps the current frame's
 //!   state (the rest of its header, its payload bytes still owed): the behaviour offers the
-//!   untaken bytes again, and they continue the frame.
+//!   untaken bytes again, and they continue the frame. In [`Mode::Lines`] (chat) the behaviour
+//!   writes its lines already framed, one text message each ([`proto::frame_lines`], made once
+//!   per post for every WebSocket member): they pass through as they are, and a walk over their
+//!   headers keeps where each frame ends.
 //! - **Control frames** we send (the handshake's answer, pongs, a close) wait in `ctl` for a
 //!   frame boundary; `ctl` is written before any further data, and is empty (no allocation) on
 //!   an idle connection.
@@ -48,8 +50,9 @@ const NO_STATUS: u16 = 1005;
 pub(crate) enum Mode {
     /// Each message comes back whole, with the opcode it arrived with.
     Echo,
-    /// Lines: each text message in is a line (a `\n` added when it has none); each line out is
-    /// a text message without its `\n`. Binary messages are refused (close 1003).
+    /// Lines: each text message in is a line (a `\n` added when it has none); the behaviour
+    /// writes its lines as text frames ([`proto::frame_lines`]), each a message without its
+    /// `\n`. Binary messages are refused (close 1003).
     Lines,
 }
 
@@ -232,13 +235,13 @@ struct Tx {
     /// time, costs no allocation and an idle connection holds none); those after it are in
     /// [`Aside::more`].
     first: Option<OutMsg>,
-    /// Lines: a text message was started and awaits its FIN.
-    started: bool,
+    /// Lines: the behaviour writes whole frames of its own, passed through as they are (see
+    /// [`Ws::pass_frames`]); `left`, `hdr`, `hdr_at` and `hdr_len` then follow them.
+    passes: bool,
     /// Payload bytes of the current frame still owed (its header went out, or is in `hdr`).
     left: u32,
-    /// The current frame ends a line: its `\n` is taken, not sent, after `left`.
-    newline: bool,
-    /// What is left of a header only partly written.
+    /// What is left of a header only partly written (lines: the header seen so far, `hdr_len`
+    /// its length once known).
     hdr: [u8; 10],
     hdr_at: u8,
     hdr_len: u8,
@@ -252,12 +255,52 @@ struct Tx {
 impl Tx {
     /// Between frames: control frames may go out.
     fn at_boundary(&self) -> bool {
-        self.left == 0 && self.hdr_at == self.hdr_len && !self.newline
+        self.left == 0 && self.hdr_at == self.hdr_len
     }
 
-    /// The rest of a header-only frame is unsent: no payload byte of the behaviour's follows it.
+    /// The rest of a header-only frame is unsent: no payload byte of the behaviour's follows it
+    /// (echo: ours to finish; lines: the behaviour's bytes, which it offers again).
     fn owns_header_rest(&self) -> bool {
-        self.left == 0 && !self.newline && self.hdr_at < self.hdr_len
+        self.left == 0 && self.hdr_at < self.hdr_len && !self.passes
+    }
+
+    /// Lines: follows `bytes` of the behaviour's frames as they went out; returns how many
+    /// frames began (each a message: one frame per line).
+    fn walk(&mut self, mut bytes: &[u8]) -> u32 {
+        let mut begun = 0;
+        while let Some((&b, rest)) = bytes.split_first() {
+            if self.left > 0 {
+                let k = bytes.len().min(self.left as usize);
+                self.left -= k as u32;
+                bytes = &bytes[k..];
+                continue;
+            }
+            if let ([_, b1, ..], 0) = (bytes, self.hdr_at) {
+                if b1 & 0x7f < 126 {
+                    // The common header, whole here: two bytes.
+                    self.left = u32::from(b1 & 0x7f);
+                    bytes = &bytes[2..];
+                    begun += 1;
+                    continue;
+                }
+            }
+            self.hdr[self.hdr_at as usize] = b;
+            self.hdr_at += 1;
+            bytes = rest;
+            self.hdr_len = if self.hdr_at < 2 { 2 } else { header_len(self.hdr[1]) as u8 };
+            if self.hdr_at == self.hdr_len {
+                let len = match self.hdr[1] & 0x7f {
+                    126 => u64::from(u16::from_be_bytes([self.hdr[2], self.hdr[3]])),
+                    127 => u64::from_be_bytes(self.hdr[2..10].try_into().expect("8 bytes")),
+                    len => u64::from(len),
+                };
+                // A line is within the member's cap, far below 4 GiB.
+                self.left = u32::try_from(len).unwrap_or(u32::MAX);
+                (self.hdr_at, self.hdr_len) = (0, 0);
+                begun += 1;
+            }
+        }
+        begun
     }
 }
 
@@ -271,7 +314,6 @@ struct Planned {
     at: usize,
     len: usize,
     fin: bool,
-    newline: bool,
     /// Continues the current frame (no header of its own but `hdr`'s rest).
     cont: bool,
 }
@@ -314,7 +356,7 @@ impl<T: Transport> Ws<T> {
             phase: Phase::Opening,
             max_message,
             rx: Rx::default(),
-            tx: Tx::default(),
+            tx: Tx { passes: mode == Mode::Lines, ..Tx::default() },
             aside: None,
             close_code: None,
             close_sent: false,
@@ -1030,6 +1072,9 @@ impl<T: Transport> Ws<T> {
             _ if self.close_sent => return Ok(total),
             _ => {}
         }
+        if self.tx.passes {
+            return self.pass_frames(parts, total);
+        }
         if let [one] = parts {
             if let Some(taken) = self.write_whole_reply(one)? {
                 return Ok(taken);
@@ -1092,6 +1137,110 @@ impl<T: Transport> Ws<T> {
         Ok(taken)
     }
 
+    /// Lines: `parts` are whole text frames the behaviour made (one per line, see
+    /// [`proto::frame_lines`]): they go out as they are, in one write, and the walk over what
+    /// went out keeps where the current frame ends, so that our own control frames go only
+    /// between frames. With ours waiting in the middle of a frame, only the rest of that frame
+    /// goes first.
+    fn pass_frames(&mut self, parts: &[&[u8]], total: usize) -> Result<usize, Errno> {
+        let mut taken = 0;
+        while taken < total {
+            if self.tx.at_boundary() && !self.flush_ctl()? {
+                break; // the socket refused our own frames: a writable edge will follow
+            }
+            // With ours still waiting (in the middle of a frame), up to that frame's end.
+            let limit =
+                if self.ctl_is_empty() { total - taken } else { self.frame_end(parts, taken) };
+            let mut slices = Vec::with_capacity(parts.len());
+            let (mut skip, mut room) = (taken, limit);
+            for part in parts {
+                if room == 0 {
+                    break;
+                }
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                let take = (part.len() - skip).min(room);
+                slices.push(IoSlice::new(&part[skip..skip + take]));
+                (skip, room) = (0, room - take);
+            }
+            let planned: usize = slices.iter().map(|s| s.len()).sum();
+            let written = match self.inner.send_vectored(&slices) {
+                Ok(n) => n,
+                Err(EAGAIN) if taken > 0 => break,
+                Err(e) => return Err(e),
+            };
+            self.wrote += written as u64;
+            self.walk_out(&slices, written);
+            taken += written;
+            if written < planned {
+                break; // the socket refused the rest: a writable edge will follow
+            }
+        }
+        if self.tx.at_boundary() && !self.ctl_is_empty() {
+            self.flush_ctl()?; // ours, once the frame it waited for ended
+        }
+        if taken == 0 && total > 0 {
+            return Err(EAGAIN);
+        }
+        Ok(taken)
+    }
+
+    /// Lines: the walk over the first `written` bytes of `slices`, as they went out.
+    fn walk_out(&mut self, slices: &[IoSlice<'_>], written: usize) {
+        let mut left = written;
+        for slice in slices {
+            if left == 0 {
+                break;
+            }
+            let k = slice.len().min(left);
+            self.happened.messages_out += self.tx.walk(&slice[..k]);
+            left -= k;
+        }
+    }
+
+    /// Lines, the common write: messages flow and none of our own output waits, so the
+    /// behaviour's frames go out from its own slices, as they are (see [`Ws::pass_frames`] for
+    /// the rest). `None` when this is not the case.
+    #[inline]
+    fn pass_slices(&mut self, bufs: &[IoSlice<'_>]) -> Option<Result<usize, Errno>> {
+        if !self.tx.passes || self.phase != Phase::Open || self.close_sent || !self.ctl_is_empty() {
+            return None;
+        }
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let written = match self.inner.send_vectored(bufs) {
+            Ok(n) => n,
+            Err(e) => {
+                self.tx.owes = total > 0;
+                return Some(Err(e));
+            }
+        };
+        self.wrote += written as u64;
+        self.walk_out(bufs, written);
+        self.tx.owes = written != total;
+        Some(Ok(written))
+    }
+
+    /// Lines: how many of the bytes from `parts`' byte `from` on finish the frame under way.
+    fn frame_end(&self, parts: &[&[u8]], from: usize) -> usize {
+        let mut probe = Tx { passes: true, ..Tx::default() };
+        (probe.left, probe.hdr, probe.hdr_at, probe.hdr_len) =
+            (self.tx.left, self.tx.hdr, self.tx.hdr_at, self.tx.hdr_len);
+        let (mut n, mut skip) = (0, from);
+        for part in parts {
+            for &b in part.iter().skip(skip) {
+                probe.walk(&[b]);
+                n += 1;
+                if probe.at_boundary() {
+                    return n;
+                }
+            }
+            skip = skip.saturating_sub(part.len());
+        }
+        n
+    }
+
     /// The echo's common write: `bytes` are the rest of the oldest message received, or part of
     /// it, at a frame boundary with nothing of our own to send first: one frame, one write.
     /// `None` when the general path must plan it.
@@ -1135,7 +1284,6 @@ impl<T: Transport> Ws<T> {
             at: 0,
             len: bytes.len(),
             fin,
-            newline: false,
             cont: false,
         };
         let taken = self.commit(&[Some(frame)], written);
@@ -1157,32 +1305,22 @@ impl<T: Transport> Ws<T> {
         let mut n = 0;
         let mut queue_at = 0;
         let mut sent_of_head = None::<(u32, bool)>; // the head message's state as planned
-        let mut started = self.tx.started;
         let blank = [0; proto::MAX_HEADER];
         if !self.tx.at_boundary() {
             // Continue the current frame first.
             let avail = parts.get(part).map_or(0, |p| p.len() - at);
             let len = (self.tx.left as usize).min(avail);
-            let newline = self.tx.newline && len == self.tx.left as usize && avail > len;
             let hdr_left = self.tx.hdr_at < self.tx.hdr_len;
-            if len == 0 && !newline && !hdr_left {
+            if len == 0 && !hdr_left {
                 return 0; // its bytes are not offered yet
             }
-            plan[0] = Some(Planned {
-                hdr: blank,
-                hdr_len: 0,
-                part,
-                at,
-                len,
-                fin: false,
-                newline,
-                cont: true,
-            });
+            plan[0] =
+                Some(Planned { hdr: blank, hdr_len: 0, part, at, len, fin: false, cont: true });
             n = 1;
-            if len < self.tx.left as usize || (self.tx.newline && !newline) {
+            if len < self.tx.left as usize {
                 return n; // the frame goes on in the next part
             }
-            at += len + newline as usize;
+            at += len;
         }
         while n < MAX_FRAMES {
             while part < parts.len() && at == parts[part].len() {
@@ -1190,44 +1328,26 @@ impl<T: Transport> Ws<T> {
                 at = 0;
             }
             let avail = parts.get(part).map_or(0, |p| p.len() - at);
-            let (op, len, fin, newline) = match self.mode {
-                Mode::Echo => {
-                    let Some(msg) = reply_get(&self.tx.first, &self.aside, queue_at) else { break };
-                    let (sent, began) = sent_of_head.unwrap_or((msg.sent, msg.started));
-                    let owed = msg.len - sent;
-                    let len = (owed as usize).min(avail);
-                    let fin = msg.complete && len == owed as usize;
-                    if len == 0 && !fin {
-                        break;
-                    }
-                    if fin {
-                        queue_at += 1;
-                        sent_of_head = None;
-                    } else {
-                        sent_of_head = Some((sent + len as u32, true));
-                    }
-                    (if began { opcode::CONTINUATION } else { msg.op }, len, fin, false)
-                }
-                Mode::Lines => {
-                    if avail == 0 {
-                        break;
-                    }
-                    let rest = &parts[part][at..];
-                    let (len, fin) = match memchr::memchr(b'\n', rest) {
-                        Some(i) => (i, true),
-                        // A frame's length is held in 32 bits: a longer line takes two.
-                        None => (rest.len().min(u32::MAX as usize), false),
-                    };
-                    let op = if started { opcode::CONTINUATION } else { opcode::TEXT };
-                    started = !fin;
-                    (op, len, fin, fin)
-                }
-            };
+            let Some(msg) = reply_get(&self.tx.first, &self.aside, queue_at) else { break };
+            let (sent, began) = sent_of_head.unwrap_or((msg.sent, msg.started));
+            let owed = msg.len - sent;
+            let len = (owed as usize).min(avail);
+            let fin = msg.complete && len == owed as usize;
+            if len == 0 && !fin {
+                break;
+            }
+            if fin {
+                queue_at += 1;
+                sent_of_head = None;
+            } else {
+                sent_of_head = Some((sent + len as u32, true));
+            }
+            let op = if began { opcode::CONTINUATION } else { msg.op };
             let mut hdr = blank;
             let hdr_len = proto::header(&mut hdr, fin, op, len as u64, None) as u8;
-            plan[n] = Some(Planned { hdr, hdr_len, part, at, len, fin, newline, cont: false });
+            plan[n] = Some(Planned { hdr, hdr_len, part, at, len, fin, cont: false });
             n += 1;
-            at += len + newline as usize;
+            at += len;
         }
         n
     }
@@ -1260,42 +1380,24 @@ impl<T: Transport> Ws<T> {
                 self.tx.hdr_at = h as u8;
                 self.tx.hdr_len = hdr_len as u8;
                 self.tx.left = (frame.len - p) as u32;
-                self.tx.newline = frame.newline;
             }
             if self.tx.hdr_at < self.tx.hdr_len || self.tx.left > 0 {
                 return taken;
             }
             self.tx.hdr_at = 0;
             self.tx.hdr_len = 0;
-            if self.tx.newline {
-                if frame.cont && !frame.newline {
-                    return taken; // the `\n` is in the next part
-                }
-                self.tx.newline = false;
-                taken += 1;
-            }
         }
         taken
     }
 
     /// A planned frame began to go out: its message's state moves on.
     fn begin(&mut self, frame: &Planned) {
-        match self.mode {
-            Mode::Echo => {
-                let head = self.tx.front_mut().expect("a reply frame has its message");
-                head.sent += frame.len as u32;
-                head.started = true;
-                if frame.fin {
-                    reply_pop(&mut self.tx.first, &mut self.aside);
-                    self.happened.messages_out += 1;
-                }
-            }
-            Mode::Lines => {
-                self.tx.started = !frame.fin;
-                if frame.fin {
-                    self.happened.messages_out += 1;
-                }
-            }
+        let head = self.tx.front_mut().expect("a reply frame has its message");
+        head.sent += frame.len as u32;
+        head.started = true;
+        if frame.fin {
+            reply_pop(&mut self.tx.first, &mut self.aside);
+            self.happened.messages_out += 1;
         }
     }
 }
@@ -1459,6 +1561,10 @@ impl<T: Transport> Transport for Framed<T> {
         framed!(self, io => io.short_read_drains())
     }
 
+    fn frames_lines(&self) -> bool {
+        framed!(self, io => io.frames_lines())
+    }
+
     fn reserve(&self) -> usize {
         framed!(self, io => io.reserve())
     }
@@ -1560,7 +1666,27 @@ impl<T: Transport> Transport for Ws<T> {
         }
     }
 
-    crate::transport::write_by_parts!(write_parts);
+    // Out of line: the wire's `send` that dispatches here stays small enough to be inlined
+    // where the plain socket's send is the hot one (the echo answered in place).
+    #[inline(never)]
+    fn send(&mut self, buf: &[u8]) -> Result<usize, Errno> {
+        if let Some(sent) = self.pass_slices(&[IoSlice::new(buf)]) {
+            return sent;
+        }
+        self.write_parts(&[buf])
+    }
+
+    fn send2(&mut self, first: &[u8], second: &[u8]) -> Result<usize, Errno> {
+        self.write_parts(&[first, second])
+    }
+
+    fn send_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
+        if let Some(sent) = self.pass_slices(bufs) {
+            return sent;
+        }
+        let parts: Vec<&[u8]> = bufs.iter().map(|b| &**b).collect();
+        self.write_parts(&parts)
+    }
 
     fn shutdown_write(&mut self) {
         if !self.close_sent && matches!(self.phase, Phase::Open | Phase::Closing) {
@@ -1587,6 +1713,10 @@ impl<T: Transport> Transport for Ws<T> {
     fn short_read_drains(&self) -> bool {
         // Closing: read again, for our close and the end of stream that follow the data.
         !self.rx.full && matches!(self.phase, Phase::Open | Phase::Opening)
+    }
+
+    fn frames_lines(&self) -> bool {
+        self.tx.passes
     }
 
     fn reserve(&self) -> usize {
@@ -1832,9 +1962,9 @@ pub(crate) mod properties {
             }
         }
         panic!(
-            "no progress: phase {:?} pending {} ctl {} tx left {} hdr {}/{} newline {} close_sent {} owes {} queue {:?}",
+            "no progress: phase {:?} pending {} ctl {} tx left {} hdr {}/{} close_sent {} owes {} queue {:?}",
             ws.phase, pending.len(), ws.aside.as_ref().map_or(0, |a| a.ctl.len()), ws.tx.left, ws.tx.hdr_at, ws.tx.hdr_len,
-            ws.tx.newline, ws.close_sent, ws.tx.owes, ws.tx.first
+            ws.close_sent, ws.tx.owes, ws.tx.first
         );
     }
 
@@ -1900,6 +2030,54 @@ pub(crate) mod properties {
                 messages.iter().map(|m| (m.op, m.payload.clone())).collect();
             prop_assert_eq!(got, want);
             prop_assert_eq!(close, Some(4000));
+        }
+
+        /// Lines (chat): the behaviour's framed lines go out as they are, in any partial writes,
+        /// and the pongs the client's pings are owed go only between frames, however the
+        /// frames are cut: every line comes back as one text message, in order, and every
+        /// ping's pong whole.
+        #[test]
+        fn framed_lines_pass_through_with_pongs_between_frames(
+            lines in prop::collection::vec(prop::collection::vec(b'a'..=b'z', 0..300), 1..30),
+            pings in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..20), 0..6),
+            reads in prop::collection::vec(1usize..40, 1..6),
+            writes in prop::collection::vec(prop_oneof![1 => 0usize..4, 3 => 4usize..400], 1..8),
+        ) {
+            let mut input = REQUEST.to_vec();
+            for ping in &pings {
+                client_frame(&mut input, true, opcode::PING, ping, [9, 8, 7, 6]);
+            }
+            let mut writes = writes;
+            writes.push(1 + writes[0]);
+            let io = Scripted::new(input, reads, writes);
+            let mut ws = Ws::new(io, Mode::Lines, 1 << 20);
+            let text: Vec<u8> = lines.iter().flat_map(|l| l.iter().copied().chain([b'\n'])).collect();
+            let mut pending = proto::frame_lines(&text);
+            let mut buf = vec![0u8; 4096];
+            let mut eof = false;
+            for _ in 0..1_000_000 {
+                if !pending.is_empty() {
+                    if let Ok(n) = ws.send(&pending) {
+                        pending.drain(..n);
+                    }
+                }
+                let _ = super::WsState::on_writable_edge(&mut ws);
+                if !eof {
+                    eof = matches!(ws.recv(&mut buf), Ok(0));
+                }
+                if eof && pending.is_empty() && !ws.has_buffered() {
+                    break;
+                }
+            }
+            prop_assert!(pending.is_empty(), "the lines never all went");
+            ws.shutdown_write();
+            let (messages, pongs, close, unfinished) = server_frames(&ws.inner.output);
+            prop_assert!(!unfinished);
+            let want: Vec<(u8, Vec<u8>)> = lines.iter().map(|l| (opcode::TEXT, l.clone())).collect();
+            prop_assert_eq!(messages, want);
+            prop_assert_eq!(pongs, pings);
+            prop_assert_eq!(close, None);
+            prop_assert_eq!(ws.happened.messages_out as usize, lines.len(), "messages counted out");
         }
 
         /// Arbitrary bytes after a valid upgrade, in any pieces: never a panic, never a hang,

@@ -48,12 +48,35 @@ use crate::stats::Stats;
 use crate::sys::MAX_IOV;
 use crate::timer::Tick;
 use crate::transport::Transport;
+use crate::websocket::frame_lines;
 use history::{Event, History, HistoryLimit, Posted};
 use lines::{Framer, Piece};
 use outbox::{Outbox, Segment};
 
 /// The longest name.
 pub(crate) const MAX_NAME: usize = 32;
+
+/// A post's renderings for one delivery: the shared text and JSON ones, and each framed for
+/// WebSocket members ([`frame_lines`]) once, when the first of them needs it, then shared by
+/// the rest (framing each line once per post, not once per member).
+pub(crate) struct Renderings<'p> {
+    post: &'p Posted,
+    framed: [Option<Segment>; 2],
+}
+
+impl<'p> Renderings<'p> {
+    pub(crate) fn new(post: &'p Posted) -> Self {
+        Renderings { post, framed: [None, None] }
+    }
+
+    fn get(&mut self, json: bool, framed: bool) -> &Segment {
+        let plain = if json { self.post.json() } else { &self.post.text };
+        match framed {
+            false => plain,
+            true => self.framed[json as usize].get_or_insert_with(|| Arc::from(frame_lines(plain))),
+        }
+    }
+}
 
 /// One room as one reactor sees it: its members there (slab keys), and the room's directory.
 #[derive(Debug)]
@@ -192,6 +215,9 @@ pub(crate) struct Member<T> {
     from: Option<std::net::SocketAddr>,
     /// `/format json`: deliveries and answers as JSON lines.
     json: bool,
+    /// Over WebSocket: everything it is sent goes framed, one text message per line
+    /// ([`Transport::frames_lines`]).
+    framed: bool,
 }
 
 impl<T: Transport> Member<T> {
@@ -204,6 +230,7 @@ impl<T: Transport> Member<T> {
         from: Option<std::net::SocketAddr>,
         ctx: &mut Ctx,
     ) -> Self {
+        let io_frames = io.frames_lines();
         let r = &mut ctx.chat.rooms[room];
         r.members.push(key);
         r.dir().unnamed += 1;
@@ -223,6 +250,7 @@ impl<T: Transport> Member<T> {
             listed: false,
             from,
             json: false,
+            framed: io_frames,
         }
     }
 
@@ -427,7 +455,8 @@ impl<T: Transport> Member<T> {
         }
         for (post, skip, take) in &replay.posts {
             stats.chat_replayed += *take as u64;
-            self.out.push(post.rendering(self.json, *skip, *take));
+            let seg = post.rendering(self.json, *skip, *take);
+            self.out.push(if self.framed { Arc::from(frame_lines(&seg)) } else { seg });
         }
         let (text, json) = match replay.more {
             None => (
@@ -533,7 +562,7 @@ impl<T: Transport> Member<T> {
 
     /// Queues an answer for this member only.
     fn reply(&mut self, bytes: &[u8], chat: &mut ChatCtx) {
-        self.out.push(Arc::from(bytes));
+        self.out.push(if self.framed { Arc::from(frame_lines(bytes)) } else { Arc::from(bytes) });
         self.list(&mut chat.dirty);
     }
 
@@ -590,20 +619,22 @@ impl<T: Transport> Member<T> {
         }
     }
 
-    /// The rendering of `post` this member receives (text or JSON).
+    /// The rendering of the post this member receives (text or JSON, framed over WebSocket).
     #[inline]
-    fn rendering<'p>(&self, post: &'p Posted) -> &'p Segment {
-        match self.json {
-            false => &post.text,
-            true => post.json(),
-        }
+    fn rendering<'r>(&self, post: &'r mut Renderings) -> &'r Segment {
+        post.get(self.json, self.framed)
     }
 
     /// Queues `post` from another member, unless that would take the undelivered output past
     /// `cap` (false: the member is too slow). A member that owes nothing always takes it: one
     /// read's run of lines may be longer than the cap, and a member keeping up is not slow. Lists
     /// the member for the end-of-turn flush.
-    pub(crate) fn deliver(&mut self, post: &Posted, cap: usize, dirty: &mut Vec<usize>) -> bool {
+    pub(crate) fn deliver(
+        &mut self,
+        post: &mut Renderings,
+        cap: usize,
+        dirty: &mut Vec<usize>,
+    ) -> bool {
         let seg = self.rendering(post);
         if !self.out.is_empty() && self.out.len() + seg.len() > cap {
             return false;
@@ -634,7 +665,7 @@ impl<T: Transport> Member<T> {
     /// kept, sharing the segment.
     pub(crate) fn send_now(
         &mut self,
-        post: &Posted,
+        post: &mut Renderings,
         stats: &mut Stats,
         now: Tick,
     ) -> Result<(), CloseReason> {
@@ -784,6 +815,7 @@ mod tests {
             listed: false,
             from: None,
             json: false,
+            framed: false,
         };
         (member, theirs)
     }
@@ -796,7 +828,8 @@ mod tests {
         let mut dirty = Vec::new();
         let expected: Vec<u8> = (0..100u8).flat_map(|i| [b'a' + i % 26, b'\n']).collect();
         for line in expected.chunks(2) {
-            assert!(member.deliver(&Posted::loose(line), 1 << 20, &mut dirty));
+            let post = Posted::loose(line);
+            assert!(member.deliver(&mut Renderings::new(&post), 1 << 20, &mut dirty));
         }
         assert_eq!(dirty, vec![0], "listed once");
         let mut stats = Stats::default();
@@ -816,8 +849,12 @@ mod tests {
         let (mut member, _peer) = member_on_a_socket_pair();
         let mut dirty = Vec::new();
         let big = Posted::loose(&[b'x'; 100]);
-        assert!(member.deliver(&big, 10, &mut dirty), "owes nothing: takes it");
-        assert!(!member.deliver(&Posted::loose(b"y\n"), 10, &mut dirty), "owes 100 > cap 10");
+        assert!(
+            member.deliver(&mut Renderings::new(&big), 10, &mut dirty),
+            "owes nothing: takes it"
+        );
+        let y = Posted::loose(b"y\n");
+        assert!(!member.deliver(&mut Renderings::new(&y), 10, &mut dirty), "owes 100 > cap 10");
         assert_eq!(member.pending(), 100);
     }
 
