@@ -113,6 +113,16 @@ pub fn header(
     at
 }
 
+/// The payload length a whole frame header states: `head` holds the header from its first byte
+/// (2, 4 or 10 bytes before any masking key, as its second byte says).
+pub fn payload_len(head: &[u8]) -> u64 {
+    match head[1] & 0x7f {
+        126 => u64::from(u16::from_be_bytes([head[2], head[3]])),
+        127 => u64::from_be_bytes(head[2..10].try_into().expect("8 bytes")),
+        len => u64::from(len),
+    }
+}
+
 /// Appends a whole frame to `out`: its header, then `payload`, masked with `key` if there is
 /// one (a client's frames are masked, a server's are not).
 pub fn frame(out: &mut Vec<u8>, fin: bool, op: u8, payload: &[u8], key: Option<[u8; 4]>) {
@@ -304,6 +314,14 @@ mod tests {
         assert_eq!(out, [0x8a, 0x82, 1, 2, 3, 4, b'a' ^ 1, b'b' ^ 2]);
         frame(&mut out, false, opcode::TEXT, b"x", None);
         assert_eq!(&out[8..], [0x01, 1, b'x']);
+        // And read back, in each length form, masked or not.
+        for (len, key) in [(0, None), (125, None), (126, Some([1, 2, 3, 4])), (65535, None)]
+            .into_iter()
+            .chain([(65536, Some([9, 9, 9, 9])), (1 << 40, None)])
+        {
+            header(&mut h, true, opcode::BINARY, len, key);
+            assert_eq!(payload_len(&h), len);
+        }
     }
 
     #[test]

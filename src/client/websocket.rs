@@ -238,11 +238,7 @@ impl WsClient {
                 if b1 & 0x80 != 0 || b0 & 0x70 != 0 {
                     return Err(io::Error::other("the server sent a masked or reserved frame"));
                 }
-                rx.left = match b1 & 0x7f {
-                    126 => u16::from_be_bytes([rx.head[2], rx.head[3]]) as u64,
-                    127 => u64::from_be_bytes(rx.head[2..10].try_into().expect("8 bytes")),
-                    n => n as u64,
-                };
+                rx.left = ws::payload_len(&rx.head);
                 rx.op = b0 & 0x0f;
                 rx.fin = b0 & 0x80 != 0;
                 rx.have = 0;

@@ -289,13 +289,8 @@ impl Tx {
             bytes = rest;
             self.hdr_len = if self.hdr_at < 2 { 2 } else { header_len(self.hdr[1]) as u8 };
             if self.hdr_at == self.hdr_len {
-                let len = match self.hdr[1] & 0x7f {
-                    126 => u64::from(u16::from_be_bytes([self.hdr[2], self.hdr[3]])),
-                    127 => u64::from_be_bytes(self.hdr[2..10].try_into().expect("8 bytes")),
-                    len => u64::from(len),
-                };
                 // A line is within the member's cap, far below 4 GiB.
-                self.left = u32::try_from(len).unwrap_or(u32::MAX);
+                self.left = u32::try_from(proto::payload_len(&self.hdr)).unwrap_or(u32::MAX);
                 (self.hdr_at, self.hdr_len) = (0, 0);
                 begun += 1;
             }
@@ -853,8 +848,7 @@ impl<T: Transport> Ws<T> {
     /// wait, or our last word and the client's end of stream are due); `EAGAIN`: the socket
     /// is drained.
     fn took(&mut self, buf: &mut [u8], from: usize, n: usize) -> Result<Option<usize>, Errno> {
-        self.rx.full =
-            n == buf.len() - from || !self.inner.short_read_drains() || self.rx.end_reported;
+        self.rx.full = self.more_may_wait(n, buf.len() - from);
         let mut start = from;
         if self.is_opening() {
             match self.open(&buf[from..from + n]) {
@@ -868,6 +862,14 @@ impl<T: Transport> Ws<T> {
             (start, w) = self.reply_in_place(buf, start, from + n)?;
         }
         self.took_frames(buf, start, from + n, w)
+    }
+
+    /// Whether a read of `n` bytes, `asked` for, may have left more behind: it filled what was
+    /// asked, the transport below holds more, or the peer's end was reported (read until it
+    /// shows).
+    #[inline]
+    fn more_may_wait(&self, n: usize, asked: usize) -> bool {
+        n == asked || !self.inner.short_read_drains() || self.rx.end_reported
     }
 
     /// [`Ws::took`] from the frames at `buf[start..end]` on, `w` payload bytes for the behaviour
@@ -907,7 +909,7 @@ impl<T: Transport> Ws<T> {
             Ok(n) => n,
             Err(e) => return Some(Err(e)),
         };
-        self.rx.full = n == buf.len() || !self.inner.short_read_drains() || self.rx.end_reported;
+        self.rx.full = self.more_may_wait(n, buf.len());
         let (mut start, mut w) = (0, 0);
         if !self.rx.full {
             (start, w) = match self.reply_in_place(buf, 0, n) {
@@ -928,11 +930,7 @@ impl<T: Transport> Ws<T> {
         let (b0, b1) = (rx.head[0], rx.head[1]);
         let fin = b0 & 0x80 != 0;
         let op = b0 & 0x0f;
-        let len = match b1 & 0x7f {
-            126 => u16::from_be_bytes([rx.head[2], rx.head[3]]) as u64,
-            127 => u64::from_be_bytes(rx.head[2..10].try_into().expect("8 bytes")),
-            len => len as u64,
-        };
+        let len = proto::payload_len(&rx.head);
         if b0 & 0x70 != 0 || b1 & 0x80 == 0 || len >> 63 != 0 {
             return Err(close::PROTOCOL); // reserved bits (no extension agreed), unmasked, 2^63
         }
