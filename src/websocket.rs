@@ -140,31 +140,108 @@ pub fn frame(out: &mut Vec<u8>, fin: bool, op: u8, payload: &[u8], key: Option<[
 /// payload, mod 4). Sixteen bytes at a time (one SSE2 register), then eight, then single bytes.
 #[inline]
 pub fn mask(buf: &mut [u8], key: [u8; 4], phase: usize) {
-    // The key from `phase` bytes into it: a rotation of its word (towards the low byte in
-    // memory order).
-    let turn = 8 * (phase as u32 & 3);
-    let word = u32::from_ne_bytes(key);
-    let word = if cfg!(target_endian = "little") {
-        word.rotate_right(turn)
-    } else {
-        word.rotate_left(turn)
-    };
-    let key = word.to_ne_bytes();
-    // Both halves alike: the same bytes in memory whatever the byte order.
-    let wide = u64::from(word) | (u64::from(word) << 32);
-    let wider = u128::from(wide) | (u128::from(wide) << 64);
+    let key = Key::new(key, phase);
     let mut chunks = buf.chunks_exact_mut(16);
     for chunk in &mut chunks {
-        let word = u128::from_ne_bytes((&*chunk).try_into().expect("16 bytes")) ^ wider;
+        let word = u128::from_ne_bytes((&*chunk).try_into().expect("16 bytes")) ^ key.wider;
         chunk.copy_from_slice(&word.to_ne_bytes());
     }
     let mut chunks = chunks.into_remainder().chunks_exact_mut(8);
     for chunk in &mut chunks {
-        let word = u64::from_ne_bytes((&*chunk).try_into().expect("8 bytes")) ^ wide;
+        let word = u64::from_ne_bytes((&*chunk).try_into().expect("8 bytes")) ^ key.wide;
         chunk.copy_from_slice(&word.to_ne_bytes());
     }
     for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
-        *b ^= key[i & 3];
+        *b ^= key.bytes[i & 3];
+    }
+}
+
+/// [`mask`] of `buf[from..from + len]` with its result written to `buf[to..]` (`to <= from`;
+/// the two may overlap): a payload unmasked and moved to the front of a read buffer in one
+/// pass over its bytes, where [`mask`] then a `copy_within` make two. Sixteen bytes at a time
+/// (SSE2 on x86-64, where LLVM would split a `u128` into two 64-bit halves), each read before
+/// it is written at or below where it was, so no byte is overwritten before it is read.
+#[inline]
+pub fn unmask_within(
+    buf: &mut [u8],
+    from: usize,
+    len: usize,
+    to: usize,
+    key: [u8; 4],
+    phase: usize,
+) {
+    assert!(to <= from && from + len <= buf.len(), "unmask_within out of bounds");
+    let key = Key::new(key, phase);
+    let whole = len & !15;
+    // SAFETY: `from + whole <= from + len <= buf.len()` and `to <= from` (asserted above), so
+    // every 16 bytes read and written lie inside `buf`.
+    unsafe { unmask_16s(buf.as_mut_ptr().add(from), buf.as_mut_ptr().add(to), whole, &key) };
+    for i in whole..len {
+        buf[to + i] = buf[from + i] ^ key.bytes[i & 3];
+    }
+}
+
+/// `len` (a multiple of 16) bytes at `src` XORed with the key and written to `dst` (at or below
+/// `src`), sixteen bytes at a time, each read before its write.
+///
+/// # Safety
+/// Both ranges must lie in one allocation, and `dst <= src`.
+#[inline]
+unsafe fn unmask_16s(src: *const u8, dst: *mut u8, len: usize, key: &Key) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_storeu_si128, _mm_xor_si128};
+        // SAFETY: SSE2 is part of x86-64 (no detection needed); `sixteen` is 16 bytes.
+        let k = unsafe { _mm_loadu_si128(key.sixteen.as_ptr().cast::<__m128i>()) };
+        let mut i = 0;
+        while i < len {
+            // SAFETY: `i + 16 <= len`, inside both ranges (the caller's promise).
+            unsafe {
+                let word = _mm_loadu_si128(src.add(i).cast::<__m128i>());
+                _mm_storeu_si128(dst.add(i).cast::<__m128i>(), _mm_xor_si128(word, k));
+            }
+            i += 16;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let mut i = 0;
+        while i < len {
+            // SAFETY: `i + 16 <= len`, inside both ranges (the caller's promise).
+            unsafe {
+                let word = src.add(i).cast::<u128>().read_unaligned();
+                dst.add(i).cast::<u128>().write_unaligned(word ^ key.wider);
+            }
+            i += 16;
+        }
+    }
+}
+
+/// A masking key turned to start `phase` bytes into it, in the widths [`mask`] uses.
+struct Key {
+    bytes: [u8; 4],
+    wide: u64,
+    wider: u128,
+    /// `wider` as bytes, for a 16-byte register.
+    sixteen: [u8; 16],
+}
+
+impl Key {
+    #[inline]
+    fn new(key: [u8; 4], phase: usize) -> Self {
+        // The key from `phase` bytes into it: a rotation of its word (towards the low byte in
+        // memory order).
+        let turn = 8 * (phase as u32 & 3);
+        let word = u32::from_ne_bytes(key);
+        let word = if cfg!(target_endian = "little") {
+            word.rotate_right(turn)
+        } else {
+            word.rotate_left(turn)
+        };
+        // Both halves alike: the same bytes in memory whatever the byte order.
+        let wide = u64::from(word) | (u64::from(word) << 32);
+        let wider = u128::from(wide) | (u128::from(wide) << 64);
+        Key { bytes: word.to_ne_bytes(), wide, wider, sixteen: wider.to_ne_bytes() }
     }
 }
 
@@ -266,6 +343,31 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"foob"), "Zm9vYg==");
+    }
+
+    #[test]
+    fn unmasking_within_matches_mask_then_move() {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        let data: Vec<u8> = (0..90u8).map(|b| b.wrapping_mul(37)).collect();
+        // Every length to 50 (the 16-byte steps and the bytes after them), at every phase and
+        // every distance back, overlapping or not.
+        for phase in 0..4 {
+            for len in 0..=50 {
+                for back in 0..=40 {
+                    let from = 40;
+                    let mut fast = data.clone();
+                    unmask_within(&mut fast, from, len, from - back, key, phase);
+                    let mut slow = data.clone();
+                    mask(&mut slow[from..from + len], key, phase);
+                    slow.copy_within(from..from + len, from - back);
+                    assert_eq!(
+                        fast[from - back..from - back + len],
+                        slow[from - back..from - back + len],
+                        "phase {phase}, len {len}, back {back}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

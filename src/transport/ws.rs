@@ -4,7 +4,7 @@
 //! the behaviour writes. The behaviours stay as they are, their caps and backpressure included.
 //!
 //! - **Reading**: raw bytes are read into the caller's buffer and decoded in place: headers are
-//!   dropped, payloads unmasked (a word at a time) and moved to the front. A text message's UTF-8
+//!   dropped, payloads unmasked (sixteen bytes at a time) and moved to the front in one pass. A text message's UTF-8
 //!   is checked as it arrives, failing as soon as the bytes cannot be valid. A protocol error,
 //!   or the client's close frame, reads as end of stream; the close frame we owe goes out when
 //!   the behaviour shuts down (after everything it still had to send).
@@ -637,17 +637,18 @@ impl<T: Transport> Ws<T> {
             }
             let take = (self.rx.left as usize).min(to - r);
             let rx = &mut self.rx;
-            proto::mask(&mut buf[r..r + take], rx.key(), rx.phase as usize);
             if rx.op >= 8 {
+                proto::mask(&mut buf[r..r + take], rx.key(), rx.phase as usize);
                 aside(&mut self.aside).control.extend_from_slice(&buf[r..r + take]);
             } else {
-                if rx.msg == opcode::TEXT && !rx.utf8.feed(&buf[r..r + take]) {
+                // Unmasked and moved to the front in one pass.
+                proto::unmask_within(buf, r, take, w, rx.key(), rx.phase as usize);
+                if rx.msg == opcode::TEXT && !rx.utf8.feed(&buf[w..w + take]) {
                     self.fail(close::INVALID_DATA);
                     break;
                 }
                 if take > 0 {
-                    rx.ends_nl = buf[r + take - 1] == b'\n';
-                    buf.copy_within(r..r + take, w);
+                    rx.ends_nl = buf[w + take - 1] == b'\n';
                     w += take;
                     if let Some(last) = reply_back(&mut self.tx.first, &mut self.aside) {
                         last.len += take as u32;
