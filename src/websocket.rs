@@ -159,9 +159,10 @@ pub fn mask(buf: &mut [u8], key: [u8; 4], phase: usize) {
 /// [`mask`] of `buf[from..from + len]` with its result written to `buf[to..]` (`to <= from`;
 /// the two may overlap): a payload unmasked and moved to the front of a read buffer in one
 /// pass over its bytes, where [`mask`] then a `copy_within` make two. Sixteen bytes at a time
-/// (SSE2 on x86-64, where LLVM would split a `u128` into two 64-bit halves), each read before
-/// it is written at or below where it was, so no byte is overwritten before it is read.
-#[inline]
+/// (SSE2 on x86-64, where LLVM would split a `u128` into two 64-bit halves), then eight, four
+/// and single bytes; each read before it is written at or below where it was, so no byte is
+/// overwritten before it is read.
+#[inline(always)]
 pub fn unmask_within(
     buf: &mut [u8],
     from: usize,
@@ -170,31 +171,30 @@ pub fn unmask_within(
     key: [u8; 4],
     phase: usize,
 ) {
-    assert!(to <= from && from + len <= buf.len(), "unmask_within out of bounds");
+    assert!(
+        to <= from && from <= buf.len() && len <= buf.len() - from,
+        "unmask_within out of bounds"
+    );
     let key = Key::new(key, phase);
-    let whole = len & !15;
-    // SAFETY: `from + whole <= from + len <= buf.len()` and `to <= from` (asserted above), so
-    // every 16 bytes read and written lie inside `buf`.
-    unsafe { unmask_16s(buf.as_mut_ptr().add(from), buf.as_mut_ptr().add(to), whole, &key) };
-    for i in whole..len {
-        buf[to + i] = buf[from + i] ^ key.bytes[i & 3];
-    }
+    // SAFETY: `from + len <= buf.len()` and `to <= from` (asserted above): both ranges lie
+    // inside `buf`.
+    unsafe { unmask_raw(buf.as_mut_ptr().add(from), buf.as_mut_ptr().add(to), len, &key) };
 }
 
-/// `len` (a multiple of 16) bytes at `src` XORed with the key and written to `dst` (at or below
-/// `src`), sixteen bytes at a time, each read before its write.
+/// `len` bytes at `src` XORed with the key and written to `dst` (at or below `src`), each
+/// read before the write that may overlap it.
 ///
 /// # Safety
 /// Both ranges must lie in one allocation, and `dst <= src`.
-#[inline]
-unsafe fn unmask_16s(src: *const u8, dst: *mut u8, len: usize, key: &Key) {
+#[inline(always)]
+unsafe fn unmask_raw(src: *const u8, dst: *mut u8, len: usize, key: &Key) {
+    let mut i = 0;
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_storeu_si128, _mm_xor_si128};
         // SAFETY: SSE2 is part of x86-64 (no detection needed); `sixteen` is 16 bytes.
         let k = unsafe { _mm_loadu_si128(key.sixteen.as_ptr().cast::<__m128i>()) };
-        let mut i = 0;
-        while i < len {
+        while i + 16 <= len {
             // SAFETY: `i + 16 <= len`, inside both ranges (the caller's promise).
             unsafe {
                 let word = _mm_loadu_si128(src.add(i).cast::<__m128i>());
@@ -204,16 +204,36 @@ unsafe fn unmask_16s(src: *const u8, dst: *mut u8, len: usize, key: &Key) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    {
-        let mut i = 0;
-        while i < len {
-            // SAFETY: `i + 16 <= len`, inside both ranges (the caller's promise).
-            unsafe {
-                let word = src.add(i).cast::<u128>().read_unaligned();
-                dst.add(i).cast::<u128>().write_unaligned(word ^ key.wider);
-            }
-            i += 16;
+    while i + 16 <= len {
+        // SAFETY: `i + 16 <= len`, inside both ranges (the caller's promise).
+        unsafe {
+            let word = src.add(i).cast::<u128>().read_unaligned();
+            dst.add(i).cast::<u128>().write_unaligned(word ^ key.wider);
         }
+        i += 16;
+    }
+    // The rest, at offsets that are multiples of 4 (the key's phase is unchanged) but the
+    // last few bytes.
+    if len - i >= 8 {
+        // SAFETY: `i + 8 <= len`, inside both ranges.
+        unsafe {
+            let word = src.add(i).cast::<u64>().read_unaligned();
+            dst.add(i).cast::<u64>().write_unaligned(word ^ key.wide);
+        }
+        i += 8;
+    }
+    if len - i >= 4 {
+        // SAFETY: `i + 4 <= len`, inside both ranges.
+        unsafe {
+            let word = src.add(i).cast::<u32>().read_unaligned();
+            dst.add(i).cast::<u32>().write_unaligned(word ^ key.wide as u32);
+        }
+        i += 4;
+    }
+    while i < len {
+        // SAFETY: `i < len`, inside both ranges.
+        unsafe { *dst.add(i) = *src.add(i) ^ key.bytes[i & 3] };
+        i += 1;
     }
 }
 

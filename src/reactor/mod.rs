@@ -401,6 +401,9 @@ impl Reactor {
                 Other::FaultyEcho(_) => {
                     return self.serve_faulty(key, readable, writable, read_closed)
                 }
+                Other::WsEcho(_) => {
+                    return self.serve_ws_echo(key, readable, writable, read_closed)
+                }
                 _ => return self.serve_other(key, readable, writable, read_closed),
             },
         };

@@ -13,7 +13,7 @@ use crate::proxy::{self, Header};
 use crate::stats::Stats;
 use crate::sys;
 use crate::timer::Kind;
-use crate::transport::ws::{self, Framed, Ws, WsState};
+use crate::transport::ws::{self, Framed, InPlaceRead, Ws, WsState};
 use crate::transport::{OwnOutput, Plain, Transport, Wire};
 
 /// After the echo of a connection with a fault plan ran: what it just wrote may be due at once
@@ -48,8 +48,8 @@ fn serve_echo<T: Transport + OwnOutput>(
 enum InPlace {
     /// Not for it: nothing was read.
     Not,
-    /// The read was answered where it lay (or there was nothing to read), the socket drained:
-    /// only messages moved, nothing else to settle.
+    /// The read was answered where it lay and counted, the connection stamped active, the
+    /// socket drained: only messages moved, nothing else to settle.
     Answered,
     /// The read went on through the echo, which came to this.
     Went(Outcome),
@@ -57,9 +57,10 @@ enum InPlace {
 
 /// A WebSocket echo over a plain socket: its common readable event (quiet, and the framing
 /// between messages with nothing owed) is served by the framing, answered in place
-/// ([`Ws::answer_in_place`]); whatever the read brings that is not for that goes on through
-/// the echo as its own read would. No writable edge is owed anything then: neither the echo,
-/// nor the framing, nor a plain socket holds output.
+/// ([`Ws::answer_in_place`]), counted, and the connection stamped active; whatever the read
+/// brings that is not for that goes on through the echo as its own read would. No writable
+/// edge is owed anything then: neither the echo, nor the framing, nor a plain socket holds
+/// output.
 #[inline]
 fn ws_in_place(
     echo: &mut Echo<Ws<Wire>>,
@@ -75,10 +76,13 @@ fn ws_in_place(
         return InPlace::Not;
     }
     let room = echo.room(ctx);
-    match echo.io.answer_in_place(&mut ctx.buf[..room]) {
-        None => InPlace::Not,
-        Some(Err(libc::EAGAIN)) => InPlace::Answered,
-        Some(read) => InPlace::Went(match echo.after_read(read, room, ctx) {
+    match echo.io.answer_in_place(&mut ctx.buf[..room], &mut ctx.stats) {
+        InPlaceRead::Not => InPlace::Not,
+        InPlaceRead::Answered => {
+            echo.life.last_active = ctx.tick;
+            InPlace::Answered
+        }
+        InPlaceRead::Read(read) => InPlace::Went(match echo.after_read(read, room, ctx) {
             Outcome::Idle if echo.is_finished() => Outcome::Close(CloseReason::Eof),
             outcome => outcome,
         }),
@@ -117,6 +121,16 @@ fn settle_ws<T: Transport + OnWire>(ws: &mut Ws<T>, stats: &mut Stats) -> Settle
     Settled { linger_began, tls_failed: under.tls_failed, echoed }
 }
 
+/// [`settle_ws`] for a WebSocket echo: messages the framing echoed itself, which the echo never
+/// saw, stamp the connection active.
+fn settle_ws_echo(echo: &mut Echo<Ws<Wire>>, ctx: &mut Ctx) -> Settled {
+    let settled = settle_ws(&mut echo.io, &mut ctx.stats);
+    if settled.echoed {
+        echo.life.last_active = ctx.tick;
+    }
+    settled
+}
+
 /// What a WebSocket framing sits on: the wire, or a fault plan on the wire.
 trait OnWire {
     fn wire(&mut self) -> &mut Wire;
@@ -135,8 +149,36 @@ impl OnWire for Faulty<Wire> {
 }
 
 impl Reactor {
-    /// Serves a TLS echo connection or a chat member (over either wire). A writable edge first
-    /// goes to the wire (TLS records it could not write before).
+    /// Serves a WebSocket echo connection: its common event in [`ws_in_place`], the rest
+    /// through the echo. Called by `serve_conn` itself, like [`Reactor::serve_faulty`]: through
+    /// [`Reactor::serve_other`], whose frame is large, it cost ~30 instructions a message more
+    /// (callgrind).
+    #[inline(never)]
+    pub(super) fn serve_ws_echo(
+        &mut self,
+        key: usize,
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+    ) {
+        let Some(Conn::Other(other)) = self.conns.get_mut(key) else { return };
+        let Other::WsEcho(echo) = &mut **other else { return };
+        let ctx = &mut self.ctx;
+        let outcome = match ws_in_place(echo, ctx, readable, read_closed) {
+            InPlace::Answered => return,
+            InPlace::Went(outcome) => outcome,
+            InPlace::Not => match serve_echo(echo, ctx, readable, writable, read_closed) {
+                Some(outcome) => outcome,
+                None => return,
+            },
+        };
+        let settled = settle_ws_echo(echo, ctx);
+        self.settled(key, outcome, settled);
+    }
+
+    /// Serves a TLS echo connection or a chat member (over either wire; a WebSocket echo goes
+    /// to [`Reactor::serve_ws_echo`]). A writable edge first goes to the wire (TLS records it
+    /// could not write before).
     #[inline(never)]
     pub(super) fn serve_other(
         &mut self,
@@ -155,27 +197,7 @@ impl Reactor {
         let served = match &mut **other {
             Other::Echo(echo) => serve_echo(echo, ctx, readable, writable, read_closed)
                 .map(|outcome| (outcome, settle_wire(&mut echo.io, &mut ctx.stats))),
-            Other::WsEcho(echo) => {
-                let outcome = match ws_in_place(echo, ctx, readable, read_closed) {
-                    InPlace::Answered => {
-                        // Only messages moved (or nothing): counted, and the connection stamped
-                        // active if they did.
-                        if echo.io.count(&mut ctx.stats) {
-                            echo.life.last_active = ctx.tick;
-                        }
-                        return;
-                    }
-                    InPlace::Went(outcome) => Some(outcome),
-                    InPlace::Not => serve_echo(echo, ctx, readable, writable, read_closed),
-                };
-                outcome.map(|outcome| {
-                    let settled = settle_ws(&mut echo.io, &mut ctx.stats);
-                    if settled.echoed {
-                        echo.life.last_active = ctx.tick; // messages moved the echo never saw
-                    }
-                    (outcome, settled)
-                })
-            }
+            Other::WsEcho(_) => return self.serve_ws_echo(key, readable, writable, read_closed),
             Other::Chat(member) if member.is_closed() => None,
             Other::Chat(member) => {
                 let outcome = if writable && member.io.write_own().is_err() {
@@ -185,7 +207,7 @@ impl Reactor {
                 };
                 Some((outcome, settle_wire(&mut member.io, &mut ctx.stats)))
             }
-            Other::FaultyEcho(_) | Other::Proxy(_) => None,
+            Other::FaultyEcho(_) | Other::Proxy(_) => None, // not served here
         };
         if let Some((outcome, settled)) = served {
             self.settled(key, outcome, settled);

@@ -81,6 +81,43 @@ struct Happened {
     echoed: u32,
 }
 
+impl Happened {
+    /// Counts the whole replies [`Ws::reply_in_place`] left to its caller.
+    #[inline]
+    fn replied(&mut self, replied: &Replied) {
+        self.messages_in += replied.frames;
+        self.messages_out += replied.frames;
+        self.echoed += replied.payload;
+    }
+}
+
+/// How [`Ws::answer_in_place`] went.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum InPlaceRead {
+    /// The framing is in no state for it: nothing was read.
+    Not,
+    /// All of the read was answered and sent, the socket is drained, and the messages are
+    /// counted into the stats: the connection was active, and nothing else is to be done.
+    Answered,
+    /// What [`Transport::recv`] would have returned for this read, but for `Ok(0)`, which
+    /// here means "read again" (the end of stream shows then, as it stays).
+    Read(Result<usize, Errno>),
+}
+
+/// What [`Ws::reply_in_place`] did.
+#[derive(Debug)]
+struct Replied {
+    /// Where the frames it did not take start.
+    next: usize,
+    /// Payload bytes handed back at the front of the buffer, for the behaviour (see
+    /// [`Ws::hand_back`]).
+    back: usize,
+    /// Messages answered whole and all taken by the socket, not yet counted (with `payload`,
+    /// their payload bytes); 0 when it counted them itself.
+    frames: u32,
+    payload: u32,
+}
+
 /// The reading side: where the decoder is in the client's frames.
 #[derive(Debug, Default)]
 struct Rx {
@@ -672,20 +709,22 @@ impl<T: Transport> Ws<T> {
     /// general path takes a header and a payload at a time.
     #[inline]
     fn small_frame(&self, buf: &[u8], r: usize, to: usize) -> Option<(u8, usize)> {
-        if to - r < 7 {
+        let frame = buf.get(r..to)?;
+        if frame.len() < 7 {
             return None;
         }
-        let (b0, b1) = (buf[r], buf[r + 1]);
-        let op = b0 & 0x0f;
+        let (b0, b1) = (frame[0], frame[1]);
+        // FIN, no reserved bits, text (0x81) or binary (0x82); masked, 1 to 125 bytes (0x81 to
+        // 0xfd) and within `max_message`: two comparisons.
+        let largest = self.max_message.min(125) as u8;
+        if b0.wrapping_sub(0x81) > 1 || b1.wrapping_sub(0x81) >= largest {
+            return None;
+        }
         let len = (b1 & 0x7f) as usize;
-        let whole = b0 & 0xf0 == 0x80 && (op == opcode::TEXT || op == opcode::BINARY);
-        if !whole || b1 & 0x80 == 0 || !(1..126).contains(&len) || to - r < 6 + len {
+        if frame.len() < 6 + len {
             return None;
         }
-        if len as u32 > self.max_message {
-            return None;
-        }
-        Some((op, len))
+        Some((b0 & 0x0f, len))
     }
 
     /// [`Ws::small_frame`] at `buf[r..]`, taken in one step: its payload is unmasked and moved
@@ -746,65 +785,81 @@ impl<T: Transport> Ws<T> {
     /// The echo's common case answered without the behaviour: the run of
     /// [`Ws::small_frame`]s at `buf[r..to]` becomes its replies where it lies (each header
     /// shrinks from 6 bytes to 2, each payload is unmasked and moves to the front), and the
-    /// replies go out in one write. Returns where the frames after the run start (the general
-    /// path takes them) and the payload bytes at the front of `buf` for the behaviour: none,
-    /// unless the socket took only part of the replies (see [`Ws::hand_back`]).
+    /// replies go out in one write. When the socket took them all, they are left for the
+    /// caller to count ([`Replied::frames`], [`Replied::payload`]: the reactor counts them
+    /// straight into its stats); anything else (a partial write, invalid UTF-8) is counted
+    /// here, into `happened`.
     #[inline(always)]
     fn reply_in_place(
         &mut self,
         buf: &mut [u8],
         mut r: usize,
         to: usize,
-    ) -> Result<(usize, usize), Errno> {
+    ) -> Result<Replied, Errno> {
         let (mut out, mut frames, mut payload) = (0, 0u32, 0);
         let mut invalid = false;
         while let Some((op, len)) = self.small_frame(buf, r, to) {
             let key: [u8; 4] = buf[r + 2..r + 6].try_into().expect("4 bytes");
-            let body = r + 6..r + 6 + len;
-            proto::mask(&mut buf[body.clone()], key, 0);
-            if op == opcode::TEXT && std::str::from_utf8(&buf[body.clone()]).is_err() {
+            // Unmasked and moved up in one pass (the frame's own bytes are all read).
+            proto::unmask_within(buf, r + 6, len, out + 2, key, 0);
+            if op == opcode::TEXT && std::str::from_utf8(&buf[out + 2..out + 2 + len]).is_err() {
                 invalid = true; // fails the connection once the replies before it are out
                 break;
             }
-            buf.copy_within(body, out + 2);
             buf[out..out + 2].copy_from_slice(&[0x80 | op, len as u8]);
             out += 2 + len;
-            payload += len;
+            payload += len as u32;
             frames += 1;
             r += 6 + len;
         }
-        if frames == 0 {
-            if invalid {
-                self.fail(close::INVALID_DATA);
-                return Ok((to, 0)); // nothing after it is read (as in the general path)
-            }
-            return Ok((r, 0));
+        if frames == 0 && !invalid {
+            return Ok(Replied { next: r, back: 0, frames, payload });
         }
-        self.happened.messages_in += frames;
-        let written = loop {
-            match self.inner.send(&buf[..out]) {
-                Ok(n) => break n,
-                Err(EAGAIN) => break 0,
-                Err(libc::EINTR) => {}
-                Err(e) => return Err(e),
+        let mut written = 0;
+        if frames > 0 {
+            written = loop {
+                match self.inner.send(&buf[..out]) {
+                    Ok(n) => break n,
+                    Err(EAGAIN) => break 0,
+                    Err(libc::EINTR) => {}
+                    Err(e) => return Err(e),
+                }
+            };
+            self.wrote += written as u64;
+            if written == out && !invalid {
+                return Ok(Replied { next: r, back: 0, frames, payload });
             }
-        };
-        self.wrote += written as u64;
-        let w = if written == out {
+        }
+        Ok(self.replied_short(buf, r, to, out, written, frames, invalid))
+    }
+
+    /// [`Ws::reply_in_place`] when the socket took part of the replies, or invalid UTF-8 ended
+    /// the run (nothing after it is read, as in the general path): counted here.
+    #[cold]
+    #[allow(clippy::too_many_arguments)]
+    fn replied_short(
+        &mut self,
+        buf: &mut [u8],
+        r: usize,
+        to: usize,
+        out: usize,
+        written: usize,
+        frames: u32,
+        invalid: bool,
+    ) -> Replied {
+        self.happened.messages_in += frames;
+        let back = if written == out {
             self.happened.messages_out += frames;
-            self.happened.echoed += payload as u32;
             0
         } else {
-            let w = self.hand_back(buf, out, written);
-            // What went out, whole or in part, is all the payload but what goes back.
-            self.happened.echoed += (payload - w) as u32;
-            w
+            self.hand_back(buf, out, written)
         };
+        // What went out, whole or in part, is all the payload but what goes back.
+        self.happened.echoed += (out - 2 * frames as usize - back) as u32;
         if invalid {
             self.fail(close::INVALID_DATA);
-            return Ok((to, w)); // nothing after it is read (as in the general path)
         }
-        Ok((r, w))
+        Replied { next: if invalid { to } else { r }, back, frames: 0, payload: 0 }
     }
 
     /// The socket took `written` of the `out` bytes of reply frames at the front of `buf`: what
@@ -860,7 +915,9 @@ impl<T: Transport> Ws<T> {
         }
         let mut w = 0;
         if self.may_reply_in_place() {
-            (start, w) = self.reply_in_place(buf, start, from + n)?;
+            let replied = self.reply_in_place(buf, start, from + n)?;
+            self.happened.replied(&replied);
+            (start, w) = (replied.next, replied.back);
         }
         self.took_frames(buf, start, from + n, w)
     }
@@ -897,31 +954,36 @@ impl<T: Transport> Ws<T> {
 
     /// The echo's readable event when the framing can serve it whole (see
     /// [`Ws::may_reply_in_place`]): one read into `buf`, answered in place where it can be.
-    /// `None` (nothing read) when the framing is in no state for it. Otherwise what
-    /// [`Transport::recv`] would have returned for this read, but for `Ok(0)`, which here
-    /// means "read again" (the end of stream shows then, as it stays).
     #[inline]
-    pub(crate) fn answer_in_place(&mut self, buf: &mut [u8]) -> Option<Result<usize, Errno>> {
+    pub(crate) fn answer_in_place(&mut self, buf: &mut [u8], stats: &mut Stats) -> InPlaceRead {
         if !self.may_reply_in_place_before_read() {
-            return None;
+            return InPlaceRead::Not;
         }
         let n = match self.inner.recv(buf) {
-            Ok(0) => return Some(Ok(0)),
+            Ok(0) => return InPlaceRead::Read(Ok(0)),
             Ok(n) => n,
-            Err(e) => return Some(Err(e)),
+            Err(e) => return InPlaceRead::Read(Err(e)),
         };
         self.rx.full = self.more_may_wait(n, buf.len());
         let (mut start, mut w) = (0, 0);
         if !self.rx.full {
-            (start, w) = match self.reply_in_place(buf, 0, n) {
-                Ok(done) => done,
-                Err(e) => return Some(Err(e)),
+            let replied = match self.reply_in_place(buf, 0, n) {
+                Ok(replied) => replied,
+                Err(e) => return InPlaceRead::Read(Err(e)),
             };
-            if start == n && w == 0 && self.phase == Phase::Open {
-                return Some(Err(EAGAIN)); // all answered, the socket drained
+            if replied.next == n && replied.frames > 0 {
+                // All answered and all taken (a short write or invalid UTF-8 counts itself
+                // and leaves `frames` 0), the socket drained.
+                stats.ws_messages_in += u64::from(replied.frames);
+                stats.ws_messages_out += u64::from(replied.frames);
+                stats.bytes_in += u64::from(replied.payload);
+                stats.bytes_out += u64::from(replied.payload);
+                return InPlaceRead::Answered;
             }
+            self.happened.replied(&replied);
+            (start, w) = (replied.next, replied.back);
         }
-        Some(self.took_frames(buf, start, n, w).map(|m| m.unwrap_or(0)))
+        InPlaceRead::Read(self.took_frames(buf, start, n, w).map(|m| m.unwrap_or(0)))
     }
 
     /// A whole header arrived: check it and start its frame.
