@@ -667,7 +667,7 @@ def write_report(args, shapes, servers, results, idle, client, perf_ok, started,
         print(text)
         return
     lines.append("\n## Reproduce\n")
-    lines.append("```sh\nbash scripts/compare.sh                 # all shapes, 5 rounds (~20 minutes on 2 cores)\n"
+    lines.append("```sh\nbash scripts/compare.sh                 # all shapes, 5 rounds (~45 minutes on 2 cores)\n"
                  "bash scripts/compare.sh --rounds 3 --shapes ping-pong,bulk\n"
                  "bash scripts/compare.sh --shapes 'fan-out 1-100,fan-out 50x50' --no-idle --no-callgrind --no-client\n"
                  "bash scripts/compare.sh --client-only --shapes ping-pong --rounds 20 --duration 1s   # loadgen vs the C client\n```\n")
