@@ -4,10 +4,11 @@
 //! the behaviour writes. The behaviours stay as they are, their caps and backpressure included.
 //!
 //! - **Reading**: raw bytes are read into the caller's buffer and decoded in place: headers are
-//!   dropped, payloads unmasked (sixteen bytes at a time) and moved to the front in one pass. A text message's UTF-8
-//!   is checked as it arrives, failing as soon as the bytes cannot be valid. A protocol error,
-//!   or the client's close frame, reads as end of stream; the close frame we owe goes out when
-//!   the behaviour shuts down (after everything it still had to send).
+//!   dropped, payloads unmasked (sixteen bytes at a time) and moved to the front in one pass.
+//!   A text message's UTF-8 is checked as it arrives, failing as soon as the bytes cannot be
+//!   valid. A protocol error, or the client's close frame, reads as end of stream; the close
+//!   frame we owe goes out when the behaviour shuts down (after everything it still had to
+//!   send).
 //! - **Writing**, zero-copy: the behaviour's bytes go out from its own buffers, with headers
 //!   between them in one vectored write. In [`Mode::Echo`] each reply frame belongs to a message
 //!   received (its opcode, and FIN once that message has ended and its last byte goes out), so a
@@ -744,13 +745,12 @@ impl<T: Transport> Ws<T> {
         }
         let (op, len) = self.small_frame(buf, r, to)?;
         let key: [u8; 4] = buf[r + 2..r + 6].try_into().expect("4 bytes");
-        let payload = r + 6..r + 6 + len;
-        proto::mask(&mut buf[payload.clone()], key, 0);
-        if op == opcode::TEXT && std::str::from_utf8(&buf[payload.clone()]).is_err() {
+        // Unmasked and moved to the front in one pass, as the replies made in place are.
+        proto::unmask_within(buf, r + 6, len, *w, key, 0);
+        if op == opcode::TEXT && std::str::from_utf8(&buf[*w..*w + len]).is_err() {
             self.fail(close::INVALID_DATA);
             return Some(to);
         }
-        buf.copy_within(payload, *w);
         *w += len;
         let msg = OutMsg { op, len: len as u32, sent: 0, complete: true, started: false };
         reply_push(&mut self.tx.first, &mut self.aside, msg);
